@@ -1,0 +1,54 @@
+# The two commands of the README: `make demo` and `make test` set up everything
+# on a fresh machine (system packages, virtualenv, Kafka's jars) first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system venv jars test unit integration lint demo bench brokers-up brokers-down clean
+
+setup: system venv jars
+
+system:
+	bash .ci/install-system
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Resolve Kafka's jars from Maven Central once, into the cache.
+jars: venv
+	$(BIN)/python -c "from brokers.kafka import ensure_jars; print('kafka jars:', ensure_jars())"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: setup
+	$(BIN)/pytest tests/integration
+
+demo: setup
+	$(BIN)/harness demo
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+brokers-up: setup
+	$(BIN)/harness brokers up
+
+brokers-down: venv
+	$(BIN)/harness brokers down
+
+clean: brokers-down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,353 @@
+"""Brokers the harness starts itself as local processes, shared and cleaned up.
+
+A broker module supplies a :class:`LocalRecipe` (how to prepare, launch and
+check one broker); this module owns the life cycle common to all of them:
+
+* one broker per kind per cache directory, shared by every process that
+  leases it (pytest-xdist workers, the CLI, two test sessions);
+* a supervisor process per broker that stops it and deletes its data as soon
+  as no leasing process is alive any more, so Ctrl-C, a crashed or killed
+  test process never leaves a broker behind;
+* ``harness brokers up`` takes a pinned lease that only ``down`` releases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from filelock import FileLock
+
+from harness._broker import BrokerInfo
+from harness._errors import BrokerStartError
+from harness._message import BrokerKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPlan:
+    """Everything the supervisor needs to run one broker.
+
+    ``companions`` are started first (in order) and stopped last, e.g. a
+    private epmd for RabbitMQ. All processes run in the supervisor's process
+    group, bound to 127.0.0.1, with ``env`` added to the environment.
+    """
+
+    argv: Sequence[str]
+    url: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    companions: Sequence[Sequence[str]] = ()
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class LocalRecipe(Protocol):
+    """How one kind of broker is prepared, launched and checked."""
+
+    kind: BrokerKind
+    #: A bound on cold start (jar resolution excluded): wait_ready gets this long.
+    start_timeout: float
+
+    def check_prerequisites(self) -> None:
+        """Raise BrokerStartError naming what is missing (Java, rabbitmq-server) and the fix."""
+
+    def prepare(self, workdir: Path) -> LaunchPlan:
+        """Pick free ports, write config into ``workdir`` (private, empty), format storage."""
+
+    def wait_ready(self, info: BrokerInfo, timeout: float) -> None:
+        """Block until a real produce-and-consume round trip succeeds, else raise.
+
+        Called in a thread with no running event loop, so it may use asyncio.run.
+        Raise BrokerStartError if ``timeout`` seconds pass first.
+        """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cache_dir() -> Path:
+    """Jars and running-broker state: $HARNESS_CACHE_DIR or ~/.cache/message-flow-harness."""
+    root = os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "message-flow-harness"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- leases -----------------------------------------------------------------
+#
+# State lives in cache_dir()/run/<kind>/, guarded by <kind>.lock:
+#   plan.json    what the supervisor runs (written by the leasing process)
+#   state.json   the ready broker's BrokerInfo and pids (written once ready)
+#   owners/      one file per lease: "<pid>-<start time>" or "pinned"
+#   exit.json    why the broker stopped, with its log tail (kept for diagnosis)
+
+PINNED = "pinned"
+_LOCK_TIMEOUT = 900.0  # another process may be resolving jars and starting the broker
+_STOP_TIMEOUT = 30.0
+
+
+def run_dir(kind: BrokerKind) -> Path:
+    path = cache_dir() / "run" / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _lock(kind: BrokerKind) -> FileLock:
+    return FileLock(str(run_dir(kind).parent / f"{kind}.lock"), timeout=_LOCK_TIMEOUT)
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name may contain spaces and parentheses: split after the last ")"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_token(pid: int) -> str:
+    return f"{pid}-{process_start_time(pid)}"
+
+
+def owner_alive(token: str) -> bool:
+    if token == PINNED:
+        return True
+    pid, _, started = token.partition("-")
+    return pid.isdigit() and process_start_time(int(pid)) == started
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _info_from_state(state: dict[str, Any]) -> BrokerInfo:
+    return BrokerInfo(
+        kind=state["kind"], url=state["url"], provider="local", extra=dict(state["extra"])
+    )
+
+
+def _running_state(kind: BrokerKind) -> dict[str, Any] | None:
+    """The state of a ready broker whose supervisor and broker are both alive, else None."""
+    state = _read_json(run_dir(kind) / "state.json")
+    if state is None:
+        return None
+    if not (owner_alive(state["supervisor"]) and owner_alive(state["broker"])):
+        return None
+    return state
+
+
+def status(kind: BrokerKind) -> BrokerInfo | None:
+    """The running local broker of ``kind``, or None."""
+    state = _running_state(kind)
+    return None if state is None else _info_from_state(state)
+
+
+def acquire(recipe: LocalRecipe, *, pinned: bool = False) -> BrokerInfo:
+    """Lease the local broker of ``recipe.kind``, starting it if none runs.
+
+    The lease belongs to this process (or is pinned: only :func:`stop` ends
+    it); the broker stops when no lease holder is alive.
+    """
+    kind = recipe.kind
+    with _lock(kind):
+        state = _running_state(kind)
+        if state is None:
+            _stop_locked(kind)  # a dead or half-started broker: clear its remains
+            state = _start_locked(recipe)
+        owners = run_dir(kind) / "owners"
+        owners.mkdir(exist_ok=True)
+        (owners / (PINNED if pinned else owner_token(os.getpid()))).touch()
+        return _info_from_state(state)
+
+
+def release(kind: BrokerKind, *, pinned: bool = False) -> None:
+    """End this process's lease; stop the broker if that was the last live one."""
+    with _lock(kind):
+        owners = run_dir(kind) / "owners"
+        (owners / (PINNED if pinned else owner_token(os.getpid()))).unlink(missing_ok=True)
+        live = [p for p in owners.glob("*") if owner_alive(p.name)] if owners.is_dir() else []
+        if not live:
+            _stop_locked(kind)
+
+
+def stop(kind: BrokerKind) -> bool:
+    """Stop the local broker of ``kind`` whoever leases it; True if one was running."""
+    with _lock(kind):
+        was_running = _running_state(kind) is not None
+        _stop_locked(kind)
+        return was_running
+
+
+def last_exit(kind: BrokerKind) -> dict[str, Any] | None:
+    """Why the last local broker of ``kind`` stopped (return code, log tail), if recorded."""
+    return _read_json(run_dir(kind) / "exit.json")
+
+
+def _start_locked(recipe: LocalRecipe) -> dict[str, Any]:
+    kind = recipe.kind
+    recipe.check_prerequisites()
+    directory = run_dir(kind)
+    (directory / "exit.json").unlink(missing_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"harness-{kind}-"))  # mode 0700: private data
+    try:
+        plan = recipe.prepare(workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    extra = {**plan.extra, "workdir": str(workdir)}
+    plan_data: dict[str, Any] = {
+        "kind": kind,
+        "url": plan.url,
+        "argv": list(plan.argv),
+        "env": dict(plan.env),
+        "companions": [list(c) for c in plan.companions],
+        "extra": extra,
+        "workdir": str(workdir),
+        "launcher": owner_token(os.getpid()),
+    }
+    (directory / "plan.json").write_text(json.dumps(plan_data))
+    (directory / "owners").mkdir(exist_ok=True)
+    # The starter owns the broker from the first moment, so the supervisor
+    # never sees an empty owner list while we wait for readiness.
+    (directory / "owners" / owner_token(os.getpid())).touch()
+    # The supervisor daemonizes (forks and leaves our session): it must outlive
+    # us when others share the broker, and Ctrl-C in a terminal must not reach it.
+    with open(directory / "supervisor.log", "wb") as log:
+        subprocess.run(
+            [sys.executable, "-m", "brokers._supervisor", str(directory)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=str(Path(__file__).resolve().parent.parent),
+            check=True,
+            timeout=30,
+        )
+    info = BrokerInfo(kind=kind, url=plan.url, provider="local", extra=extra)
+    try:
+        launched = _await_launch(directory, timeout=30.0)
+        _await_ready(recipe, info, directory, launched["supervisor"])
+    except BaseException:
+        _stop_locked(kind)
+        raise
+    state = {
+        "kind": kind,
+        "url": plan.url,
+        "extra": {**extra, "pid": launched["broker"].partition("-")[0]},
+        "supervisor": launched["supervisor"],
+        "broker": launched["broker"],
+    }
+    (directory / "state.json").write_text(json.dumps(state))
+    return state
+
+
+def _await_launch(directory: Path, *, timeout: float) -> dict[str, str]:
+    """Wait for the supervisor to report its own and the broker's process tokens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        launched = _read_json(directory / "launched.json")
+        if launched is not None:
+            return {"supervisor": str(launched["supervisor"]), "broker": str(launched["broker"])}
+        time.sleep(0.05)
+    log = (directory / "supervisor.log").read_text(errors="replace")
+    raise BrokerStartError(
+        f"the broker supervisor did not launch the broker within {timeout:.0f} s: {log[-2000:]}"
+    )
+
+
+def _raise_if_exited(directory: Path, supervisor: str) -> None:
+    if owner_alive(supervisor):
+        return
+    failure = _read_json(directory / "exit.json") or {}
+    log = failure.get("log_tail") or (directory / "supervisor.log").read_text(errors="replace")
+    raise BrokerStartError(
+        f"the local broker exited during start-up ({failure.get('reason', 'unknown reason')})."
+        f" Last log lines:\n{log[-3000:]}"
+    )
+
+
+def _await_ready(recipe: LocalRecipe, info: BrokerInfo, directory: Path, supervisor: str) -> None:
+    """Run the recipe's round-trip check, failing fast if the broker dies meanwhile."""
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            recipe.wait_ready(info, recipe.start_timeout)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=check, name=f"{recipe.kind}-ready", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + recipe.start_timeout + 10.0
+    while thread.is_alive() and time.monotonic() < deadline:
+        _raise_if_exited(directory, supervisor)
+        thread.join(0.1)
+    if not outcome:
+        raise BrokerStartError(
+            f"the local {recipe.kind} broker was not ready within {recipe.start_timeout:.0f} s;"
+            f" see its log at {info.extra.get('log', info.extra.get('workdir'))}"
+        )
+    if outcome[0] is not None:
+        log_tail = _tail(Path(info.extra["log"])) if "log" in info.extra else ""
+        raise BrokerStartError(
+            f"the local {recipe.kind} broker did not become ready: {outcome[0]}"
+            + (f"\nLast log lines:\n{log_tail}" if log_tail else "")
+        ) from outcome[0]
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - limit))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _stop_locked(kind: BrokerKind) -> None:
+    """Stop the supervisor (which stops the broker and deletes its data) and clear state."""
+    directory = run_dir(kind)
+    plan = _read_json(directory / "plan.json")
+    state = _read_json(directory / "state.json")
+    launched = _read_json(directory / "launched.json")
+    supervisor = (state or {}).get("supervisor") or (launched or {}).get("supervisor")
+    if supervisor and owner_alive(supervisor):
+        pid = int(supervisor.partition("-")[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while owner_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if owner_alive(supervisor):  # a wedged supervisor: take its whole group down
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    if launched and owner_alive(launched["broker"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(launched["broker"].partition("-")[0]), signal.SIGKILL)
+    if plan is not None:
+        shutil.rmtree(plan["workdir"], ignore_errors=True)
+    for name in ("state.json", "plan.json", "launched.json"):
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / "owners", ignore_errors=True)

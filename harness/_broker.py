@@ -1,0 +1,144 @@
+"""The interface the core owns and every broker module implements.
+
+The core never imports a driver: ``brokers.kafka`` and ``brokers.rabbitmq``
+implement :class:`BrokerAdapter` and translate their drivers' errors into
+:mod:`harness._errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Self
+
+from harness._message import BrokerKind, Message
+
+ProviderName = Literal["url", "local", "docker"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BrokerInfo:
+    """How to reach one running broker.
+
+    ``url`` is what clients use: Kafka bootstrap servers (``host:port``) or an
+    AMQP URL. ``extra`` carries provider details worth printing (management
+    URL, fault-proxy listeners, process id, data directory).
+    """
+
+    kind: BrokerKind
+    url: str
+    provider: ProviderName
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DestinationSpec:
+    """One isolated destination to create: a Kafka topic or a RabbitMQ queue.
+
+    ``dead_letter`` names the destination that rejected messages go to; a
+    RabbitMQ adapter wires it with a dead-letter exchange, Kafka has no
+    broker-side wiring (the service publishes there itself).
+    """
+
+    name: str
+    partitions: int = 1
+    dead_letter: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PublishReceipt:
+    """Where the broker put a published message (Kafka partition/offset; None for RabbitMQ)."""
+
+    destination: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+TapEvent = Literal["landed", "delivered"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TapRecord:
+    """What a broker-side tap saw, with the broker's own metadata.
+
+    ``landed``: the message was stored on ``destination`` (Kafka: appended to a
+    partition; RabbitMQ: routed to the queue). ``delivered``: the broker handed
+    it to a consumer of ``destination`` (RabbitMQ firehose only).
+    ``seen_ns`` is the tap's ``perf_counter_ns`` on receipt.
+    """
+
+    event: TapEvent
+    destination: str
+    message: Message
+    seen_ns: int
+    partition: int | None = None
+    offset: int | None = None
+    broker_timestamp_ms: int | None = None
+    redelivered: bool | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+
+
+TapCallback = Callable[[TapRecord], None]
+
+
+class BrokerAdapter(abc.ABC):
+    """One connection's worth of administration and traffic on a broker.
+
+    Adapters are async context managers: ``async with connect(info) as adapter``.
+    Every method raises :class:`~harness.BrokerUnavailable` when the broker is
+    unreachable and :class:`~harness.DestinationError` when it refuses.
+    """
+
+    kind: BrokerKind
+    info: BrokerInfo
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (bounded); raise BrokerUnavailable naming the URL and the fix."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection and tap; safe to call twice."""
+
+    @abc.abstractmethod
+    async def create(self, spec: DestinationSpec) -> None:
+        """Create a destination and wait until it is usable."""
+
+    @abc.abstractmethod
+    async def delete(self, name: str) -> None:
+        """Delete a destination; deleting one that does not exist is not an error."""
+
+    @abc.abstractmethod
+    async def list_destinations(self, prefix: str = "") -> list[str]:
+        """Names of existing destinations starting with ``prefix``."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, destination: str, message: Message, *, partition: int | None = None
+    ) -> PublishReceipt:
+        """Publish one message and wait until the broker has it."""
+
+    @abc.abstractmethod
+    def tap(self, destination: str, on_record: TapCallback) -> AbstractAsyncContextManager[None]:
+        """Observe everything that lands on ``destination`` without consuming it.
+
+        Entering returns once the tap is live (a message published after that
+        is seen); ``on_record`` is called for each record, in broker order per
+        partition or queue, and must not block.
+        """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,78 @@
+"""What flows: messages, and the endpoints a system under test is told about."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from harness._errors import InvalidArgument
+
+BrokerKind = Literal["kafka", "rabbitmq"]
+BROKER_KINDS: tuple[BrokerKind, ...] = ("kafka", "rabbitmq")
+
+#: Header stamped on every input message the harness publishes; services that
+#: copy headers to their outputs are correlated through it automatically.
+HARNESS_ID_HEADER = "x-harness-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message: an optional key, a byte payload and string-keyed byte headers."""
+
+    value: bytes = b""
+    key: bytes | None = None
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, bytes):
+            raise InvalidArgument(
+                f"Message value={self.value!r} is {type(self.value).__name__}: "
+                "pass bytes (encode text with .encode())"
+            )
+        if self.key is not None and not isinstance(self.key, bytes):
+            raise InvalidArgument(
+                f"Message key={self.key!r} is {type(self.key).__name__}: pass bytes or None"
+            )
+        for name, header in self.headers.items():
+            if not isinstance(name, str) or not isinstance(header, bytes):
+                raise InvalidArgument(
+                    f"Message header {name!r}={header!r} is invalid: "
+                    "header names are str and values are bytes"
+                )
+
+    @property
+    def harness_id(self) -> str | None:
+        """The harness id header, decoded, or None for a message the harness did not stamp."""
+        raw = self.headers.get(HARNESS_ID_HEADER)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def with_headers(self, **extra: bytes) -> Message:
+        """A copy with headers added (or replaced)."""
+        return Message(value=self.value, key=self.key, headers={**self.headers, **extra})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Endpoints:
+    """What the system under test is told for one run: where the broker is and what to use.
+
+    ``input``, ``output`` and ``dead_letter`` are destination names (Kafka
+    topics or RabbitMQ queues), unique per run, created by the harness before
+    the service starts and deleted after it stops.
+    """
+
+    kind: BrokerKind
+    input: str
+    output: str
+    dead_letter: str
+    bootstrap_servers: str | None = None
+    amqp_url: str | None = None
+    group_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in BROKER_KINDS:
+            raise InvalidArgument(f"kind={self.kind!r} is invalid: use one of {BROKER_KINDS}")
+        if self.kind == "kafka" and not self.bootstrap_servers:
+            raise InvalidArgument("kind='kafka' needs bootstrap_servers='host:port'")
+        if self.kind == "rabbitmq" and not self.amqp_url:
+            raise InvalidArgument("kind='rabbitmq' needs amqp_url='amqp://user:pass@host:port/'")

@@ -1,0 +1,79 @@
+"""pytest plugin (entry point ``pytest11``): broker fixtures, options and markers.
+
+Imports no broker driver: brokers are provisioned only when a test asks for
+``kafka_broker`` or ``rabbitmq_broker``. Both are session-scoped; under
+pytest-xdist every worker leases the same local broker (see brokers._local),
+which stops when the last worker is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import brokers
+from harness._broker import BrokerInfo
+from harness._message import BrokerKind
+
+_MARKERS = {
+    "kafka": "the test needs a Kafka broker (the kafka_broker fixture)",
+    "rabbitmq": "the test needs a RabbitMQ broker (the rabbitmq_broker fixture)",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "message-flow harness: which brokers to test against")
+    group.addoption(
+        "--kafka-bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="use this Kafka broker instead of starting one (env HARNESS_KAFKA_BOOTSTRAP)",
+    )
+    group.addoption(
+        "--amqp-url",
+        default=None,
+        metavar="URL",
+        help="use this RabbitMQ broker instead of starting one (env HARNESS_AMQP_URL)",
+    )
+    group.addoption(
+        "--broker-provider",
+        default="auto",
+        metavar="NAME",
+        help="where brokers come from: "
+        + ", ".join(brokers.PROVIDERS)
+        + " (default: auto ="
+        + " the URL if one is given, else a broker the harness starts locally)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in _MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    provider = config.getoption("--broker-provider")
+    if provider not in brokers.PROVIDERS:
+        raise pytest.UsageError(
+            f"--broker-provider={provider!r} is invalid: use one of {', '.join(brokers.PROVIDERS)}"
+        )
+
+
+def _provide(request: pytest.FixtureRequest, kind: BrokerKind) -> Iterator[BrokerInfo]:
+    option = brokers.URL_OPTION[kind]
+    with brokers.provision(
+        kind,
+        url=request.config.getoption(option),
+        provider=request.config.getoption("--broker-provider"),
+    ) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
+    """A running Kafka broker for the whole session (given by URL, or started locally)."""
+    yield from _provide(request, "kafka")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
+    """A running RabbitMQ broker for the whole session (given by URL, or started locally)."""
+    yield from _provide(request, "rabbitmq")
