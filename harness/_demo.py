@@ -14,9 +14,8 @@ from harness._message import BrokerKind, Message
 async def _round_trip(kind: BrokerKind, url: str | None) -> None:
     started = time.perf_counter()
     with brokers.provision(kind, url=url) as info:
-        print(
-            f"{kind}: broker ready at {info.url} ({info.provider}) in {time.perf_counter() - started:.1f} s"
-        )
+        elapsed = time.perf_counter() - started
+        print(f"{kind}: broker ready at {info.url} ({info.provider}) in {elapsed:.1f} s")
         name = f"harness-demo-{uuid.uuid4().hex[:8]}"
         seen: list[TapRecord] = []
         async with brokers.adapter(info) as adapter:
@@ -34,9 +33,7 @@ async def _round_trip(kind: BrokerKind, url: str | None) -> None:
                             raise TimeoutError("the tap did not see all 3 messages in 10 s")
                         await asyncio.sleep(0.01)
                 for record in seen:
-                    print(
-                        f"  tap saw {record.event}: {record.message.value!r} on {record.destination}"
-                    )
+                    print(f"  tap saw {record.event} {record.message.value!r} on {name}")
             finally:
                 await adapter.delete(name)
         print(f"{kind}: round trip ok, destination {name} deleted")
