@@ -121,6 +121,15 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, object]]) -> None:
         raise errors[0]
 
 
+def install_client_probes(kind: BrokerKind) -> None:
+    """Patch the driver of ``kind`` so runs can record what in-process services do (idempotent)."""
+    if kind == "kafka":
+        from brokers.kafka_probes import install
+    else:
+        from brokers.rabbitmq_probes import install
+    install()
+
+
 def _start_container(kind: BrokerKind) -> tuple[BrokerInfo, Callable[[], None]]:
     if kind == "kafka":
         from brokers.kafka import start_container
@@ -170,6 +179,7 @@ __all__ = (
     "check_kind",
     "check_reachable",
     "info_from_url",
+    "install_client_probes",
     "provision",
     "recipe",
     "run_sync",

@@ -17,6 +17,7 @@ from harness._errors import (
     InvalidArgument,
 )
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from harness._waiting import eventually
 
 __all__ = (
     "HARNESS_ID_HEADER",
@@ -34,4 +35,5 @@ __all__ = (
     "Message",
     "PublishReceipt",
     "TapRecord",
+    "eventually",
 )

@@ -131,6 +131,10 @@ class BrokerAdapter(abc.ABC):
         partition or queue, and must not block.
         """
 
+    async def forget_group(self, group_id: str) -> None:
+        """Delete a consumer group the service used (Kafka); nothing to do elsewhere."""
+        return None
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self

@@ -33,3 +33,7 @@ class DestinationError(BrokerError):
 
 class HarnessTimeout(HarnessError, TimeoutError):
     """A bounded wait ran out; the message says what was awaited and for how long."""
+
+
+class ServiceError(HarnessError):
+    """The service under test raised or hung while starting or stopping."""

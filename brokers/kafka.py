@@ -1,0 +1,941 @@
+"""Kafka: the adapter the core talks to, a local KRaft broker, and a Docker provider.
+
+* :class:`KafkaAdapter` administers topics, publishes and taps through aiokafka
+  and translates its errors into :mod:`harness._errors`.
+* :class:`KafkaRecipe` runs Apache Kafka's own jars (resolved once from Maven
+  Central by :func:`ensure_jars`) as a single-node KRaft broker tuned for tests.
+* :func:`start_container` starts a broker with testcontainers where Docker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from brokers._local import LaunchPlan, cache_dir, free_port
+from harness._broker import (
+    BrokerAdapter,
+    BrokerInfo,
+    DestinationSpec,
+    PublishReceipt,
+    TapCallback,
+    TapRecord,
+)
+from harness._errors import (
+    BrokerStartError,
+    BrokerUnavailable,
+    DestinationError,
+    HarnessError,
+    InvalidArgument,
+)
+from harness._message import BrokerKind, Message
+
+__all__ = (
+    "KAFKA_VERSION",
+    "KafkaAdapter",
+    "KafkaRecipe",
+    "ensure_jars",
+    "start_container",
+)
+
+#: Broker and tools share one version: Maven Central has kafka-tools only up to 4.3.1.
+KAFKA_VERSION = "4.3.1"
+#: The log4j-core version kafka-server 4.3.1 brings in; its SLF4J binding must match it.
+LOG4J_VERSION = "2.25.4"
+#: Largest message the local broker accepts and the adapter sends (1 MiB payloads fit easily).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: The image testcontainers' KafkaContainer is tested with (KRaft needs cp-kafka >= 7.0).
+DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"
+
+_URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
+_TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
+_MAX_TOPIC_LENGTH = 249
+_POLL_S = 0.05
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def _check_topic_name(name: object) -> str:
+    """Kafka's own rule for topic names, checked before any request is sent."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"topic name {name!r} is invalid: pass a non-empty str")
+    if len(name) > _MAX_TOPIC_LENGTH:
+        raise InvalidArgument(
+            f"topic name {name[:40]!r}... is invalid: it has {len(name)} characters, "
+            f"Kafka allows at most {_MAX_TOPIC_LENGTH}"
+        )
+    if name in {".", ".."} or not _TOPIC_CHARS.fullmatch(name):
+        raise InvalidArgument(
+            f"topic name {name!r} is invalid: use only ASCII letters, digits, '.', '_' "
+            "and '-' (and not '.' or '..' alone)"
+        )
+    return name
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.NoBrokersAvailable,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ProducerClosed,
+    OSError,
+)
+
+
+async def _bounded(step: Awaitable[object], within: float) -> BaseException | None:
+    """Run a cleanup step for at most ``within`` seconds; return what went wrong, never raise."""
+    try:
+        async with asyncio.timeout(within):
+            await step
+    except Exception as err:
+        return err
+    return None
+
+
+@dataclass(eq=False)
+class _LiveTap:
+    consumer: Any
+    task: asyncio.Task[None]
+
+
+class KafkaAdapter(BrokerAdapter):
+    """Topics, publishing and taps on one Kafka cluster, every call bounded by ``timeout``.
+
+    Use as ``async with KafkaAdapter(info) as adapter``. One admin client and
+    one producer (``acks="all"``) are shared by all calls; each tap has its
+    own group-less consumer.
+    """
+
+    kind: BrokerKind = "kafka"
+
+    def __init__(self, info: BrokerInfo, *, timeout: float = 10.0) -> None:
+        if info.kind != "kafka":
+            raise InvalidArgument(
+                f"KafkaAdapter got a {info.kind!r} broker ({info.url}): "
+                "pass a BrokerInfo with kind='kafka'"
+            )
+        if not timeout > 0:
+            raise InvalidArgument(
+                f"timeout={timeout!r} is invalid: pass a positive number of seconds"
+            )
+        self.info = info
+        self._timeout = float(timeout)
+        self._admin: Any = None
+        self._producer: Any = None
+        self._taps: set[_LiveTap] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._producer is not None else "new"
+        return f"<KafkaAdapter {self.info.url} {state}>"
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def open(self) -> None:
+        """Connect the admin client and the producer; BrokerUnavailable if nobody answers."""
+        if self._closed:
+            raise BrokerUnavailable(
+                f"this KafkaAdapter for {self.info.url} is closed: make a new one to reconnect"
+            )
+        if self._producer is not None:
+            return
+        request_timeout_ms = int(self._timeout * 1000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.info.url,
+            client_id="harness-admin",
+            request_timeout_ms=request_timeout_ms,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.info.url,
+            client_id="harness-producer",
+            acks="all",
+            linger_ms=0,
+            max_request_size=MAX_MESSAGE_BYTES,
+            request_timeout_ms=request_timeout_ms,
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await admin.start()
+                await producer.start()
+        except BaseException as err:
+            await _bounded(producer.stop(), self._timeout)
+            await _bounded(admin.close(), self._timeout)
+            if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
+                raise BrokerUnavailable(
+                    f"no Kafka broker answers at {self.info.url} within {self._timeout:g} s "
+                    f"({_describe(err)}): {_URL_FIX}"
+                ) from err
+            raise
+        self._admin, self._producer = admin, producer
+
+    async def close(self) -> None:
+        """Stop every tap, the producer and the admin client; each step bounded, safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for tap in list(self._taps):
+            await self._stop_tap(tap)
+        if self._producer is not None:
+            await _bounded(self._producer.stop(), self._timeout)
+        if self._admin is not None:
+            await _bounded(self._admin.close(), self._timeout)
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._producer is None or self._closed:
+            raise BrokerUnavailable(
+                f"this KafkaAdapter for {self.info.url} is not open: "
+                "use `async with KafkaAdapter(info) as adapter`"
+            )
+        return self._admin, self._producer
+
+    def _translate(self, err: BaseException, doing: str) -> HarnessError:
+        """A driver error (or our own deadline) as the harness error a caller can act on."""
+        if isinstance(err, TimeoutError):
+            return BrokerUnavailable(
+                f"Kafka at {self.info.url} did not finish {doing} within {self._timeout:g} s: "
+                f"is the broker alive? ({_URL_FIX})"
+            )
+        if isinstance(err, _CONNECTION_ERRORS):
+            return BrokerUnavailable(
+                f"lost Kafka at {self.info.url} while {doing} ({_describe(err)}): "
+                f"is the broker alive? ({_URL_FIX})"
+            )
+        return DestinationError(
+            f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): "
+            "see the message and the broker's log"
+        )
+
+    # ----------------------------------------------------------------- topics
+
+    async def create(self, spec: DestinationSpec) -> None:
+        """Create the topic (replication 1) and wait until every partition has a leader."""
+        name = _check_topic_name(spec.name)
+        if not isinstance(spec.partitions, int) or spec.partitions < 1:
+            raise InvalidArgument(
+                f"partitions={spec.partitions!r} is invalid: a topic needs at least one partition"
+            )
+        admin, _ = self._clients()
+        doing = f"creating topic {name!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await admin.create_topics(
+                    [NewTopic(name, spec.partitions, 1)],
+                    timeout_ms=int(self._timeout * 1000),
+                )
+                for topic_error in response.topic_errors:
+                    code = topic_error[1]
+                    message = topic_error[2] if len(topic_error) > 2 else ""
+                    if code == kafka_errors.TopicAlreadyExistsError.errno:
+                        raise DestinationError(
+                            f"topic {name!r} already exists on {self.info.url}: "
+                            "delete it first or use a unique name per run"
+                        )
+                    if code != 0:
+                        raise DestinationError(
+                            f"Kafka at {self.info.url} refused to create topic {name!r} "
+                            f"({kafka_errors.for_code(code).__name__}: {message}): "
+                            "check the name, partitions and the broker's topic policy"
+                        )
+                # Under KRaft a successful CreateTopics only means the controller
+                # committed it: leaders appear in metadata a little later.
+                await self._await_leaders(name, spec.partitions)
+        except HarnessError:
+            raise
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            if isinstance(err, TimeoutError) and await self._exists(name):
+                raise DestinationError(
+                    f"topic {name!r} was created but not all of its {spec.partitions} partitions "
+                    f"had a leader within {self._timeout:g} s: check the broker's log"
+                ) from err
+            raise self._translate(err, doing) from err
+
+    async def _await_leaders(self, name: str, partitions: int) -> None:
+        """Poll until the broker's and then the producer's metadata show every leader."""
+        admin, producer = self._clients()
+        wanted = set(range(partitions))
+        while True:
+            (topic,) = await admin.describe_topics([name])
+            led = {
+                p["partition"]
+                for p in topic["partitions"]
+                if p["error_code"] == 0 and p["leader"] >= 0
+            }
+            if topic["error_code"] == 0 and led >= wanted:
+                break
+            await asyncio.sleep(_POLL_S)
+        # The producer keeps its own metadata: confirm it too, so the first
+        # publish does not stall on a refresh (or on stale metadata of an
+        # earlier topic with the same name).
+        await producer.client.add_topic(name)
+        while producer.client.cluster.available_partitions_for_topic(name) != wanted:
+            await producer.client.force_metadata_update()
+            if producer.client.cluster.available_partitions_for_topic(name) != wanted:
+                await asyncio.sleep(_POLL_S)
+
+    async def _topic_names(self) -> list[tuple[str, bool]]:
+        admin, _ = self._clients()
+        # A metadata request for all topics never auto-creates one.
+        return [(t["topic"], bool(t["is_internal"])) for t in await admin.describe_topics(None)]
+
+    async def _exists(self, name: str) -> bool | None:
+        """Whether the topic exists; None when the broker does not say within a short bound."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(min(self._timeout, 2.0)):
+                return name in {topic for topic, _ in await self._topic_names()}
+        return None
+
+    async def delete(self, name: str) -> None:
+        """Delete a topic (a missing one is fine) and wait until metadata no longer shows it."""
+        name = _check_topic_name(name)
+        admin, producer = self._clients()
+        doing = f"deleting topic {name!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await admin.delete_topics([name], timeout_ms=int(self._timeout * 1000))
+                for _, code in response.topic_error_codes:
+                    if code not in (0, kafka_errors.UnknownTopicOrPartitionError.errno):
+                        raise DestinationError(
+                            f"Kafka at {self.info.url} refused to delete topic {name!r} "
+                            f"({kafka_errors.for_code(code).__name__}): check the broker allows "
+                            "deletion (delete.topic.enable=true)"
+                        )
+                # Deletion is asynchronous: poll until the metadata agrees.
+                while True:
+                    if name not in {topic for topic, _ in await self._topic_names()}:
+                        break
+                    await asyncio.sleep(_POLL_S)
+                await self._forget(producer, name)
+        except HarnessError:
+            raise
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, doing) from err
+
+    @staticmethod
+    async def _forget(producer: Any, name: str) -> None:
+        """Drop a deleted topic from the producer's metadata.
+
+        Otherwise the producer keeps asking for it, which recreates it on brokers
+        with auto.create.topics.enable, and a publish to it would retry until the
+        deadline instead of failing at once. aiokafka has no public call for this.
+        """
+        tracked = getattr(producer.client, "_topics", None)
+        if not isinstance(tracked, set) or name not in tracked:
+            return
+        producer.client.set_topics(tracked - {name})
+        await producer.client.force_metadata_update()
+
+    async def list_destinations(self, prefix: str = "") -> list[str]:
+        """Names of non-internal topics starting with ``prefix``, sorted."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                topics = await self._topic_names()
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, "listing topics") from err
+        return sorted(
+            topic
+            for topic, internal in topics
+            if not internal and not topic.startswith("__") and topic.startswith(prefix)
+        )
+
+    # ----------------------------------------------------------------- traffic
+
+    async def publish(
+        self, destination: str, message: Message, *, partition: int | None = None
+    ) -> PublishReceipt:
+        """Send one record and wait for all in-sync replicas to have it."""
+        name = _check_topic_name(destination)
+        if partition is not None and (not isinstance(partition, int) or partition < 0):
+            raise InvalidArgument(
+                f"partition={partition!r} is invalid: pass None or a partition number >= 0"
+            )
+        _, producer = self._clients()
+        doing = f"publishing to topic {name!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                known = producer.client.cluster.partitions_for_topic(name)
+                if known is None and await self._exists(name) is False:
+                    raise DestinationError(
+                        f"topic {name!r} does not exist on {self.info.url}: create it first "
+                        f"(adapter.create(DestinationSpec(name={name!r})))"
+                    )
+                if partition is not None:
+                    known = await producer.partitions_for(name)
+                    if partition not in known:
+                        raise InvalidArgument(
+                            f"partition={partition} is invalid: topic {name!r} has partitions "
+                            f"0..{max(known)}"
+                        )
+                sent = await producer.send_and_wait(
+                    name,
+                    value=message.value,
+                    key=message.key,
+                    partition=partition,
+                    headers=list(message.headers.items()),
+                )
+        except HarnessError:
+            raise
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            if await self._exists(name) is False:
+                raise DestinationError(
+                    f"topic {name!r} does not exist on {self.info.url} (any more): "
+                    "create it before publishing"
+                ) from err
+            raise self._translate(err, doing) from err
+        return PublishReceipt(destination=name, partition=sent.partition, offset=sent.offset)
+
+    def tap(
+        self, destination: str, on_record: TapCallback
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Read every partition of ``destination`` from the beginning, without a group.
+
+        Records reach ``on_record`` from a background task, in offset order per
+        partition. If that task fails (including ``on_record`` raising), leaving
+        the ``async with`` raises its exception.
+        """
+        return self._tap(_check_topic_name(destination), on_record)
+
+    @contextlib.asynccontextmanager
+    async def _tap(self, name: str, on_record: TapCallback) -> AsyncIterator[None]:
+        admin, _ = self._clients()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.info.url,
+            client_id="harness-tap",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_uncommitted",
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            request_timeout_ms=int(self._timeout * 1000),
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                (topic,) = await admin.describe_topics([name])
+                if topic["error_code"] != 0:
+                    raise DestinationError(
+                        f"cannot tap topic {name!r} on {self.info.url}: "
+                        f"{kafka_errors.for_code(topic['error_code']).__name__}; create it first"
+                    )
+                partitions = [
+                    TopicPartition(name, p["partition"])
+                    for p in sorted(topic["partitions"], key=lambda p: p["partition"])
+                ]
+                await consumer.start()
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                # position() resolves the start offsets, so the tap is really live.
+                for tp in partitions:
+                    await consumer.position(tp)
+        except BaseException as err:
+            await _bounded(consumer.stop(), self._timeout)
+            if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
+                raise self._translate(err, f"starting a tap on topic {name!r}") from err
+            raise
+        live = _LiveTap(
+            consumer=consumer,
+            task=asyncio.create_task(
+                self._pump(consumer, name, on_record), name=f"kafka-tap {name}"
+            ),
+        )
+        self._taps.add(live)
+        try:
+            yield
+        except BaseException as body_error:
+            failure = await self._stop_tap(live)
+            if failure is not None:
+                body_error.add_note(f"the Kafka tap on {name!r} had failed too: {failure!r}")
+            raise
+        failure = await self._stop_tap(live)
+        if failure is not None:
+            raise failure
+
+    async def _pump(self, consumer: Any, name: str, on_record: TapCallback) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except kafka_errors.KafkaError as err:
+                raise self._translate(err, f"tapping topic {name!r}") from err
+            seen_ns = time.perf_counter_ns()
+            for tp, records in batches.items():
+                for record in records:
+                    on_record(
+                        TapRecord(
+                            event="landed",
+                            destination=name,
+                            message=Message(
+                                value=b"" if record.value is None else record.value,
+                                key=record.key,
+                                headers={k: b"" if v is None else v for k, v in record.headers},
+                            ),
+                            seen_ns=seen_ns,
+                            partition=tp.partition,
+                            offset=record.offset,
+                            broker_timestamp_ms=record.timestamp,
+                        )
+                    )
+
+    async def _stop_tap(self, live: _LiveTap) -> BaseException | None:
+        """Stop a tap's task and consumer (bounded); return the task's failure, if any."""
+        self._taps.discard(live)
+        live.task.cancel()
+        await asyncio.wait([live.task], timeout=self._timeout)
+        await _bounded(live.consumer.stop(), self._timeout)
+        if live.task.done() and not live.task.cancelled():
+            return live.task.exception()
+        return None
+
+
+# --------------------------------------------------------------------------- jars
+
+
+_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.harness</groupId>
+  <artifactId>kafka-jars</artifactId>
+  <version>{KAFKA_VERSION}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{KAFKA_VERSION}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{KAFKA_VERSION}</version>
+    </dependency>
+    <!-- Kafka {KAFKA_VERSION} logs through SLF4J 1.7 (slf4j-api 1.7.36) to log4j2:
+         log4j-slf4j-impl is the SLF4J 1.x binding (log4j-slf4j2-impl would be ignored). -->
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{LOG4J_VERSION}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_EXPECTED_JARS = (
+    f"kafka_2.13-{KAFKA_VERSION}.jar",
+    f"kafka-tools-{KAFKA_VERSION}.jar",
+    f"kafka-clients-{KAFKA_VERSION}.jar",
+    f"log4j-core-{LOG4J_VERSION}.jar",
+    f"log4j-slf4j-impl-{LOG4J_VERSION}.jar",
+)
+_COMPLETE = ".complete"
+
+
+def _jar_root() -> Path:
+    return cache_dir() / f"kafka-{KAFKA_VERSION}"
+
+
+def _jars_ready() -> bool:
+    return (_jar_root() / _COMPLETE).is_file()
+
+
+def ensure_jars(*, timeout: float = 900.0) -> Path:
+    """Kafka's jars, resolved from Maven Central once per cache directory; returns the libs dir.
+
+    Safe to call from several processes at once: one resolves while the others
+    wait on a file lock, and a half-finished download is never used because it
+    is built in a temporary directory and renamed into place when complete.
+    """
+    from filelock import FileLock, Timeout
+
+    root = _jar_root()
+    if _jars_ready():
+        return root / "libs"
+    lock = FileLock(str(root.with_name(root.name + ".lock")))
+    try:
+        with lock.acquire(timeout=timeout):
+            if not _jars_ready():
+                _resolve_jars(root, timeout=timeout)
+    except Timeout as err:
+        raise BrokerStartError(
+            f"waited {timeout:g} s for another process resolving Kafka jars into {root}: "
+            f"if none is running, delete {lock.lock_file}"
+        ) from err
+    return root / "libs"
+
+
+def _resolve_jars(root: Path, *, timeout: float) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerStartError(
+            f"Maven (mvn) is needed once to fetch Kafka {KAFKA_VERSION}'s jars into {root}: "
+            "install it (apt-get install maven) or fill the cache on a machine that has it"
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", suffix=".partial", dir=root.parent))
+    try:
+        (staging / "pom.xml").write_text(_POM)
+        argv = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(staging / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging / 'libs'}",
+        ]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as err:
+            raise BrokerStartError(
+                f"Maven did not resolve Kafka {KAFKA_VERSION}'s jars within {timeout:g} s: "
+                "check access to Maven Central (proxy settings in ~/.m2/settings.xml)"
+            ) from err
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+            raise BrokerStartError(
+                f"Maven failed to resolve Kafka {KAFKA_VERSION}'s jars (exit {done.returncode}): "
+                f"check access to Maven Central. Its output ends with:\n{tail}"
+            )
+        missing = [jar for jar in _EXPECTED_JARS if not (staging / "libs" / jar).is_file()]
+        if missing:
+            raise BrokerStartError(
+                f"Maven resolved Kafka {KAFKA_VERSION} without {', '.join(missing)}: "
+                f"LOG4J_VERSION={LOG4J_VERSION} must match the log4j-core that Kafka brings in"
+            )
+        (staging / _COMPLETE).write_text(f"kafka {KAFKA_VERSION}, log4j {LOG4J_VERSION}\n")
+        if root.exists():  # a layout from an older harness without the marker
+            shutil.rmtree(root)
+        staging.rename(root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- local broker
+
+#: The broker's JVM: a bounded heap; the serial collector, since a test broker
+#: on a small machine gains nothing from G1's background threads.
+_BROKER_JVM = (
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:+UseSerialGC",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+    "-Djava.net.preferIPv4Stack=true",
+)
+#: The one-shot storage formatter: C1 only, as it exits before C2 would pay off.
+_TOOL_JVM = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData")
+_BROKER_MAIN = "kafka.Kafka"
+#: Listeners PROXY0, PROXY1 for the fault proxy (see KafkaRecipe).
+_PROXY_LISTENERS = 2
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka_request.name = kafka.request.logger
+logger.kafka_request.level = warn
+"""
+
+
+def _java() -> str:
+    """The java the broker will run with: $JAVA_HOME's, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise BrokerStartError(
+            "Java is not on PATH: the local Kafka broker needs Java 17 or newer "
+            "(apt-get install openjdk-17-jre-headless), or give a broker with --kafka-bootstrap"
+        )
+    return found
+
+
+def _java_major(java: str) -> int:
+    try:
+        done = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise BrokerStartError(
+            f"{java} -version failed ({_describe(err)}): check the Java install"
+        ) from err
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if found is None:
+        raise BrokerStartError(
+            f"cannot tell the version of {java} from {done.stderr.strip()!r}: "
+            "install Java 17 or newer (apt-get install openjdk-17-jre-headless)"
+        )
+    major = int(found.group(1))
+    # Java 8 and older report "1.8.0_…".
+    return int(found.group(2) or 0) if major == 1 else major
+
+
+def _cluster_id() -> str:
+    """A fresh cluster id in Kafka's format (a UUID, URL-safe base64, unpadded)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _server_properties(
+    *, data: Path, client: int, controller: int, proxies: Mapping[str, tuple[int, int]]
+) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{client}", f"CONTROLLER://127.0.0.1:{controller}"]
+    advertised = [f"PLAINTEXT://127.0.0.1:{client}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    for name, (listen, advertise) in proxies.items():
+        listeners.append(f"{name}://127.0.0.1:{listen}")
+        # Clients that bootstrap here are sent to the fault proxy's port.
+        advertised.append(f"{name}://127.0.0.1:{advertise}")
+        protocols.append(f"{name}:PLAINTEXT")
+    settings: dict[str, object] = {
+        "process.roles": "broker,controller",
+        "node.id": 1,
+        "controller.quorum.voters": f"1@127.0.0.1:{controller}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
+        "listener.security.protocol.map": ",".join(protocols),
+        "log.dirs": data,
+        # Tests create their topics explicitly; a typo must fail, not create one.
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        "num.partitions": 1,
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+        # The first group join would otherwise wait 3 s.
+        "group.initial.rebalance.delay.ms": 0,
+        # Services under test use 1-2 s session timeouts so crashes cost little.
+        "group.min.session.timeout.ms": 500,
+        "offsets.topic.replication.factor": 1,
+        "offsets.topic.num.partitions": 4,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 4,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "share.coordinator.state.topic.num.partitions": 4,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "replica.fetch.max.bytes": MAX_MESSAGE_BYTES,
+        # Small segments, but a batch must fit in one: Kafka rejects batches
+        # larger than the segment, so twice the largest message.
+        "log.segment.bytes": 2 * MAX_MESSAGE_BYTES,
+        "log.index.size.max.bytes": 1024 * 1024,
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+        "num.recovery.threads.per.data.dir": 1,
+        "background.threads": 4,
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+class KafkaRecipe:
+    """A single-node KRaft Kafka (broker and controller in one JVM) for tests.
+
+    Besides the client listener it has two listeners for a fault proxy:
+    ``PROXY<i>`` listens on ``extra["proxy<i>.listen"]`` but is advertised as
+    ``extra["proxy<i>.advertised"]``, a port a TCP proxy binds and forwards to
+    the listen port, so clients that bootstrap through the proxy stay on it.
+    """
+
+    kind: BrokerKind = "kafka"
+    #: Cold start with cached jars takes about 10 s on a small machine (format, JVM, election).
+    start_timeout: float = 60.0
+
+    def check_prerequisites(self) -> None:
+        """Java >= 17, and Maven if Kafka's jars are not cached yet."""
+        java = _java()
+        major = _java_major(java)
+        if major < 17:
+            raise BrokerStartError(
+                f"{java} is Java {major}; Kafka {KAFKA_VERSION} needs Java 17 or newer: "
+                "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
+            )
+        if not _jars_ready() and shutil.which("mvn") is None:
+            raise BrokerStartError(
+                f"Kafka {KAFKA_VERSION}'s jars are not cached in {_jar_root()} and Maven (mvn) "
+                "is not on PATH to fetch them: apt-get install maven, then run "
+                '`python -c "from brokers.kafka import ensure_jars; ensure_jars()"`'
+            )
+
+    def prepare(self, workdir: Path) -> LaunchPlan:
+        """Write server.properties and a log4j2 config into ``workdir`` and format storage."""
+        libs = ensure_jars()
+        java = _java()
+        classpath = str(libs / "*")
+        data = workdir / "data"
+        log = workdir / "kafka.log"
+        properties = workdir / "server.properties"
+        log_config = workdir / "log4j2.properties"
+
+        client, controller = free_port(), free_port()
+        proxies = {f"PROXY{i}": (free_port(), free_port()) for i in range(_PROXY_LISTENERS)}
+        properties.write_text(
+            _server_properties(data=data, client=client, controller=controller, proxies=proxies)
+        )
+        log_config.write_text(_LOG4J2.format(log=log))
+        logging = f"-Dlog4j2.configurationFile={log_config}"
+
+        fmt = [java, *_TOOL_JVM, logging, "-cp", classpath, _STORAGE_TOOL, "format"]
+        fmt += ["--cluster-id", _cluster_id(), "--config", str(properties)]
+        try:
+            done = subprocess.run(
+                fmt, cwd=workdir, capture_output=True, text=True, timeout=60, check=False
+            )
+        except subprocess.TimeoutExpired as err:
+            raise BrokerStartError(
+                f"formatting Kafka storage in {data} took over 60 s: is the machine overloaded?"
+            ) from err
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+            raise BrokerStartError(
+                f"formatting Kafka storage in {data} failed (exit {done.returncode}); "
+                f"check {properties}. The tool said:\n{tail}"
+            )
+
+        extra = {"log": str(log), "data": str(workdir)}
+        for i, (listen, advertise) in enumerate(proxies.values()):
+            extra[f"proxy{i}.listen"] = f"127.0.0.1:{listen}"
+            extra[f"proxy{i}.advertised"] = f"127.0.0.1:{advertise}"
+        return LaunchPlan(
+            argv=[java, *_BROKER_JVM, logging, "-cp", classpath, _BROKER_MAIN, str(properties)],
+            url=f"127.0.0.1:{client}",
+            extra=extra,
+        )
+
+    def wait_ready(self, info: BrokerInfo, timeout: float) -> None:
+        """Retry create, publish, tap and delete of a scratch topic until it works or time is up."""
+        asyncio.run(_await_round_trip(info, within=timeout))
+
+
+async def _await_round_trip(info: BrokerInfo, *, within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: BaseException | None = None
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            async with asyncio.timeout(remaining):
+                await _round_trip(info, within=min(remaining, 10.0))
+            return
+        except (HarnessError, TimeoutError) as err:
+            last = err
+        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+    raise BrokerStartError(
+        f"Kafka at {info.url} did not complete a produce-and-consume round trip within "
+        f"{within:g} s; last error: {_describe(last) if last else 'none'}"
+    ) from last
+
+
+async def _round_trip(info: BrokerInfo, *, within: float) -> None:
+    """Create a scratch topic, publish one record, see it through a tap, delete the topic."""
+    name = f"harness-ready-{uuid.uuid4().hex[:12]}"
+    async with KafkaAdapter(info, timeout=within) as adapter:
+        await adapter.create(DestinationSpec(name=name))
+        try:
+            seen = asyncio.Event()
+            async with adapter.tap(name, lambda record: seen.set()):
+                await adapter.publish(name, Message(b"ready"))
+                async with asyncio.timeout(within):
+                    await seen.wait()
+        finally:
+            with contextlib.suppress(HarnessError, TimeoutError):
+                await adapter.delete(name)
+
+
+# --------------------------------------------------------------------------- docker
+
+
+def start_container(*, timeout: float = 120.0) -> tuple[BrokerInfo, Callable[[], None]]:
+    """Start a KRaft Kafka container (testcontainers); return its info and a stop function.
+
+    Raises BrokerUnavailable when no Docker engine answers, BrokerStartError
+    when the container does not come up or fails a round trip in ``timeout``.
+    """
+    _require_docker()
+    from testcontainers.community.kafka import KafkaContainer
+
+    container = KafkaContainer(image=DOCKER_IMAGE).with_kraft()
+    # The same test-friendly settings as the local broker (see _server_properties).
+    for key, value in {
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_MESSAGE_MAX_BYTES": str(MAX_MESSAGE_BYTES),
+        "KAFKA_REPLICA_FETCH_MAX_BYTES": str(MAX_MESSAGE_BYTES),
+    }.items():
+        container.with_env(key, value)
+
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            container.stop()
+
+    started = time.monotonic()
+    try:
+        container.start(timeout=max(1, int(timeout)))
+        info = BrokerInfo(
+            kind="kafka",
+            url=container.get_bootstrap_server(),
+            provider="docker",
+            extra={"image": DOCKER_IMAGE, "container": str(container.get_wrapped_container().id)},
+        )
+        remaining = max(1.0, timeout - (time.monotonic() - started))
+        asyncio.run(_await_round_trip(info, within=remaining))
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            stop()
+        if isinstance(err, HarnessError):
+            raise
+        if isinstance(err, Exception):
+            raise BrokerStartError(
+                f"the Kafka container ({DOCKER_IMAGE}) did not start within {timeout:g} s "
+                f"({_describe(err)}): check `docker logs` and that the image can be pulled"
+            ) from err
+        raise
+    return info, stop
+
+
+def _require_docker() -> None:
+    try:
+        from testcontainers.core.docker_client import DockerClient
+
+        DockerClient().client.ping()
+    except Exception as err:
+        raise BrokerUnavailable(
+            f"no Docker engine answers ({_describe(err)}): start Docker or set DOCKER_HOST, "
+            "or use the local Kafka broker that needs only Java"
+        ) from err

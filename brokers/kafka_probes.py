@@ -1,0 +1,137 @@
+"""Client-side probes for aiokafka: what an in-process service's consumer and producer do.
+
+``install()`` wraps ``AIOKafkaConsumer.getone/getmany/commit`` and
+``AIOKafkaProducer.send`` once per process. The wrappers record only for
+clients running inside a run's service (see :mod:`harness._probes`); the
+service's code is not changed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from harness._history import Kind
+from harness._message import Message
+from harness._probes import Recorder, current_recorder, patch_method
+
+_installed = False
+
+
+def _record_deliveries(recorder: Recorder, consumer: object, records: Iterable[Any]) -> None:
+    lane = recorder.lane(consumer, "consumer")
+    for record in records:
+        headers = record.headers
+
+        def message(record: Any = record) -> Message:
+            return Message(
+                value=record.value or b"", key=record.key, headers=dict(record.headers or ())
+            )
+
+        recorder.record(
+            Kind.DELIVERED,
+            harness_id=recorder.harness_id(headers, message),
+            destination=record.topic,
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+            lane=lane,
+        )
+
+
+def _wrap_getone(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def getone(self: AIOKafkaConsumer, *partitions: Any) -> Any:
+        record = await original(self, *partitions)
+        recorder = current_recorder.get()
+        if recorder is not None:
+            _record_deliveries(recorder, self, (record,))
+        return record
+
+    return getone
+
+
+def _wrap_getmany(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def getmany(self: AIOKafkaConsumer, *partitions: Any, **options: Any) -> Any:
+        batches = await original(self, *partitions, **options)
+        recorder = current_recorder.get()
+        if recorder is not None:
+            for records in batches.values():
+                _record_deliveries(recorder, self, records)
+        return batches
+
+    return getmany
+
+
+def _wrap_commit(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def commit(self: AIOKafkaConsumer, offsets: Any = None) -> Any:
+        recorder = current_recorder.get()
+        if recorder is None:
+            return await original(self, offsets)
+        if offsets is None:  # what commit() commits by default: the consumed positions
+            committing = {tp: await self.position(tp) for tp in self.assignment()}
+        else:
+            committing = {
+                tp: (value[0] if isinstance(value, tuple) else value)
+                for tp, value in offsets.items()
+            }
+        lane = recorder.lane(self, "consumer")
+        try:
+            result = await original(self, offsets)
+        except Exception as exc:
+            recorder.record(Kind.NOTE, lane=lane, detail=f"commit failed: {exc!r}")
+            raise
+        for tp, offset in committing.items():
+            recorder.record(
+                Kind.COMMITTED,
+                destination=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                lane=lane,
+            )
+        return result
+
+    return commit
+
+
+def _wrap_send(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def send(
+        self: AIOKafkaProducer,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        partition: Any = None,
+        timestamp_ms: Any = None,
+        headers: Any = None,
+    ) -> Any:
+        recorder = current_recorder.get()
+        if recorder is not None:
+            recorder.record(
+                Kind.SENT,
+                harness_id=recorder.harness_id(headers),
+                destination=topic,
+                key=key if isinstance(key, bytes) else None,
+                partition=partition,
+                lane=recorder.lane(self, "producer"),
+            )
+        return await original(self, topic, value, key, partition, timestamp_ms, headers)
+
+    return send
+
+
+def install() -> None:
+    """Wrap aiokafka's consumer and producer once; later calls do nothing."""
+    global _installed
+    if _installed:
+        return
+    patch_method(AIOKafkaConsumer, "getone", _wrap_getone)
+    patch_method(AIOKafkaConsumer, "getmany", _wrap_getmany)
+    patch_method(AIOKafkaConsumer, "commit", _wrap_commit)
+    patch_method(AIOKafkaProducer, "send", _wrap_send)
+    _installed = True

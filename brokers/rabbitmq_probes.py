@@ -1,0 +1,99 @@
+"""Client-side probes for aio-pika: deliveries, acks, nacks, rejects and publishes.
+
+``install()`` wraps ``IncomingMessage`` (created once per delivery) and its
+``ack/nack/reject``, and ``Exchange.publish``, once per process. The wrappers
+record only for clients running inside a run's service (see
+:mod:`harness._probes`): the connection's reader task inherits the run's
+context when the service connects while starting.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aio_pika.exchange import Exchange
+from aio_pika.message import IncomingMessage
+
+from harness._history import Kind
+from harness._probes import Recorder, current_recorder, patch_method
+
+_installed = False
+
+
+def _lane(recorder: Recorder, message: IncomingMessage) -> str:
+    try:
+        channel: object = message.channel
+    except Exception:  # a closed channel: the delivery still happened
+        channel = message.consumer_tag
+    return recorder.lane(channel, "consumer")
+
+
+def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(self: IncomingMessage, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        recorder = current_recorder.get()
+        if recorder is not None:
+            recorder.record(
+                Kind.DELIVERED,
+                harness_id=recorder.harness_id(self.headers),
+                destination=self.routing_key,
+                redelivered=bool(self.redelivered),
+                lane=_lane(recorder, self),
+            )
+
+    return __init__
+
+
+def _wrap_settle(
+    original: Callable[..., Awaitable[None]], kind: Kind, *, default: bool | None
+) -> Callable[..., Awaitable[None]]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    async def settle(self: IncomingMessage, *args: Any, **kwargs: Any) -> None:
+        await original(self, *args, **kwargs)
+        recorder = current_recorder.get()
+        if recorder is not None:
+            requeue = signature.bind(self, *args, **kwargs).arguments.get("requeue", default)
+            recorder.record(
+                kind,
+                harness_id=recorder.harness_id(self.headers),
+                destination=self.routing_key,
+                requeue=requeue,
+                lane=_lane(recorder, self),
+            )
+
+    return settle
+
+
+def _wrap_publish(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def publish(self: Exchange, message: Any, routing_key: str, **kwargs: Any) -> Any:
+        recorder = current_recorder.get()
+        if recorder is not None:
+            recorder.record(
+                Kind.SENT,
+                harness_id=recorder.harness_id(getattr(message, "headers", None)),
+                destination=routing_key,
+                lane=recorder.lane(self.channel, "producer"),
+            )
+        return await original(self, message, routing_key, **kwargs)
+
+    return publish
+
+
+def install() -> None:
+    """Wrap aio-pika's delivery, settlement and publish once; later calls do nothing."""
+    global _installed
+    if _installed:
+        return
+    patch_method(IncomingMessage, "__init__", _wrap_init)
+    patch_method(IncomingMessage, "ack", lambda f: _wrap_settle(f, Kind.ACKED, default=None))
+    patch_method(IncomingMessage, "reject", lambda f: _wrap_settle(f, Kind.NACKED, default=False))
+    patch_method(IncomingMessage, "nack", lambda f: _wrap_settle(f, Kind.NACKED, default=True))
+    patch_method(Exchange, "publish", _wrap_publish)
+    _installed = True

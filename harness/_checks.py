@@ -1,0 +1,455 @@
+"""Checks: pure functions of a history, each returning a verdict a person can read.
+
+Anomaly names follow Jepsen's queue checkers where they fit (lost, duplicate,
+unexpected, nonmonotonic) and add what broker users need (dead-lettered,
+not-dead-lettered, max-deliveries, late).
+
+Vocabulary: an *input* is a message the harness published (a ``published``
+event with a harness id); ``#n`` is its publish position, 1-based. An input
+is *accounted for* once it has an ``output`` or ``dead_lettered`` event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from harness._errors import InvalidArgument
+from harness._history import Event, History, Kind
+from harness._message import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One thing that went wrong, with the inputs it concerns."""
+
+    kind: str
+    text: str
+    harness_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A check's result: ok when there are no anomalies."""
+
+    check: str
+    anomalies: tuple[Anomaly, ...] = ()
+    summary: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.anomalies
+
+    def __str__(self) -> str:
+        head = f"{self.check}: {'ok' if self.ok else f'{len(self.anomalies)} anomalies'}"
+        if self.summary:
+            head += f" ({self.summary})"
+        return "\n".join([head, *(f"  - {a.kind}: {a.text}" for a in self.anomalies)])
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A named, configured check: call it on a history."""
+
+    name: str
+    run: Callable[[History], Verdict] = field(repr=False)
+
+    def __call__(self, history: History) -> Verdict:
+        return self.run(history)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- the facts every check reads ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    number: int
+    event: Event
+
+    @property
+    def harness_id(self) -> str:
+        assert self.event.harness_id is not None
+        return self.event.harness_id
+
+    @property
+    def key(self) -> bytes | None:
+        return self.event.key
+
+
+class Facts:
+    """Inputs, outputs, dead letters and deliveries of a history, indexed by harness id."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.inputs: dict[str, Input] = {}
+        self.outputs: dict[str, list[Event]] = defaultdict(list)
+        self.dead_letters: dict[str, list[Event]] = defaultdict(list)
+        deliveries: dict[str, dict[str, list[Event]]] = defaultdict(lambda: defaultdict(list))
+        self.uncorrelated: list[Event] = []
+        self.output_order: list[Event] = []
+        for event in history:
+            if event.kind is Kind.PUBLISHED and event.harness_id:
+                self.inputs.setdefault(event.harness_id, Input(len(self.inputs) + 1, event))
+            elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
+                target = self.outputs if event.kind is Kind.OUTPUT else self.dead_letters
+                if event.kind is Kind.OUTPUT:
+                    self.output_order.append(event)
+                if event.harness_id:
+                    target[event.harness_id].append(event)
+                else:
+                    self.uncorrelated.append(event)
+            elif event.kind is Kind.DELIVERED and event.harness_id:
+                deliveries[event.source][event.harness_id].append(event)
+        # The broker's own count (a tap) wins over the client's view when both exist.
+        self.deliveries: dict[str, list[Event]] = deliveries.get("tap") or deliveries.get(
+            "probe", {}
+        )
+
+    def at(self, event: Event) -> str:
+        return self.history.since_start(event.at_ns)
+
+    def name(self, harness_id: str) -> str:
+        """``input #3 (id r1-3, key 'k1')``, or the bare id of an unknown message."""
+        found = self.inputs.get(harness_id)
+        if found is None:
+            return f"unknown message (id {harness_id})"
+        key = "" if found.key is None else f", key {_show(found.key)}"
+        return f"input #{found.number} (id {harness_id}{key})"
+
+    def accounted(self, harness_id: str) -> list[Event]:
+        return sorted(
+            self.outputs.get(harness_id, []) + self.dead_letters.get(harness_id, []),
+            key=lambda e: e.at_ns,
+        )
+
+    def summary(self) -> str:
+        outputs = sum(len(v) for v in self.outputs.values()) + len(self.uncorrelated)
+        dead = sum(len(v) for v in self.dead_letters.values())
+        return f"{len(self.inputs)} inputs, {outputs} outputs, {dead} dead-lettered"
+
+
+def _show(raw: bytes) -> str:
+    try:
+        return repr(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(raw)
+
+
+def _verdict(name: str, facts: Facts, anomalies: Iterable[Anomaly]) -> Verdict:
+    return Verdict(name, tuple(anomalies), facts.summary())
+
+
+def _check(name: str, body: Callable[[Facts], Iterable[Anomaly]]) -> Check:
+    def run(history: History) -> Verdict:
+        facts = Facts(history)
+        return _verdict(name, facts, body(facts))
+
+    return Check(name, run)
+
+
+# --- delivery guarantees --------------------------------------------------------
+
+
+def no_loss() -> Check:
+    """Every input is output or dead-lettered (Jepsen: *lost*)."""
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for harness_id, found in facts.inputs.items():
+            if not facts.accounted(harness_id):
+                yield Anomaly(
+                    "lost",
+                    f"{facts.name(harness_id)} published at {facts.at(found.event)}"
+                    " was never output nor dead-lettered",
+                    (harness_id,),
+                )
+
+    return _check("no_loss()", body)
+
+
+def no_duplicates() -> Check:
+    """No input is output twice, or both output and dead-lettered (*duplicate*)."""
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for harness_id in facts.inputs:
+            landed = facts.accounted(harness_id)
+            if len(landed) > 1:
+                where = ", ".join(
+                    f"{'output' if e.kind is Kind.OUTPUT else 'dead-lettered'} at {facts.at(e)}"
+                    for e in landed
+                )
+                yield Anomaly(
+                    "duplicate",
+                    f"{facts.name(harness_id)} came out {len(landed)} times: {where}",
+                    (harness_id,),
+                )
+
+    return _check("no_duplicates()", body)
+
+
+def no_unexpected() -> Check:
+    """Every output answers an input of this run (*unexpected* otherwise)."""
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for event in facts.uncorrelated:
+            yield Anomaly(
+                "unexpected",
+                f"an output at {facts.at(event)} carries no harness id"
+                " (copy the input's headers or pass Flow(correlate=...))",
+            )
+        for harness_id, events in {**facts.outputs, **facts.dead_letters}.items():
+            if harness_id not in facts.inputs:
+                yield Anomaly(
+                    "unexpected",
+                    f"an output at {facts.at(events[0])} answers id {harness_id},"
+                    " which this run never published",
+                    (harness_id,),
+                )
+
+    return _check("no_unexpected()", body)
+
+
+Guarantee = Literal["at-least-once", "exactly-once", "at-most-once"]
+
+
+def delivery(guarantee: Guarantee) -> Check:
+    """The anomalies a delivery guarantee forbids, tolerating those it allows.
+
+    at-least-once: nothing lost (duplicates allowed); exactly-once: nothing
+    lost or duplicated; at-most-once: nothing duplicated (loss allowed).
+    """
+    parts = {
+        "at-least-once": (no_loss(),),
+        "exactly-once": (no_loss(), no_duplicates()),
+        "at-most-once": (no_duplicates(),),
+    }.get(guarantee)
+    if parts is None:
+        raise InvalidArgument(
+            f"guarantee={guarantee!r} is invalid: use 'at-least-once', 'exactly-once'"
+            " or 'at-most-once'"
+        )
+    return all_of(f"delivery({guarantee!r})", parts)
+
+
+def all_of(name: str, parts: Sequence[Check]) -> Check:
+    """One check made of several: its anomalies are theirs, in order."""
+
+    def run(history: History) -> Verdict:
+        verdicts = [part(history) for part in parts]
+        anomalies = tuple(a for v in verdicts for a in v.anomalies)
+        return Verdict(name, anomalies, verdicts[0].summary if verdicts else "")
+
+    return Check(name, run)
+
+
+# --- order ----------------------------------------------------------------------
+
+
+def _order_anomalies(
+    facts: Facts, group_of: Callable[[Input], object], describe: Callable[[object], str]
+) -> Iterator[Anomaly]:
+    """Within each group, first outputs must come in publish order (*nonmonotonic*).
+
+    Redelivered duplicates are judged by their first output, so the replay
+    that at-least-once delivery causes after a crash is not a reordering.
+    """
+    first_output: dict[str, int] = {}
+    for position, event in enumerate(facts.output_order):
+        if event.harness_id is not None:
+            first_output.setdefault(event.harness_id, position)
+    groups: dict[object, list[Input]] = defaultdict(list)
+    for found in facts.inputs.values():
+        if found.harness_id in first_output:
+            groups[group_of(found)].append(found)
+    for group, members in groups.items():
+        emitted = sorted(members, key=lambda i: first_output[i.harness_id])
+        latest: Input | None = None  # the latest-published input output so far
+        for found in emitted:
+            if latest is not None and found.number < latest.number:
+                out_late = facts.output_order[first_output[found.harness_id]]
+                out_early = facts.output_order[first_output[latest.harness_id]]
+                yield Anomaly(
+                    "nonmonotonic",
+                    f"{describe(group)}: output of #{latest.number} (id {latest.harness_id})"
+                    f" at {facts.at(out_early)} came before #{found.number}"
+                    f" (id {found.harness_id}) at {facts.at(out_late)};"
+                    f" published at {facts.at(latest.event)} and {facts.at(found.event)}",
+                    (found.harness_id, latest.harness_id),
+                )
+            if latest is None or found.number > latest.number:
+                latest = found
+
+
+def per_key_order() -> Check:
+    """Inputs with the same key are output in the order they were published."""
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        return _order_anomalies(
+            facts,
+            lambda i: i.key,
+            lambda key: "no key" if key is None else f"key {_show(key)}",  # type: ignore[arg-type]
+        )
+
+    return _check("per_key_order()", body)
+
+
+def per_partition_order() -> Check:
+    """Inputs of one partition (Kafka) or one queue (RabbitMQ) are output in publish order."""
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        def describe(group: object) -> str:
+            assert isinstance(group, tuple)
+            destination, partition = group
+            return f"queue {destination}" if partition is None else f"partition {partition}"
+
+        return _order_anomalies(facts, lambda i: (i.event.destination, i.event.partition), describe)
+
+    return _check("per_partition_order()", body)
+
+
+# --- error handling --------------------------------------------------------------
+
+
+def dead_lettered(when: Callable[[Message], bool]) -> Check:
+    """Inputs for which ``when(message)`` holds are dead-lettered, and only those.
+
+    A poison input must reach the dead-letter destination and never the
+    output; every other input must not be dead-lettered.
+    """
+    if not callable(when):
+        raise InvalidArgument(
+            f"dead_lettered(when={when!r}) needs a function of the input Message returning bool"
+        )
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for harness_id, found in facts.inputs.items():
+            message = found.event.message
+            if message is None:
+                continue
+            poison = bool(when(message))
+            dead = facts.dead_letters.get(harness_id, [])
+            outputs = facts.outputs.get(harness_id, [])
+            if poison and not dead:
+                fate = f"was output at {facts.at(outputs[0])}" if outputs else "vanished"
+                yield Anomaly(
+                    "not-dead-lettered",
+                    f"{facts.name(harness_id)} should have been dead-lettered but {fate}",
+                    (harness_id,),
+                )
+            elif poison and outputs:
+                yield Anomaly(
+                    "not-dead-lettered",
+                    f"{facts.name(harness_id)} was dead-lettered but also output"
+                    f" at {facts.at(outputs[0])}",
+                    (harness_id,),
+                )
+            elif not poison and dead:
+                yield Anomaly(
+                    "dead-lettered",
+                    f"{facts.name(harness_id)} was dead-lettered at {facts.at(dead[0])}"
+                    " though it is not poison",
+                    (harness_id,),
+                )
+
+    return _check(f"dead_lettered(when={getattr(when, '__name__', 'when')})", body)
+
+
+def max_deliveries(n: int) -> Check:
+    """No input is delivered to consumers more than ``n`` times (catches requeue storms)."""
+    if not isinstance(n, int) or n < 1:
+        raise InvalidArgument(f"max_deliveries(n={n!r}) is invalid: n is a whole number >= 1")
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for harness_id, deliveries in facts.deliveries.items():
+            if len(deliveries) > n:
+                yield Anomaly(
+                    "max-deliveries",
+                    f"{facts.name(harness_id)} was delivered {len(deliveries)} times (limit {n}),"
+                    f" first at {facts.at(deliveries[0])}, last at {facts.at(deliveries[-1])}",
+                    (harness_id,),
+                )
+
+    return _check(f"max_deliveries({n})", body)
+
+
+# --- timing --------------------------------------------------------------------------
+
+
+def _latencies(facts: Facts) -> list[tuple[float, str]]:
+    """Publish → first output (or dead letter) in ms, per accounted input."""
+    found = []
+    for harness_id, item in facts.inputs.items():
+        landed = facts.accounted(harness_id)
+        if landed:
+            found.append(((landed[0].at_ns - item.event.at_ns) / 1e6, harness_id))
+    return found
+
+
+def within(ms: float) -> Check:
+    """Every input is output (or dead-lettered) within ``ms`` of being published (*late*)."""
+    if not isinstance(ms, int | float) or not ms > 0 or math.isinf(ms):
+        raise InvalidArgument(f"within(ms={ms!r}) is invalid: give a positive number of ms")
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        for took, harness_id in _latencies(facts):
+            if took > ms:
+                yield Anomaly(
+                    "late",
+                    f"{facts.name(harness_id)} took {took:.1f} ms from publish to output"
+                    f" (limit {ms:g} ms)",
+                    (harness_id,),
+                )
+
+    return _check(f"within({ms:g})", body)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _percentile_name(name: str) -> float:
+    try:
+        q = float(name.removeprefix("p").replace("_", "."))
+    except ValueError:
+        q = -1.0
+    if not name.startswith("p") or not 0 < q <= 100:
+        raise InvalidArgument(
+            f"latency({name}=...) is invalid: name a percentile p50, p99, p99_9, or max"
+        )
+    return q
+
+
+def latency(**limits: float) -> Check:
+    """Latency percentiles stay under limits, e.g. ``latency(p50=20, p99=200)`` in ms."""
+    parsed: dict[float, float] = {}
+    for name, limit in limits.items():
+        q = 100.0 if name == "max" else _percentile_name(name)
+        if not isinstance(limit, int | float) or not limit > 0:
+            raise InvalidArgument(f"latency({name}={limit!r}) is invalid: give a positive ms")
+        parsed[q] = limit
+    if not parsed:
+        raise InvalidArgument("latency() needs at least one limit, e.g. latency(p99=200)")
+    label = ", ".join(f"{k}={v:g}" for k, v in limits.items())
+
+    def body(facts: Facts) -> Iterator[Anomaly]:
+        values = [took for took, _ in _latencies(facts)]
+        if not values:
+            return
+        for q, limit in sorted(parsed.items()):
+            seen = percentile(values, q)
+            if seen > limit:
+                yield Anomaly(
+                    "late",
+                    f"p{q:g} latency is {seen:.1f} ms over {len(values)} inputs"
+                    f" (limit {limit:g} ms)",
+                )
+
+    return _check(f"latency({label})", body)

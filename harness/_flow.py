@@ -1,0 +1,108 @@
+"""``Flow``: one message flow under test, and the result of running it once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness._checks import Check, Verdict, no_loss
+from harness._errors import InvalidArgument
+from harness._history import History
+from harness._message import BROKER_KINDS, BrokerKind, Endpoints, Message
+
+Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flow:
+    """One message flow under test: the service, its broker, and what must hold.
+
+    ``sut`` is called with the run's :class:`Endpoints` and entered to start
+    the service, exited to stop it. ``correlate`` maps an output message to
+    the harness id of the input it answers, for services that do not copy the
+    ``x-harness-id`` header. ``quiet`` ends a run whose inputs are not all
+    accounted for after that long without progress; ``timeout`` bounds a run.
+    """
+
+    sut: Service
+    broker: BrokerKind
+    checks: Sequence[Check] = field(default_factory=lambda: (no_loss(),))
+    messages: Any = None  # a Hypothesis strategy of list[Message], for fuzz()
+    partitions: int = 1
+    correlate: Callable[[Message], str | None] | None = None
+    probes: bool = True
+    settle: float = 0.2
+    quiet: float = 2.0
+    start_timeout: float = 15.0
+    stop_timeout: float = 10.0
+    timeout: float = 60.0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.sut):
+            raise InvalidArgument(
+                f"Flow(sut={self.sut!r}) is invalid: pass a function of Endpoints returning an"
+                " async context manager (e.g. decorated with @contextlib.asynccontextmanager)"
+            )
+        if self.broker not in BROKER_KINDS:
+            raise InvalidArgument(
+                f"Flow(broker={self.broker!r}) is invalid: use one of {', '.join(BROKER_KINDS)}"
+            )
+        if not isinstance(self.partitions, int) or self.partitions < 1:
+            raise InvalidArgument(
+                f"partitions={self.partitions!r} is invalid: a topic needs at least one partition"
+            )
+        if self.broker == "rabbitmq" and self.partitions != 1:
+            raise InvalidArgument(
+                f"partitions={self.partitions} is invalid for RabbitMQ: queues have no partitions"
+            )
+        for name in ("settle", "quiet", "start_timeout", "stop_timeout", "timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
+        for check in self.checks:
+            if not isinstance(check, Check):
+                raise InvalidArgument(
+                    f"checks contains {check!r}: use the functions of harness.checks,"
+                    " e.g. checks.no_loss()"
+                )
+
+    @property
+    def label(self) -> str:
+        return self.name or str(getattr(self.sut, "__name__", repr(self.sut)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What one run of a flow produced: its history and the checks' verdicts."""
+
+    flow: Flow
+    endpoints: Endpoints
+    messages: tuple[Message, ...]
+    history: History
+    verdicts: tuple[Verdict, ...]
+    ended_by: str
+    history_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+    def report(self) -> str:
+        """The text a person reads: verdicts with counterexamples and where the history is."""
+        lines = [
+            f"flow {self.flow.label} on {self.endpoints.kind}: "
+            f"{'all checks held' if self.ok else 'CHECKS FAILED'}"
+            f" ({len(self.messages)} messages, run ended: {self.ended_by})"
+        ]
+        lines += [str(v) for v in self.verdicts]
+        if self.history_path is not None:
+            lines.append(f"full history: {self.history_path}")
+        return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""The history of one run: an append-only log of typed, timestamped events.
+
+Probes append; checks read. Recording is one dataclass construction and one
+list append (no locks, no formatting, no I/O), so a probe does not slow the
+consumer it watches; statistics and text come later, from the checks and the
+report. Timestamps are ``time.perf_counter_ns()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from harness._errors import InvalidArgument
+from harness._message import Message
+
+
+class Kind(StrEnum):
+    """What happened."""
+
+    PUBLISHED = "published"  # the harness published an input
+    DELIVERED = "delivered"  # the broker handed a message to a consumer
+    ACKED = "acked"  # RabbitMQ: the consumer acknowledged it
+    NACKED = "nacked"  # RabbitMQ: nack or reject (see ``requeue``)
+    COMMITTED = "committed"  # Kafka: the consumer committed ``offset`` of ``partition``
+    HANDLER_START = "handler_start"
+    HANDLER_END = "handler_end"
+    HANDLER_ERROR = "handler_error"
+    SENT = "sent"  # the service's producer sent a message (client side)
+    OUTPUT = "output"  # a message landed on the output destination
+    DEAD_LETTERED = "dead_lettered"  # a message landed on the dead-letter destination
+    FAULT = "fault"  # the harness injected a fault (``detail`` says which)
+    NOTE = "note"  # anything else worth seeing on the timeline
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One thing that happened, as one probe saw it.
+
+    ``harness_id`` correlates the event with the input it concerns (None when
+    the probe could not tell). ``lane`` names the consumer or service instance,
+    so a timeline can draw one line per consumer.
+    """
+
+    kind: Kind
+    at_ns: int
+    source: str
+    harness_id: str | None = None
+    destination: str | None = None
+    key: bytes | None = None
+    partition: int | None = None
+    offset: int | None = None
+    lane: str | None = None
+    redelivered: bool | None = None
+    requeue: bool | None = None
+    detail: str | None = None
+    message: Message | None = None
+
+
+@dataclass(slots=True)
+class History:
+    """An append-only list of events, in the order they were recorded."""
+
+    events: list[Event] = field(default_factory=list)
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+
+    def record(self, kind: Kind, source: str, *, at_ns: int | None = None, **details: Any) -> Event:
+        """Append an event stamped now (or at ``at_ns``, a perf_counter_ns taken earlier)."""
+        stamp = time.perf_counter_ns() if at_ns is None else at_ns
+        event = Event(kind=kind, at_ns=stamp, source=source, **details)
+        self.events.append(event)
+        return event
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def of(self, *kinds: Kind) -> list[Event]:
+        """The events of the given kinds, in order."""
+        wanted = set(kinds)
+        return [e for e in self.events if e.kind in wanted]
+
+    def since_start(self, at_ns: int) -> str:
+        """``at_ns`` as a readable offset from the start of the run: ``+12.1 ms``."""
+        return f"+{(at_ns - self.started_ns) / 1e6:.1f} ms"
+
+    def inputs(self) -> dict[str, Event]:
+        """The published inputs by harness id, in publish order."""
+        return {e.harness_id: e for e in self.events if e.kind is Kind.PUBLISHED and e.harness_id}
+
+    # --- JSON ------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "message-flow-harness/history/1",
+            "started_ns": self.started_ns,
+            "events": [_event_to_json(e) for e in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> History:
+        if data.get("format") != "message-flow-harness/history/1":
+            raise InvalidArgument(
+                f"format={data.get('format')!r} is not a history this version reads:"
+                " expected 'message-flow-harness/history/1'"
+            )
+        return cls(
+            events=[_event_from_json(e) for e in data["events"]],
+            started_ns=int(data["started_ns"]),
+        )
+
+    def dump(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        return cls.from_json(json.loads(path.read_text()))
+
+    @classmethod
+    def of_events(cls, events: Iterable[Event], *, started_ns: int = 0) -> History:
+        """A history from hand-built events (tests, replays)."""
+        return cls(events=list(events), started_ns=started_ns)
+
+
+def _bytes_to_json(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _bytes_from_json(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def _event_to_json(event: Event) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for item in fields(Event):
+        value = getattr(event, item.name)
+        if value is None:
+            continue
+        if item.name == "key":
+            value = _bytes_to_json(value)
+        elif item.name == "message":
+            value = {
+                "key": _bytes_to_json(value.key),
+                "value": _bytes_to_json(value.value),
+                "headers": {k: _bytes_to_json(v) for k, v in value.headers.items()},
+            }
+        elif item.name == "kind":
+            value = str(value)
+        data[item.name] = value
+    return data
+
+
+def _event_from_json(data: Mapping[str, Any]) -> Event:
+    values = dict(data)
+    values["kind"] = Kind(values["kind"])
+    if "key" in values:
+        values["key"] = _bytes_from_json(values["key"])
+    if "message" in values:
+        raw = values["message"]
+        values["message"] = Message(
+            key=_bytes_from_json(raw.get("key")),
+            value=_bytes_from_json(raw.get("value")) or b"",
+            headers={k: _bytes_from_json(v) or b"" for k, v in raw.get("headers", {}).items()},
+        )
+    return Event(**values)

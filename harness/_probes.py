@@ -1,0 +1,64 @@
+"""Client-side probes: the core's half.
+
+Broker modules patch their driver's classes once (``brokers.<kind>_probes``);
+the patched methods look up the :class:`Recorder` of the run in progress
+through a context variable. Only tasks started while the service under test
+was starting inherit it, so the harness's own clients (taps, publisher) are
+never recorded, and with no run in progress a probe costs one lookup.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness._history import History, Kind
+from harness._message import HARNESS_ID_HEADER, Message
+
+Correlate = Callable[[Message], str | None]
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Where a run's client-side probes write, and the clients they saw."""
+
+    history: History
+    correlate: Correlate | None = None
+    clients: list[Any] = field(default_factory=list)
+    _lanes: dict[int, str] = field(default_factory=dict)
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def lane(self, client: object, role: str) -> str:
+        """A stable, readable name per client (``consumer-1``), tracked for crash faults."""
+        name = self._lanes.get(id(client))
+        if name is None:
+            name = self._lanes[id(client)] = f"{role}-{next(self._numbers)}"
+            self.clients.append(client)
+        return name
+
+    def harness_id(self, headers: Any, message: Callable[[], Message] | None = None) -> str | None:
+        """The harness id from raw headers (list of pairs or mapping), else by ``correlate``."""
+        raw = None
+        if isinstance(headers, dict):
+            raw = headers.get(HARNESS_ID_HEADER)
+        elif headers:
+            raw = next((v for k, v in headers if k == HARNESS_ID_HEADER), None)
+        if raw is not None:
+            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if self.correlate is not None and message is not None:
+            return self.correlate(message())
+        return None
+
+    def record(self, kind: Kind, **details: Any) -> None:
+        self.history.record(kind, "probe", **details)
+
+
+current_recorder: ContextVar[Recorder | None] = ContextVar("harness_recorder", default=None)
+
+
+def patch_method(owner: type, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``wrap(original)``: how broker modules install probes."""
+    setattr(owner, name, wrap(getattr(owner, name)))
