@@ -1,5 +1,6 @@
 """Test asynchronous Kafka and RabbitMQ services against real brokers."""
 
+from harness import checks
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -15,8 +16,12 @@ from harness._errors import (
     HarnessError,
     HarnessTimeout,
     InvalidArgument,
+    ServiceError,
 )
+from harness._flow import Flow, RunResult
+from harness._history import Event, History, Kind
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from harness._runner import run
 from harness._waiting import eventually
 
 __all__ = (
@@ -29,11 +34,19 @@ __all__ = (
     "DestinationError",
     "DestinationSpec",
     "Endpoints",
+    "Event",
+    "Flow",
     "HarnessError",
     "HarnessTimeout",
+    "History",
     "InvalidArgument",
+    "Kind",
     "Message",
     "PublishReceipt",
+    "RunResult",
+    "ServiceError",
     "TapRecord",
+    "checks",
     "eventually",
+    "run",
 )

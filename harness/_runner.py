@@ -238,3 +238,17 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
         if now >= deadline:
             return f"timeout after {flow.timeout:g} s"
         await asyncio.sleep(0.01)
+
+
+async def run(
+    flow: Flow,
+    messages: Sequence[Message],
+    *,
+    broker: BrokerInfo | None = None,
+    history_dir: Path | None = None,
+) -> RunResult:
+    """Run ``flow`` once outside pytest; without ``broker``, lease a local one."""
+    if broker is not None:
+        return await run_flow(flow, messages, broker=broker, history_dir=history_dir)
+    with brokers.provision(flow.broker) as info:
+        return await run_flow(flow, messages, broker=info, history_dir=history_dir)

@@ -8,13 +8,15 @@ which stops when the last worker is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
 import brokers
 from harness._broker import BrokerInfo
-from harness._message import BrokerKind
+from harness._flow import Flow, RunResult
+from harness._message import BrokerKind, Message
 
 _MARKERS = {
     "kafka": "the test needs a Kafka broker (the kafka_broker fixture)",
@@ -77,3 +79,35 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
 def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
     """A running RabbitMQ broker for the whole session (given by URL, or started locally)."""
     yield from _provide(request, "rabbitmq")
+
+
+class FlowCheck:
+    """Runs a flow once on the session's broker: ``await flow_check(flow, messages)``.
+
+    Calling it asserts every check of the flow, failing the test with the
+    counterexamples and the path of the full history (JSON) written next to
+    the test's temporary files. ``await flow_check.run(...)`` only returns the
+    :class:`RunResult`, for tests that expect a check to fail.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, history_dir: Path) -> None:
+        self._request = request
+        self._history_dir = history_dir
+
+    async def run(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+        from harness._runner import run_flow
+
+        broker: BrokerInfo = self._request.getfixturevalue(f"{flow.broker}_broker")
+        return await run_flow(flow, messages, broker=broker, history_dir=self._history_dir)
+
+    async def __call__(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+        result = await self.run(flow, messages)
+        if not result.ok:
+            pytest.fail(result.report(), pytrace=False)
+        return result
+
+
+@pytest.fixture
+def flow_check(request: pytest.FixtureRequest, tmp_path: Path) -> FlowCheck:
+    """Run a Flow once against the real broker and assert its checks (see FlowCheck)."""
+    return FlowCheck(request, tmp_path)
