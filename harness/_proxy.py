@@ -1,0 +1,106 @@
+"""A TCP proxy between a service and its broker: how faults reach the network.
+
+Each service instance talks to the broker through its own proxy, so the
+harness can cut one instance's connections (a crash: nothing graceful gets
+through afterwards), refuse new ones while it is down, delay every chunk
+(latency), or drop the current connections once (a network blip the client
+should survive). For Kafka the broker advertises the proxy's address on a
+listener of its own (see brokers.kafka), so clients do not bypass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from harness._errors import BrokerUnavailable
+
+_CHUNK = 64 * 1024
+
+
+@dataclass(eq=False)
+class FaultProxy:
+    """Forwards 127.0.0.1:``listen_port`` to ``upstream_host``:``upstream_port``."""
+
+    listen_port: int
+    upstream_host: str
+    upstream_port: int
+    latency: float = 0.0  # seconds added to every chunk, both ways
+    refusing: bool = False  # while True, new connections are closed at once
+    _server: asyncio.Server | None = None
+    _links: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    connections: int = 0  # accepted so far, for tests and reports
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self.listen_port, reuse_address=True
+            )
+        except OSError as exc:
+            raise BrokerUnavailable(
+                f"the fault proxy cannot listen on 127.0.0.1:{self.listen_port}: {exc.strerror};"
+                " another process holds the port (restart the local broker: harness brokers down)"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.cut()
+        for task in list(self._links):
+            task.cancel()
+        await asyncio.gather(*self._links, return_exceptions=True)
+
+    def cut(self) -> None:
+        """Abort every open connection now (the peers see a reset, not a clean close)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def crash(self) -> None:
+        """Cut every connection and refuse new ones until :meth:`heal`."""
+        self.refusing = True
+        self.cut()
+
+    def heal(self) -> None:
+        self.refusing = False
+        self.latency = 0.0
+
+    async def _accept(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            client.transport.abort()
+            return
+        try:
+            upstream_reader, upstream = await asyncio.wait_for(
+                asyncio.open_connection(self.upstream_host, self.upstream_port), 5.0
+            )
+        except (OSError, TimeoutError):
+            client.transport.abort()
+            return
+        self.connections += 1
+        self._writers.update((client, upstream))
+        pumps = [
+            asyncio.create_task(self._pump(reader, upstream)),
+            asyncio.create_task(self._pump(upstream_reader, client)),
+        ]
+        self._links.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._links.difference_update(pumps)
+            for writer in (client, upstream):
+                self._writers.discard(writer)
+                writer.transport.abort()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while chunk := await reader.read(_CHUNK):
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                writer.write(chunk)
+                await writer.drain()
