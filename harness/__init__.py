@@ -1,6 +1,6 @@
 """Test asynchronous Kafka and RabbitMQ services against real brokers."""
 
-from harness import checks
+from harness import checks, schedule, strategies
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -19,6 +19,7 @@ from harness._errors import (
     ServiceError,
 )
 from harness._flow import Flow, RunResult
+from harness._fuzz import ChecksFailed, FuzzReport, fuzz
 from harness._history import Event, History, Kind
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from harness._runner import run
@@ -31,11 +32,13 @@ __all__ = (
     "BrokerInfo",
     "BrokerStartError",
     "BrokerUnavailable",
+    "ChecksFailed",
     "DestinationError",
     "DestinationSpec",
     "Endpoints",
     "Event",
     "Flow",
+    "FuzzReport",
     "HarnessError",
     "HarnessTimeout",
     "History",
@@ -48,5 +51,8 @@ __all__ = (
     "TapRecord",
     "checks",
     "eventually",
+    "fuzz",
     "run",
+    "schedule",
+    "strategies",
 )

@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Literal
 
 from harness._errors import InvalidArgument
@@ -44,7 +45,9 @@ class Verdict:
         return not self.anomalies
 
     def __str__(self) -> str:
-        head = f"{self.check}: {'ok' if self.ok else f'{len(self.anomalies)} anomalies'}"
+        count = len(self.anomalies)
+        status = "ok" if self.ok else f"{count} anomal{'y' if count == 1 else 'ies'}"
+        head = f"{self.check}: {status}"
         if self.summary:
             head += f" ({self.summary})"
         return "\n".join([head, *(f"  - {a.kind}: {a.text}" for a in self.anomalies)])
@@ -129,8 +132,9 @@ class Facts:
         )
 
     def summary(self) -> str:
-        outputs = sum(len(v) for v in self.outputs.values()) + len(self.uncorrelated)
-        dead = sum(len(v) for v in self.dead_letters.values())
+        stray_dead = sum(1 for e in self.uncorrelated if e.kind is Kind.DEAD_LETTERED)
+        outputs = sum(len(v) for v in self.outputs.values()) + len(self.uncorrelated) - stray_dead
+        dead = sum(len(v) for v in self.dead_letters.values()) + stray_dead
         return f"{len(self.inputs)} inputs, {outputs} outputs, {dead} dead-lettered"
 
 
@@ -139,6 +143,10 @@ def _show(raw: bytes) -> str:
         return repr(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return repr(raw)
+
+
+def _landing(event: Event) -> str:
+    return "an output" if event.kind is Kind.OUTPUT else "a dead letter"
 
 
 def _verdict(name: str, facts: Facts, anomalies: Iterable[Anomaly]) -> Verdict:
@@ -199,14 +207,15 @@ def no_unexpected() -> Check:
         for event in facts.uncorrelated:
             yield Anomaly(
                 "unexpected",
-                f"an output at {facts.at(event)} carries no harness id"
+                f"{_landing(event)} at {facts.at(event)} carries no harness id"
                 " (copy the input's headers or pass Flow(correlate=...))",
             )
-        for harness_id, events in {**facts.outputs, **facts.dead_letters}.items():
+        for harness_id in {**facts.outputs, **facts.dead_letters}:
             if harness_id not in facts.inputs:
+                first = facts.accounted(harness_id)[0]
                 yield Anomaly(
                     "unexpected",
-                    f"an output at {facts.at(events[0])} answers id {harness_id},"
+                    f"{_landing(first)} at {facts.at(first)} answers id {harness_id},"
                     " which this run never published",
                     (harness_id,),
                 )
@@ -227,7 +236,7 @@ def delivery(guarantee: Guarantee) -> Check:
         "at-least-once": (no_loss(),),
         "exactly-once": (no_loss(), no_duplicates()),
         "at-most-once": (no_duplicates(),),
-    }.get(guarantee)
+    }.get(guarantee if isinstance(guarantee, str) else "")
     if parts is None:
         raise InvalidArgument(
             f"guarantee={guarantee!r} is invalid: use 'at-least-once', 'exactly-once'"
@@ -361,7 +370,7 @@ def dead_lettered(when: Callable[[Message], bool]) -> Check:
 
 def max_deliveries(n: int) -> Check:
     """No input is delivered to consumers more than ``n`` times (catches requeue storms)."""
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InvalidArgument(f"max_deliveries(n={n!r}) is invalid: n is a whole number >= 1")
 
     def body(facts: Facts) -> Iterator[Anomaly]:
@@ -392,7 +401,7 @@ def _latencies(facts: Facts) -> list[tuple[float, str]]:
 
 def within(ms: float) -> Check:
     """Every input is output (or dead-lettered) within ``ms`` of being published (*late*)."""
-    if not isinstance(ms, int | float) or not ms > 0 or math.isinf(ms):
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or not ms > 0 or math.isinf(ms):
         raise InvalidArgument(f"within(ms={ms!r}) is invalid: give a positive number of ms")
 
     def body(facts: Facts) -> Iterator[Anomaly]:
@@ -411,7 +420,8 @@ def within(ms: float) -> Check:
 def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``."""
     ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    # In exact arithmetic: as floats, 7 / 100 * 100 is 7.000000000000001, rank 8.
+    rank = max(1, math.ceil(Fraction(str(q)) * len(ordered) / 100))
     return ordered[rank - 1]
 
 
@@ -432,7 +442,12 @@ def latency(**limits: float) -> Check:
     parsed: dict[float, float] = {}
     for name, limit in limits.items():
         q = 100.0 if name == "max" else _percentile_name(name)
-        if not isinstance(limit, int | float) or not limit > 0:
+        if (
+            not isinstance(limit, int | float)
+            or isinstance(limit, bool)
+            or not limit > 0
+            or math.isinf(limit)
+        ):
             raise InvalidArgument(f"latency({name}={limit!r}) is invalid: give a positive ms")
         parsed[q] = limit
     if not parsed:

@@ -13,6 +13,7 @@ from harness._checks import Check, Verdict, no_loss
 from harness._errors import InvalidArgument
 from harness._history import History
 from harness._message import BROKER_KINDS, BrokerKind, Endpoints, Message
+from harness._schedule import Step
 
 Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
 
@@ -83,6 +84,7 @@ class RunResult:
     flow: Flow
     endpoints: Endpoints
     messages: tuple[Message, ...]
+    schedule: tuple[Step, ...]
     history: History
     verdicts: tuple[Verdict, ...]
     ended_by: str

@@ -93,11 +93,15 @@ class History:
 
     def since_start(self, at_ns: int) -> str:
         """``at_ns`` as a readable offset from the start of the run: ``+12.1 ms``."""
-        return f"+{(at_ns - self.started_ns) / 1e6:.1f} ms"
+        return f"{(at_ns - self.started_ns) / 1e6:+.1f} ms"
 
     def inputs(self) -> dict[str, Event]:
         """The published inputs by harness id, in publish order."""
-        return {e.harness_id: e for e in self.events if e.kind is Kind.PUBLISHED and e.harness_id}
+        found: dict[str, Event] = {}
+        for e in self.events:
+            if e.kind is Kind.PUBLISHED and e.harness_id:
+                found.setdefault(e.harness_id, e)  # a republished id stays its first publish
+        return found
 
     # --- JSON ------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class Recorder:
 
     history: History
     correlate: Correlate | None = None
+    prefix: str = ""  # the instance's name, so lanes read "sut0:consumer-1"
     clients: list[Any] = field(default_factory=list)
     _lanes: dict[int, str] = field(default_factory=dict)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -35,7 +36,7 @@ class Recorder:
         """A stable, readable name per client (``consumer-1``), tracked for crash faults."""
         name = self._lanes.get(id(client))
         if name is None:
-            name = self._lanes[id(client)] = f"{role}-{next(self._numbers)}"
+            name = self._lanes[id(client)] = f"{self.prefix}{role}-{next(self._numbers)}"
             self.clients.append(client)
         return name
 

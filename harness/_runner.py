@@ -10,6 +10,7 @@ Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -18,12 +19,23 @@ from pathlib import Path
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
-from harness._errors import InvalidArgument, ServiceError
+from harness._errors import InvalidArgument
 from harness._flow import Flow, RunResult
 from harness._history import History, Kind
+from harness._instances import Instances
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
-from harness._probes import Recorder, current_recorder
-from harness._redact import redact_url
+from harness._schedule import (
+    Crash,
+    Join,
+    Latency,
+    Leave,
+    Pause,
+    Publish,
+    Restart,
+    Settle,
+    Step,
+    as_schedule,
+)
 
 
 def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
@@ -65,24 +77,27 @@ def _tap_to_history(
 
 async def run_flow(
     flow: Flow,
-    messages: Sequence[Message],
+    steps: Sequence[Step | Message],
     *,
     broker: BrokerInfo,
     adapter: BrokerAdapter | None = None,
     history_dir: Path | None = None,
 ) -> RunResult:
-    """Run ``flow`` once with ``messages`` on ``broker`` and check the history.
+    """Run ``flow`` once on ``broker`` and check the history.
 
-    Pass an open ``adapter`` to reuse its connections across runs (fuzzing).
+    ``steps`` is a schedule (see harness._schedule) or simply the messages to
+    publish. Pass an open ``adapter`` to reuse its connections across runs.
     """
     if broker.kind != flow.broker:
         raise InvalidArgument(
             f"flow {flow.label} is for {flow.broker} but the broker given is {broker.kind}:"
             f" pass the {flow.broker}_broker fixture"
         )
+    schedule = as_schedule(steps)
     run_id = uuid.uuid4().hex[:10]
     endpoints = new_endpoints(broker, run_id)
     history = History()
+    numbering = itertools.count(1)
 
     def harness_id(message: Message) -> str | None:
         found = message.harness_id
@@ -90,47 +105,29 @@ async def run_flow(
             found = flow.correlate(message)
         return found
 
-    stamped = [
-        m.with_headers(**{HARNESS_ID_HEADER: f"{run_id}-{i}".encode()})
-        for i, m in enumerate(messages, 1)
-    ]
+    published: list[Message] = []
     async with AsyncExitStack() as stack:
         if adapter is None:
             adapter = await stack.enter_async_context(brokers.adapter(broker))
         await _create_destinations(adapter, endpoints, flow, stack)
-        await stack.enter_async_context(
-            adapter.tap(endpoints.output, _tap_to_history(history, Kind.OUTPUT, harness_id))
-        )
-        await stack.enter_async_context(
-            adapter.tap(
-                endpoints.dead_letter, _tap_to_history(history, Kind.DEAD_LETTERED, harness_id)
-            )
-        )
-        if broker.kind == "rabbitmq":  # the firehose shows the broker's own deliveries
-            await stack.enter_async_context(
-                adapter.tap(endpoints.input, _tap_to_history(history, Kind.DELIVERED, harness_id))
-            )
-        recorder = Recorder(history, correlate=flow.correlate)
+        await _tap_destinations(adapter, endpoints, history, harness_id, stack)
         if flow.probes:
             brokers.install_client_probes(broker.kind)
-        await _start_service(flow, endpoints, recorder if flow.probes else None, stack)
-        started = time.monotonic()
-        for message in stamped:
-            at_ns = time.perf_counter_ns()
-            receipt = await adapter.publish(endpoints.input, message)
-            history.record(
-                Kind.PUBLISHED,
-                "harness",
-                at_ns=at_ns,
-                harness_id=message.harness_id,
-                destination=endpoints.input,
-                key=message.key,
-                partition=receipt.partition,
-                offset=receipt.offset,
-                message=message,
-            )
-        ended_by = await _await_quiescence(flow, history, deadline=started + flow.timeout)
-    # leaving the stack stopped the service, the taps, and deleted the destinations
+        instances = Instances(flow, broker, endpoints, history)
+        stack.push_async_callback(instances.close)
+        await instances.add()
+        deadline = time.monotonic() + flow.timeout
+        for step in schedule:
+            if isinstance(step, Publish):
+                stamp = f"{run_id}-{next(numbering)}".encode()
+                message = step.message.with_headers(**{HARNESS_ID_HEADER: stamp})
+                await _publish(adapter, endpoints, history, message)
+                published.append(message)
+            else:
+                await _apply(step, instances, flow, history, deadline)
+        await instances.restart_crashed()
+        ended_by = await _await_quiescence(flow, history, deadline=deadline)
+    # leaving the stack stopped the services, the taps, and deleted the destinations
     verdicts = tuple(check(history) for check in flow.checks)
     path = None
     if history_dir is not None and not all(v.ok for v in verdicts):
@@ -138,12 +135,77 @@ async def run_flow(
     return RunResult(
         flow=flow,
         endpoints=endpoints,
-        messages=tuple(stamped),
+        messages=tuple(published),
+        schedule=schedule,
         history=history,
         verdicts=verdicts,
         ended_by=ended_by,
         history_path=path,
     )
+
+
+async def _publish(
+    adapter: BrokerAdapter, endpoints: Endpoints, history: History, message: Message
+) -> None:
+    at_ns = time.perf_counter_ns()
+    receipt = await adapter.publish(endpoints.input, message)
+    history.record(
+        Kind.PUBLISHED,
+        "harness",
+        at_ns=at_ns,
+        harness_id=message.harness_id,
+        destination=endpoints.input,
+        key=message.key,
+        partition=receipt.partition,
+        offset=receipt.offset,
+        message=message,
+    )
+
+
+async def _apply(
+    step: Step, instances: Instances, flow: Flow, history: History, deadline: float
+) -> None:
+    """Carry out one step that is not a publish."""
+    if isinstance(step, Publish):
+        raise AssertionError("publishes are the runner's own business")
+    if isinstance(step, Pause):
+        await asyncio.sleep(step.ms / 1000)
+    elif isinstance(step, Settle):
+        await _await_quiescence(flow, history, deadline=deadline)
+    elif isinstance(step, Join):
+        await instances.add()
+    elif isinstance(step, Leave):
+        extra = instances.newest_extra()
+        if extra is not None:
+            await instances.stop(extra)
+    else:
+        instance = instances.get(step.instance)
+        if instance is None:
+            return  # a fault on an instance that never started: shrinking made it moot
+        if isinstance(step, Crash):
+            await instances.crash(instance)
+        elif isinstance(step, Restart):
+            await instances.restart(instance)
+        elif isinstance(step, Latency):
+            instances.latency(instance, step.ms)
+        else:
+            instances.cut(instance)
+
+
+async def _tap_destinations(
+    adapter: BrokerAdapter,
+    endpoints: Endpoints,
+    history: History,
+    harness_id: Callable[[Message], str | None],
+    stack: AsyncExitStack,
+) -> None:
+    taps = [(endpoints.output, Kind.OUTPUT), (endpoints.dead_letter, Kind.DEAD_LETTERED)]
+    if endpoints.kind == "rabbitmq":  # the firehose shows the broker's own deliveries
+        taps.append((endpoints.input, Kind.DELIVERED))
+    for name, kind in taps:
+        await stack.enter_async_context(
+            adapter.tap(name, _tap_to_history(history, kind, harness_id))
+        )
 
 
 async def _create_destinations(
@@ -161,45 +223,6 @@ async def _create_destinations(
         stack.push_async_callback(adapter.delete, spec.name)
     if endpoints.group_id is not None:
         stack.push_async_callback(adapter.forget_group, endpoints.group_id)
-
-
-async def _start_service(
-    flow: Flow, endpoints: Endpoints, recorder: Recorder | None, stack: AsyncExitStack
-) -> None:
-    """Enter the service with the probes' context; register a bounded exit."""
-    where = endpoints.bootstrap_servers or redact_url(endpoints.amqp_url or "")
-    try:
-        service = flow.sut(endpoints)
-    except Exception as exc:
-        raise ServiceError(
-            f"sut={flow.label} raised when called with {endpoints}: {exc!r}"
-        ) from exc
-    token = current_recorder.set(recorder)
-    try:
-        async with asyncio.timeout(flow.start_timeout):
-            await service.__aenter__()
-    except TimeoutError as exc:
-        raise ServiceError(
-            f"service {flow.label} did not finish starting within {flow.start_timeout:g} s"
-            f" (broker {where}): its __aenter__ must return once it consumes;"
-            " raise Flow(start_timeout=...) if it is just slow"
-        ) from exc
-    except Exception as exc:
-        raise ServiceError(f"service {flow.label} raised on start: {exc!r}") from exc
-    finally:
-        current_recorder.reset(token)
-
-    async def stop() -> None:
-        try:
-            async with asyncio.timeout(flow.stop_timeout):
-                await service.__aexit__(None, None, None)
-        except TimeoutError as exc:
-            raise ServiceError(
-                f"service {flow.label} did not stop within {flow.stop_timeout:g} s:"
-                " cancel its consume loop on exit (and bound its final commit or close)"
-            ) from exc
-
-    stack.push_async_callback(stop)
 
 
 async def _await_quiescence(flow: Flow, history: History, *, deadline: float) -> str:
@@ -242,13 +265,13 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
 
 async def run(
     flow: Flow,
-    messages: Sequence[Message],
+    steps: Sequence[Step | Message],
     *,
     broker: BrokerInfo | None = None,
     history_dir: Path | None = None,
 ) -> RunResult:
     """Run ``flow`` once outside pytest; without ``broker``, lease a local one."""
     if broker is not None:
-        return await run_flow(flow, messages, broker=broker, history_dir=history_dir)
+        return await run_flow(flow, steps, broker=broker, history_dir=history_dir)
     with brokers.provision(flow.broker) as info:
-        return await run_flow(flow, messages, broker=info, history_dir=history_dir)
+        return await run_flow(flow, steps, broker=info, history_dir=history_dir)

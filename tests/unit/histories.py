@@ -116,13 +116,14 @@ class Script:
         *,
         redelivered: bool = False,
         lane: str = "c1",
+        source: str = "tap",
         at: float | None = None,
     ) -> Self:
-        """The broker hands input ``harness_id`` to consumer ``lane``."""
+        """The broker hands input ``harness_id`` to consumer ``lane``, as ``source`` saw it."""
         return self.event(
             Kind.DELIVERED,
             at=at,
-            source="tap",
+            source=source,
             harness_id=harness_id,
             destination=self.input,
             lane=lane,

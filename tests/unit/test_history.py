@@ -37,6 +37,14 @@ def test_record_stamps_increasing_perf_counter_times() -> None:
     assert second.key is None
 
 
+def test_record_keeps_a_time_taken_earlier() -> None:
+    history = History.of_events([], started_ns=100)
+    event = history.record(Kind.PUBLISHED, "harness", at_ns=150, harness_id="a")
+    assert event.at_ns == 150
+    assert history.since_start(event.at_ns) == "+0.0 ms"
+    assert history.events == [event]
+
+
 def test_record_rejects_a_field_events_do_not_have() -> None:
     with pytest.raises(TypeError, match="colour"):
         History().record(Kind.NOTE, "harness", colour="red")

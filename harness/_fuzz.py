@@ -1,0 +1,286 @@
+"""``fuzz(flow)``: Hypothesis searches schedules on a real broker, then shrinks what fails.
+
+Hypothesis drives the search from a worker thread; every example is one
+:func:`run_flow` on the caller's event loop, on connections reused across
+examples, with fresh destinations and consumer group each time.
+
+Real brokers are not deterministic: a failure may not repeat while it is
+being shrunk. The fuzzer keeps the smallest failing run it has *seen*, so a
+flaky failure ends the search with that run instead of an error, and then
+re-runs the minimal schedule several times to say how reliably it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import Flaky
+
+import brokers
+from harness._broker import BrokerAdapter, BrokerInfo
+from harness._errors import InvalidArgument
+from harness._flow import Flow, RunResult
+from harness._message import Message
+from harness._runner import run_flow
+from harness._schedule import Publish, Step, faults_of, messages_of
+from harness.strategies import messages as message_lists
+from harness.strategies import schedules
+
+
+class ChecksFailed(AssertionError):
+    """An example's checks failed (Hypothesis shrinks on this)."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.report())
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One example the fuzzer ran."""
+
+    number: int
+    schedule: tuple[Step, ...]
+    ok: bool
+    seconds: float
+    phase: str
+
+
+@dataclass(kw_only=True)
+class FuzzReport:
+    """What a fuzz campaign found: pass/fail, the minimal failing run, how it reproduces."""
+
+    flow: Flow
+    examples: int
+    elapsed: float
+    seed: int | None
+    minimal: RunResult | None = None
+    reruns: list[bool] = field(default_factory=list)  # True where the re-run failed again
+    flaky: bool = False
+    timeline_path: Path | None = None
+    history_path: Path | None = None
+    flow_reference: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.minimal is None
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def violations(self) -> list[str]:
+        return [] if self.minimal is None else [str(v) for v in self.minimal.failures()]
+
+    def reproduction(self) -> str:
+        """The minimal failing schedule as a ready-to-paste pytest test."""
+        if self.minimal is None:
+            return ""
+        from harness._report import reproduction_test
+
+        return reproduction_test(self.flow, self.minimal.schedule, self.flow_reference)
+
+    def summary(self) -> str:
+        from harness._report import fuzz_summary
+
+        return fuzz_summary(self)
+
+
+def _size(schedule: Sequence[Step]) -> tuple[int, int, int]:
+    """How big a failing schedule is, smallest first (the order shrinking works towards)."""
+    messages = messages_of(schedule)
+    return (len(schedule), len(faults_of(schedule)), sum(len(m.value) for m in messages))
+
+
+async def fuzz(
+    flow: Flow,
+    *,
+    max_examples: int = 100,
+    seed: int | None = None,
+    faults: bool | Sequence[str] = False,
+    broker: BrokerInfo | None = None,
+    shrink_seconds: float = 120.0,
+    reruns: int = 5,
+    database: Path | None = Path(".hypothesis") / "harness",
+    report_dir: Path | None = Path("reports"),
+    progress: Callable[[Example], None] | None = None,
+    flow_reference: str | None = None,
+) -> FuzzReport:
+    """Search for a schedule that breaks ``flow``'s checks; shrink and re-run it.
+
+    ``faults`` adds fault schedules (True for all kinds, or a list of kinds).
+    Failing examples are kept in Hypothesis's database under ``database``
+    and tried first next time. Without ``broker``, a local one is leased.
+    """
+    if not isinstance(max_examples, int) or max_examples < 1:
+        raise InvalidArgument(f"max_examples={max_examples!r} is invalid: give a count >= 1")
+    if not isinstance(reruns, int) or reruns < 0:
+        raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
+    if broker is None:
+        with brokers.provision(flow.broker) as info:
+            return await fuzz(
+                flow,
+                max_examples=max_examples,
+                seed=seed,
+                faults=faults,
+                broker=info,
+                shrink_seconds=shrink_seconds,
+                reruns=reruns,
+                database=database,
+                report_dir=report_dir,
+                progress=progress,
+                flow_reference=flow_reference,
+            )
+    async with brokers.adapter(broker) as adapter:
+        return await _campaign(
+            flow,
+            adapter,
+            broker,
+            max_examples=max_examples,
+            seed=seed,
+            faults=faults,
+            shrink_seconds=shrink_seconds,
+            reruns=reruns,
+            database=database,
+            report_dir=report_dir,
+            progress=progress,
+            flow_reference=flow_reference,
+        )
+
+
+async def _campaign(
+    flow: Flow,
+    adapter: BrokerAdapter,
+    broker: BrokerInfo,
+    *,
+    max_examples: int,
+    seed: int | None,
+    faults: bool | Sequence[str],
+    shrink_seconds: float,
+    reruns: int,
+    database: Path | None,
+    report_dir: Path | None,
+    progress: Callable[[Example], None] | None,
+    flow_reference: str | None,
+) -> FuzzReport:
+    loop = asyncio.get_running_loop()
+    strategy = schedules(messages=flow.messages or message_lists(), faults=faults)
+    started = time.monotonic()
+    state: dict[str, Any] = {"count": 0, "best": None, "first_failure": None}
+    stop = threading.Event()  # set when the caller is cancelled: end the search quickly
+
+    def run_one(schedule: list[Step]) -> None:
+        if stop.is_set():
+            return
+        best: RunResult | None = state["best"]
+        shrinking = state["first_failure"] is not None
+        if shrinking and time.monotonic() - state["first_failure"] > shrink_seconds:
+            # Out of shrinking time: answer from what was seen, without running.
+            if best is not None and tuple(schedule) == best.schedule:
+                raise ChecksFailed(best)
+            return
+        state["count"] += 1
+        began = time.monotonic()
+        future = asyncio.run_coroutine_threadsafe(
+            run_flow(flow, schedule, broker=broker, adapter=adapter), loop
+        )
+        try:
+            result = future.result(timeout=flow.timeout * 3 + 60)
+        except BaseException:
+            future.cancel()
+            raise
+        if progress is not None:
+            phase = "shrink" if shrinking else "search"
+            took = time.monotonic() - began
+            example = Example(state["count"], result.schedule, result.ok, took, phase)
+            loop.call_soon_threadsafe(progress, example)
+        if not result.ok:
+            if state["first_failure"] is None:
+                state["first_failure"] = time.monotonic()
+            if best is None or _size(result.schedule) < _size(best.schedule):
+                state["best"] = result
+            raise ChecksFailed(result)
+
+    run_one._hypothesis_internal_add_digest = flow.label.encode()  # type: ignore[attr-defined]
+    test = settings(
+        max_examples=max_examples,
+        deadline=None,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        report_multiple_bugs=False,
+        derandomize=False,
+    )(given(strategy)(run_one))
+    if seed is not None:
+        test = hypothesis_seed(seed)(test)
+
+    flaky = False
+    try:
+        await asyncio.to_thread(test)
+    except ChecksFailed as failure:
+        state["best"] = _smaller(state["best"], failure.result)
+    except Flaky:
+        flaky = True  # the failure did not repeat: report the smallest one seen
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    except BaseException as exc:
+        found = _checks_failed_in(exc)
+        if found is None:
+            raise
+        state["best"] = _smaller(state["best"], found.result)
+    elapsed = time.monotonic() - started
+    report = FuzzReport(
+        flow=flow,
+        examples=state["count"],
+        elapsed=elapsed,
+        seed=seed,
+        minimal=state["best"],
+        flaky=flaky,
+        flow_reference=flow_reference,
+    )
+    if report.minimal is not None:
+        for _ in range(reruns):
+            again = await run_flow(flow, report.minimal.schedule, broker=broker, adapter=adapter)
+            report.reruns.append(not again.ok)
+        if report_dir is not None:
+            from harness._report import write_failure
+
+            report.history_path, report.timeline_path = write_failure(report, report_dir)
+    return report
+
+
+def _smaller(best: RunResult | None, other: RunResult) -> RunResult:
+    if best is None or _size(other.schedule) < _size(best.schedule):
+        return other
+    return best
+
+
+def _checks_failed_in(exc: BaseException) -> ChecksFailed | None:
+    """Hypothesis may wrap our failure (exception groups, notes); find it."""
+    if isinstance(exc, ChecksFailed):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _checks_failed_in(inner)
+            if found is not None:
+                return found
+    if exc.__cause__ is not None:
+        return _checks_failed_in(exc.__cause__)
+    return None
+
+
+def publishes(messages: Sequence[Message]) -> list[Step]:
+    """A schedule that only publishes ``messages``."""
+    return [Publish(m) for m in messages]

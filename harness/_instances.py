@@ -1,0 +1,214 @@
+"""The running instances of the service under test, each behind its own fault proxy.
+
+Instance ``n`` gets its own :class:`Endpoints` (the same destinations and
+consumer group, its own broker address through proxy ``n`` where the broker
+offers one) and its own probe recorder, so the history draws one lane per
+instance and a crash cuts only that instance's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness._broker import BrokerInfo
+from harness._errors import InvalidArgument, ServiceError
+from harness._flow import Flow
+from harness._history import History, Kind
+from harness._message import Endpoints
+from harness._probes import Recorder, current_recorder
+from harness._proxy import FaultProxy
+
+State = Literal["running", "crashed", "stopped"]
+
+
+@dataclass(eq=False)
+class Instance:
+    number: int
+    endpoints: Endpoints
+    proxy: FaultProxy | None
+    state: State = "stopped"
+    service: AbstractAsyncContextManager[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"sut{self.number}"
+
+
+def proxy_addresses(info: BrokerInfo) -> list[tuple[int, str, int]]:
+    """(listen port, upstream host, upstream port) of each proxy the broker allows.
+
+    Kafka needs listeners advertised at the proxies (``proxyN.advertised`` in
+    the broker's extra, from a broker the harness started); a RabbitMQ proxy
+    can listen anywhere, so it allows as many as wanted.
+    """
+    if info.kind == "kafka":
+        found = []
+        for n in range(16):
+            listen, advertised = (
+                info.extra.get(f"proxy{n}.listen"),
+                info.extra.get(f"proxy{n}.advertised"),
+            )
+            if not (listen and advertised):
+                break
+            host, _, port = listen.rpartition(":")
+            found.append((int(advertised.rpartition(":")[2]), host, int(port)))
+        return found
+    match = re.match(r"^amqps?://(?:[^@/]*@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?", info.url)
+    if match is None:
+        return []
+    from brokers._local import free_port  # a port picker, not a driver
+
+    amqp_port = int(match["port"] or 5672)
+    return [(free_port(), match["host"], amqp_port) for _ in range(8)]
+
+
+def _through(endpoints: Endpoints, info: BrokerInfo, listen_port: int) -> Endpoints:
+    if info.kind == "kafka":
+        return dataclasses.replace(endpoints, bootstrap_servers=f"127.0.0.1:{listen_port}")
+    url = re.sub(
+        r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{listen_port}", info.url
+    )
+    return dataclasses.replace(endpoints, amqp_url=url)
+
+
+@dataclass(eq=False)
+class Instances:
+    """Start, crash, restart and stop instances of a flow's service."""
+
+    flow: Flow
+    info: BrokerInfo
+    endpoints: Endpoints
+    history: History
+    instances: list[Instance] = field(default_factory=list)
+    _free_proxies: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._free_proxies = proxy_addresses(self.info)
+
+    async def add(self) -> Instance:
+        """Start one more instance."""
+        number = len(self.instances)
+        proxy = None
+        endpoints = self.endpoints
+        if self._free_proxies:
+            listen, host, port = self._free_proxies.pop(0)
+            proxy = FaultProxy(listen, host, port)
+            await proxy.start()
+            endpoints = _through(self.endpoints, self.info, listen)
+        elif number > 0 and self.info.kind == "kafka":
+            raise InvalidArgument(
+                f"instance {number} needs a Kafka listener advertised at a fault proxy, and"
+                f" {self.info.url} has none left: fault schedules need a broker the harness"
+                " started (or fewer Join steps)"
+            )
+        instance = Instance(number, endpoints, proxy)
+        self.instances.append(instance)
+        await self.start(instance)
+        return instance
+
+    def _needs_proxy(self, instance: Instance, fault: str) -> FaultProxy:
+        if instance.proxy is None:
+            raise InvalidArgument(
+                f"{fault} needs a fault proxy in front of {instance.name}, and the broker"
+                f" {self.info.url} offers none: use a broker the harness starts itself"
+            )
+        return instance.proxy
+
+    async def start(self, instance: Instance) -> None:
+        flow = self.flow
+        try:
+            service = flow.sut(instance.endpoints)
+        except Exception as exc:
+            raise ServiceError(f"sut={flow.label} raised when called: {exc!r}") from exc
+        recorder = Recorder(self.history, correlate=flow.correlate, prefix=f"{instance.name}:")
+        token = current_recorder.set(recorder if flow.probes else None)
+        try:
+            async with asyncio.timeout(flow.start_timeout):
+                await service.__aenter__()
+        except TimeoutError as exc:
+            raise ServiceError(
+                f"service {flow.label} did not finish starting within {flow.start_timeout:g} s:"
+                " its __aenter__ must return once it consumes; raise Flow(start_timeout=...)"
+                " if it is just slow"
+            ) from exc
+        except Exception as exc:
+            raise ServiceError(f"service {flow.label} raised on start: {exc!r}") from exc
+        finally:
+            current_recorder.reset(token)
+        instance.service, instance.state = service, "running"
+        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
+
+    async def stop(self, instance: Instance) -> None:
+        """Stop gracefully, bounded; a service that hangs on exit is an error."""
+        if instance.state != "running" or instance.service is None:
+            return
+        service, instance.service, instance.state = instance.service, None, "stopped"
+        try:
+            async with asyncio.timeout(self.flow.stop_timeout):
+                await service.__aexit__(None, None, None)
+        except TimeoutError as exc:
+            raise ServiceError(
+                f"service {self.flow.label} did not stop within {self.flow.stop_timeout:g} s:"
+                " cancel its consume loop on exit (and bound its final commit or close)"
+            ) from exc
+        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
+
+    async def crash(self, instance: Instance) -> None:
+        """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
+        if instance.state != "running" or instance.service is None:
+            return
+        proxy = self._needs_proxy(instance, "Crash")
+        proxy.crash()
+        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
+        service, instance.service, instance.state = instance.service, None, "crashed"
+        # Its exit fails or hangs against refused connections; either way it is over.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.flow.stop_timeout):
+                await service.__aexit__(None, None, None)
+
+    async def restart(self, instance: Instance) -> None:
+        if instance.state != "crashed":
+            return
+        if instance.proxy is not None:
+            instance.proxy.heal()
+        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="restart")
+        await self.start(instance)
+
+    def latency(self, instance: Instance, ms: float) -> None:
+        self._needs_proxy(instance, "Latency").latency = ms / 1000
+        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail=f"latency {ms:g} ms")
+
+    def cut(self, instance: Instance) -> None:
+        self._needs_proxy(instance, "Cut").cut()
+        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="cut")
+
+    def get(self, number: int) -> Instance | None:
+        return self.instances[number] if 0 <= number < len(self.instances) else None
+
+    def newest_extra(self) -> Instance | None:
+        running = [i for i in self.instances[1:] if i.state == "running"]
+        return running[-1] if running else None
+
+    async def restart_crashed(self) -> None:
+        for instance in self.instances:
+            await self.restart(instance)
+
+    async def close(self) -> None:
+        """Stop every running instance, then the proxies; raise the first stop error."""
+        errors: list[BaseException] = []
+        for instance in reversed(self.instances):
+            try:
+                await self.stop(instance)
+            except Exception as exc:
+                errors.append(exc)
+        for instance in self.instances:
+            if instance.proxy is not None:
+                await instance.proxy.close()
+        if errors:
+            raise errors[0]

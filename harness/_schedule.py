@@ -1,0 +1,105 @@
+"""What one run does, step by step: publishes interleaved with faults.
+
+A schedule is plain data (frozen dataclasses whose reprs are valid Python),
+so Hypothesis can generate and shrink it and a failing one can be printed as
+a ready-to-paste test. The runner carries it out (see harness._runner).
+Instances are numbered from 0; instance 0 is started before the first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness._errors import InvalidArgument
+from harness._message import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish one input (stamped with a harness id by the runner)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Let ``ms`` milliseconds pass (a gap between bursts)."""
+
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Wait until every input published so far is accounted for (bounded by Flow.quiet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Cut the instance's connections, refuse new ones, then stop it: no graceful commit or ack."""
+
+    instance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Start a crashed instance again (crashed instances also restart after the last step)."""
+
+    instance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Start one more instance of the service (Kafka rebalance, RabbitMQ competing consumer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Stop the newest extra instance gracefully."""
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Delay every chunk between an instance and the broker by ``ms`` (0 removes it)."""
+
+    ms: float
+    instance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Drop an instance's connections once; it may reconnect (a network blip)."""
+
+    instance: int = 0
+
+
+Fault = Crash | Restart | Join | Leave | Latency | Cut
+Step = Publish | Pause | Settle | Fault
+FAULT_KINDS = ("crash", "join", "latency", "cut")
+_STEP_TYPES = (Publish, Pause, Settle, Crash, Restart, Join, Leave, Latency, Cut)
+
+
+def as_schedule(steps: Sequence[Step | Message]) -> tuple[Step, ...]:
+    """Accept plain messages as publishes; reject anything that is not a step."""
+    schedule: list[Step] = []
+    for step in steps:
+        if isinstance(step, Message):
+            schedule.append(Publish(step))
+        elif isinstance(
+            step, Publish | Pause | Settle | Crash | Restart | Join | Leave | Latency | Cut
+        ):
+            schedule.append(step)
+        else:
+            raise InvalidArgument(
+                f"{step!r} is not a step: give Message, Publish, Pause, Settle, Crash, Restart,"
+                " Join, Leave, Latency or Cut"
+            )
+    return tuple(schedule)
+
+
+def messages_of(schedule: Sequence[Step]) -> list[Message]:
+    return [step.message for step in schedule if isinstance(step, Publish)]
+
+
+def faults_of(schedule: Sequence[Step]) -> list[Step]:
+    return [step for step in schedule if not isinstance(step, Publish | Pause | Settle)]

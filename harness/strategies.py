@@ -1,0 +1,150 @@
+"""Hypothesis strategies for message flows: ``from harness import strategies``.
+
+What to generate, kept apart from what runs it (the runner): message lists
+with few keys (so keys collide and orderings matter), payloads a flow can
+extend (poison values, sizes, headers), publish timing (bursts and gaps),
+and fault schedules interleaved with the publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+
+from harness._errors import InvalidArgument
+from harness._message import Message
+from harness._schedule import (
+    FAULT_KINDS,
+    Crash,
+    Cut,
+    Join,
+    Latency,
+    Leave,
+    Pause,
+    Publish,
+    Restart,
+    Settle,
+    Step,
+)
+
+POISON = b"poison"
+
+
+def keys(count: int = 3) -> st.SearchStrategy[bytes]:
+    """One of ``count`` short keys (``b"a"``, ``b"b"``...): few, so that keys collide."""
+    if not isinstance(count, int) or not 1 <= count <= 26:
+        raise InvalidArgument(f"keys(count={count!r}) is invalid: give 1 to 26 keys")
+    return st.sampled_from([bytes([ord("a") + i]) for i in range(count)])
+
+
+def values(*, poison: bool = False, max_size: int = 8) -> st.SearchStrategy[bytes]:
+    """Small binary payloads; with ``poison=True`` some are ``b"poison"``.
+
+    Poison comes second in the choice so that shrinking moves away from it
+    unless the failure needs it.
+    """
+    if not isinstance(max_size, int) or max_size < 0:
+        raise InvalidArgument(f"values(max_size={max_size!r}) is invalid: give a size >= 0")
+    plain = st.binary(max_size=max_size).filter(lambda v: not v.startswith(POISON))
+    return st.one_of(plain, st.just(POISON)) if poison else plain
+
+
+def messages(
+    *,
+    keys: st.SearchStrategy[bytes | None] | None = None,
+    values: st.SearchStrategy[bytes] | None = None,
+    headers: st.SearchStrategy[dict[str, bytes]] | None = None,
+    min_size: int = 1,
+    max_size: int = 10,
+) -> st.SearchStrategy[list[Message]]:
+    """Lists of messages; every part can be replaced to suit a flow."""
+    if (
+        not isinstance(min_size, int)
+        or not isinstance(max_size, int)
+        or not (0 <= min_size <= max_size)
+    ):
+        raise InvalidArgument(
+            f"messages(min_size={min_size!r}, max_size={max_size!r}) is invalid:"
+            " give 0 <= min_size <= max_size"
+        )
+    key_strategy = keys if keys is not None else globals()["keys"]()
+    value_strategy = values if values is not None else globals()["values"]()
+    header_strategy = headers if headers is not None else st.just({})
+    one = st.builds(Message, value=value_strategy, key=key_strategy, headers=header_strategy)
+    return st.lists(one, min_size=min_size, max_size=max_size)
+
+
+def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[Step]]:
+    """One fault, as the steps that make it up."""
+    options: list[st.SearchStrategy[list[Step]]] = []
+    for kind in kinds:
+        if kind == "crash":
+            options.append(st.just([Crash(0)]))
+            options.append(st.just([Crash(0), Restart(0)]))
+        elif kind == "join" and max_instances > 1:
+            options.append(st.just([Join()]))
+            options.append(st.just([Join(), Settle(), Leave()]))
+        elif kind == "latency":
+            options.append(st.sampled_from([5, 50, 200]).map(lambda ms: [Latency(ms)]))
+        elif kind == "cut":
+            options.append(st.just([Cut(0)]))
+    return st.one_of(options) if options else st.nothing()
+
+
+@st.composite
+def _schedule(
+    draw: st.DrawFn,
+    message_lists: st.SearchStrategy[list[Message]],
+    kinds: Sequence[str],
+    max_faults: int,
+    max_instances: int,
+    pauses: bool,
+) -> list[Step]:
+    steps: list[Step] = []
+    budget = max_faults
+    fault = _faults(kinds, max_instances)
+    for message in draw(message_lists):
+        if pauses and draw(st.booleans()):
+            steps.append(Pause(draw(st.sampled_from([1, 10, 50]))))
+        steps.append(Publish(message))
+        if budget and draw(st.integers(0, 3)) == 3:  # a fault after about one publish in four
+            if draw(st.booleans()):
+                steps.append(Settle())  # let processing catch up first: faults then hit
+            steps.extend(draw(fault))
+            budget -= 1
+    return steps
+
+
+def schedules(
+    *,
+    messages: st.SearchStrategy[list[Message]] | None = None,
+    faults: bool | Sequence[str] = True,
+    max_faults: int = 2,
+    max_instances: int = 2,
+    pauses: bool = True,
+) -> st.SearchStrategy[list[Step]]:
+    """Publishes of ``messages`` interleaved with pauses and faults.
+
+    ``faults`` is True (all of ``crash``, ``join``, ``latency``, ``cut``),
+    False, or the kinds to use. Shrinking removes faults, pauses and
+    messages until only what the failure needs is left.
+    """
+    if faults is True:
+        kinds: Sequence[str] = FAULT_KINDS
+    elif faults is False:
+        kinds = ()
+    else:
+        kinds = tuple(faults)
+        unknown = [k for k in kinds if k not in FAULT_KINDS]
+        if unknown:
+            raise InvalidArgument(
+                f"faults={unknown!r} is invalid: use some of {', '.join(FAULT_KINDS)}"
+            )
+    if not isinstance(max_faults, int) or max_faults < 0:
+        raise InvalidArgument(f"max_faults={max_faults!r} is invalid: give a count >= 0")
+    message_lists = messages if messages is not None else globals()["messages"]()
+    return _schedule(message_lists, kinds, max_faults if kinds else 0, max_instances, pauses)
+
+
+__all__ = ("POISON", "keys", "messages", "schedules", "values")
