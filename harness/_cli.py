@@ -6,15 +6,23 @@ Exit codes: 0 success, 1 a check failed, 2 a usage or broker error.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
+import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import brokers
 from brokers import _local
 from harness._broker import BrokerInfo
-from harness._errors import HarnessError
+from harness._errors import HarnessError, InvalidArgument
+from harness._flow import Flow
+from harness._fuzz import Example, FuzzReport, fuzz
 from harness._message import BROKER_KINDS, BrokerKind
 from harness._redact import redact_url
+from harness._schedule import faults_of, messages_of
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -59,6 +67,101 @@ def _demo(kinds: list[BrokerKind]) -> int:
     return run_demo(kinds)
 
 
+def load_flow(reference: str) -> Flow:
+    """``package.module:NAME`` → the Flow object it names (the current directory is importable)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise InvalidArgument(
+            f"{reference!r} is not MODULE:FLOW: give e.g. myservice.tests:orders_flow"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"cannot import {module_name!r} ({exc}): run from the directory that contains it,"
+            " or install it"
+        ) from exc
+    flow = getattr(module, attribute, None)
+    if not isinstance(flow, Flow):
+        raise InvalidArgument(
+            f"{reference} is {type(flow).__name__ if flow is not None else 'missing'}, not a"
+            " harness.Flow: point at a Flow(...) defined at module level"
+        )
+    return flow
+
+
+def _print_example(example: Example) -> None:
+    mark = "ok  " if example.ok else "FAIL"
+    print(
+        f"  {example.phase} #{example.number:<4} {mark} {len(messages_of(example.schedule)):>2}"
+        f" messages {len(faults_of(example.schedule))} faults  {example.seconds * 1000:6.0f} ms",
+        flush=True,
+    )
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    flow = load_flow(args.flow)
+    url = args.kafka_bootstrap if flow.broker == "kafka" else args.amqp_url
+    faults: bool | list[str] = False
+    if args.faults:
+        faults = True if args.faults == "all" else args.faults.split(",")
+    with brokers.provision(flow.broker, url=url) as info:
+        print(f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
+        report = asyncio.run(
+            fuzz(
+                flow,
+                max_examples=args.max_examples,
+                seed=args.seed,
+                faults=faults,
+                broker=info,
+                report_dir=Path(args.report_dir),
+                progress=None if args.quiet else _print_example,
+                flow_reference=args.flow,
+            )
+        )
+    print(report.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(fuzz_json(report), indent=1))
+        print(f"JSON: {args.json}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def fuzz_json(report: FuzzReport) -> dict[str, object]:
+    """The fuzz report as JSON: the public contract of ``harness fuzz --json``."""
+    minimal = report.minimal
+    return {
+        "flow": report.flow.label,
+        "broker": report.flow.broker,
+        "ok": report.ok,
+        "examples": report.examples,
+        "elapsed_s": round(report.elapsed, 3),
+        "seed": report.seed,
+        "violations": [
+            {"check": v.check, "anomalies": [{"kind": a.kind, "text": a.text} for a in v.anomalies]}
+            for v in (minimal.failures() if minimal else [])
+        ],
+        "minimal_example": [repr(step) for step in minimal.schedule] if minimal else None,
+        "reruns": len(report.reruns),
+        "reruns_failed": sum(report.reruns),
+        "flaky": report.flaky,
+        "history": str(report.history_path) if report.history_path else None,
+        "timeline": str(report.timeline_path) if report.timeline_path else None,
+        "reproduction": report.reproduction() or None,
+    }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give a whole number >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
@@ -75,6 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(action, help=help_text)
         sub.add_argument("kinds", nargs="*", metavar="KIND", help="kafka, rabbitmq (default both)")
 
+    fuzz_parser = commands.add_parser(
+        "fuzz", help="search for message sequences and faults that break a flow's checks"
+    )
+    fuzz_parser.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myservice.tests:flow")
+    fuzz_parser.add_argument("--max-examples", type=_positive_int, default=100, metavar="N")
+    fuzz_parser.add_argument("--seed", type=int, default=None, metavar="S")
+    fuzz_parser.add_argument("--json", default=None, metavar="FILE", help="write the report")
+    fuzz_parser.add_argument(
+        "--faults",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="KINDS",
+        help="add fault schedules: all, or some of crash,join,latency,cut",
+    )
+    fuzz_parser.add_argument("--report-dir", default="reports", metavar="DIR")
+    fuzz_parser.add_argument("--quiet", action="store_true", help="no per-example progress")
+    fuzz_parser.add_argument("--kafka-bootstrap", default=None, metavar="HOST:PORT")
+    fuzz_parser.add_argument("--amqp-url", default=None, metavar="URL")
+
     demo = commands.add_parser("demo", help="the main job, on brokers the harness starts itself")
     demo.add_argument("kinds", nargs="*", metavar="KIND", help="kafka, rabbitmq (default both)")
     return parser
@@ -83,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "fuzz":
+            return _fuzz(args)
         kinds = _kinds(args.kinds)
         if args.command == "brokers":
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}

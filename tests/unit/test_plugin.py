@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 
 @pytest.fixture(autouse=True)
 def _inner_ini(pytester: pytest.Pytester) -> None:
