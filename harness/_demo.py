@@ -1,45 +1,124 @@
-"""``harness demo``: for now, brokers up and one observed round trip on each."""
+"""``harness demo``: the harness finds a real race in a bundled service, then clears the fix.
+
+On brokers the harness starts itself (or those named by HARNESS_KAFKA_BOOTSTRAP
+/ HARNESS_AMQP_URL), for each broker: fuzz a service from the zoo that handles
+messages concurrently (so outputs of one key can overtake each other), print
+the shrunk reproduction and where its timeline was written, then fuzz the
+corrected service with the same campaign and show that every check holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
-import uuid
+from pathlib import Path
 
 import brokers
-from harness._broker import DestinationSpec, TapRecord
+from harness import checks
+from harness._errors import InvalidArgument
+from harness._flow import Flow, Service
+from harness._fuzz import Example, fuzz
 from harness._message import BrokerKind, Message
+from harness._schedule import faults_of, messages_of
+from harness.strategies import POISON
+
+# (racy service, corrected service) per broker, from the zoo in tests/zoo.
+SERVICES: dict[BrokerKind, tuple[str, str]] = {
+    "kafka": (
+        "tests.zoo.kafka_services:kafka_concurrent_batch",
+        "tests.zoo.kafka_services:kafka_correct",
+    ),
+    "rabbitmq": (
+        "tests.zoo.rabbitmq_services:rabbitmq_concurrent",
+        "tests.zoo.rabbitmq_services:rabbitmq_correct",
+    ),
+}
 
 
-async def _round_trip(kind: BrokerKind, url: str | None) -> None:
+def _service(reference: str) -> Service:
+    module, _, name = reference.partition(":")
+    try:
+        found: Service = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"the demo's services live in the repository's tests/zoo ({exc}):"
+            " run `make demo` (or `harness demo`) from the repository root"
+        ) from exc
+    return found
+
+
+def _is_poison(message: Message) -> bool:
+    return message.value.startswith(POISON)
+
+
+def _flow(reference: str, broker: BrokerKind) -> Flow:
+    return Flow(
+        sut=_service(reference),
+        broker=broker,
+        checks=[
+            checks.no_loss(),
+            checks.no_duplicates(),
+            checks.per_key_order(),
+            checks.dead_lettered(when=_is_poison),
+        ],
+        quiet=1.0,
+        name=reference.partition(":")[2],
+    )
+
+
+def _progress(example: Example) -> None:
+    mark = "ok  " if example.ok else "FAIL"
+    print(
+        f"    {example.phase} #{example.number:<4} {mark}"
+        f" {len(messages_of(example.schedule)):>2} messages,"
+        f" {len(faults_of(example.schedule))} faults, {example.seconds * 1000:5.0f} ms",
+        flush=True,
+    )
+
+
+async def _demo_broker(kind: BrokerKind, *, max_examples: int, report_dir: Path) -> bool:
+    racy, corrected = SERVICES[kind]
     started = time.perf_counter()
-    with brokers.provision(kind, url=url) as info:
-        elapsed = time.perf_counter() - started
-        print(f"{kind}: broker ready at {info.url} ({info.provider}) in {elapsed:.1f} s")
-        name = f"harness-demo-{uuid.uuid4().hex[:8]}"
-        seen: list[TapRecord] = []
-        async with brokers.adapter(info) as adapter:
-            await adapter.create(DestinationSpec(name=name))
-            try:
-                async with adapter.tap(name, seen.append):
-                    for i in range(3):
-                        receipt = await adapter.publish(
-                            name, Message(key=b"k", value=f"hello {i}".encode())
-                        )
-                        print(f"  published hello {i} -> {receipt}")
-                    deadline = time.monotonic() + 10
-                    while len([r for r in seen if r.event == "landed"]) < 3:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError("the tap did not see all 3 messages in 10 s")
-                        await asyncio.sleep(0.01)
-                for record in seen:
-                    print(f"  tap saw {record.event} {record.message.value!r} on {name}")
-            finally:
-                await adapter.delete(name)
-        print(f"{kind}: round trip ok, destination {name} deleted")
+    with brokers.provision(kind, url=brokers.url_from_env(kind)) as info:
+        print(
+            f"\n== {kind}: broker ready at {info.url} ({info.provider})"
+            f" in {time.perf_counter() - started:.1f} s"
+        )
+        print(f"-- fuzzing {racy} (handles messages concurrently)", flush=True)
+        found = await fuzz(
+            _flow(racy, kind),
+            max_examples=max_examples,
+            seed=0,
+            broker=info,
+            report_dir=report_dir,
+            progress=_progress,
+            flow_reference=None,
+            database=None,
+        )
+        print(found.summary())
+        print(f"-- fuzzing the corrected {corrected} with the same campaign", flush=True)
+        cleared = await fuzz(
+            _flow(corrected, kind),
+            max_examples=max_examples,
+            seed=0,
+            broker=info,
+            report_dir=report_dir,
+            progress=None,
+            database=None,
+        )
+        print(cleared.summary())
+    return not found.ok and cleared.ok
 
 
-def run_demo(kinds: list[BrokerKind]) -> int:
-    for kind in kinds:
-        asyncio.run(_round_trip(kind, brokers.url_from_env(kind)))
-    return 0
+def run_demo(kinds: list[BrokerKind], *, max_examples: int = 40) -> int:
+    report_dir = Path("reports") / "demo"
+    outcomes = {
+        kind: asyncio.run(_demo_broker(kind, max_examples=max_examples, report_dir=report_dir))
+        for kind in kinds
+    }
+    print()
+    for kind, ok in outcomes.items():
+        verdict = "race found and shrunk; the fix passes" if ok else "UNEXPECTED outcome"
+        print(f"{kind}: {verdict}")
+    return 0 if all(outcomes.values()) else 1

@@ -110,6 +110,7 @@ async def fuzz(
     faults: bool | Sequence[str] = False,
     broker: BrokerInfo | None = None,
     shrink_seconds: float = 120.0,
+    shrink_tries: int = 3,
     reruns: int = 5,
     database: Path | None = Path(".hypothesis") / "harness",
     report_dir: Path | None = Path("reports"),
@@ -119,11 +120,15 @@ async def fuzz(
     """Search for a schedule that breaks ``flow``'s checks; shrink and re-run it.
 
     ``faults`` adds fault schedules (True for all kinds, or a list of kinds).
-    Failing examples are kept in Hypothesis's database under ``database``
+    While shrinking, a candidate that passes is tried up to ``shrink_tries``
+    times before it counts as passing. Failing examples are kept in
+    Hypothesis's database under ``database``
     and tried first next time. Without ``broker``, a local one is leased.
     """
     if not isinstance(max_examples, int) or max_examples < 1:
         raise InvalidArgument(f"max_examples={max_examples!r} is invalid: give a count >= 1")
+    if not isinstance(shrink_tries, int) or shrink_tries < 1:
+        raise InvalidArgument(f"shrink_tries={shrink_tries!r} is invalid: give a count >= 1")
     if not isinstance(reruns, int) or reruns < 0:
         raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
     if broker is None:
@@ -135,6 +140,7 @@ async def fuzz(
                 faults=faults,
                 broker=info,
                 shrink_seconds=shrink_seconds,
+                shrink_tries=shrink_tries,
                 reruns=reruns,
                 database=database,
                 report_dir=report_dir,
@@ -150,6 +156,7 @@ async def fuzz(
             seed=seed,
             faults=faults,
             shrink_seconds=shrink_seconds,
+            shrink_tries=shrink_tries,
             reruns=reruns,
             database=database,
             report_dir=report_dir,
@@ -167,6 +174,7 @@ async def _campaign(
     seed: int | None,
     faults: bool | Sequence[str],
     shrink_seconds: float,
+    shrink_tries: int,
     reruns: int,
     database: Path | None,
     report_dir: Path | None,
@@ -189,16 +197,21 @@ async def _campaign(
             if best is not None and tuple(schedule) == best.schedule:
                 raise ChecksFailed(best)
             return
-        state["count"] += 1
         began = time.monotonic()
-        future = asyncio.run_coroutine_threadsafe(
-            run_flow(flow, schedule, broker=broker, adapter=adapter), loop
-        )
-        try:
-            result = future.result(timeout=flow.timeout * 3 + 60)
-        except BaseException:
-            future.cancel()
-            raise
+        # While shrinking, a candidate counts as passing only if it passes every
+        # try: a race that shows one time in three must not be shrunk away.
+        for _ in range(shrink_tries if shrinking else 1):
+            state["count"] += 1
+            future = asyncio.run_coroutine_threadsafe(
+                run_flow(flow, schedule, broker=broker, adapter=adapter), loop
+            )
+            try:
+                result = future.result(timeout=flow.timeout * 3 + 60)
+            except BaseException:
+                future.cancel()
+                raise
+            if not result.ok:
+                break
         if progress is not None:
             phase = "shrink" if shrinking else "search"
             took = time.monotonic() - began
