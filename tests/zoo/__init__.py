@@ -1,0 +1,52 @@
+"""A zoo of example services under test: a correct one per broker and ones with known defects.
+
+Each service is ``Callable[[Endpoints], AbstractAsyncContextManager[None]]``:
+entering starts it (it returns once the service consumes), exiting stops it.
+``DEFECTS`` names the check that catches each one (None for the correct ones);
+``NEEDS_CRASH`` lists those whose defect shows only when a crash fault hits them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from harness import Endpoints
+
+from .kafka_services import KAFKA_SERVICES
+from .rabbitmq_services import RABBITMQ_SERVICES
+
+Service = Callable[[Endpoints], AbstractAsyncContextManager[None]]
+
+SERVICES: dict[str, Service] = {**KAFKA_SERVICES, **RABBITMQ_SERVICES}
+
+#: Service name -> the check that catches its defect (None: the service is correct).
+DEFECTS: dict[str, str | None] = {
+    "kafka_correct": None,
+    "kafka_concurrent_batch": "per_key_order",
+    "kafka_commit_before_process": "no_loss",
+    "kafka_swallows_errors": "dead_lettered",
+    "kafka_duplicate_output": "no_duplicates",
+    "kafka_slow": "within",
+    "rabbitmq_correct": None,
+    "rabbitmq_concurrent": "per_key_order",
+    "rabbitmq_ack_before_process": "no_loss",
+    "rabbitmq_requeue_forever": "max_deliveries",
+    "rabbitmq_swallows_errors": "dead_lettered",
+    "rabbitmq_duplicate_output": "no_duplicates",
+    "rabbitmq_slow": "within",
+}
+
+#: Services that behave correctly unless they crash between two steps.
+NEEDS_CRASH: frozenset[str] = frozenset(
+    {"kafka_commit_before_process", "rabbitmq_ack_before_process"}
+)
+
+__all__ = (
+    "DEFECTS",
+    "KAFKA_SERVICES",
+    "NEEDS_CRASH",
+    "RABBITMQ_SERVICES",
+    "SERVICES",
+    "Service",
+)

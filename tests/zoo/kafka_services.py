@@ -1,0 +1,305 @@
+"""Example aiokafka services: one correct, the others each with one known defect.
+
+They are written the way users write consumers: poll a batch, produce the
+results, commit. Every service shares the skeleton in ``_consuming`` (clients,
+group membership, the poll loop, a bounded graceful stop) and differs only in
+how it handles a polled batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
+
+from harness import Endpoints
+
+log = logging.getLogger(__name__)
+
+#: Connecting and joining the consumer group must finish within this.
+START_TIMEOUT_S = 15.0
+#: Stopping waits this long for the batch in hand (then cancels the loop), and for each client.
+STOP_TIMEOUT_S = 5.0
+#: How long a cancelled loop may take to unwind.
+CANCEL_TIMEOUT_S = 2.0
+
+Handle = Callable[[AIOKafkaConsumer, AIOKafkaProducer, list[ConsumerRecord]], Awaitable[None]]
+
+
+class PoisonMessage(ValueError):
+    """The input cannot be processed, however often it is retried."""
+
+
+def process(value: bytes) -> bytes:
+    """The business logic: values starting with ``poison`` fail."""
+    if value.startswith(b"poison"):
+        raise PoisonMessage(f"cannot process {value[:40]!r}")
+    return b"processed:" + value
+
+
+async def _send_output(producer: AIOKafkaProducer, topic: str, record: ConsumerRecord) -> Any:
+    """Produce the result of ``record``; returns the delivery future (raises PoisonMessage)."""
+    result = process(record.value)
+    # Copying the key keeps per-key order; copying headers keeps the correlation id.
+    return await producer.send(topic, result, key=record.key, headers=list(record.headers))
+
+
+async def _send_dead_letter(
+    producer: AIOKafkaProducer, topic: str, record: ConsumerRecord, error: Exception
+) -> Any:
+    headers = [*record.headers, ("x-error", str(error).encode())]
+    return await producer.send(topic, record.value, key=record.key, headers=headers)
+
+
+# aiokafka has no type information, so mypy sees its base class as Any.
+class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Signals the first assignment; a revocation waits until the batch in hand is committed."""
+
+    def __init__(self) -> None:
+        self.assigned = asyncio.Event()
+        self.batch = asyncio.Lock()
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        # Committing what was processed before giving the partitions away keeps
+        # the new owner from processing it again.
+        async with self.batch:
+            pass
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self.assigned.set()
+
+
+async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    await asyncio.wait_for(client.stop(), STOP_TIMEOUT_S)
+
+
+async def _wind_down(task: asyncio.Task[None], stopping: asyncio.Event) -> None:
+    """Stop polling and let the loop finish the batch in hand; cancel it past the bound."""
+    stopping.set()
+    try:
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not done:
+            log.warning("consumer did not stop within %s s: cancelling it", STOP_TIMEOUT_S)
+    finally:
+        if not task.done():
+            task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_TIMEOUT_S)
+    if task.done() and not task.cancelled():
+        task.result()  # a loop that died surfaces here
+
+
+@contextlib.asynccontextmanager
+async def _consuming(endpoints: Endpoints, handle: Handle) -> AsyncIterator[None]:
+    """Run ``handle`` on every polled batch of ``endpoints.input`` until the block exits."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=endpoints.bootstrap_servers,
+        group_id=endpoints.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+    )
+    membership = _Membership()
+    stopping = asyncio.Event()
+
+    async def poll_loop(producer: AIOKafkaProducer) -> None:
+        while not stopping.is_set():
+            async with membership.batch:
+                batches = await consumer.getmany(timeout_ms=100, max_records=100)
+                records = [record for batch in batches.values() for record in batch]
+                if not records:
+                    continue
+                try:
+                    await handle(consumer, producer, records)
+                except CommitFailedError:
+                    # The group rebalanced under us: the new owner gets these again.
+                    log.warning(
+                        "commit failed after a rebalance: %d records redeliver", len(records)
+                    )
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                stack.push_async_callback(_stop_client, consumer)
+                await consumer.start()
+                # Created only now: aiokafka warns about a client that is never closed.
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=endpoints.bootstrap_servers, acks="all"
+                )
+                stack.push_async_callback(_stop_client, producer)
+                await producer.start()
+                consumer.subscribe([endpoints.input], listener=membership)
+                await membership.assigned.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"no partitions of {endpoints.input!r} assigned to group {endpoints.group_id!r}"
+                f" within {START_TIMEOUT_S} s: is Kafka up at {endpoints.bootstrap_servers}?"
+            ) from None
+        task = asyncio.create_task(poll_loop(producer), name=f"consume {endpoints.input}")
+        try:
+            yield
+        finally:
+            await _wind_down(task, stopping)
+
+
+@contextlib.asynccontextmanager
+async def kafka_correct(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct: produce a batch's outputs (poison to the dead-letter topic), await acks, commit."""
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        deliveries = []
+        for record in records:
+            try:
+                deliveries.append(await _send_output(producer, endpoints.output, record))
+            except PoisonMessage as error:
+                deliveries.append(
+                    await _send_dead_letter(producer, endpoints.dead_letter, record, error)
+                )
+        await asyncio.gather(*deliveries)
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_concurrent_batch(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: handles a batch's records concurrently, so outputs of one key reorder.
+
+    Caught by ``per_key_order``.
+    """
+
+    async def handle_one(producer: AIOKafkaProducer, record: ConsumerRecord) -> None:
+        await asyncio.sleep(random.uniform(0, 0.05))  # stands for a database call
+        try:
+            await (await _send_output(producer, endpoints.output, record))
+        except PoisonMessage as error:
+            await (await _send_dead_letter(producer, endpoints.dead_letter, record, error))
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        await asyncio.gather(*(handle_one(producer, record) for record in records))
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_commit_before_process(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: commits a batch before producing its outputs.
+
+    Correct while nothing fails; a crash between the commit and the acks
+    loses the batch. Caught by ``no_loss`` under crash faults only.
+    """
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        await consumer.commit()
+        deliveries = []
+        for record in records:
+            try:
+                deliveries.append(await _send_output(producer, endpoints.output, record))
+            except PoisonMessage as error:
+                deliveries.append(
+                    await _send_dead_letter(producer, endpoints.dead_letter, record, error)
+                )
+        await asyncio.gather(*deliveries)
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_swallows_errors(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: logs and skips a record that fails, then commits past it.
+
+    A poison message is neither processed nor dead-lettered. Caught by ``dead_lettered``.
+    """
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        deliveries = []
+        for record in records:
+            try:
+                deliveries.append(await _send_output(producer, endpoints.output, record))
+            except Exception:
+                log.exception("skipping record at offset %d", record.offset)
+        await asyncio.gather(*deliveries)
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_duplicate_output(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: produces every output twice (a retry that does not check the first attempt).
+
+    Caught by ``no_duplicates``.
+    """
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        deliveries = []
+        for record in records:
+            try:
+                deliveries.append(await _send_output(producer, endpoints.output, record))
+                deliveries.append(await _send_output(producer, endpoints.output, record))
+            except PoisonMessage as error:
+                deliveries.append(
+                    await _send_dead_letter(producer, endpoints.dead_letter, record, error)
+                )
+        await asyncio.gather(*deliveries)
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_slow(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: takes 200 ms per record (a slow call made for each one).
+
+    Otherwise correct. Caught by ``within(100)``.
+    """
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        for record in records:
+            await asyncio.sleep(0.2)
+            try:
+                await (await _send_output(producer, endpoints.output, record))
+            except PoisonMessage as error:
+                await (await _send_dead_letter(producer, endpoints.dead_letter, record, error))
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]] = {
+    service.__name__: service
+    for service in (
+        kafka_correct,
+        kafka_concurrent_batch,
+        kafka_commit_before_process,
+        kafka_swallows_errors,
+        kafka_duplicate_output,
+        kafka_slow,
+    )
+}

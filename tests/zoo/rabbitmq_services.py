@@ -1,0 +1,270 @@
+"""Example aio-pika services: one correct, the others each with one known defect.
+
+They are written the way users write consumers: iterate the input queue,
+publish the result with publisher confirms, then ack. Every service shares the
+skeleton in ``_consuming`` (connection, channel, consumer, a bounded graceful
+stop) and differs only in its consume loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
+from yarl import URL
+
+from harness import Endpoints
+
+log = logging.getLogger(__name__)
+
+#: Connecting and starting to consume must finish within this.
+START_TIMEOUT_S = 15.0
+#: Stopping waits this long for the message in hand (then cancels the loop), and for the close.
+STOP_TIMEOUT_S = 5.0
+#: How long a cancelled loop may take to unwind.
+CANCEL_TIMEOUT_S = 2.0
+#: Deliveries the broker sends ahead of the acks.
+PREFETCH_COUNT = 10
+#: How long a publish may wait for the broker's confirm.
+PUBLISH_TIMEOUT_S = 10.0
+
+Consume = Callable[[AbstractChannel, AbstractQueueIterator], Coroutine[Any, Any, None]]
+
+
+class PoisonMessage(ValueError):
+    """The input cannot be processed, however often it is retried."""
+
+
+def process(body: bytes) -> bytes:
+    """The business logic: bodies starting with ``poison`` fail."""
+    if body.startswith(b"poison"):
+        raise PoisonMessage(f"cannot process {body[:40]!r}")
+    return b"processed:" + body
+
+
+async def _publish(
+    channel: AbstractChannel, queue: str, incoming: AbstractIncomingMessage, body: bytes
+) -> None:
+    """Publish ``body`` to ``queue`` and wait for the broker's confirm."""
+    # Copying the headers keeps the correlation id (and the harness's key header).
+    outgoing = aio_pika.Message(
+        body, headers=dict(incoming.headers), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+    )
+    await channel.default_exchange.publish(outgoing, routing_key=queue, timeout=PUBLISH_TIMEOUT_S)
+
+
+async def _wind_down(task: asyncio.Task[None], messages: AbstractQueueIterator) -> None:
+    """Stop consuming and let the loop finish the message in hand; cancel it past the bound."""
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            # Cancelling the consumer ends the iteration after the message in
+            # hand, and returns the prefetched rest to the queue.
+            await messages.close()
+            await asyncio.wait({task})
+    except TimeoutError:
+        log.warning("consumer did not stop within %s s: cancelling it", STOP_TIMEOUT_S)
+    finally:
+        if not task.done():
+            task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_TIMEOUT_S)
+    if task.done() and not task.cancelled():
+        task.result()  # a loop that died surfaces here
+
+
+@contextlib.asynccontextmanager
+async def _consuming(endpoints: Endpoints, consume: Consume) -> AsyncIterator[None]:
+    """Run ``consume`` over the deliveries of ``endpoints.input`` until the block exits."""
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            connection = await aio_pika.connect(endpoints.amqp_url)
+    except TimeoutError:
+        where = URL(str(endpoints.amqp_url)).with_password(None)
+        raise TimeoutError(f"no connection to {where} within {START_TIMEOUT_S} s") from None
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            channel = await connection.channel()  # publisher confirms are on by default
+            await channel.set_qos(prefetch_count=PREFETCH_COUNT)
+            queue = await channel.get_queue(endpoints.input)
+            messages = queue.iterator()
+            await messages.consume()
+        task = asyncio.create_task(consume(channel, messages), name=f"consume {endpoints.input}")
+        try:
+            yield
+        finally:
+            await _wind_down(task, messages)
+    finally:
+        await asyncio.wait_for(connection.close(), STOP_TIMEOUT_S)
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_correct(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct: publish the result, ack once confirmed; reject poison to dead-letter it."""
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                # The input queue's dead-letter exchange routes it to the dead-letter queue.
+                await message.reject(requeue=False)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_concurrent(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: handles each delivery in its own task, so outputs of one key reorder.
+
+    Caught by ``per_key_order``.
+    """
+
+    async def handle(channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        await asyncio.sleep(random.uniform(0, 0.05))  # stands for a database call
+        try:
+            result = process(message.body)
+        except PoisonMessage:
+            await message.reject(requeue=False)
+            return
+        await _publish(channel, endpoints.output, message, result)
+        await message.ack()
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async with asyncio.TaskGroup() as handlers:
+            async for message in messages:
+                handlers.create_task(handle(channel, message))
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_ack_before_process(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: acks a delivery on receipt, then processes it.
+
+    Correct while nothing fails; a crash between the ack and the publish
+    loses the message. Caught by ``no_loss`` under crash faults only.
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            await message.ack()
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                # Already acked, so it can no longer be rejected: dead-letter it by hand.
+                await _publish(channel, endpoints.dead_letter, message, message.body)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_requeue_forever(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: requeues a message that fails, so a poison message is redelivered without end.
+
+    Caught by ``max_deliveries`` (and ``dead_lettered``).
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                await message.nack(requeue=True)  # "maybe it works next time"
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_swallows_errors(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: logs a message that fails and acks it anyway.
+
+    A poison message is neither processed nor dead-lettered. Caught by ``dead_lettered``.
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                await _publish(channel, endpoints.output, message, process(message.body))
+            except Exception:
+                log.exception("skipping message %s", message.delivery_tag)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_duplicate_output(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: publishes every output twice (a retry that does not check the first attempt).
+
+    Caught by ``no_duplicates``.
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                await message.reject(requeue=False)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_slow(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: takes 200 ms per message (a slow call made for each one).
+
+    Otherwise correct. Caught by ``within(100)``.
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            await asyncio.sleep(0.2)
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                await message.reject(requeue=False)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+RABBITMQ_SERVICES: dict[
+    str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]
+] = {
+    service.__name__: service
+    for service in (
+        rabbitmq_correct,
+        rabbitmq_concurrent,
+        rabbitmq_ack_before_process,
+        rabbitmq_requeue_forever,
+        rabbitmq_swallows_errors,
+        rabbitmq_duplicate_output,
+        rabbitmq_slow,
+    )
+}
