@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fuzz_parser.add_argument("--report-dir", default="reports", metavar="DIR")
     fuzz_parser.add_argument("--quiet", action="store_true", help="no per-example progress")
+    fuzz_parser.add_argument(
+        "--verbose", action="store_true", help="show the drivers' and services' logs"
+    )
     fuzz_parser.add_argument("--kafka-bootstrap", default=None, metavar="HOST:PORT")
     fuzz_parser.add_argument("--amqp-url", default=None, metavar="URL")
 
@@ -203,8 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_logging(verbose: bool) -> None:
+    """Crashes are on purpose here: drivers' and services' tracebacks would drown the report."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_logging(bool(getattr(args, "verbose", False)))
     try:
         if args.command == "fuzz":
             return _fuzz(args)

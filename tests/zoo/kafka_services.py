@@ -29,6 +29,8 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 #: How long a cancelled loop may take to unwind.
 CANCEL_TIMEOUT_S = 2.0
+#: How long the "work" of the early-commit/ack services takes: the window a crash can hit.
+WORK_SECONDS = 0.02
 
 Handle = Callable[[AIOKafkaConsumer, AIOKafkaProducer, list[ConsumerRecord]], Awaitable[None]]
 
@@ -207,6 +209,7 @@ async def kafka_commit_before_process(endpoints: Endpoints) -> AsyncIterator[Non
         consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
     ) -> None:
         await consumer.commit()
+        await asyncio.sleep(WORK_SECONDS)  # the work (a database call, say) takes a while
         deliveries = []
         for record in records:
             try:

@@ -29,6 +29,8 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 #: How long a cancelled loop may take to unwind.
 CANCEL_TIMEOUT_S = 2.0
+#: How long the "work" of the early-commit/ack services takes: the window a crash can hit.
+WORK_SECONDS = 0.02
 #: Deliveries the broker sends ahead of the acks.
 PREFETCH_COUNT = 10
 #: How long a publish may wait for the broker's confirm.
@@ -158,6 +160,7 @@ async def rabbitmq_ack_before_process(endpoints: Endpoints) -> AsyncIterator[Non
     async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
         async for message in messages:
             await message.ack()
+            await asyncio.sleep(WORK_SECONDS)  # the work (a database call, say) takes a while
             try:
                 result = process(message.body)
             except PoisonMessage:
