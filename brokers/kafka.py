@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.offset import OffsetRequest
 
 from brokers._local import LaunchPlan, cache_dir, free_port
 from harness._broker import (
@@ -67,6 +70,8 @@ _URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249
 _POLL_S = 0.05
+#: ListOffsets' timestamp for "the log end offset".
+_LATEST = -1
 
 
 # --------------------------------------------------------------------------- adapter
@@ -90,8 +95,11 @@ def _check_topic_name(name: object) -> str:
 
 
 def _describe(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    name, text = type(err).__name__, str(err).strip()
+    if not text:
+        return name
+    # aiokafka's messages often start with the class name already.
+    return text if name in text.split(":")[0] else f"{name}: {text}"
 
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -107,13 +115,33 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def _bounded(step: Awaitable[object], within: float) -> BaseException | None:
-    """Run a cleanup step for at most ``within`` seconds; return what went wrong, never raise."""
+    """Run a cleanup step for at most ``within`` seconds; return what went wrong, never raise.
+
+    A CancelledError that is not aimed at us is returned too: aiokafka's close
+    methods cancel their own tasks and await them, which can leak one out
+    (aio-libs/aiokafka#647, #983).
+    """
     try:
         async with asyncio.timeout(within):
             await step
+    except asyncio.CancelledError as err:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        return err
     except Exception as err:
         return err
     return None
+
+
+async def _stop_consumer(consumer: Any, within: float) -> None:
+    """Stop an aiokafka consumer, bounded, and close its connections even if stop() broke off."""
+    if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
+        # stop() broke off inside Fetcher.close(), before it closed the client;
+        # a second stop() is a no-op, so close the connections directly.
+        client = getattr(consumer, "_client", None)
+        if client is not None:
+            await _bounded(client.close(), within)
 
 
 @dataclass(eq=False)
@@ -224,6 +252,14 @@ class KafkaAdapter(BrokerAdapter):
                 f"lost Kafka at {self.info.url} while {doing} ({_describe(err)}): "
                 f"is the broker alive? ({_URL_FIX})"
             )
+        if isinstance(
+            err, kafka_errors.MessageSizeTooLargeError | kafka_errors.RecordTooLargeError
+        ):
+            return DestinationError(
+                f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): keep a message "
+                f"under {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB with its key and headers "
+                "(and the broker's message.max.bytes)"
+            )
         return DestinationError(
             f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): "
             "see the message and the broker's log"
@@ -290,11 +326,36 @@ class KafkaAdapter(BrokerAdapter):
         # The producer keeps its own metadata: confirm it too, so the first
         # publish does not stall on a refresh (or on stale metadata of an
         # earlier topic with the same name).
-        await producer.client.add_topic(name)
-        while producer.client.cluster.available_partitions_for_topic(name) != wanted:
-            await producer.client.force_metadata_update()
-            if producer.client.cluster.available_partitions_for_topic(name) != wanted:
+        client = producer.client
+        await client.add_topic(name)
+        while True:
+            if client.cluster.available_partitions_for_topic(name) == wanted:
+                break
+            await client.force_metadata_update()
+            if client.cluster.available_partitions_for_topic(name) != wanted:
                 await asyncio.sleep(_POLL_S)
+        # Metadata shows a leader slightly before that leader's replica manager
+        # serves the partition (produce then gets NOT_LEADER_OR_FOLLOWER and is
+        # retried): ask each leader for the log end offsets until all answer.
+        while True:
+            if await self._leaders_serve(client, name, wanted):
+                break
+            await asyncio.sleep(_POLL_S)
+
+    @staticmethod
+    async def _leaders_serve(client: Any, name: str, partitions: set[int]) -> bool:
+        by_leader: dict[int, list[tuple[int, int]]] = {}
+        for partition in partitions:
+            leader = client.cluster.leader_for_partition(TopicPartition(name, partition))
+            if leader is None or leader < 0:
+                return False
+            by_leader.setdefault(leader, []).append((partition, _LATEST))
+        for leader, wanted in by_leader.items():
+            response = await client.send(leader, OffsetRequest(-1, 0, [(name, wanted)]))
+            for _, answers in response.topics:
+                if any(answer[1] != 0 for answer in answers):
+                    return False
+        return True
 
     async def _topic_names(self) -> list[tuple[str, bool]]:
         admin, _ = self._clients()
@@ -349,7 +410,7 @@ class KafkaAdapter(BrokerAdapter):
         await producer.client.force_metadata_update()
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
-        """Names of non-internal topics starting with ``prefix``, sorted."""
+        """Topics starting with ``prefix``, sorted; internal ones (``__`` names) left out."""
         try:
             async with asyncio.timeout(self._timeout):
                 topics = await self._topic_names()
@@ -434,12 +495,15 @@ class KafkaAdapter(BrokerAdapter):
         )
         try:
             async with asyncio.timeout(self._timeout):
-                (topic,) = await admin.describe_topics([name])
-                if topic["error_code"] != 0:
+                # All-topics metadata: asking for this one topic would create it
+                # on a broker with auto.create.topics.enable.
+                found = [t for t in await admin.describe_topics(None) if t["topic"] == name]
+                if not found:
                     raise DestinationError(
-                        f"cannot tap topic {name!r} on {self.info.url}: "
-                        f"{kafka_errors.for_code(topic['error_code']).__name__}; create it first"
+                        f"cannot tap topic {name!r} on {self.info.url}: it does not exist; "
+                        "create it first"
                     )
+                (topic,) = found
                 partitions = [
                     TopicPartition(name, p["partition"])
                     for p in sorted(topic["partitions"], key=lambda p: p["partition"])
@@ -451,7 +515,7 @@ class KafkaAdapter(BrokerAdapter):
                 for tp in partitions:
                     await consumer.position(tp)
         except BaseException as err:
-            await _bounded(consumer.stop(), self._timeout)
+            await _stop_consumer(consumer, self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
                 raise self._translate(err, f"starting a tap on topic {name!r}") from err
             raise
@@ -503,7 +567,7 @@ class KafkaAdapter(BrokerAdapter):
         self._taps.discard(live)
         live.task.cancel()
         await asyncio.wait([live.task], timeout=self._timeout)
-        await _bounded(live.consumer.stop(), self._timeout)
+        await _stop_consumer(live.consumer, self._timeout)
         if live.task.done() and not live.task.cancelled():
             return live.task.exception()
         return None
@@ -590,7 +654,11 @@ def _resolve_jars(root: Path, *, timeout: float) -> None:
             f"Maven (mvn) is needed once to fetch Kafka {KAFKA_VERSION}'s jars into {root}: "
             "install it (apt-get install maven) or fill the cache on a machine that has it"
         )
+    # Holding the lock, any partial directory is a leftover of a killed process.
+    for leftover in root.parent.glob(f"{root.name}.*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", suffix=".partial", dir=root.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the jars from other users of the cache
     try:
         (staging / "pom.xml").write_text(_POM)
         argv = [
@@ -700,6 +768,16 @@ def _java_major(java: str) -> int:
     return int(found.group(2) or 0) if major == 1 else major
 
 
+def _distinct_free_ports(count: int) -> list[int]:
+    """``count`` free ports, no two alike (the OS may hand out a just-released port again)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def _cluster_id() -> str:
     """A fresh cluster id in Kafka's format (a UUID, URL-safe base64, unpadded)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -768,7 +846,8 @@ class KafkaRecipe:
     """
 
     kind: BrokerKind = "kafka"
-    #: Cold start with cached jars takes about 10 s on a small machine (format, JVM, election).
+    #: Cold start with cached jars takes about 6 s on 2 cores: format ~1.5 s, then
+    #: JVM start, KRaft election and the first round trip ~4.5 s.
     start_timeout: float = 60.0
 
     def check_prerequisites(self) -> None:
@@ -789,6 +868,7 @@ class KafkaRecipe:
 
     def prepare(self, workdir: Path) -> LaunchPlan:
         """Write server.properties and a log4j2 config into ``workdir`` and format storage."""
+        workdir = workdir.resolve()  # the broker resolves relative paths against its own cwd
         libs = ensure_jars()
         java = _java()
         classpath = str(libs / "*")
@@ -797,15 +877,18 @@ class KafkaRecipe:
         properties = workdir / "server.properties"
         log_config = workdir / "log4j2.properties"
 
-        client, controller = free_port(), free_port()
-        proxies = {f"PROXY{i}": (free_port(), free_port()) for i in range(_PROXY_LISTENERS)}
+        ports = _distinct_free_ports(2 + 2 * _PROXY_LISTENERS)
+        client, controller = ports[0], ports[1]
+        proxies = {
+            f"PROXY{i}": (ports[2 + 2 * i], ports[3 + 2 * i]) for i in range(_PROXY_LISTENERS)
+        }
         properties.write_text(
             _server_properties(data=data, client=client, controller=controller, proxies=proxies)
         )
         log_config.write_text(_LOG4J2.format(log=log))
-        logging = f"-Dlog4j2.configurationFile={log_config}"
+        log_option = f"-Dlog4j2.configurationFile={log_config}"
 
-        fmt = [java, *_TOOL_JVM, logging, "-cp", classpath, _STORAGE_TOOL, "format"]
+        fmt = [java, *_TOOL_JVM, log_option, "-cp", classpath, _STORAGE_TOOL, "format"]
         fmt += ["--cluster-id", _cluster_id(), "--config", str(properties)]
         try:
             done = subprocess.run(
@@ -827,7 +910,7 @@ class KafkaRecipe:
             extra[f"proxy{i}.listen"] = f"127.0.0.1:{listen}"
             extra[f"proxy{i}.advertised"] = f"127.0.0.1:{advertise}"
         return LaunchPlan(
-            argv=[java, *_BROKER_JVM, logging, "-cp", classpath, _BROKER_MAIN, str(properties)],
+            argv=[java, *_BROKER_JVM, log_option, "-cp", classpath, _BROKER_MAIN, str(properties)],
             url=f"127.0.0.1:{client}",
             extra=extra,
         )
@@ -844,15 +927,26 @@ async def _await_round_trip(info: BrokerInfo, *, within: float) -> None:
     while (remaining := deadline - loop.time()) > 0:
         try:
             async with asyncio.timeout(remaining):
+                # Until the port opens, a cheap connect says "not yet" without
+                # aiokafka logging an error for every attempt.
+                await _port_open(info.url)
                 await _round_trip(info, within=min(remaining, 10.0))
             return
-        except (HarnessError, TimeoutError) as err:
+        except (HarnessError, TimeoutError, OSError) as err:
             last = err
         await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
     raise BrokerStartError(
         f"Kafka at {info.url} did not complete a produce-and-consume round trip within "
         f"{within:g} s; last error: {_describe(last) if last else 'none'}"
     ) from last
+
+
+async def _port_open(url: str) -> None:
+    host, _, port = url.split(",")[0].strip().rpartition(":")
+    _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def _round_trip(info: BrokerInfo, *, within: float) -> None:
@@ -930,12 +1024,27 @@ def start_container(*, timeout: float = 120.0) -> tuple[BrokerInfo, Callable[[],
 
 
 def _require_docker() -> None:
-    try:
-        from testcontainers.core.docker_client import DockerClient
+    from testcontainers.core.docker_client import DockerClient, get_docker_host
 
-        DockerClient().client.ping()
-    except Exception as err:
-        raise BrokerUnavailable(
-            f"no Docker engine answers ({_describe(err)}): start Docker or set DOCKER_HOST, "
-            "or use the local Kafka broker that needs only Java"
-        ) from err
+    fix = "start Docker or set DOCKER_HOST, or use the local Kafka broker that needs only Java"
+    host = get_docker_host() or "unix:///var/run/docker.sock"
+    socket_path = Path(host.removeprefix("unix://"))
+    if host.startswith("unix://") and not socket_path.exists():
+        raise BrokerUnavailable(f"no Docker engine answers: {socket_path} does not exist: {fix}")
+    reason = ""
+    # docker-py drops the socket of a failed connection without closing it;
+    # collect it here, quietly, rather than in whatever test runs next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = DockerClient()
+            try:
+                client.client.ping()
+            finally:
+                client.client.close()
+        except Exception as err:
+            reason = _describe(err)
+        if reason:
+            gc.collect()
+    if reason:
+        raise BrokerUnavailable(f"no Docker engine answers at {host} ({reason}): {fix}")

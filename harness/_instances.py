@@ -9,7 +9,6 @@ instance and a crash cuts only that instance's connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import re
 from contextlib import AbstractAsyncContextManager
@@ -75,6 +74,11 @@ def _through(endpoints: Endpoints, info: BrokerInfo, listen_port: int) -> Endpoi
         r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{listen_port}", info.url
     )
     return dataclasses.replace(endpoints, amqp_url=url)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclass(eq=False)
@@ -157,6 +161,13 @@ class Instances:
                 f"service {self.flow.label} did not stop within {self.flow.stop_timeout:g} s:"
                 " cancel its consume loop on exit (and bound its final commit or close)"
             ) from exc
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            raise ServiceError(
+                f"service {self.flow.label} raised CancelledError while stopping: await its"
+                " cancelled tasks inside a try/except CancelledError"
+            ) from exc
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
 
     async def crash(self, instance: Instance) -> None:
@@ -168,9 +179,18 @@ class Instances:
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
         service, instance.service, instance.state = instance.service, None, "crashed"
         # Its exit fails or hangs against refused connections; either way it is over.
-        with contextlib.suppress(Exception):
+        # Drivers may even raise a stray CancelledError (aiokafka does when its
+        # broker vanishes): swallow it unless this task itself is being cancelled.
+        try:
             async with asyncio.timeout(self.flow.stop_timeout):
                 await service.__aexit__(None, None, None)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+        except Exception as exc:
+            self.history.record(
+                Kind.NOTE, "harness", lane=instance.name, detail=f"exit after crash: {exc!r}"
+            )
 
     async def restart(self, instance: Instance) -> None:
         if instance.state != "crashed":

@@ -75,6 +75,100 @@ def _tap_to_history(
     return on_record
 
 
+class LiveRun:
+    """One run in progress: destinations, taps and instances up; steps applied one by one.
+
+    ``run_flow`` drives it from a schedule; the stateful machine drives it
+    rule by rule. ``finish()`` waits for quiescence, tears everything down
+    and runs the checks; leaving the ``async with`` block without finishing
+    tears down too (a cancelled or failed run leaves nothing behind).
+    """
+
+    def __init__(
+        self, flow: Flow, *, broker: BrokerInfo, adapter: BrokerAdapter | None = None
+    ) -> None:
+        if broker.kind != flow.broker:
+            raise InvalidArgument(
+                f"flow {flow.label} is for {flow.broker} but the broker given is {broker.kind}:"
+                f" pass the {flow.broker}_broker fixture"
+            )
+        self.flow, self.broker, self._adapter = flow, broker, adapter
+        self.run_id = uuid.uuid4().hex[:10]
+        self.endpoints = new_endpoints(broker, self.run_id)
+        self.history = History()
+        self.published: list[Message] = []
+        self.steps: list[Step] = []
+        self._numbering = itertools.count(1)
+        self._stack = AsyncExitStack()
+        self._instances = Instances(flow, broker, self.endpoints, self.history)
+        self._deadline = 0.0
+
+    def harness_id(self, message: Message) -> str | None:
+        found = message.harness_id
+        if found is None and self.flow.correlate is not None:
+            found = self.flow.correlate(message)
+        return found
+
+    @property
+    def adapter(self) -> BrokerAdapter:
+        assert self._adapter is not None, "enter the LiveRun first"
+        return self._adapter
+
+    async def __aenter__(self) -> LiveRun:
+        stack = self._stack
+        try:
+            if self._adapter is None:
+                self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
+            await _create_destinations(self.adapter, self.endpoints, self.flow, stack)
+            await _tap_destinations(
+                self.adapter, self.endpoints, self.history, self.harness_id, stack
+            )
+            if self.flow.probes:
+                brokers.install_client_probes(self.broker.kind)
+            stack.push_async_callback(self._instances.close)
+            await self._instances.add()
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._deadline = time.monotonic() + self.flow.timeout
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def do(self, step: Step | Message) -> None:
+        """Carry out one step (a plain Message is published)."""
+        [step] = as_schedule([step])
+        self.steps.append(step)
+        if isinstance(step, Publish):
+            stamp = f"{self.run_id}-{next(self._numbering)}".encode()
+            message = step.message.with_headers(**{HARNESS_ID_HEADER: stamp})
+            await _publish(self.adapter, self.endpoints, self.history, message)
+            self.published.append(message)
+        else:
+            await _apply(step, self._instances, self.flow, self.history, self._deadline)
+
+    async def finish(self, *, history_dir: Path | None = None) -> RunResult:
+        """Restart crashed instances, wait for quiescence, tear down, and check."""
+        await self._instances.restart_crashed()
+        ended_by = await _await_quiescence(self.flow, self.history, deadline=self._deadline)
+        await self._stack.aclose()  # services, taps and destinations go, in that order
+        verdicts = tuple(check(self.history) for check in self.flow.checks)
+        path = None
+        if history_dir is not None and not all(v.ok for v in verdicts):
+            path = self.history.dump(history_dir / f"{self.flow.label}-{self.run_id}.json")
+        return RunResult(
+            flow=self.flow,
+            endpoints=self.endpoints,
+            messages=tuple(self.published),
+            schedule=tuple(self.steps),
+            history=self.history,
+            verdicts=verdicts,
+            ended_by=ended_by,
+            history_path=path,
+        )
+
+
 async def run_flow(
     flow: Flow,
     steps: Sequence[Step | Message],
@@ -88,60 +182,11 @@ async def run_flow(
     ``steps`` is a schedule (see harness._schedule) or simply the messages to
     publish. Pass an open ``adapter`` to reuse its connections across runs.
     """
-    if broker.kind != flow.broker:
-        raise InvalidArgument(
-            f"flow {flow.label} is for {flow.broker} but the broker given is {broker.kind}:"
-            f" pass the {flow.broker}_broker fixture"
-        )
     schedule = as_schedule(steps)
-    run_id = uuid.uuid4().hex[:10]
-    endpoints = new_endpoints(broker, run_id)
-    history = History()
-    numbering = itertools.count(1)
-
-    def harness_id(message: Message) -> str | None:
-        found = message.harness_id
-        if found is None and flow.correlate is not None:
-            found = flow.correlate(message)
-        return found
-
-    published: list[Message] = []
-    async with AsyncExitStack() as stack:
-        if adapter is None:
-            adapter = await stack.enter_async_context(brokers.adapter(broker))
-        await _create_destinations(adapter, endpoints, flow, stack)
-        await _tap_destinations(adapter, endpoints, history, harness_id, stack)
-        if flow.probes:
-            brokers.install_client_probes(broker.kind)
-        instances = Instances(flow, broker, endpoints, history)
-        stack.push_async_callback(instances.close)
-        await instances.add()
-        deadline = time.monotonic() + flow.timeout
+    async with LiveRun(flow, broker=broker, adapter=adapter) as live:
         for step in schedule:
-            if isinstance(step, Publish):
-                stamp = f"{run_id}-{next(numbering)}".encode()
-                message = step.message.with_headers(**{HARNESS_ID_HEADER: stamp})
-                await _publish(adapter, endpoints, history, message)
-                published.append(message)
-            else:
-                await _apply(step, instances, flow, history, deadline)
-        await instances.restart_crashed()
-        ended_by = await _await_quiescence(flow, history, deadline=deadline)
-    # leaving the stack stopped the services, the taps, and deleted the destinations
-    verdicts = tuple(check(history) for check in flow.checks)
-    path = None
-    if history_dir is not None and not all(v.ok for v in verdicts):
-        path = history.dump(history_dir / f"{flow.label}-{run_id}.json")
-    return RunResult(
-        flow=flow,
-        endpoints=endpoints,
-        messages=tuple(published),
-        schedule=schedule,
-        history=history,
-        verdicts=verdicts,
-        ended_by=ended_by,
-        history_path=path,
-    )
+            await live.do(step)
+        return await live.finish(history_dir=history_dir)
 
 
 async def _publish(

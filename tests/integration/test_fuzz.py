@@ -1,0 +1,180 @@
+"""The fuzzer and the state machine find the zoo's races on the real brokers, and shrink them.
+
+Each defective service must be found without hand-written inputs, and the
+correct service must pass the same campaign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import BrokerInfo, ChecksFailed, Flow, Message, checks, fuzz
+from harness import strategies as hs
+from harness.schedule import Crash, Publish
+from harness.stateful import FlowMachine, rule, run_machine
+from tests.zoo.kafka_services import kafka_concurrent_batch, kafka_correct
+from tests.zoo.rabbitmq_services import rabbitmq_ack_before_process, rabbitmq_correct
+
+pytestmark = pytest.mark.asyncio
+
+ORDER = [checks.no_loss(), checks.per_key_order()]
+
+
+@pytest.mark.kafka
+async def test_fuzz_finds_and_shrinks_a_reordering_race(
+    kafka_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(sut=kafka_concurrent_batch, broker="kafka", checks=ORDER, quiet=1.0)
+    report = await fuzz(
+        flow, max_examples=60, seed=3, broker=kafka_broker, database=None, report_dir=tmp_path
+    )
+    assert not report.ok
+    assert report.minimal is not None
+    minimal = [s.message for s in report.minimal.schedule if isinstance(s, Publish)]
+    assert 2 <= len(minimal) <= 3, report.summary()
+    assert "nonmonotonic" in report.summary()
+    assert len(report.reruns) == 5
+    assert report.timeline_path is not None
+    assert report.timeline_path.read_text().startswith("<svg")
+    assert report.history_path is not None
+    saved = json.loads(report.history_path.read_text())
+    assert saved["violations"][0]["check"] == "per_key_order()"
+    assert "async def test_" in report.reproduction()
+
+
+@pytest.mark.rabbitmq
+async def test_fuzz_with_crashes_finds_ack_before_processing(
+    rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(
+        sut=rabbitmq_ack_before_process, broker="rabbitmq", checks=[checks.no_loss()], quiet=1.0
+    )
+    report = await fuzz(
+        flow,
+        max_examples=150,
+        seed=1,
+        faults=["crash"],
+        broker=rabbitmq_broker,
+        database=None,
+        report_dir=tmp_path,
+        shrink_seconds=60,
+    )
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    assert any(isinstance(s, Crash) for s in report.minimal.schedule)
+    assert "lost" in report.summary()
+
+
+@pytest.mark.parametrize(
+    ("broker", "service"),
+    [
+        pytest.param("kafka", kafka_correct, marks=pytest.mark.kafka, id="kafka"),
+        pytest.param("rabbitmq", rabbitmq_correct, marks=pytest.mark.rabbitmq, id="rabbitmq"),
+    ],
+)
+async def test_correct_services_pass_a_crash_campaign(
+    request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path
+) -> None:
+    info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
+    flow = Flow(
+        sut=service,  # type: ignore[arg-type]
+        broker=info.kind,
+        checks=[checks.delivery("at-least-once"), checks.per_key_order()],
+        quiet=2.0,
+    )
+    report = await fuzz(
+        flow, max_examples=15, seed=7, faults=["crash"], broker=info, database=None,
+        report_dir=tmp_path,
+    )  # fmt: skip
+    assert report.ok, report.summary()
+    assert report.examples == 15
+
+
+@pytest.mark.kafka
+async def test_failing_examples_are_replayed_first_from_the_database(
+    kafka_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(sut=kafka_concurrent_batch, broker="kafka", checks=ORDER, quiet=1.0,
+                name="db-replay")  # fmt: skip
+    options = {"broker": kafka_broker, "database": tmp_path / "db", "report_dir": tmp_path,
+               "reruns": 0, "shrink_seconds": 20.0}  # fmt: skip
+    first = await fuzz(flow, max_examples=60, seed=5, **options)  # type: ignore[arg-type]
+    assert not first.ok
+    second = await fuzz(flow, max_examples=60, seed=6, **options)  # type: ignore[arg-type]
+    assert not second.ok
+    assert second.examples < first.examples
+
+
+class EarlyAck(FlowMachine):
+    flow = Flow(
+        sut=rabbitmq_ack_before_process, broker="rabbitmq", checks=[checks.no_loss()], quiet=1.0
+    )
+
+    @rule(key=hs.keys(2))
+    async def publish(self, key: bytes) -> None:
+        await self.live.do(Message(key=key))
+
+    @rule()
+    async def crash(self) -> None:
+        await self.live.do(Crash(0))
+
+
+class CorrectAck(EarlyAck):
+    flow = Flow(sut=rabbitmq_correct, broker="rabbitmq", checks=[checks.no_loss()], quiet=1.0)
+
+
+@pytest.mark.rabbitmq
+async def test_async_state_machine_finds_the_lost_message(rabbitmq_broker: BrokerInfo) -> None:
+    with pytest.raises(ChecksFailed, match="lost"):
+        await run_machine(EarlyAck, broker=rabbitmq_broker, max_examples=40, steps=6, seed=1)
+
+
+@pytest.mark.rabbitmq
+async def test_async_state_machine_passes_the_correct_service(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    await run_machine(CorrectAck, broker=rabbitmq_broker, max_examples=5, steps=6, seed=1)
+
+
+@pytest.mark.kafka
+async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path) -> None:
+    module = tmp_path / "cli_flows.py"
+    module.write_text(
+        "from harness import Flow, checks\n"
+        "from tests.zoo.kafka_services import kafka_concurrent_batch, kafka_correct\n"
+        "racy = Flow(sut=kafka_concurrent_batch, broker='kafka',"
+        " checks=[checks.per_key_order()], quiet=1.0)\n"
+        "good = Flow(sut=kafka_correct, broker='kafka', checks=[checks.no_loss()], quiet=1.0)\n"
+    )
+    root = Path(__file__).parents[2]
+
+    def harness(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "harness._cli", "fuzz", *args, "--quiet",
+             "--kafka-bootstrap", kafka_broker.url, "--report-dir", str(tmp_path)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=600,
+            env={**os.environ, "PYTHONPATH": f"{root}:{tmp_path}"},
+        )  # fmt: skip
+
+    failed = harness("cli_flows:racy", "--max-examples", "40", "--seed", "1",
+                     "--json", str(tmp_path / "racy.json"))  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    data = json.loads((tmp_path / "racy.json").read_text())
+    assert data["ok"] is False
+    assert data["violations"][0]["check"] == "per_key_order()"
+    assert data["minimal_example"]
+    assert "from cli_flows import racy as flow" in data["reproduction"]
+
+    passed = harness("cli_flows:good", "--max-examples", "5", "--json", str(tmp_path / "ok.json"))
+    assert passed.returncode == 0, passed.stderr
+    assert json.loads((tmp_path / "ok.json").read_text())["ok"] is True
+
+    usage = harness("cli_flows:missing")
+    assert usage.returncode == 2
+    assert "cli_flows:missing is missing, not a harness.Flow" in usage.stderr

@@ -1,0 +1,71 @@
+"""Strategies generate what flows need, and reject bad parameters with the fix."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+
+from harness import InvalidArgument, Message
+from harness import strategies as hs
+from harness.schedule import Crash, Join, Publish, Step
+
+
+def _collect(strategy: object, examples: int = 200) -> list[object]:
+    seen: list[object] = []
+
+    @given(strategy)  # type: ignore[call-overload]
+    @settings(max_examples=examples, deadline=None, database=None)
+    def collect(value: object) -> None:
+        seen.append(value)
+
+    collect()
+    return seen
+
+
+def test_messages_collide_on_few_keys() -> None:
+    lists = _collect(hs.messages(keys=hs.keys(2), max_size=6))
+    keys = {m.key for batch in lists for m in batch}  # type: ignore[attr-defined]
+    assert keys == {b"a", b"b"}
+    assert all(1 <= len(batch) <= 6 for batch in lists)  # type: ignore[arg-type]
+
+
+def test_poison_values_appear_only_when_asked() -> None:
+    plain = _collect(hs.values())
+    poisoned = _collect(hs.values(poison=True))
+    assert hs.POISON not in plain
+    assert hs.POISON in poisoned
+
+
+def test_schedules_interleave_faults_with_publishes() -> None:
+    schedules = _collect(hs.schedules(faults=["crash", "join"], max_faults=2), examples=300)
+    kinds = {type(step) for schedule in schedules for step in schedule}  # type: ignore[attr-defined]
+    assert {Publish, Crash, Join} <= kinds
+    for schedule in schedules:
+        steps: list[Step] = schedule  # type: ignore[assignment]
+        assert isinstance(steps[0], Publish) or not isinstance(steps[0], Crash)
+        assert sum(isinstance(s, Crash) for s in steps) <= 2
+
+
+def test_schedules_without_faults_only_publish_and_pause() -> None:
+    for schedule in _collect(hs.schedules(faults=False)):
+        assert all(type(s).__name__ in {"Publish", "Pause"} for s in schedule)  # type: ignore[attr-defined]
+
+
+def test_a_message_is_a_message() -> None:
+    [batch] = _collect(hs.messages(min_size=1, max_size=1), examples=1)
+    assert isinstance(batch[0], Message)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: hs.keys(0), r"keys\(count=0\) is invalid"),
+        (lambda: hs.messages(min_size=3, max_size=1), "min_size <= max_size"),
+        (lambda: hs.schedules(faults=["meteor"]), r"faults=\['meteor'\] is invalid"),
+        (lambda: hs.schedules(max_faults=-1), "max_faults=-1 is invalid"),
+        (lambda: hs.values(max_size=-2), "max_size=-2"),
+    ],
+)
+def test_bad_parameters_name_the_value(make: object, match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        make()  # type: ignore[operator]
