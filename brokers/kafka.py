@@ -29,7 +29,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.offset import OffsetRequest
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Schema,
+    TaggedFields,
+)
 
 from brokers._local import LaunchPlan, cache_dir, free_port
 from harness._broker import (
@@ -142,6 +151,43 @@ async def _stop_consumer(consumer: Any, within: float) -> None:
         client = getattr(consumer, "_client", None)
         if client is not None:
             await _bounded(client.close(), within)
+
+
+# aiokafka has no DeleteGroups call: the request and response, version 2 (flexible).
+_GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP = 69, 68
+
+
+class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
+    API_KEY = 42
+    API_VERSION = 2
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            CompactArray(
+                ("group_id", CompactString("utf-8")), ("error_code", Int16), ("tags", TaggedFields)
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class _DeleteGroupsRequestV2(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 42
+    API_VERSION = 2
+    RESPONSE_TYPE = _DeleteGroupsResponseV2
+    SCHEMA = Schema(("groups_names", CompactArray(CompactString("utf-8"))), ("tags", TaggedFields))
+
+
+class _DeleteGroups(Request[_DeleteGroupsRequestV2]):  # type: ignore[misc]
+    API_KEY = 42
+
+    def __init__(self, groups: list[str]) -> None:
+        self.groups = groups
+
+    def build(self, request_struct_class: type[_DeleteGroupsRequestV2]) -> _DeleteGroupsRequestV2:
+        return request_struct_class(groups_names=self.groups, tags={})
 
 
 @dataclass(eq=False)
@@ -408,6 +454,38 @@ class KafkaAdapter(BrokerAdapter):
             return
         producer.client.set_topics(tracked - {name})
         await producer.client.force_metadata_update()
+
+    async def forget_group(self, group_id: str) -> None:
+        """Delete a consumer group once it is empty (bounded; a crashed member leaves it
+        non-empty until its session times out)."""
+        admin, _ = self._clients()
+        try:
+            async with asyncio.timeout(self._timeout):
+                node = await admin.find_coordinator(group_id)
+                while True:
+                    response = await admin._send_request_to_node(node, _DeleteGroups([group_id]))
+                    [result] = response.to_object()["results"]
+                    code = result["error_code"]
+                    if code in (0, _GROUP_ID_NOT_FOUND):
+                        return
+                    if code != _NON_EMPTY_GROUP:
+                        raise DestinationError(
+                            f"deleting consumer group {group_id!r} failed"
+                            f" ({kafka_errors.for_code(code).__name__})"
+                        )
+                    await asyncio.sleep(0.1)
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, f"deleting consumer group {group_id!r}") from err
+
+    async def list_groups(self, prefix: str = "") -> list[str]:
+        """Consumer groups whose id starts with ``prefix``, sorted (for leak counts)."""
+        admin, _ = self._clients()
+        try:
+            async with asyncio.timeout(self._timeout):
+                groups = await admin.list_consumer_groups()
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, "listing consumer groups") from err
+        return sorted(group[0] for group in groups if group[0].startswith(prefix))
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
         """Topics starting with ``prefix``, sorted; internal ones (``__`` names) left out."""

@@ -135,6 +135,10 @@ class BrokerAdapter(abc.ABC):
         """Delete a consumer group the service used (Kafka); nothing to do elsewhere."""
         return None
 
+    async def list_groups(self, prefix: str = "") -> list[str]:
+        """Consumer groups whose id starts with ``prefix`` (Kafka; none elsewhere)."""
+        return []
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
