@@ -1,0 +1,316 @@
+"""RabbitAdapter against a real node: errors, destinations, and connection loss."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import aio_pika
+import pytest
+
+from brokers._local import free_port
+from brokers.rabbitmq import DEAD_LETTER_EXCHANGE, KEY_HEADER, RabbitAdapter, rabbitmqctl
+from harness import (
+    BrokerInfo,
+    BrokerUnavailable,
+    DestinationError,
+    DestinationSpec,
+    InvalidArgument,
+    Message,
+    TapRecord,
+)
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio]
+
+
+def management(info: BrokerInfo, method: str, path: str, body: object = None) -> Any:
+    """One call to the node's management HTTP API as guest."""
+    request = urllib.request.Request(
+        info.extra["management"].rstrip("/") + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        data = response.read()
+    return json.loads(data) if data else None
+
+
+def with_url(info: BrokerInfo, url: str) -> BrokerInfo:
+    return BrokerInfo(kind="rabbitmq", url=url, provider="url", extra=info.extra)
+
+
+def amqp_port(info: BrokerInfo) -> int:
+    port = urllib.parse.urlsplit(info.url).port
+    assert port is not None
+    return port
+
+
+async def test_unreachable_port_is_unavailable_quickly_with_password_redacted() -> None:
+    port = free_port()
+    info = BrokerInfo(kind="rabbitmq", url=f"amqp://guest:s3cret@127.0.0.1:{port}/", provider="url")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        async with RabbitAdapter(info, timeout=5.0):
+            pass
+    assert time.monotonic() - started < 2.0
+    text = str(caught.value)
+    assert f"amqp://guest:***@127.0.0.1:{port}/" in text
+    assert "s3cret" not in text
+    assert "--amqp-url" in text
+    assert "HARNESS_AMQP_URL" in text
+
+
+async def test_wrong_password_is_unavailable_quickly_with_password_redacted(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    port = amqp_port(rabbitmq_broker)
+    info = with_url(rabbitmq_broker, f"amqp://guest:n0t-the-password@127.0.0.1:{port}/")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="login was refused") as caught:
+        async with RabbitAdapter(info, timeout=5.0):
+            pass
+    assert time.monotonic() - started < 2.0
+    assert "n0t-the-password" not in str(caught.value)
+    assert f"amqp://guest:***@127.0.0.1:{port}/" in str(caught.value)
+
+
+async def test_missing_vhost_is_unavailable(rabbitmq_broker: BrokerInfo) -> None:
+    port = amqp_port(rabbitmq_broker)
+    info = with_url(rabbitmq_broker, f"amqp://guest:guest@127.0.0.1:{port}/no-such-vhost")
+    with pytest.raises(BrokerUnavailable, match="no-such-vhost"):
+        async with RabbitAdapter(info, timeout=5.0):
+            pass
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "amq.reserved", "x" * 256, "é" * 100, "tab\there", "star*"],
+    ids=["empty", "amq-prefix", "256-bytes", "non-ascii", "tab", "star"],
+)
+async def test_invalid_names_are_invalid_argument(adapter: RabbitAdapter, name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        await adapter.create(DestinationSpec(name=name))
+    with pytest.raises(InvalidArgument):
+        await adapter.delete(name)
+
+
+async def test_longest_valid_name_works(adapter: RabbitAdapter, unique: str) -> None:
+    name = (unique + "-a.b:c@d#e,f/g+h i_" + "x" * 255)[:247]
+    await adapter.create(DestinationSpec(name=name))
+    try:
+        await adapter.publish(name, Message(b"long"))
+        assert name in await adapter.list_destinations(unique)
+    finally:
+        await adapter.delete(name)
+
+
+@pytest.mark.parametrize("partitions", [0, 2, 12])
+async def test_partitions_other_than_one_are_invalid(
+    adapter: RabbitAdapter, unique: str, partitions: int
+) -> None:
+    with pytest.raises(InvalidArgument, match="no partitions"):
+        await adapter.create(DestinationSpec(name=unique, partitions=partitions))
+    assert await adapter.list_destinations(unique) == []
+
+
+async def test_publish_with_a_partition_is_invalid(adapter: RabbitAdapter, unique: str) -> None:
+    await adapter.create(DestinationSpec(name=unique))
+    try:
+        with pytest.raises(InvalidArgument, match="partition=0"):
+            await adapter.publish(unique, Message(b"x"), partition=0)
+    finally:
+        await adapter.delete(unique)
+
+
+async def test_reserved_key_header_is_invalid(adapter: RabbitAdapter, unique: str) -> None:
+    with pytest.raises(InvalidArgument, match=KEY_HEADER):
+        await adapter.publish(unique, Message(b"x", headers={KEY_HEADER: b"k"}))
+
+
+async def test_publish_to_missing_queue_is_destination_error_and_adapter_survives(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    with pytest.raises(DestinationError, match="does not exist"):
+        await adapter.publish(f"{unique}-missing", Message(b"lost"))
+    await adapter.create(DestinationSpec(name=unique))
+    try:
+        receipt = await adapter.publish(unique, Message(b"kept"))
+        assert receipt.destination == unique
+        assert receipt.partition is None
+    finally:
+        await adapter.delete(unique)
+
+
+async def test_creating_an_existing_queue_is_destination_error(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    await adapter.create(DestinationSpec(name=unique))
+    try:
+        with pytest.raises(DestinationError, match="already exists"):
+            await adapter.create(DestinationSpec(name=unique))
+        await adapter.publish(unique, Message(b"still usable"))
+    finally:
+        await adapter.delete(unique)
+
+
+async def test_delete_is_clean_and_idempotent(adapter: RabbitAdapter, unique: str) -> None:
+    await adapter.create(DestinationSpec(name=unique))
+    await adapter.publish(unique, Message(b"doomed"))
+    assert await adapter.list_destinations(unique) == [unique]
+    await adapter.delete(unique)
+    assert await adapter.list_destinations(unique) == []
+    await adapter.delete(unique)
+    await adapter.delete(f"{unique}-never-existed")
+    # The name is free again, with no message left from before.
+    await adapter.create(DestinationSpec(name=unique))
+    try:
+        depth = management(adapter.info, "GET", f"/api/queues/%2F/{unique}")
+        assert depth["name"] == unique
+        assert depth["durable"] is True
+        assert depth["arguments"] == {}  # a service may declare it plainly (durable=True)
+    finally:
+        await adapter.delete(unique)
+
+
+async def test_list_destinations_filters_by_prefix(adapter: RabbitAdapter, unique: str) -> None:
+    names = [f"{unique}-b", f"{unique}-a", f"{unique}x-c"]
+    for name in names:
+        await adapter.create(DestinationSpec(name=name))
+    try:
+        assert await adapter.list_destinations(unique) == sorted(names)
+        assert await adapter.list_destinations(f"{unique}-") == [f"{unique}-a", f"{unique}-b"]
+        assert set(names) <= set(await adapter.list_destinations())
+    finally:
+        for name in names:
+            await adapter.delete(name)
+
+
+async def test_dead_letter_queue_is_wired_through_the_harness_exchange(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    await adapter.create(DestinationSpec(name=f"{unique}-in", dead_letter=f"{unique}-dlq"))
+    await adapter.create(DestinationSpec(name=f"{unique}-dlq"))
+    try:
+        queue = management(adapter.info, "GET", f"/api/queues/%2F/{unique}-in")
+        # Wired by a policy, so the queue's own arguments stay as a service declares them.
+        assert queue["arguments"] == {}
+        policy = management(adapter.info, "GET", f"/api/policies/%2F/harness-dlx-{unique}-in")
+        assert policy["definition"] == {
+            "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "dead-letter-routing-key": f"{unique}-dlq",
+        }
+        # A service that declares its input queue the usual way is not refused,
+        # and what it rejects reaches the dead-letter queue.
+        await adapter.publish(f"{unique}-in", Message(b"poison"))
+        connection = await aio_pika.connect(adapter.info.url)
+        async with connection:
+            channel = await connection.channel()
+            inbox = await channel.declare_queue(f"{unique}-in", durable=True)
+            delivered = await inbox.get(timeout=5)
+            assert delivered is not None
+            await delivered.reject(requeue=False)
+            dead_letters = await channel.declare_queue(f"{unique}-dlq", passive=True)
+            dead = None
+            for _ in range(100):
+                dead = await dead_letters.get(fail=False)
+                if dead is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert dead is not None
+            assert dead.body == b"poison"
+            await dead.ack()
+        bindings = management(
+            adapter.info, "GET", f"/api/exchanges/%2F/{DEAD_LETTER_EXCHANGE}/bindings/source"
+        )
+        routes = {(b["destination"], b["routing_key"]) for b in bindings}
+        assert (f"{unique}-dlq", f"{unique}-dlq") in routes
+    finally:
+        await adapter.delete(f"{unique}-in")
+        await adapter.delete(f"{unique}-dlq")
+    policies = management(adapter.info, "GET", "/api/policies/%2F")
+    assert f"harness-dlx-{unique}-in" not in {p["name"] for p in policies}
+
+
+async def test_management_url_from_environment_wins(
+    rabbitmq_broker: BrokerInfo, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("HARNESS_RABBITMQ_MANAGEMENT_URL", f"http://guest:s3cret@127.0.0.1:{port}/")
+    async with RabbitAdapter(rabbitmq_broker, timeout=3.0) as adapter:
+        with pytest.raises(BrokerUnavailable, match="management API") as caught:
+            await adapter.list_destinations(unique)
+    assert f"http://guest:***@127.0.0.1:{port}/" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_tap_on_a_vhost_without_tracing_says_how_to_turn_it_on(
+    rabbitmq_broker: BrokerInfo, unique: str
+) -> None:
+    vhost = f"{unique}-untraced"
+    management(rabbitmq_broker, "PUT", f"/api/vhosts/{vhost}", {})
+    try:
+        permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+        management(rabbitmq_broker, "PUT", f"/api/permissions/{vhost}/guest", permissions)
+        info = with_url(
+            rabbitmq_broker, f"amqp://guest:guest@127.0.0.1:{amqp_port(rabbitmq_broker)}/{vhost}"
+        )
+        async with RabbitAdapter(info, timeout=1.0) as adapter:
+            await adapter.create(DestinationSpec(name=unique))
+            with pytest.raises(DestinationError) as caught:
+                async with adapter.tap(unique, lambda record: None):
+                    pass
+            text = str(caught.value)
+            assert f"firehose tracing is off on vhost {vhost!r}" in text
+            assert f"rabbitmqctl trace_on -p {vhost}" in text
+            # The failed tap left the adapter usable.
+            await adapter.publish(unique, Message(b"after"))
+    finally:
+        management(rabbitmq_broker, "DELETE", f"/api/vhosts/{vhost}")
+
+
+async def test_connection_loss_is_seen_by_calls_and_taps(
+    rabbitmq_broker: BrokerInfo, unique: str
+) -> None:
+    user = f"{unique}-user"
+    management(rabbitmq_broker, "PUT", f"/api/users/{user}", {"password": "pw", "tags": ""})
+    try:
+        permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+        management(rabbitmq_broker, "PUT", f"/api/permissions/%2F/{user}", permissions)
+        port = amqp_port(rabbitmq_broker)
+        info = with_url(rabbitmq_broker, f"amqp://{user}:pw@127.0.0.1:{port}/")
+        adapter = RabbitAdapter(info, timeout=5.0)
+        await adapter.open()
+        try:
+            await adapter.create(DestinationSpec(name=unique))
+            seen: list[TapRecord] = []
+
+            async def cut_while_tapping() -> None:
+                async with adapter.tap(unique, seen.append):
+                    rabbitmqctl(rabbitmq_broker, "close_all_user_connections", user, "test")
+                    with pytest.raises(BrokerUnavailable, match="lost"):
+                        await publish_until_it_fails()
+
+            async def publish_until_it_fails() -> None:
+                for _ in range(1000):  # bounded: the close frame arrives at once
+                    await adapter.publish(unique, Message(b"into the void"))
+
+            with pytest.raises(BrokerUnavailable, match="lost its channel"):
+                await cut_while_tapping()
+            await adapter.close()
+            await adapter.close()
+        finally:
+            await adapter.close()
+        async with RabbitAdapter(rabbitmq_broker) as other:
+            await other.delete(unique)
+    finally:
+        management(rabbitmq_broker, "DELETE", f"/api/users/{user}")
