@@ -120,6 +120,7 @@ def _fuzz(args: argparse.Namespace) -> int:
                 report_dir=Path(args.report_dir),
                 progress=None if args.quiet else _print_example,
                 flow_reference=args.flow,
+                replay_only=args.replay,
             )
         )
     print(report.summary())
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="KINDS",
         help="add fault schedules: all, or some of crash,join,latency,cut",
+    )
+    fuzz_parser.add_argument(
+        "--replay", action="store_true", help="only re-run failures saved by earlier runs"
     )
     fuzz_parser.add_argument("--report-dir", default="reports", metavar="DIR")
     fuzz_parser.add_argument("--quiet", action="store_true", help="no per-example progress")

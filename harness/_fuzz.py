@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import unittest
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class FuzzReport:
     elapsed: float
     seed: int | None
     minimal: RunResult | None = None
+    first_failure_at: int | None = None  # the example number that first failed
     reruns: list[bool] = field(default_factory=list)  # True where the re-run failed again
     flaky: bool = False
     timeline_path: Path | None = None
@@ -112,6 +114,7 @@ async def fuzz(
     shrink_seconds: float = 120.0,
     shrink_tries: int = 3,
     reruns: int = 5,
+    replay_only: bool = False,
     database: Path | None = Path(".hypothesis") / "harness",
     report_dir: Path | None = Path("reports"),
     progress: Callable[[Example], None] | None = None,
@@ -122,7 +125,8 @@ async def fuzz(
     ``faults`` adds fault schedules (True for all kinds, or a list of kinds).
     While shrinking, a candidate that passes is tried up to ``shrink_tries``
     times before it counts as passing. Failing examples are kept in
-    Hypothesis's database under ``database``
+    Hypothesis's database under ``database`` (unseeded runs only: a ``seed``
+    replays one exact search instead); ``replay_only`` runs just those
     and tried first next time. Without ``broker``, a local one is leased.
     """
     if not isinstance(max_examples, int) or max_examples < 1:
@@ -142,6 +146,7 @@ async def fuzz(
                 shrink_seconds=shrink_seconds,
                 shrink_tries=shrink_tries,
                 reruns=reruns,
+                replay_only=replay_only,
                 database=database,
                 report_dir=report_dir,
                 progress=progress,
@@ -158,6 +163,7 @@ async def fuzz(
             shrink_seconds=shrink_seconds,
             shrink_tries=shrink_tries,
             reruns=reruns,
+            replay_only=replay_only,
             database=database,
             report_dir=report_dir,
             progress=progress,
@@ -176,15 +182,22 @@ async def _campaign(
     shrink_seconds: float,
     shrink_tries: int,
     reruns: int,
+    replay_only: bool,
     database: Path | None,
     report_dir: Path | None,
     progress: Callable[[Example], None] | None,
     flow_reference: str | None,
 ) -> FuzzReport:
     loop = asyncio.get_running_loop()
-    strategy = schedules(messages=flow.messages or message_lists(), faults=faults)
+    messages = flow.messages if flow.messages is not None else message_lists()
+    strategy = schedules(messages=messages, faults=faults)
     started = time.monotonic()
-    state: dict[str, Any] = {"count": 0, "best": None, "first_failure": None}
+    state: dict[str, Any] = {
+        "count": 0,
+        "best": None,
+        "first_failure": None,
+        "first_failure_at": None,
+    }
     stop = threading.Event()  # set when the caller is cancelled: end the search quickly
 
     def run_one(schedule: list[Step]) -> None:
@@ -220,6 +233,7 @@ async def _campaign(
         if not result.ok:
             if state["first_failure"] is None:
                 state["first_failure"] = time.monotonic()
+                state["first_failure_at"] = state["count"]
             if best is None or _size(result.schedule) < _size(best.schedule):
                 state["best"] = result
             raise ChecksFailed(result)
@@ -228,7 +242,9 @@ async def _campaign(
     test = settings(
         max_examples=max_examples,
         deadline=None,
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+        phases=(Phase.explicit, Phase.reuse, Phase.shrink)
+        if replay_only
+        else (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
         database=DirectoryBasedExampleDatabase(str(database)) if database else None,
         suppress_health_check=list(HealthCheck),
         print_blob=False,
@@ -245,6 +261,10 @@ async def _campaign(
         state["best"] = _smaller(state["best"], failure.result)
     except Flaky:
         flaky = True  # the failure did not repeat: report the smallest one seen
+        if state["best"] is None:
+            raise
+    except unittest.SkipTest:
+        pass  # replay_only with nothing saved: Hypothesis ran no example
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -260,6 +280,7 @@ async def _campaign(
         elapsed=elapsed,
         seed=seed,
         minimal=state["best"],
+        first_failure_at=state["first_failure_at"],
         flaky=flaky,
         flow_reference=flow_reference,
     )

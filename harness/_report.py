@@ -58,7 +58,8 @@ def fuzz_summary(report: FuzzReport) -> str:
     failed_again = sum(report.reruns)
     lines = [
         head,
-        f"FAILED: minimal schedule has {len(messages_of(schedule))} messages and"
+        f"first failure at example {report.first_failure_at};"
+        f" minimal schedule has {len(messages_of(schedule))} messages and"
         f" {len(faults_of(schedule))} faults:",
         *(f"  {step!r}" for step in schedule),
         "",
