@@ -8,7 +8,14 @@ from __future__ import annotations
 
 
 class HarnessError(Exception):
-    """Root of every error the harness raises on purpose."""
+    """Root of every error the harness raises on purpose.
+
+    An error that ends a run carries what the run recorded until then in
+    ``history`` (and ``history_path`` once written), so nothing is lost.
+    """
+
+    history: object = None  # harness.History; typed loosely to keep this module a leaf
+    history_path: object = None
 
 
 class InvalidArgument(HarnessError, ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
-from harness._errors import InvalidArgument
+from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow, RunResult
 from harness._history import History, Kind
 from harness._instances import Instances
@@ -183,10 +183,20 @@ async def run_flow(
     publish. Pass an open ``adapter`` to reuse its connections across runs.
     """
     schedule = as_schedule(steps)
-    async with LiveRun(flow, broker=broker, adapter=adapter) as live:
-        for step in schedule:
-            await live.do(step)
-        return await live.finish(history_dir=history_dir)
+    live = LiveRun(flow, broker=broker, adapter=adapter)
+    try:
+        async with live:
+            for step in schedule:
+                await live.do(step)
+            return await live.finish(history_dir=history_dir)
+    except HarnessError as exc:
+        exc.history = live.history  # what happened until it went wrong
+        if history_dir is not None:
+            exc.history_path = live.history.dump(
+                history_dir / f"{flow.label}-{live.run_id}-partial.json"
+            )
+            exc.add_note(f"partial history: {exc.history_path}")
+        raise
 
 
 async def _publish(
