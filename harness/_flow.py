@@ -53,7 +53,11 @@ class Flow:
             raise InvalidArgument(
                 f"Flow(broker={self.broker!r}) is invalid: use one of {', '.join(BROKER_KINDS)}"
             )
-        if not isinstance(self.partitions, int) or self.partitions < 1:
+        if (
+            not isinstance(self.partitions, int)
+            or isinstance(self.partitions, bool)
+            or self.partitions < 1
+        ):
             raise InvalidArgument(
                 f"partitions={self.partitions!r} is invalid: a topic needs at least one partition"
             )
@@ -63,7 +67,11 @@ class Flow:
             )
         for name in ("settle", "quiet", "start_timeout", "stop_timeout", "timeout"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                value_ok = False
+            else:
+                value_ok = 0 < value < math.inf
+            if not value_ok:
                 raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
         for check in self.checks:
             if not isinstance(check, Check):
