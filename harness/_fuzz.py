@@ -200,6 +200,18 @@ async def _campaign(
     }
     stop = threading.Event()  # set when the caller is cancelled: end the search quickly
 
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def tracked(schedule: list[Step]) -> RunResult:
+        """One example on the loop, known to the campaign so a cancel can wait for its cleanup."""
+        task = asyncio.current_task()
+        assert task is not None
+        in_flight.add(task)
+        try:
+            return await run_flow(flow, schedule, broker=broker, adapter=adapter)
+        finally:
+            in_flight.discard(task)
+
     def run_one(schedule: list[Step]) -> None:
         if stop.is_set():
             return
@@ -215,9 +227,7 @@ async def _campaign(
         # try: a race that shows one time in three must not be shrunk away.
         for _ in range(shrink_tries if shrinking else 1):
             state["count"] += 1
-            future = asyncio.run_coroutine_threadsafe(
-                run_flow(flow, schedule, broker=broker, adapter=adapter), loop
-            )
+            future = asyncio.run_coroutine_threadsafe(tracked(schedule), loop)
             try:
                 result = future.result(timeout=flow.timeout * 3 + 60)
             except BaseException:
@@ -266,7 +276,12 @@ async def _campaign(
     except unittest.SkipTest:
         pass  # replay_only with nothing saved: Hypothesis ran no example
     except asyncio.CancelledError:
+        # Ctrl-C or a cancelled caller: end the search, and let the example in
+        # flight delete its destinations while the adapter is still open.
         stop.set()
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
         raise
     except BaseException as exc:
         found = _checks_failed_in(exc)

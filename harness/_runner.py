@@ -274,8 +274,10 @@ async def _create_destinations(
         ),
     ]
     for spec in specs:
-        await adapter.create(spec)
+        # Register the deletion first: a cancel that lands while the broker is
+        # creating it must not leave the destination behind.
         stack.push_async_callback(adapter.delete, spec.name)
+        await adapter.create(spec)
     if endpoints.group_id is not None:
         stack.push_async_callback(adapter.forget_group, endpoints.group_id)
 

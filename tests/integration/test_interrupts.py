@@ -1,0 +1,64 @@
+"""Ctrl-C in the middle of a fuzz campaign ends it promptly and cleans up after it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import brokers
+from harness import BrokerInfo
+
+ROOT = Path(__file__).parents[2]
+
+
+async def _destinations(info: BrokerInfo) -> set[str]:
+    async with brokers.adapter(info) as adapter:
+        return set(await adapter.list_destinations("h-"))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
+def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
+    request: pytest.FixtureRequest, kind: str, tmp_path: Path
+) -> None:
+    info: BrokerInfo = request.getfixturevalue(f"{kind}_broker")
+    service = "kafka_correct" if kind == "kafka" else "rabbitmq_correct"
+    (tmp_path / "flows.py").write_text(
+        "from harness import Flow\n"
+        f"from tests.zoo.{kind}_services import {service}\n"
+        f"flow = Flow(sut={service}, broker={kind!r}, quiet=1.0)\n"
+    )
+    before = asyncio.run(_destinations(info))
+    option = "--kafka-bootstrap" if kind == "kafka" else "--amqp-url"
+    with subprocess.Popen(
+        [sys.executable, "-m", "harness._cli", "fuzz", "flows:flow", "--max-examples", "1000",
+         option, info.url, "--report-dir", str(tmp_path)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}",
+             "HARNESS_RABBITMQ_MANAGEMENT_URL": info.extra.get("management", "")},
+    ) as fuzzing:  # fmt: skip
+        assert fuzzing.stdout is not None
+        assert fuzzing.stderr is not None
+        for _ in range(3):  # wait until examples are running
+            if not fuzzing.stdout.readline().strip():
+                pytest.fail(f"the campaign ended before Ctrl-C: {fuzzing.stderr.read()}")
+        fuzzing.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = fuzzing.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    print(f"\n{kind}: stopped {stopped_in:.1f} s after Ctrl-C")
+    assert fuzzing.returncode == 2, stderr
+    assert "interrupted" in stderr
+    assert asyncio.run(_destinations(info)) <= before
