@@ -130,6 +130,16 @@ def install_client_probes(kind: BrokerKind) -> None:
     install()
 
 
+async def close_leftover_clients(kind: BrokerKind, clients: list[object]) -> int:
+    """Close the driver clients a stopped service left open; how many there were."""
+    if kind == "kafka":
+        from brokers.kafka_probes import close_leftover
+    else:
+        from brokers.rabbitmq_probes import close_leftover
+    closed = await asyncio.gather(*(close_leftover(c) for c in clients), return_exceptions=True)
+    return sum(1 for outcome in closed if outcome is True)
+
+
 def _start_container(kind: BrokerKind) -> tuple[BrokerInfo, Callable[[], None]]:
     if kind == "kafka":
         from brokers.kafka import start_container
@@ -178,6 +188,7 @@ __all__ = (
     "adapter",
     "check_kind",
     "check_reachable",
+    "close_leftover_clients",
     "info_from_url",
     "install_client_probes",
     "provision",

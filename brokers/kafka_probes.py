@@ -125,6 +125,27 @@ def _wrap_send(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitab
     return send
 
 
+def _wrap_start(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def start(self: Any) -> Any:
+        recorder = current_recorder.get()
+        if recorder is not None:
+            recorder.track(self)  # before starting: a start that is cancelled leaves it half-open
+        return await original(self)
+
+    return start
+
+
+async def close_leftover(client: object) -> bool:
+    """Stop a consumer or producer the service left running; True if it had to."""
+    if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
+        return False
+    if getattr(client, "_closed", True) is not False:
+        return False
+    await client.stop()
+    return True
+
+
 def install() -> None:
     """Wrap aiokafka's consumer and producer once; later calls do nothing."""
     global _installed
@@ -134,4 +155,6 @@ def install() -> None:
     patch_method(AIOKafkaConsumer, "getmany", _wrap_getmany)
     patch_method(AIOKafkaConsumer, "commit", _wrap_commit)
     patch_method(AIOKafkaProducer, "send", _wrap_send)
+    patch_method(AIOKafkaConsumer, "start", _wrap_start)
+    patch_method(AIOKafkaProducer, "start", _wrap_start)
     _installed = True

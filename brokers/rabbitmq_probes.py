@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aio_pika.connection import Connection
 from aio_pika.exchange import Exchange
 from aio_pika.message import IncomingMessage
 
@@ -86,6 +87,25 @@ def _wrap_publish(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
     return publish
 
 
+def _wrap_connect(original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(original)
+    async def connect(self: Connection, *args: Any, **kwargs: Any) -> None:
+        recorder = current_recorder.get()
+        if recorder is not None:
+            recorder.track(self)  # before connecting: a cancelled connect may leave it half-open
+        await original(self, *args, **kwargs)
+
+    return connect
+
+
+async def close_leftover(client: object) -> bool:
+    """Close a connection the service left open; True if it had to."""
+    if not isinstance(client, Connection) or client.is_closed:
+        return False
+    await client.close()
+    return True
+
+
 def install() -> None:
     """Wrap aio-pika's delivery, settlement and publish once; later calls do nothing."""
     global _installed
@@ -96,4 +116,5 @@ def install() -> None:
     patch_method(IncomingMessage, "reject", lambda f: _wrap_settle(f, Kind.NACKED, default=False))
     patch_method(IncomingMessage, "nack", lambda f: _wrap_settle(f, Kind.NACKED, default=True))
     patch_method(Exchange, "publish", _wrap_publish)
+    patch_method(Connection, "connect", _wrap_connect)
     _installed = True

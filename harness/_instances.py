@@ -33,6 +33,7 @@ class Instance:
     proxy: FaultProxy | None
     state: State = "stopped"
     service: AbstractAsyncContextManager[Any] | None = None
+    recorder: Recorder | None = None
 
     @property
     def name(self) -> str:
@@ -131,6 +132,7 @@ class Instances:
         except Exception as exc:
             raise ServiceError(f"sut={flow.label} raised when called: {exc!r}") from exc
         recorder = Recorder(self.history, correlate=flow.correlate, prefix=f"{instance.name}:")
+        instance.recorder = recorder
         token = current_recorder.set(recorder if flow.probes else None)
         try:
             async with asyncio.timeout(flow.start_timeout):
@@ -168,6 +170,8 @@ class Instances:
                 f"service {self.flow.label} raised CancelledError while stopping: await its"
                 " cancelled tasks inside a try/except CancelledError"
             ) from exc
+        finally:
+            await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
 
     async def crash(self, instance: Instance) -> None:
@@ -191,6 +195,25 @@ class Instances:
             self.history.record(
                 Kind.NOTE, "harness", lane=instance.name, detail=f"exit after crash: {exc!r}"
             )
+        # A client its exit did not close would reconnect once the proxy heals:
+        # a crashed process keeps nothing alive.
+        await self._close_leftovers(instance)
+
+    async def _close_leftovers(self, instance: Instance) -> None:
+        """Close driver clients the instance left open (bounded), and say so in the history."""
+        recorder, instance.recorder = instance.recorder, None
+        if recorder is None or not recorder.clients:
+            return
+        from brokers import close_leftover_clients  # the driver side, loaded only when used
+
+        try:
+            async with asyncio.timeout(self.flow.stop_timeout):
+                left = await close_leftover_clients(self.info.kind, recorder.clients)
+        except TimeoutError:
+            left = -1
+        if left:
+            detail = "left clients open: closed them" if left > 0 else "left clients hanging"
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
 
     async def restart(self, instance: Instance) -> None:
         if instance.state != "crashed":
@@ -220,15 +243,22 @@ class Instances:
             await self.restart(instance)
 
     async def close(self) -> None:
-        """Stop every running instance, then the proxies; raise the first stop error."""
+        """Stop every running instance, then the proxies; raise the first stop error.
+
+        Runs to the end even when cancelled: a proxy left listening would hold
+        the port a later run's Kafka listener is advertised at.
+        """
         errors: list[BaseException] = []
         for instance in reversed(self.instances):
             try:
                 await self.stop(instance)
-            except Exception as exc:
+            except BaseException as exc:  # collected, re-raised below
                 errors.append(exc)
         for instance in self.instances:
             if instance.proxy is not None:
-                await instance.proxy.close()
+                try:
+                    await instance.proxy.close()
+                except BaseException as exc:  # collected, re-raised below
+                    errors.append(exc)
         if errors:
             raise errors[0]

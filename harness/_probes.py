@@ -37,8 +37,13 @@ class Recorder:
         name = self._lanes.get(id(client))
         if name is None:
             name = self._lanes[id(client)] = f"{self.prefix}{role}-{next(self._numbers)}"
-            self.clients.append(client)
+            self.track(client)
         return name
+
+    def track(self, client: object) -> None:
+        """Remember a client the service opened, so the harness can close what it leaves open."""
+        if all(known is not client for known in self.clients):
+            self.clients.append(client)
 
     def harness_id(self, headers: Any, message: Callable[[], Message] | None = None) -> str | None:
         """The harness id from raw headers (list of pairs or mapping), else by ``correlate``."""
