@@ -135,14 +135,16 @@ async def fuzz(
         raise InvalidArgument(f"shrink_tries={shrink_tries!r} is invalid: give a count >= 1")
     if not isinstance(reruns, int) or reruns < 0:
         raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
-    if broker is None:
-        with brokers.provision(flow.broker) as info:
-            return await fuzz(
+
+    async def on(info: BrokerInfo) -> FuzzReport:
+        async with brokers.adapter(info) as adapter:
+            return await _campaign(
                 flow,
+                adapter,
+                info,
                 max_examples=max_examples,
                 seed=seed,
                 faults=faults,
-                broker=info,
                 shrink_seconds=shrink_seconds,
                 shrink_tries=shrink_tries,
                 reruns=reruns,
@@ -152,23 +154,11 @@ async def fuzz(
                 progress=progress,
                 flow_reference=flow_reference,
             )
-    async with brokers.adapter(broker) as adapter:
-        return await _campaign(
-            flow,
-            adapter,
-            broker,
-            max_examples=max_examples,
-            seed=seed,
-            faults=faults,
-            shrink_seconds=shrink_seconds,
-            shrink_tries=shrink_tries,
-            reruns=reruns,
-            replay_only=replay_only,
-            database=database,
-            report_dir=report_dir,
-            progress=progress,
-            flow_reference=flow_reference,
-        )
+
+    if broker is not None:
+        return await on(broker)
+    with brokers.provision(flow.broker) as leased:
+        return await on(leased)
 
 
 async def _campaign(
