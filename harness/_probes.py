@@ -53,7 +53,10 @@ class Recorder:
         elif headers:
             raw = next((v for k, v in headers if k == HARNESS_ID_HEADER), None)
         if raw is not None:
-            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            # aio-pika hands header values back as bytearray, aiokafka as bytes
+            if isinstance(raw, bytes | bytearray):
+                return bytes(raw).decode("utf-8", "replace")
+            return str(raw)
         if self.correlate is not None and message is not None:
             return self.correlate(message())
         return None

@@ -146,6 +146,20 @@ def _lane_of(event: Event) -> str:
     return event.lane or event.source
 
 
+def _label(event: Event) -> str:
+    """The short text over a mark: which input (its number), or what happened."""
+    if event.kind in (Kind.FAULT, Kind.NOTE):
+        return event.detail or str(event.kind)
+    if event.kind is Kind.COMMITTED:
+        return f"commit p{event.partition}@{event.offset}"
+    number = (event.harness_id or "?").rpartition("-")[2]
+    if event.kind is Kind.NACKED:
+        return f"{number} {'requeue' if event.requeue else 'reject'}"
+    if event.kind is Kind.DELIVERED and event.redelivered:
+        return f"{number} again"
+    return number
+
+
 def timeline_svg(history: History, *, title: str = "") -> str:
     """One row per lane (publisher, each consumer, broker taps), events as labelled marks."""
     events = list(history)
@@ -159,7 +173,7 @@ def timeline_svg(history: History, *, title: str = "") -> str:
     start = min(e.at_ns for e in events)
     span = max(max(e.at_ns for e in events) - start, 1)
     left, width, row = 190, 1000, 34
-    height = 60 + row * len(lanes)
+    height = 80 + row * len(lanes)
 
     def x(at_ns: int) -> float:
         return left + (at_ns - start) / span * width
@@ -200,5 +214,10 @@ def timeline_svg(history: History, *, title: str = "") -> str:
             f'<text x="{cx:.1f}" y="{y - 7}" text-anchor="middle" fill="{colour}">'
             f"{html.escape(str(label))}</text>"
         )
+    legend_y = height - 12
+    for index, (kind, colour) in enumerate(_COLOURS.items()):
+        lx = left + index * 112
+        parts.append(f'<circle cx="{lx}" cy="{legend_y - 4}" r="4" fill="{colour}"/>')
+        parts.append(f'<text x="{lx + 8}" y="{legend_y}">{kind}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -66,6 +66,10 @@ async def test_correct_service_passes_every_check(
     assert len(result.history.of(Kind.OUTPUT)) == len(INPUTS) - 1
     assert len(result.history.of(Kind.DEAD_LETTERED)) == 1
     assert result.history.of(Kind.DELIVERED), "the deliveries were recorded"
+    probed = [e for e in result.history if e.source == "probe"]
+    assert probed, "the client-side probes saw the service"
+    inputs = result.history.inputs()
+    assert {e.harness_id for e in probed if e.harness_id} <= set(inputs)
 
 
 async def _anomalies(

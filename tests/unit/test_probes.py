@@ -1,0 +1,39 @@
+"""The probes' recorder: correlation from any driver's header shape, lanes, tracking."""
+
+from __future__ import annotations
+
+from harness import History, Kind, Message
+from harness._probes import Recorder
+
+
+def test_harness_id_from_every_header_shape() -> None:
+    recorder = Recorder(History())
+    assert recorder.harness_id([("x-harness-id", b"r1-3")]) == "r1-3"  # aiokafka
+    assert recorder.harness_id({"x-harness-id": bytearray(b"r1-4")}) == "r1-4"  # aio-pika
+    assert recorder.harness_id({"x-harness-id": "r1-5"}) == "r1-5"
+    assert recorder.harness_id(None) is None
+    assert recorder.harness_id([]) is None
+
+
+def test_correlate_is_the_fallback() -> None:
+    recorder = Recorder(History(), correlate=lambda m: m.value.decode())
+    assert recorder.harness_id({}, lambda: Message(value=b"r2-1")) == "r2-1"
+    assert recorder.harness_id({"x-harness-id": b"r2-2"}, lambda: Message(value=b"no")) == "r2-2"
+
+
+def test_lanes_are_stable_readable_and_tracked() -> None:
+    recorder = Recorder(History(), prefix="sut1:")
+    first, second = object(), object()
+    assert recorder.lane(first, "consumer") == "sut1:consumer-1"
+    assert recorder.lane(second, "producer") == "sut1:producer-2"
+    assert recorder.lane(first, "consumer") == "sut1:consumer-1"
+    recorder.track(first)
+    assert recorder.clients == [first, second]
+
+
+def test_record_stamps_probe_events() -> None:
+    history = History()
+    Recorder(history).record(Kind.DELIVERED, harness_id="r1-1")
+    [event] = history
+    assert event.source == "probe"
+    assert event.harness_id == "r1-1"
