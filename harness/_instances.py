@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness._broker import BrokerInfo
-from harness._errors import InvalidArgument, ServiceError
+from harness._errors import BrokerUnavailable, InvalidArgument, ServiceError
 from harness._flow import Flow
 from harness._history import History, Kind
 from harness._message import Endpoints
@@ -90,11 +90,12 @@ class Instances:
     info: BrokerInfo
     endpoints: Endpoints
     history: History
+    proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
     _free_proxies: list[tuple[int, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._free_proxies = proxy_addresses(self.info)
+        self._free_proxies = proxy_addresses(self.info) if self.proxied else []
 
     async def add(self) -> Instance:
         """Start one more instance."""
@@ -103,15 +104,16 @@ class Instances:
         endpoints = self.endpoints
         if self._free_proxies:
             listen, host, port = self._free_proxies.pop(0)
-            proxy = FaultProxy(listen, host, port)
-            await proxy.start()
-            endpoints = _through(self.endpoints, self.info, listen)
-        elif number > 0 and self.info.kind == "kafka":
-            raise InvalidArgument(
-                f"instance {number} needs a Kafka listener advertised at a fault proxy, and"
-                f" {self.info.url} has none left: fault schedules need a broker the harness"
-                " started (or fewer Join steps)"
-            )
+            candidate = FaultProxy(listen, host, port)
+            try:
+                await candidate.start()
+            except BrokerUnavailable as exc:
+                # A Kafka proxy's port is fixed by the broker's advertised listener,
+                # so a concurrent run may hold it: go direct, faults will say so.
+                self.history.record(Kind.NOTE, "harness", detail=f"no fault proxy: {exc}")
+            else:
+                proxy = candidate
+                endpoints = _through(self.endpoints, self.info, listen)
         instance = Instance(number, endpoints, proxy)
         self.instances.append(instance)
         await self.start(instance)
@@ -120,8 +122,10 @@ class Instances:
     def _needs_proxy(self, instance: Instance, fault: str) -> FaultProxy:
         if instance.proxy is None:
             raise InvalidArgument(
-                f"{fault} needs a fault proxy in front of {instance.name}, and the broker"
-                f" {self.info.url} offers none: use a broker the harness starts itself"
+                f"{fault} needs a fault proxy in front of {instance.name}, and there is none:"
+                f" the broker {self.info.url} offers none (use a broker the harness starts"
+                " itself), or another run holds its Kafka proxy ports (run fault schedules"
+                " on one Kafka broker one at a time)"
             )
         return instance.proxy
 

@@ -35,6 +35,7 @@ from harness._schedule import (
     Settle,
     Step,
     as_schedule,
+    faults_of,
 )
 
 
@@ -85,7 +86,12 @@ class LiveRun:
     """
 
     def __init__(
-        self, flow: Flow, *, broker: BrokerInfo, adapter: BrokerAdapter | None = None
+        self,
+        flow: Flow,
+        *,
+        broker: BrokerInfo,
+        adapter: BrokerAdapter | None = None,
+        faults: bool = True,
     ) -> None:
         if broker.kind != flow.broker:
             raise InvalidArgument(
@@ -100,7 +106,9 @@ class LiveRun:
         self.steps: list[Step] = []
         self._numbering = itertools.count(1)
         self._stack = AsyncExitStack()
-        self._instances = Instances(flow, broker, self.endpoints, self.history)
+        # Fault proxies only where faults may come: a Kafka broker has few proxy
+        # ports, and plain runs should not hold them against concurrent fault runs.
+        self._instances = Instances(flow, broker, self.endpoints, self.history, proxied=faults)
         self._deadline = 0.0
 
     def harness_id(self, message: Message) -> str | None:
@@ -183,7 +191,7 @@ async def run_flow(
     publish. Pass an open ``adapter`` to reuse its connections across runs.
     """
     schedule = as_schedule(steps)
-    live = LiveRun(flow, broker=broker, adapter=adapter)
+    live = LiveRun(flow, broker=broker, adapter=adapter, faults=bool(faults_of(schedule)))
     try:
         async with live:
             for step in schedule:

@@ -85,7 +85,11 @@ async def _expect_service_error(
     with pytest.raises(ServiceError, match=match) as caught:
         await run_flow(flow, [Message(value=b"1")], broker=info, history_dir=tmp_path)
     assert time.monotonic() - started < GENEROUS
-    assert await _leftovers(info, "h-") == []
+    # This run's destinations (named after its id, which names the partial history) are gone.
+    path = caught.value.history_path
+    assert isinstance(path, Path)
+    run_id = path.name.removeprefix(f"{flow.label}-").removesuffix("-partial.json")
+    assert await _leftovers(info, f"h-{run_id}") == []
     return caught.value
 
 
