@@ -274,7 +274,7 @@ async def _campaign(
         await asyncio.gather(*in_flight, return_exceptions=True)
         raise
     except BaseException as exc:
-        found = _checks_failed_in(exc)
+        found = checks_failed_in(exc)
         if found is None:
             raise
         state["best"] = _smaller(state["best"], found.result)
@@ -306,17 +306,17 @@ def _smaller(best: RunResult | None, other: RunResult) -> RunResult:
     return best
 
 
-def _checks_failed_in(exc: BaseException) -> ChecksFailed | None:
+def checks_failed_in(exc: BaseException) -> ChecksFailed | None:
     """Hypothesis may wrap our failure (exception groups, notes); find it."""
     if isinstance(exc, ChecksFailed):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _checks_failed_in(inner)
+            found = checks_failed_in(inner)
             if found is not None:
                 return found
     if exc.__cause__ is not None:
-        return _checks_failed_in(exc.__cause__)
+        return checks_failed_in(exc.__cause__)
     return None
 
 

@@ -37,13 +37,14 @@ from typing import Any, ClassVar, TypeVar
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import stateful as hypothesis_stateful
+from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo
 from harness._errors import InvalidArgument
 from harness._flow import Flow, RunResult
-from harness._fuzz import ChecksFailed
+from harness._fuzz import ChecksFailed, checks_failed_in
 from harness._history import History
 from harness._runner import LiveRun
 
@@ -176,6 +177,14 @@ async def run_machine(
         token = _session.set(_Session(asyncio.get_running_loop(), broker, adapter))
         try:
             await asyncio.to_thread(run_state_machine_as_test, machine, settings=config)
+        except Flaky as flaky:
+            # Real brokers are not deterministic: the failure did not repeat on replay.
+            # Raise what was seen, not a flakiness error.
+            found = checks_failed_in(flaky)
+            if found is None:
+                raise
+            found.add_note("the failing run did not repeat when replayed (a race)")
+            raise found from flaky
         finally:
             _session.reset(token)
 
