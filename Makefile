@@ -42,7 +42,7 @@ demo: setup
 	$(BIN)/harness demo
 
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --json benchmarks/results.json
 
 brokers-up: setup
 	$(BIN)/harness brokers up

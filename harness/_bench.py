@@ -1114,7 +1114,7 @@ _ROUND_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
 
 
 def _svg(result: BenchResult) -> str:
-    left, width, panel, gap, top = 80, 900, 220, 60, 50
+    left, width, panel, gap, top = 80, 900, 220, 60, 66
     height = top + 2 * panel + gap + 50
     series = [r.series for r in result.rounds]
     span = max((s[-1].t_s for s in series if s), default=0.0) or 1.0
@@ -1138,19 +1138,20 @@ def _svg(result: BenchResult) -> str:
     latency = result.latency
     title = (
         f"{result.flow} on {result.broker}: {result.throughput:,.0f} msg/s (median of"
-        f" {len(result.rounds)}), {result.describe_mode()}"
-        + (
-            f"; latency p50 {_duration(latency.at(50.0))}, p99 {_duration(latency.at(99.0))},"
-            f" max {_duration(latency.max_us)}"
-            if latency
-            else ""
-        )
+        f" {_plural(len(result.rounds), 'round')}), {result.describe_mode()}"
+    )
+    subtitle = (
+        f"latency p50 {_duration(latency.at(50.0))}, p99 {_duration(latency.at(99.0))},"
+        f" max {_duration(latency.max_us)} over {latency.count:,} inputs"
+        if latency
+        else "no input got an output"
     )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{height}"'
         ' font-family="monospace" font-size="11">',
         '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="10" y="20" font-size="13">{html.escape(title)}</text>',
+        f'<text x="10" y="18" font-size="13">{html.escape(title)}</text>',
+        f'<text x="10" y="34">{html.escape(subtitle)}</text>',
         f'<text x="10" y="{top - 8}">latency (ms, log scale): solid p50, dashed max</text>',
         f'<text x="10" y="{top + panel + gap - 8}">lag (inputs published, not yet output)</text>',
     ]

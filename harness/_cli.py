@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz_parser.add_argument("--kafka-bootstrap", default=None, metavar="HOST:PORT")
     fuzz_parser.add_argument("--amqp-url", default=None, metavar="URL")
 
+    bench_parser = commands.add_parser(
+        "bench", help="time a flow's service: throughput, latency percentiles, lag"
+    )
+    from harness._bench import add_bench_arguments
+
+    add_bench_arguments(bench_parser)
+
     demo = commands.add_parser("demo", help="the main job, on brokers the harness starts itself")
     demo.add_argument("kinds", nargs="*", metavar="KIND", help="kafka, rabbitmq (default both)")
     return parser
@@ -223,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fuzz":
             return _fuzz(args)
+        if args.command == "bench":
+            from harness._bench import bench_command
+
+            return bench_command(args)
         kinds = _kinds(args.kinds)
         if args.command == "brokers":
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}

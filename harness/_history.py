@@ -12,10 +12,10 @@ import base64
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness._errors import InvalidArgument
 from harness._message import Message
@@ -39,13 +39,14 @@ class Kind(StrEnum):
     NOTE = "note"  # anything else worth seeing on the timeline
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(NamedTuple):
     """One thing that happened, as one probe saw it.
 
     ``harness_id`` correlates the event with the input it concerns (None when
     the probe could not tell). ``lane`` names the consumer or service instance,
-    so a timeline can draw one line per consumer.
+    so a timeline can draw one line per consumer. A named tuple, not a frozen
+    dataclass: as immutable, and about four times cheaper to build, which
+    matters to a probe recording inside the consumer it watches.
     """
 
     kind: Kind
@@ -63,6 +64,10 @@ class Event:
     message: Message | None = None
 
 
+_DETAILS = frozenset(Event._fields[3:])
+_make_event = Event._make
+
+
 @dataclass(slots=True)
 class History:
     """An append-only list of events, in the order they were recorded."""
@@ -72,8 +77,27 @@ class History:
 
     def record(self, kind: Kind, source: str, *, at_ns: int | None = None, **details: Any) -> Event:
         """Append an event stamped now (or at ``at_ns``, a perf_counter_ns taken earlier)."""
-        stamp = time.perf_counter_ns() if at_ns is None else at_ns
-        event = Event(kind=kind, at_ns=stamp, source=source, **details)
+        if not details.keys() <= _DETAILS:
+            raise TypeError(f"unknown event fields: {sorted(details.keys() - _DETAILS)}")
+        get = details.get
+        # Positional construction: a probe pays this inside the consumer it watches.
+        event = _make_event(
+            (
+                kind,
+                time.perf_counter_ns() if at_ns is None else at_ns,
+                source,
+                get("harness_id"),
+                get("destination"),
+                get("key"),
+                get("partition"),
+                get("offset"),
+                get("lane"),
+                get("redelivered"),
+                get("requeue"),
+                get("detail"),
+                get("message"),
+            )
+        )
         self.events.append(event)
         return event
 
@@ -149,21 +173,21 @@ def _bytes_from_json(text: str | None) -> bytes | None:
 
 def _event_to_json(event: Event) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for item in fields(Event):
-        value = getattr(event, item.name)
+    for name in Event._fields:
+        value = getattr(event, name)
         if value is None:
             continue
-        if item.name == "key":
+        if name == "key":
             value = _bytes_to_json(value)
-        elif item.name == "message":
+        elif name == "message":
             value = {
                 "key": _bytes_to_json(value.key),
                 "value": _bytes_to_json(value.value),
                 "headers": {k: _bytes_to_json(v) for k, v in value.headers.items()},
             }
-        elif item.name == "kind":
+        elif name == "kind":
             value = str(value)
-        data[item.name] = value
+        data[name] = value
     return data
 
 

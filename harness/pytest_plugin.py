@@ -111,3 +111,25 @@ class FlowCheck:
 def flow_check(request: pytest.FixtureRequest, tmp_path: Path) -> FlowCheck:
     """Run a Flow once against the real broker and assert its checks (see FlowCheck)."""
     return FlowCheck(request, tmp_path)
+
+
+@pytest.fixture
+def flow_bench(request: pytest.FixtureRequest) -> object:
+    """Time a flow's service on the session's broker: ``await flow_bench(flow, messages=...)``.
+
+    In the spirit of pytest-benchmark: returns a BenchResult (throughput,
+    latency percentiles, in-service time, lag), writes its JSON and SVG next
+    to the test's temporary files and lists it at the end of the session.
+    """
+    from harness._bench import make_flow_bench
+
+    return make_flow_bench(request)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    import sys
+
+    if "harness._bench" in sys.modules:  # only sessions that timed something
+        from harness._bench import terminal_summary
+
+        terminal_summary(terminalreporter)

@@ -1,0 +1,125 @@
+"""Fuzz throughput: examples per second of ``harness.fuzz`` on a correct service, per broker.
+
+Each example is one whole run: fresh destinations and consumer group, the
+service started and stopped, a schedule of up to 10 messages published and
+checked (``no_loss``). First without faults, then with one fault kind at a
+time (``faults=[kind]``: crash, join, latency, cut) to show what each kind
+adds. The strategy puts a fault after about one publish in four (at most
+two per example), so some examples have none: the note gives the mean.
+The note also splits each campaign's examples into those with and without
+a fault, with their mean duration: the direct cost of a fault.
+Seed 0, no example database, no shrinking expected (the service is correct).
+
+A Kafka broker's fault-proxy listeners are fixed ports, so fault campaigns
+of two processes on one broker collide: with ``--shared`` brokers, another
+test session's fault runs can fail these campaigns (the figure says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import brokers
+from benchmarks import Figure, Options
+from harness._broker import BrokerInfo
+from harness._errors import HarnessError
+from harness._flow import Flow
+from harness._fuzz import Example, fuzz
+from harness._message import BrokerKind
+from harness._schedule import FAULT_KINDS, faults_of, messages_of
+from harness.checks import no_loss
+from tests.zoo.kafka_services import kafka_correct
+from tests.zoo.rabbitmq_services import rabbitmq_correct
+
+NAME = "fuzz_throughput"
+_SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
+
+
+async def _campaign(
+    kind: BrokerKind, info: BrokerInfo, faults: list[str], examples: int
+) -> tuple[float, str, dict[str, object]]:
+    flow = Flow(sut=_SERVICES[kind], broker=kind, checks=[no_loss()])
+    seen: list[Example] = []
+    report = await fuzz(
+        flow,
+        max_examples=examples,
+        seed=0,
+        faults=faults or False,
+        broker=info,
+        database=None,
+        report_dir=None,
+        progress=seen.append,
+        shrink_seconds=10.0,
+        reruns=0,
+    )
+    fault_counts = [len(faults_of(e.schedule)) for e in seen]
+    message_counts = [len(messages_of(e.schedule)) for e in seen]
+    faulty = [e.seconds * 1000 for e in seen if faults_of(e.schedule)]
+    clean = [e.seconds * 1000 for e in seen if not faults_of(e.schedule)]
+    note = (
+        f"{report.examples} examples in {report.elapsed:.1f} s;"
+        f" {statistics.fmean(message_counts or [0]):.1f} messages and"
+        f" {statistics.fmean(fault_counts or [0]):.2f} faults per example"
+    )
+    if faults:
+        note += (
+            f"; {len(faulty)} with a fault: {_mean_ms(faulty)} each,"
+            f" {len(clean)} without: {_mean_ms(clean)}"
+        )
+    if not report.ok:
+        note += f"; FOUND A FAILURE in a correct service: {report.violations[:1]}"
+    details: dict[str, object] = {
+        "examples": report.examples,
+        "elapsed_s": report.elapsed,
+        "faults_per_example": statistics.fmean(fault_counts or [0]),
+        "messages_per_example": statistics.fmean(message_counts or [0]),
+        "ok": report.ok,
+        "ms_with_fault": faulty,
+        "ms_without_fault": clean,
+    }
+    return report.examples_per_second, note, details
+
+
+def _mean_ms(values: list[float]) -> str:
+    return f"{statistics.fmean(values):,.0f} ms" if values else "-"
+
+
+def run(options: Options) -> list[Figure]:
+    figures = []
+    for kind in options.brokers:
+        with brokers.provision(kind) as info:
+            baseline: float | None = None
+            for faults in ([], *([k] for k in FAULT_KINDS)):
+                examples = options.fault_examples if faults else options.fuzz_examples
+                label = f"examples/s, faults={faults[0]}" if faults else "examples/s, no faults"
+                try:
+                    rate, note, details = asyncio.run(_campaign(kind, info, faults, examples))
+                except HarnessError as exc:  # e.g. another test session holds a fault proxy port
+                    figures.append(
+                        Figure(
+                            benchmark=NAME,
+                            name=label,
+                            value=None,
+                            unit="examples/s",
+                            broker=kind,
+                            note=f"failed: {exc}",
+                        )
+                    )
+                    continue
+                if faults and baseline:
+                    note = f"{rate / baseline:.2f}x the no-fault rate; {note}"
+                else:
+                    baseline = rate
+                figures.append(
+                    Figure(
+                        benchmark=NAME,
+                        name=label,
+                        value=rate,
+                        unit="examples/s",
+                        broker=kind,
+                        note=note,
+                        details=details,
+                    )
+                )
+    return figures
