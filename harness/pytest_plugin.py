@@ -21,6 +21,7 @@ from harness._message import BrokerKind, Message
 _MARKERS = {
     "kafka": "the test needs a Kafka broker (the kafka_broker fixture)",
     "rabbitmq": "the test needs a RabbitMQ broker (the rabbitmq_broker fixture)",
+    "docker": "the test needs a Docker engine (testcontainers); it skips when none answers",
 }
 
 

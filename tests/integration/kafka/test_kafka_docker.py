@@ -10,7 +10,7 @@ import pytest
 from brokers.kafka import KafkaAdapter, start_container
 from harness import BrokerInfo, BrokerUnavailable, DestinationSpec, Message, TapRecord
 
-pytestmark = pytest.mark.kafka
+pytestmark = pytest.mark.docker
 
 
 async def _round_trip(info: BrokerInfo) -> list[bytes]:

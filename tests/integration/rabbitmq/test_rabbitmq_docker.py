@@ -9,7 +9,7 @@ import pytest
 from brokers.rabbitmq import RabbitAdapter, start_container
 from harness import BrokerUnavailable, DestinationSpec, Message, TapRecord, eventually
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio]
+pytestmark = [pytest.mark.docker, pytest.mark.asyncio]
 
 
 async def test_container_broker_round_trip_with_tracing_on() -> None:
