@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import strategies as st
 
 from harness import BrokerInfo, ChecksFailed, Flow, Message, checks, fuzz
 from harness import strategies as hs
@@ -23,7 +24,12 @@ from tests.zoo.kafka_services import (
     kafka_correct,
     kafka_swallows_errors,
 )
-from tests.zoo.rabbitmq_services import rabbitmq_ack_before_process, rabbitmq_correct
+from tests.zoo.rabbitmq_services import (
+    FLAKY,
+    rabbitmq_ack_before_process,
+    rabbitmq_correct,
+    rabbitmq_retry_reorders,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -73,6 +79,31 @@ async def test_fuzz_with_crashes_finds_ack_before_processing(
     assert report.minimal is not None
     assert any(isinstance(s, Crash) for s in report.minimal.schedule)
     assert "lost" in report.summary()
+
+
+@pytest.mark.rabbitmq
+async def test_fuzz_finds_a_retry_path_that_reorders_a_key(
+    rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(
+        sut=rabbitmq_retry_reorders,
+        broker="rabbitmq",
+        checks=ORDER,
+        messages=hs.messages(keys=hs.keys(2), values=st.sampled_from([b"", FLAKY])),
+        quiet=1.0,
+    )
+    report = await fuzz(
+        flow, max_examples=100, seed=2, broker=rabbitmq_broker, database=None,
+        report_dir=tmp_path,
+    )  # fmt: skip
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    minimal = [s.message for s in report.minimal.schedule if isinstance(s, Publish)]
+    # The least the defect needs: a flaky message, then one more of the same key.
+    assert len(minimal) == 2, report.summary()
+    assert minimal[0].value == FLAKY
+    assert minimal[0].key == minimal[1].key
+    assert len(report.reruns) == 5  # how often it repeats depends on timing: reported
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ DEFECTS: dict[str, str | None] = {
     "rabbitmq_swallows_errors": "dead_lettered",
     "rabbitmq_duplicate_output": "no_duplicates",
     "rabbitmq_slow": "within",
+    "rabbitmq_retry_reorders": "per_key_order",
 }
 
 #: Services that behave correctly unless they crash between two steps.

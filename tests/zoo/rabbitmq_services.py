@@ -33,6 +33,8 @@ CANCEL_TIMEOUT_S = 2.0
 WORK_SECONDS = 0.02
 #: Deliveries the broker sends ahead of the acks.
 PREFETCH_COUNT = 10
+#: Bodies starting with this fail their first attempt in rabbitmq_retry_reorders.
+FLAKY = b"flaky"
 #: How long a publish may wait for the broker's confirm.
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -257,6 +259,37 @@ async def rabbitmq_slow(endpoints: Endpoints) -> AsyncIterator[None]:
         yield
 
 
+@contextlib.asynccontextmanager
+async def rabbitmq_retry_reorders(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: retries a failed attempt by publishing the message again to the back
+    of the queue (and acking the original), so a later message of its key overtakes it.
+
+    A message whose body starts with ``flaky`` fails its first attempt (a timeout
+    downstream, say). Caught by ``per_key_order`` once another message of the
+    same key follows it.
+    """
+    failed_once: set[str] = set()
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            attempt = str(message.headers.get("x-harness-id") or message.message_id)
+            if message.body.startswith(FLAKY) and attempt not in failed_once:
+                failed_once.add(attempt)
+                await _publish(channel, endpoints.input, message, message.body)  # retry later
+                await message.ack()
+                continue
+            try:
+                result = process(message.body)
+            except PoisonMessage:
+                await message.reject(requeue=False)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
 RABBITMQ_SERVICES: dict[
     str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]
 ] = {
@@ -269,5 +302,6 @@ RABBITMQ_SERVICES: dict[
         rabbitmq_swallows_errors,
         rabbitmq_duplicate_output,
         rabbitmq_slow,
+        rabbitmq_retry_reorders,
     )
 }
