@@ -1,6 +1,7 @@
 """Test asynchronous Kafka and RabbitMQ services against real brokers."""
 
-from harness import checks, schedule, strategies
+from harness import checks, schedule, stateful, strategies
+from harness._bench import BenchResult, bench
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -27,6 +28,7 @@ from harness._waiting import eventually
 
 __all__ = (
     "HARNESS_ID_HEADER",
+    "BenchResult",
     "BrokerAdapter",
     "BrokerError",
     "BrokerInfo",
@@ -49,10 +51,12 @@ __all__ = (
     "RunResult",
     "ServiceError",
     "TapRecord",
+    "bench",
     "checks",
     "eventually",
     "fuzz",
     "run",
     "schedule",
+    "stateful",
     "strategies",
 )
