@@ -20,6 +20,7 @@ from harness._errors import InvalidArgument
 from harness._flow import Flow, Service
 from harness._fuzz import Example, fuzz
 from harness._message import BrokerKind, Message
+from harness._redact import redact_url
 from harness._schedule import faults_of, messages_of
 from harness.strategies import POISON
 
@@ -82,7 +83,7 @@ async def _demo_broker(kind: BrokerKind, *, max_examples: int, report_dir: Path)
     started = time.perf_counter()
     with brokers.provision(kind, url=brokers.url_from_env(kind)) as info:
         print(
-            f"\n== {kind}: broker ready at {info.url} ({info.provider})"
+            f"\n== {kind}: broker ready at {redact_url(info.url)} ({info.provider})"
             f" in {time.perf_counter() - started:.1f} s"
         )
         print(f"-- fuzzing {racy} (handles messages concurrently)", flush=True)

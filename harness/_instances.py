@@ -22,6 +22,7 @@ from harness._history import History, Kind
 from harness._message import Endpoints
 from harness._probes import Recorder, current_recorder
 from harness._proxy import FaultProxy
+from harness._redact import redact_url
 
 State = Literal["running", "crashed", "stopped"]
 
@@ -123,8 +124,9 @@ class Instances:
         if instance.proxy is None:
             raise InvalidArgument(
                 f"{fault} needs a fault proxy in front of {instance.name}, and there is none:"
-                f" the broker {self.info.url} offers none (use a broker the harness starts"
-                " itself), or another run holds its Kafka proxy ports (run fault schedules"
+                f" the broker {redact_url(self.info.url)} offers none (use a broker the"
+                " harness starts itself), or another run holds its Kafka proxy ports (run fault"
+                " schedules"
                 " on one Kafka broker one at a time)"
             )
         return instance.proxy
