@@ -106,20 +106,27 @@ async def _consuming(endpoints: Endpoints, consume: Consume) -> AsyncIterator[No
         await asyncio.wait_for(connection.close(), STOP_TIMEOUT_S)
 
 
+async def _handle_correctly(
+    channel: AbstractChannel, endpoints: Endpoints, message: AbstractIncomingMessage
+) -> None:
+    """Publish the result and ack once confirmed; reject poison so it is dead-lettered."""
+    try:
+        result = process(message.body)
+    except PoisonMessage:
+        # The input queue's dead-letter policy routes it to the dead-letter queue.
+        await message.reject(requeue=False)
+        return
+    await _publish(channel, endpoints.output, message, result)
+    await message.ack()
+
+
 @contextlib.asynccontextmanager
 async def rabbitmq_correct(endpoints: Endpoints) -> AsyncIterator[None]:
     """Correct: publish the result, ack once confirmed; reject poison to dead-letter it."""
 
     async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
         async for message in messages:
-            try:
-                result = process(message.body)
-            except PoisonMessage:
-                # The input queue's dead-letter exchange routes it to the dead-letter queue.
-                await message.reject(requeue=False)
-                continue
-            await _publish(channel, endpoints.output, message, result)
-            await message.ack()
+            await _handle_correctly(channel, endpoints, message)
 
     async with _consuming(endpoints, consume):
         yield
@@ -134,13 +141,7 @@ async def rabbitmq_concurrent(endpoints: Endpoints) -> AsyncIterator[None]:
 
     async def handle(channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
         await asyncio.sleep(random.uniform(0, 0.05))  # stands for a database call
-        try:
-            result = process(message.body)
-        except PoisonMessage:
-            await message.reject(requeue=False)
-            return
-        await _publish(channel, endpoints.output, message, result)
-        await message.ack()
+        await _handle_correctly(channel, endpoints, message)
 
     async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
         async with asyncio.TaskGroup() as handlers:
@@ -247,13 +248,7 @@ async def rabbitmq_slow(endpoints: Endpoints) -> AsyncIterator[None]:
     async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
         async for message in messages:
             await asyncio.sleep(0.2)
-            try:
-                result = process(message.body)
-            except PoisonMessage:
-                await message.reject(requeue=False)
-                continue
-            await _publish(channel, endpoints.output, message, result)
-            await message.ack()
+            await _handle_correctly(channel, endpoints, message)
 
     async with _consuming(endpoints, consume):
         yield
@@ -278,13 +273,7 @@ async def rabbitmq_retry_reorders(endpoints: Endpoints) -> AsyncIterator[None]:
                 await _publish(channel, endpoints.input, message, message.body)  # retry later
                 await message.ack()
                 continue
-            try:
-                result = process(message.body)
-            except PoisonMessage:
-                await message.reject(requeue=False)
-                continue
-            await _publish(channel, endpoints.output, message, result)
-            await message.ack()
+            await _handle_correctly(channel, endpoints, message)
 
     async with _consuming(endpoints, consume):
         yield
