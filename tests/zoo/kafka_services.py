@@ -60,6 +60,16 @@ async def _send_dead_letter(
     return await producer.send(topic, record.value, key=record.key, headers=headers)
 
 
+async def _send_result(
+    producer: AIOKafkaProducer, endpoints: Endpoints, record: ConsumerRecord
+) -> Any:
+    """Produce ``record``'s output, or its dead letter if poison; returns the delivery future."""
+    try:
+        return await _send_output(producer, endpoints.output, record)
+    except PoisonMessage as error:
+        return await _send_dead_letter(producer, endpoints.dead_letter, record, error)
+
+
 # aiokafka has no type information, so mypy sees its base class as Any.
 class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
     """Signals the first assignment; a revocation waits until the batch in hand is committed."""
@@ -158,14 +168,7 @@ async def kafka_correct(endpoints: Endpoints) -> AsyncIterator[None]:
     async def handle(
         consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
     ) -> None:
-        deliveries = []
-        for record in records:
-            try:
-                deliveries.append(await _send_output(producer, endpoints.output, record))
-            except PoisonMessage as error:
-                deliveries.append(
-                    await _send_dead_letter(producer, endpoints.dead_letter, record, error)
-                )
+        deliveries = [await _send_result(producer, endpoints, record) for record in records]
         await asyncio.gather(*deliveries)
         await consumer.commit()
 
@@ -210,14 +213,7 @@ async def kafka_commit_before_process(endpoints: Endpoints) -> AsyncIterator[Non
     ) -> None:
         await consumer.commit()
         await asyncio.sleep(WORK_SECONDS)  # the work (a database call, say) takes a while
-        deliveries = []
-        for record in records:
-            try:
-                deliveries.append(await _send_output(producer, endpoints.output, record))
-            except PoisonMessage as error:
-                deliveries.append(
-                    await _send_dead_letter(producer, endpoints.dead_letter, record, error)
-                )
+        deliveries = [await _send_result(producer, endpoints, record) for record in records]
         await asyncio.gather(*deliveries)
 
     async with _consuming(endpoints, handle):
@@ -285,10 +281,7 @@ async def kafka_slow(endpoints: Endpoints) -> AsyncIterator[None]:
     ) -> None:
         for record in records:
             await asyncio.sleep(0.2)
-            try:
-                await (await _send_output(producer, endpoints.output, record))
-            except PoisonMessage as error:
-                await (await _send_dead_letter(producer, endpoints.dead_letter, record, error))
+            await (await _send_result(producer, endpoints, record))
         await consumer.commit()
 
     async with _consuming(endpoints, handle):
