@@ -21,19 +21,24 @@ from harness._probes import Recorder, current_recorder, patch_method
 _installed = False
 
 
+def _as_message(record: Any) -> Message:
+    return Message(value=record.value or b"", key=record.key, headers=dict(record.headers or ()))
+
+
 def _record_deliveries(recorder: Recorder, consumer: object, records: Iterable[Any]) -> None:
+    # Hot path, inside the consumer being watched: no per-record closures or copies
+    # unless the flow correlates by content.
     lane = recorder.lane(consumer, "consumer")
+    history = recorder.history
+    correlating = recorder.correlate is not None
     for record in records:
-        headers = record.headers
-
-        def message(record: Any = record) -> Message:
-            return Message(
-                value=record.value or b"", key=record.key, headers=dict(record.headers or ())
-            )
-
-        recorder.record(
+        harness_id = recorder.harness_id(
+            record.headers, functools.partial(_as_message, record) if correlating else None
+        )
+        history.record(
             Kind.DELIVERED,
-            harness_id=recorder.harness_id(headers, message),
+            "probe",
+            harness_id=harness_id,
             destination=record.topic,
             key=record.key,
             partition=record.partition,
