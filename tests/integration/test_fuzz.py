@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 from harness import BrokerInfo, ChecksFailed, Flow, Message, checks, fuzz
 from harness import strategies as hs
-from harness.schedule import Crash, Publish
+from harness.schedule import Crash, Join, Publish
 from harness.stateful import FlowMachine, rule, run_machine
 from tests.zoo.kafka_services import (
     kafka_concurrent_batch,
     kafka_correct,
+    kafka_rebalance_duplicates,
     kafka_swallows_errors,
 )
 from tests.zoo.rabbitmq_services import (
@@ -79,6 +80,28 @@ async def test_fuzz_with_crashes_finds_ack_before_processing(
     assert report.minimal is not None
     assert any(isinstance(s, Crash) for s in report.minimal.schedule)
     assert "lost" in report.summary()
+
+
+@pytest.mark.kafka
+async def test_fuzz_with_a_joining_instance_finds_rebalance_duplicates(
+    kafka_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    exactly_once = [checks.no_loss(), checks.no_duplicates()]
+    options = {"broker": kafka_broker, "database": None, "report_dir": tmp_path,
+               "faults": ["join"], "seed": 1}  # fmt: skip
+    # quiet: longer than a rebalance takes, or a slow one reads as loss.
+    racy = Flow(sut=kafka_rebalance_duplicates, broker="kafka", partitions=2,
+                checks=exactly_once, quiet=5.0)  # fmt: skip
+    found = await fuzz(racy, max_examples=60, **options)  # type: ignore[arg-type]
+    assert not found.ok, found.summary()
+    assert found.minimal is not None
+    assert any(isinstance(s, Join) for s in found.minimal.schedule)
+    assert "duplicate" in found.summary()
+    # The same campaign on the service that commits before giving partitions away.
+    fixed = Flow(sut=kafka_correct, broker="kafka", partitions=2, checks=exactly_once,
+                 quiet=5.0)  # fmt: skip
+    cleared = await fuzz(fixed, max_examples=15, **options)  # type: ignore[arg-type]
+    assert cleared.ok, cleared.summary()
 
 
 @pytest.mark.rabbitmq

@@ -28,6 +28,7 @@ DEFECTS: dict[str, str | None] = {
     "kafka_swallows_errors": "dead_lettered",
     "kafka_duplicate_output": "no_duplicates",
     "kafka_slow": "within",
+    "kafka_rebalance_duplicates": "no_duplicates",
     "rabbitmq_correct": None,
     "rabbitmq_concurrent": "per_key_order",
     "rabbitmq_ack_before_process": "no_loss",

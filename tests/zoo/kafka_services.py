@@ -74,15 +74,17 @@ async def _send_result(
 class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
     """Signals the first assignment; a revocation waits until the batch in hand is committed."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, guard_revocation: bool = True) -> None:
         self.assigned = asyncio.Event()
         self.batch = asyncio.Lock()
+        self.guard_revocation = guard_revocation
 
     async def on_partitions_revoked(self, revoked: object) -> None:
         # Committing what was processed before giving the partitions away keeps
         # the new owner from processing it again.
-        async with self.batch:
-            pass
+        if self.guard_revocation:
+            async with self.batch:
+                pass
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         self.assigned.set()
@@ -108,7 +110,9 @@ async def _wind_down(task: asyncio.Task[None], stopping: asyncio.Event) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _consuming(endpoints: Endpoints, handle: Handle) -> AsyncIterator[None]:
+async def _consuming(
+    endpoints: Endpoints, handle: Handle, *, guard_revocation: bool = True
+) -> AsyncIterator[None]:
     """Run ``handle`` on every polled batch of ``endpoints.input`` until the block exits."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=endpoints.bootstrap_servers,
@@ -118,16 +122,18 @@ async def _consuming(endpoints: Endpoints, handle: Handle) -> AsyncIterator[None
         session_timeout_ms=1000,
         heartbeat_interval_ms=300,
     )
-    membership = _Membership()
+    membership = _Membership(guard_revocation=guard_revocation)
     stopping = asyncio.Event()
 
     async def poll_loop(producer: AIOKafkaProducer) -> None:
         while not stopping.is_set():
+            # Poll outside the lock: a rebalance runs inside the poll, and its
+            # revocation waits for this lock (holding it here would deadlock).
+            batches = await consumer.getmany(timeout_ms=100, max_records=100)
+            records = [record for batch in batches.values() for record in batch]
+            if not records:
+                continue
             async with membership.batch:
-                batches = await consumer.getmany(timeout_ms=100, max_records=100)
-                records = [record for batch in batches.values() for record in batch]
-                if not records:
-                    continue
                 try:
                     await handle(consumer, producer, records)
                 except CommitFailedError:
@@ -288,6 +294,27 @@ async def kafka_slow(endpoints: Endpoints) -> AsyncIterator[None]:
         yield
 
 
+@contextlib.asynccontextmanager
+async def kafka_rebalance_duplicates(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: gives its partitions away in a rebalance without first committing the
+    batch in hand, so the new owner processes that batch again.
+
+    Correct while it consumes alone; caught by ``no_duplicates`` when a second
+    instance joins (a ``Join`` fault).
+    """
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        await asyncio.sleep(10 * WORK_SECONDS)  # slow work: a rebalance can land in it
+        deliveries = [await _send_result(producer, endpoints, record) for record in records]
+        await asyncio.gather(*deliveries)
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle, guard_revocation=False):
+        yield
+
+
 KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]] = {
     service.__name__: service
     for service in (
@@ -297,5 +324,6 @@ KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextM
         kafka_swallows_errors,
         kafka_duplicate_output,
         kafka_slow,
+        kafka_rebalance_duplicates,
     )
 }
