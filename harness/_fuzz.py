@@ -254,6 +254,10 @@ async def _campaign(
     if seed is not None:
         test = hypothesis_seed(seed)(test)
 
+    # Import the driver probes here, not first in the worker thread: CPython 3.11
+    # can fail compiling on two threads at once ("AST constructor recursion depth").
+    if flow.probes:
+        brokers.install_client_probes(broker.kind)
     flaky = False
     try:
         await asyncio.to_thread(test)

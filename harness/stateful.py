@@ -173,6 +173,8 @@ async def run_machine(
         database=None,
         derandomize=seed is not None,
     )
+    if flow.probes:  # imported here, not first in the worker thread (see harness._fuzz)
+        brokers.install_client_probes(broker.kind)
     async with brokers.adapter(broker) as adapter:
         token = _session.set(_Session(asyncio.get_running_loop(), broker, adapter))
         try:
