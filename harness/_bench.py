@@ -1275,7 +1275,8 @@ def terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 # --- the command: harness bench MODULE:FLOW -------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (shared by every harness command)."""
     try:
         value = int(text)
     except ValueError:
@@ -1310,7 +1311,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myservice.tests:flow")
     parser.add_argument(
         "--messages",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="measured inputs per round (default 1000)",
@@ -1325,14 +1326,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pacing.add_argument(
         "--in-flight",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="closed loop: at most K inputs unanswered (1: round trip)",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="K",
         help="runs of the service (use >= 4 to compare; default 1)",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import brokers
 from brokers import _local
+from harness._bench import add_bench_arguments, positive_int
 from harness._broker import BrokerInfo
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow
@@ -154,16 +155,6 @@ def fuzz_json(report: FuzzReport) -> dict[str, object]:
     }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give a whole number >= 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
@@ -184,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fuzz", help="search for message sequences and faults that break a flow's checks"
     )
     fuzz_parser.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myservice.tests:flow")
-    fuzz_parser.add_argument("--max-examples", type=_positive_int, default=100, metavar="N")
+    fuzz_parser.add_argument("--max-examples", type=positive_int, default=100, metavar="N")
     fuzz_parser.add_argument("--seed", type=int, default=None, metavar="S")
     fuzz_parser.add_argument("--json", default=None, metavar="FILE", help="write the report")
     fuzz_parser.add_argument(
@@ -209,8 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser(
         "bench", help="time a flow's service: throughput, latency percentiles, lag"
     )
-    from harness._bench import add_bench_arguments
-
     add_bench_arguments(bench_parser)
 
     demo = commands.add_parser("demo", help="the main job, on brokers the harness starts itself")
