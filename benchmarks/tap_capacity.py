@@ -42,7 +42,7 @@ import brokers
 from benchmarks import Figure, Options
 from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
 from harness._history import History, Kind
-from harness._message import HARNESS_ID_HEADER
+from harness._message import HARNESS_ID_HEADER, BrokerKind
 
 NAME = "tap_capacity"
 _VALUE = b"v" * 100
@@ -80,6 +80,29 @@ def _recording(history: History, wanted: int, done: asyncio.Event) -> Callable[[
 
 def _rate(count: int, began_ns: int, ended_ns: int) -> float:
     return count / ((ended_ns - began_ns) / 1e9) if ended_ns > began_ns else 0.0
+
+
+FigureAdder = Callable[..., None]
+
+
+def _collector(broker: BrokerKind, count: int) -> tuple[list[Figure], FigureAdder]:
+    """A list of this benchmark's figures for ``broker``, and the function that adds one."""
+    figures: list[Figure] = []
+
+    def figure(name: str, value: float | None, note: str = "", **details: Any) -> None:
+        figures.append(
+            Figure(
+                benchmark=NAME,
+                name=name,
+                value=value,
+                unit="msg/s",
+                broker=broker,
+                note=note,
+                details={"messages": count, **details},
+            )
+        )
+
+    return figures, figure
 
 
 async def _wait(event: asyncio.Event, within: float) -> int:
@@ -212,20 +235,7 @@ async def _kafka(info: BrokerInfo, count: int) -> list[Figure]:
     topic = f"bench-tap-{uuid.uuid4().hex[:10]}"
     group = f"{topic}-perf"
     within = max(60.0, count / 2000)
-    figures: list[Figure] = []
-
-    def figure(name: str, value: float | None, note: str = "", **details: Any) -> None:
-        figures.append(
-            Figure(
-                benchmark=NAME,
-                name=name,
-                value=value,
-                unit="msg/s",
-                broker="kafka",
-                note=note,
-                details={"messages": count, **details},
-            )
-        )
+    figures, figure = _collector("kafka", count)
 
     async with brokers.adapter(info, timeout=30.0) as adapter:
         await adapter.create(DestinationSpec(name=topic))
@@ -324,20 +334,7 @@ async def _backlog_drain(
 async def _rabbitmq(info: BrokerInfo, count: int) -> list[Figure]:
     queue_name = f"bench-tap-{uuid.uuid4().hex[:10]}"
     within = max(60.0, count / 500)
-    figures: list[Figure] = []
-
-    def figure(name: str, value: float | None, note: str = "", **details: Any) -> None:
-        figures.append(
-            Figure(
-                benchmark=NAME,
-                name=name,
-                value=value,
-                unit="msg/s",
-                broker="rabbitmq",
-                note=note,
-                details={"messages": count, **details},
-            )
-        )
+    figures, figure = _collector("rabbitmq", count)
 
     async with brokers.adapter(info, timeout=30.0) as adapter:
         await adapter.create(DestinationSpec(name=queue_name))
