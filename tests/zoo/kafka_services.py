@@ -21,6 +21,8 @@ from aiokafka.errors import CommitFailedError
 
 from harness import Endpoints
 
+from .totals import Totals, parse_amount
+
 log = logging.getLogger(__name__)
 
 #: Connecting and joining the consumer group must finish within this.
@@ -315,6 +317,65 @@ async def kafka_rebalance_duplicates(endpoints: Endpoints) -> AsyncIterator[None
         yield
 
 
+async def _add_to_total(
+    producer: AIOKafkaProducer, endpoints: Endpoints, totals: Totals, record: ConsumerRecord
+) -> None:
+    """Add the record's amount to its key's total and produce the new total.
+
+    A value that is not a positive amount goes to the dead-letter topic.
+    """
+    amount = parse_amount(record.value)
+    if amount is None:
+        error = ValueError(f"not an amount: {record.value[:40]!r}")
+        await (await _send_dead_letter(producer, endpoints.dead_letter, record, error))
+        return
+    total = await totals.read(record.key) + amount  # read...
+    await totals.write(record.key, total)  # ...modify, write: another handler may be in between
+    new = str(total).encode()
+    await (await producer.send(endpoints.output, new, key=record.key, headers=list(record.headers)))
+
+
+@contextlib.asynccontextmanager
+async def kafka_lost_update(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: handles a batch's records concurrently, each a read-modify-write of its
+    key's total in a shared store, so two updates of one key interleave and one is lost.
+
+    Caught by ``totals_add_up`` (tests/zoo/totals.py, a check of one's own).
+    """
+    totals = Totals.of(endpoints)
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        await asyncio.gather(
+            *(_add_to_total(producer, endpoints, totals, record) for record in records)
+        )
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_locked_totals(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct: as ``kafka_lost_update``, but one update of a key at a time (a lock per key);
+    records of different keys are still handled concurrently."""
+    totals = Totals.of(endpoints)
+
+    async def add_locked(producer: AIOKafkaProducer, record: ConsumerRecord) -> None:
+        async with totals.lock(record.key):
+            await _add_to_total(producer, endpoints, totals, record)
+
+    async def handle(
+        consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, records: list[ConsumerRecord]
+    ) -> None:
+        await asyncio.gather(*(add_locked(producer, record) for record in records))
+        await consumer.commit()
+
+    async with _consuming(endpoints, handle):
+        yield
+
+
 KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]] = {
     service.__name__: service
     for service in (
@@ -325,5 +386,7 @@ KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextM
         kafka_duplicate_output,
         kafka_slow,
         kafka_rebalance_duplicates,
+        kafka_lost_update,
+        kafka_locked_totals,
     )
 }

@@ -21,6 +21,8 @@ from yarl import URL
 
 from harness import Endpoints
 
+from .totals import Totals, parse_amount
+
 log = logging.getLogger(__name__)
 
 #: Connecting and starting to consume must finish within this.
@@ -35,6 +37,8 @@ WORK_SECONDS = 0.02
 PREFETCH_COUNT = 10
 #: Bodies starting with this fail their first attempt in rabbitmq_retry_reorders.
 FLAKY = b"flaky"
+#: The harness carries ``Message.key`` in this header (AMQP messages have no key).
+KEY_HEADER = "x-harness-key"
 #: How long a publish may wait for the broker's confirm.
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -279,6 +283,66 @@ async def rabbitmq_retry_reorders(endpoints: Endpoints) -> AsyncIterator[None]:
         yield
 
 
+def _key_of(message: AbstractIncomingMessage) -> bytes | None:
+    key = message.headers.get(KEY_HEADER)
+    return bytes(key) if isinstance(key, bytes | bytearray) else None
+
+
+async def _add_to_total(
+    channel: AbstractChannel, endpoints: Endpoints, totals: Totals, message: AbstractIncomingMessage
+) -> None:
+    """Add the body's amount to its key's total, publish the new total, then ack.
+
+    A body that is not a positive amount is rejected, so it is dead-lettered.
+    """
+    amount = parse_amount(message.body)
+    if amount is None:
+        await message.reject(requeue=False)
+        return
+    key = _key_of(message)
+    total = await totals.read(key) + amount  # read...
+    await totals.write(key, total)  # ...modify, write: another handler may be in between
+    await _publish(channel, endpoints.output, message, str(total).encode())
+    await message.ack()
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_lost_update(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: handles each delivery in its own task, each a read-modify-write of its
+    key's total in a shared store, so two updates of one key interleave and one is lost.
+
+    Caught by ``totals_add_up`` (tests/zoo/totals.py, a check of one's own).
+    """
+    totals = Totals.of(endpoints)
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async with asyncio.TaskGroup() as handlers:
+            async for message in messages:
+                handlers.create_task(_add_to_total(channel, endpoints, totals, message))
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_locked_totals(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct: as ``rabbitmq_lost_update``, but one update of a key at a time (a lock per
+    key); deliveries of different keys are still handled concurrently."""
+    totals = Totals.of(endpoints)
+
+    async def add_locked(channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        async with totals.lock(_key_of(message)):
+            await _add_to_total(channel, endpoints, totals, message)
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async with asyncio.TaskGroup() as handlers:
+            async for message in messages:
+                handlers.create_task(add_locked(channel, message))
+
+    async with _consuming(endpoints, consume):
+        yield
+
+
 RABBITMQ_SERVICES: dict[
     str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]
 ] = {
@@ -292,5 +356,7 @@ RABBITMQ_SERVICES: dict[
         rabbitmq_duplicate_output,
         rabbitmq_slow,
         rabbitmq_retry_reorders,
+        rabbitmq_lost_update,
+        rabbitmq_locked_totals,
     )
 }
