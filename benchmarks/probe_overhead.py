@@ -15,6 +15,11 @@ median(on) / median(off) of the rounds' throughputs; the note gives both
 spreads and the Mann-Whitney p-value of on against off. Targets: >= 0.98
 round trip, >= 0.95 batched.
 
+Each round starts from a collected heap (``gc.collect()`` before it, for both
+settings): a full collection of this process's heap (Hypothesis, both drivers,
+the harness: tenths of a second) otherwise lands inside some timed windows and
+not others, and decides the figure more than the probes do.
+
 Throughput on a shared 2-core machine varies by tens of percent from round
 to round, more than the probes cost. A second figure is steadier: the CPU
 time this process (service, publisher and taps: they share one event loop)
@@ -25,6 +30,7 @@ would see.
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 
 import brokers
@@ -50,6 +56,7 @@ async def _mode(
     measured: dict[bool, list[Round]] = {True: [], False: []}
     for number in range(rounds):
         for probes in (True, False) if number % 2 == 0 else (False, True):
+            gc.collect()  # no full collection of the earlier rounds' garbage inside this one
             result = await bench(
                 flows[probes],
                 messages=messages,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from harness._history import Kind
 from harness._message import Message
@@ -26,24 +27,25 @@ def _as_message(record: Any) -> Message:
 
 
 def _record_deliveries(recorder: Recorder, consumer: object, records: Iterable[Any]) -> None:
-    # Hot path, inside the consumer being watched: no per-record closures or copies
-    # unless the flow correlates by content.
+    # Hot path, once per record inside the consumer being watched: positional adds,
+    # no per-record closures or copies unless the flow correlates by content.
     lane = recorder.lane(consumer, "consumer")
-    history = recorder.history
+    add = recorder.history.add
+    harness_id = recorder.harness_id
     correlating = recorder.correlate is not None
+    delivered = Kind.DELIVERED
     for record in records:
-        harness_id = recorder.harness_id(
-            record.headers, functools.partial(_as_message, record) if correlating else None
-        )
-        history.record(
-            Kind.DELIVERED,
+        add(
+            delivered,
             "probe",
-            harness_id=harness_id,
-            destination=record.topic,
-            key=record.key,
-            partition=record.partition,
-            offset=record.offset,
-            lane=lane,
+            harness_id(record.headers, functools.partial(_as_message, record))
+            if correlating
+            else harness_id(record.headers),
+            record.topic,
+            record.key,
+            record.partition,
+            record.offset,
+            lane,
         )
 
 
@@ -72,14 +74,35 @@ def _wrap_getmany(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
     return getmany
 
 
+def _consumed_offsets(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int] | None:
+    """What ``commit()`` with no offsets commits: the assignment's consumed positions.
+
+    Read synchronously from aiokafka's subscription state, as ``commit()`` itself
+    does (``assignment.all_consumed_offsets()``), so no ``await position()`` per
+    partition on every commit, and nothing can move between this snapshot and the
+    commit's own. None when those internals are not there (another aiokafka).
+    """
+    try:
+        subscription = consumer._subscription.subscription
+        if subscription is None or subscription.assignment is None:
+            return {}  # commit() raises IllegalStateError: nothing to record
+        consumed = subscription.assignment.all_consumed_offsets()
+        return {tp: meta.offset for tp, meta in consumed.items()}
+    except AttributeError:
+        return None
+
+
 def _wrap_commit(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(original)
     async def commit(self: AIOKafkaConsumer, offsets: Any = None) -> Any:
         recorder = current_recorder.get()
         if recorder is None:
             return await original(self, offsets)
+        committing: dict[TopicPartition, int] | None
         if offsets is None:  # what commit() commits by default: the consumed positions
-            committing = {tp: await self.position(tp) for tp in self.assignment()}
+            committing = _consumed_offsets(self)
+            if committing is None:
+                committing = {tp: await self.position(tp) for tp in self.assignment()}
         else:
             committing = {
                 tp: (value[0] if isinstance(value, tuple) else value)
@@ -91,14 +114,9 @@ def _wrap_commit(original: Callable[..., Awaitable[Any]]) -> Callable[..., Await
         except Exception as exc:
             recorder.record(Kind.NOTE, lane=lane, detail=f"commit failed: {exc!r}")
             raise
+        add = recorder.history.add
         for tp, offset in committing.items():
-            recorder.record(
-                Kind.COMMITTED,
-                destination=tp.topic,
-                partition=tp.partition,
-                offset=offset,
-                lane=lane,
-            )
+            add(Kind.COMMITTED, "probe", None, tp.topic, None, tp.partition, offset, lane)
         return result
 
     return commit
@@ -117,13 +135,15 @@ def _wrap_send(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitab
     ) -> Any:
         recorder = current_recorder.get()
         if recorder is not None:
-            recorder.record(
+            recorder.history.add(
                 Kind.SENT,
-                harness_id=recorder.harness_id(headers),
-                destination=topic,
-                key=key if isinstance(key, bytes) else None,
-                partition=partition,
-                lane=recorder.lane(self, "producer"),
+                "probe",
+                recorder.harness_id(headers),
+                topic,
+                key if isinstance(key, bytes) else None,
+                partition,
+                None,
+                recorder.lane(self, "producer"),
             )
         return await original(self, topic, value, key, partition, timestamp_ms, headers)
 

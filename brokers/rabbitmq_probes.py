@@ -38,34 +38,56 @@ def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
         original(self, *args, **kwargs)
         recorder = current_recorder.get()
         if recorder is not None:
-            recorder.record(
+            recorder.history.add(
                 Kind.DELIVERED,
-                harness_id=recorder.harness_id(self.headers),
-                destination=self.routing_key,
-                redelivered=bool(self.redelivered),
-                lane=_lane(recorder, self),
+                "probe",
+                recorder.harness_id(self.headers),
+                self.routing_key,
+                None,
+                None,
+                None,
+                _lane(recorder, self),
+                bool(self.redelivered),
             )
 
     return __init__
 
 
+def _requeue_position(original: Callable[..., Any]) -> int | None:
+    """Where ``requeue`` sits among the method's positional arguments (after self)."""
+    names = list(inspect.signature(original).parameters)[1:]
+    return names.index("requeue") if "requeue" in names else None
+
+
 def _wrap_settle(
     original: Callable[..., Awaitable[None]], kind: Kind, *, default: bool | None
 ) -> Callable[..., Awaitable[None]]:
-    signature = inspect.signature(original)
+    # Found once here rather than by Signature.bind() on every ack: the call already
+    # succeeded, so its arguments are valid and this is where bind() would find requeue.
+    position = _requeue_position(original)
 
     @functools.wraps(original)
     async def settle(self: IncomingMessage, *args: Any, **kwargs: Any) -> None:
         await original(self, *args, **kwargs)
         recorder = current_recorder.get()
         if recorder is not None:
-            requeue = signature.bind(self, *args, **kwargs).arguments.get("requeue", default)
-            recorder.record(
+            requeue = default
+            if position is not None:
+                if "requeue" in kwargs:
+                    requeue = kwargs["requeue"]
+                elif len(args) > position:
+                    requeue = args[position]
+            recorder.history.add(
                 kind,
-                harness_id=recorder.harness_id(self.headers),
-                destination=self.routing_key,
-                requeue=requeue,
-                lane=_lane(recorder, self),
+                "probe",
+                recorder.harness_id(self.headers),
+                self.routing_key,
+                None,
+                None,
+                None,
+                _lane(recorder, self),
+                None,
+                requeue,
             )
 
     return settle
@@ -76,11 +98,15 @@ def _wrap_publish(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
     async def publish(self: Exchange, message: Any, routing_key: str, **kwargs: Any) -> Any:
         recorder = current_recorder.get()
         if recorder is not None:
-            recorder.record(
+            recorder.history.add(
                 Kind.SENT,
-                harness_id=recorder.harness_id(getattr(message, "headers", None)),
-                destination=routing_key,
-                lane=recorder.lane(self.channel, "producer"),
+                "probe",
+                recorder.harness_id(getattr(message, "headers", None)),
+                routing_key,
+                None,
+                None,
+                None,
+                recorder.lane(self.channel, "producer"),
             )
         return await original(self, message, routing_key, **kwargs)
 

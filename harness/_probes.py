@@ -19,6 +19,7 @@ from harness._history import History, Kind
 from harness._message import HARNESS_ID_HEADER, Message
 
 Correlate = Callable[[Message], str | None]
+_BYTES = (bytes, bytearray)  # a tuple: ``bytes | bytearray`` would build a union per call
 
 
 @dataclass(slots=True)
@@ -47,22 +48,55 @@ class Recorder:
 
     def harness_id(self, headers: Any, message: Callable[[], Message] | None = None) -> str | None:
         """The harness id from raw headers (list of pairs or mapping), else by ``correlate``."""
+        # Once per delivered or sent record, inside the service: a plain loop, no generator.
         raw = None
-        if isinstance(headers, dict):
-            raw = headers.get(HARNESS_ID_HEADER)
-        elif headers:
-            raw = next((v for k, v in headers if k == HARNESS_ID_HEADER), None)
+        if headers:
+            if isinstance(headers, dict):
+                raw = headers.get(HARNESS_ID_HEADER)
+            else:
+                for name, value in headers:
+                    if name == HARNESS_ID_HEADER:
+                        raw = value
+                        break
         if raw is not None:
             # aio-pika hands header values back as bytearray, aiokafka as bytes
-            if isinstance(raw, bytes | bytearray):
-                return bytes(raw).decode("utf-8", "replace")
+            if isinstance(raw, _BYTES):
+                return raw.decode("utf-8", "replace")
             return str(raw)
         if self.correlate is not None and message is not None:
             return self.correlate(message())
         return None
 
-    def record(self, kind: Kind, **details: Any) -> None:
-        self.history.record(kind, "probe", **details)
+    def record(
+        self,
+        kind: Kind,
+        *,
+        harness_id: str | None = None,
+        destination: str | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        lane: str | None = None,
+        redelivered: bool | None = None,
+        requeue: bool | None = None,
+        detail: str | None = None,
+        message: Message | None = None,
+    ) -> None:
+        """Record a probe's event, stamped now (the hot paths call ``history.add`` directly)."""
+        self.history.add(
+            kind,
+            "probe",
+            harness_id,
+            destination,
+            key,
+            partition,
+            offset,
+            lane,
+            redelivered,
+            requeue,
+            detail,
+            message,
+        )
 
 
 current_recorder: ContextVar[Recorder | None] = ContextVar("harness_recorder", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from histories import MS, Script
@@ -47,7 +48,52 @@ def test_record_keeps_a_time_taken_earlier() -> None:
 
 def test_record_rejects_a_field_events_do_not_have() -> None:
     with pytest.raises(TypeError, match="colour"):
-        History().record(Kind.NOTE, "harness", colour="red")
+        History().record(Kind.NOTE, "harness", colour="red")  # type: ignore[call-arg]
+
+
+def test_add_records_the_event_record_would() -> None:
+    message = Message(value=b"v", key=b"k", headers={HARNESS_ID_HEADER: b"a"})
+    fields: dict[str, Any] = {
+        "harness_id": "a",
+        "destination": "in",
+        "key": b"k",
+        "partition": 2,
+        "offset": 7,
+        "lane": "sut0:consumer-1",
+        "redelivered": True,
+        "requeue": False,
+        "detail": "d",
+        "message": message,
+    }
+    history = History()
+    before = time.perf_counter_ns()
+    added = history.add(Kind.DELIVERED, "probe", *fields.values())
+    after = time.perf_counter_ns()
+    recorded = history.record(Kind.DELIVERED, "probe", at_ns=added.at_ns, **fields)
+
+    assert before <= added.at_ns <= after
+    assert added == recorded
+    assert type(added) is Event
+    assert history.events == [added, recorded]
+
+
+def test_add_and_record_leave_unset_fields_none() -> None:
+    history = History()
+    added = history.add(Kind.SENT, "probe", "a", "out")
+    recorded = history.record(
+        Kind.SENT, "probe", at_ns=added.at_ns, harness_id="a", destination="out"
+    )
+
+    assert added == recorded == Event(Kind.SENT, added.at_ns, "probe", "a", "out")
+    assert added.key is None
+    assert added.message is None
+
+
+def test_record_builds_events_that_round_trip_as_named_tuples() -> None:
+    event = History().record(Kind.COMMITTED, "probe", destination="in", partition=0, offset=3)
+    assert event._asdict()["offset"] == 3
+    assert event._replace(offset=4).offset == 4
+    assert Event._make(tuple(event)) == event
 
 
 def test_events_are_immutable() -> None:

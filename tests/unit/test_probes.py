@@ -37,3 +37,28 @@ def test_record_stamps_probe_events() -> None:
     [event] = history
     assert event.source == "probe"
     assert event.harness_id == "r1-1"
+
+
+def test_record_is_history_record_with_source_probe() -> None:
+    history = History()
+    recorder = Recorder(history)
+    recorder.record(Kind.NACKED, harness_id="r1-2", destination="q", requeue=True, lane="c")
+    [probed] = history
+    expected = History().record(
+        Kind.NACKED,
+        "probe",
+        at_ns=probed.at_ns,
+        harness_id="r1-2",
+        destination="q",
+        requeue=True,
+        lane="c",
+    )
+    assert probed == expected
+
+
+def test_harness_id_takes_the_first_matching_header_and_survives_bad_utf8() -> None:
+    recorder = Recorder(History())
+    headers = [("other", b"x"), ("x-harness-id", b"r1-6"), ("x-harness-id", b"r1-7")]
+    assert recorder.harness_id(headers) == "r1-6"
+    assert recorder.harness_id((("x-harness-id", b"r1-\xff"),)) == "r1-\ufffd"
+    assert recorder.harness_id({"x-harness-id": 8}) == "8"
