@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness._errors import InvalidArgument
+from harness._redact import redact_options, redact_url
 
 BrokerKind = Literal["kafka", "rabbitmq"]
 BROKER_KINDS: tuple[BrokerKind, ...] = ("kafka", "rabbitmq")
@@ -59,6 +60,14 @@ class Endpoints:
     ``input``, ``output`` and ``dead_letter`` are destination names (Kafka
     topics or RabbitMQ queues), unique per run, created by the harness before
     the service starts and deleted after it stops.
+
+    ``kafka_options`` are the keyword arguments a Kafka client needs beyond
+    ``bootstrap_servers`` to reach this broker (SASL/TLS: ``security_protocol``,
+    ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``,
+    ``ssl_context``); empty for a plaintext broker. Pass them to every client:
+    ``AIOKafkaConsumer(..., bootstrap_servers=endpoints.bootstrap_servers,
+    **endpoints.kafka_options)``. An ``amqp_url`` carries its TLS settings
+    itself (``amqps://...?cafile=...``). The repr masks passwords.
     """
 
     kind: BrokerKind
@@ -68,6 +77,21 @@ class Endpoints:
     bootstrap_servers: str | None = None
     amqp_url: str | None = None
     group_id: str | None = None
+    kafka_options: Mapping[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        fields = [
+            f"kind={self.kind!r}",
+            f"input={self.input!r}",
+            f"output={self.output!r}",
+            f"dead_letter={self.dead_letter!r}",
+            f"bootstrap_servers={self.bootstrap_servers!r}",
+            f"amqp_url={None if self.amqp_url is None else redact_url(self.amqp_url)!r}",
+            f"group_id={self.group_id!r}",
+        ]
+        if self.kafka_options:
+            fields.append(f"kafka_options={redact_options(self.kafka_options)!r}")
+        return f"Endpoints({', '.join(fields)})"
 
     def __post_init__(self) -> None:
         if self.kind not in BROKER_KINDS:
