@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from harness._broker import BrokerInfo
-from harness._errors import BrokerStartError
+from harness._errors import BrokerError, BrokerStartError, InvalidArgument
 from harness._message import BrokerKind
 
 
@@ -203,6 +203,104 @@ def last_exit(kind: BrokerKind) -> dict[str, Any] | None:
     return _read_json(run_dir(kind) / "exit.json")
 
 
+def _restart_dir(info: BrokerInfo) -> Path:
+    """The run directory of the local broker ``info`` describes (InvalidArgument if none)."""
+    if info.provider != "local":
+        raise InvalidArgument(
+            f"a broker restart needs a broker the harness started itself, and the {info.kind}"
+            f" broker at {info.url} is provider={info.provider!r}: let the harness start one"
+            " (provider='local', or no --kafka-bootstrap / --amqp-url and no"
+            " HARNESS_KAFKA_BOOTSTRAP / HARNESS_AMQP_URL), or leave broker restarts out"
+        )
+    known = info.extra.get("run_dir")
+    directory = Path(known) if known else run_dir(info.kind)
+    state = _read_json(directory / "state.json")
+    if state is None or state.get("url") != info.url:
+        raise InvalidArgument(
+            f"no local {info.kind} broker at {info.url} is recorded in {directory}: a broker"
+            " restart needs one started by this harness (started by an older version? stop it"
+            f" with `harness brokers down {info.kind}` and let the harness start it again)"
+        )
+    return directory
+
+
+def restart(
+    recipe: LocalRecipe, info: BrokerInfo, *, hard: bool = False, timeout: float | None = None
+) -> dict[str, Any]:
+    """Restart the local broker ``info`` and wait until it is ready again.
+
+    Graceful (SIGTERM, SIGKILL after a bound) or ``hard`` (SIGKILL); the broker
+    comes back with the same command, ports, node name and data directory, so
+    topics, queues and committed offsets survive. Holds the broker's lock
+    meanwhile, so nobody else leases it half-started. Bounded by ``timeout``
+    (default: the recipe's start bound plus the stop grace), give or take 10 s.
+    Returns what the supervisor reported (``stop_seconds``, ``forced``...) and
+    ``seconds``, the whole restart. Raises InvalidArgument for brokers the
+    harness did not start, BrokerError (naming the broker's log) if it does not
+    come back.
+    """
+    from brokers._supervisor import RESTART_GRACE, RESTART_PROTOCOL
+
+    began = time.monotonic()
+    directory = _restart_dir(info)
+    budget = recipe.start_timeout + RESTART_GRACE if timeout is None else timeout
+    deadline = began + budget
+    log = info.extra.get("log") or str(Path(info.extra.get("workdir", directory)) / "broker.out")
+    lock = FileLock(str(directory.parent / f"{info.kind}.lock"), timeout=max(budget, 1.0))
+    with lock:
+        state = _read_json(directory / "state.json")
+        launched = _read_json(directory / "launched.json")
+        if state is None or launched is None or not owner_alive(state["supervisor"]):
+            raise BrokerError(
+                f"the local {info.kind} broker at {info.url} is not running any more, so it"
+                f" cannot be restarted; its log: {log}"
+            )
+        if launched.get("restartable") != RESTART_PROTOCOL:
+            raise InvalidArgument(
+                f"the local {info.kind} broker at {info.url} was started by an older harness"
+                " whose supervisor cannot restart it: stop it with"
+                f" `harness brokers down {info.kind}` and let the harness start it again"
+            )
+        before = int(launched.get("restarts", 0))
+        supervisor = state["supervisor"]
+        os.kill(int(supervisor.partition("-")[0]), signal.SIGUSR2 if hard else signal.SIGUSR1)
+        while True:
+            launched = _read_json(directory / "launched.json") or {}
+            if int(launched.get("restarts", 0)) > before:
+                break
+            if not owner_alive(supervisor):
+                failure = _read_json(directory / "exit.json") or {}
+                raise BrokerError(
+                    f"the local {info.kind} broker's supervisor ended during a restart"
+                    f" ({failure.get('reason', 'unknown reason')}); see the log {log}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the local {info.kind} broker at {info.url} was not relaunched within"
+                    f" {budget:g} s of a {'hard' if hard else 'graceful'} restart request;"
+                    f" see the log {log}"
+                )
+            time.sleep(0.02)
+        state["broker"] = launched["broker"]
+        state["extra"] = {**state["extra"], "pid": launched["broker"].partition("-")[0]}
+        temporary = directory / "state.json.tmp"
+        temporary.write_text(json.dumps(state))
+        temporary.replace(directory / "state.json")
+        relaunched = time.monotonic()
+        try:
+            _await_ready(recipe, info, directory, supervisor, max(1.0, deadline - time.monotonic()))
+        except BrokerStartError as exc:
+            raise BrokerStartError(
+                f"the local {info.kind} broker at {info.url} did not come back after a"
+                f" {'hard' if hard else 'graceful'} restart: {exc}\nIts log: {log}"
+            ) from exc
+    report = dict(launched.get("last_restart") or {})
+    return report | {
+        "ready_seconds": round(time.monotonic() - relaunched, 3),
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
 def _start_locked(recipe: LocalRecipe) -> dict[str, Any]:
     kind = recipe.kind
     recipe.check_prerequisites()
@@ -252,7 +350,7 @@ def _start_locked(recipe: LocalRecipe) -> dict[str, Any]:
     state = {
         "kind": kind,
         "url": plan.url,
-        "extra": {**extra, "pid": launched["broker"].partition("-")[0]},
+        "extra": {**extra, "pid": launched["broker"].partition("-")[0], "run_dir": str(directory)},
         "supervisor": launched["supervisor"],
         "broker": launched["broker"],
     }
@@ -285,13 +383,20 @@ def _raise_if_exited(directory: Path, supervisor: str) -> None:
     )
 
 
-def _await_ready(recipe: LocalRecipe, info: BrokerInfo, directory: Path, supervisor: str) -> None:
+def _await_ready(
+    recipe: LocalRecipe,
+    info: BrokerInfo,
+    directory: Path,
+    supervisor: str,
+    timeout: float | None = None,
+) -> None:
     """Run the recipe's round-trip check, failing fast if the broker dies meanwhile."""
     outcome: list[BaseException | None] = []
+    timeout = recipe.start_timeout if timeout is None else timeout
 
     def check() -> None:
         try:
-            recipe.wait_ready(info, recipe.start_timeout)
+            recipe.wait_ready(info, timeout)
         except BaseException as exc:  # handed to the waiting thread
             outcome.append(exc)
         else:
@@ -299,13 +404,13 @@ def _await_ready(recipe: LocalRecipe, info: BrokerInfo, directory: Path, supervi
 
     thread = threading.Thread(target=check, name=f"{recipe.kind}-ready", daemon=True)
     thread.start()
-    deadline = time.monotonic() + recipe.start_timeout + 10.0
+    deadline = time.monotonic() + timeout + 10.0
     while thread.is_alive() and time.monotonic() < deadline:
         _raise_if_exited(directory, supervisor)
         thread.join(0.1)
     if not outcome:
         raise BrokerStartError(
-            f"the local {recipe.kind} broker was not ready within {recipe.start_timeout:.0f} s;"
+            f"the local {recipe.kind} broker was not ready within {timeout:.0f} s;"
             f" see its log at {info.extra.get('log', info.extra.get('workdir'))}"
         )
     if outcome[0] is not None:

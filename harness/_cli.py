@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         const="all",
         default=None,
         metavar="KINDS",
-        help="add fault schedules: all, or some of crash,join,latency,cut",
+        help="add fault schedules: all (crash,join,latency,cut), or some of those and"
+        " broker_restart (Kafka brokers the harness started)",
     )
     fuzz_parser.add_argument(
         "--replay", action="store_true", help="only re-run failures saved by earlier runs"

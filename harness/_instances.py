@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness._broker import BrokerInfo
-from harness._errors import BrokerUnavailable, InvalidArgument, ServiceError
+from harness._errors import BrokerError, BrokerUnavailable, InvalidArgument, ServiceError
 from harness._flow import Flow
 from harness._history import History, Kind
 from harness._message import Endpoints
@@ -76,6 +77,24 @@ def _through(endpoints: Endpoints, info: BrokerInfo, listen_port: int) -> Endpoi
         r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{listen_port}", info.url
     )
     return dataclasses.replace(endpoints, amqp_url=url)
+
+
+def check_broker_restartable(info: BrokerInfo) -> None:
+    """Raise InvalidArgument with the fix unless ``info`` is a broker a restart fault can hit."""
+    if info.kind != "kafka":
+        raise InvalidArgument(
+            f"broker restart faults are supported on Kafka only for now: the harness's"
+            f" RabbitMQ connection and firehose tap do not survive a restart of"
+            f" {redact_url(info.url)} (a lost tap would read as lost messages); drop"
+            " BrokerRestart / 'broker_restart' from this RabbitMQ flow's faults"
+        )
+    if info.provider != "local":
+        raise InvalidArgument(
+            f"broker restart faults need a broker the harness started itself, and"
+            f" {redact_url(info.url)} is provider={info.provider!r}: let the harness start"
+            " one (no --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP, provider 'local'), or drop"
+            " BrokerRestart / 'broker_restart' from the faults"
+        )
 
 
 def _being_cancelled() -> bool:
@@ -228,6 +247,36 @@ class Instances:
             instance.proxy.heal()
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="restart")
         await self.start(instance)
+
+    async def restart_broker(self, *, hard: bool, deadline: float) -> None:
+        """Restart the broker (every instance's connections drop) and wait until it is ready.
+
+        Bounded by ``deadline`` (time.monotonic), the run's. The services are
+        left to reconnect by themselves, as they would in production.
+        """
+        check_broker_restartable(self.info)
+        how = "hard" if hard else "graceful"
+        left = deadline - time.monotonic()
+        if left < 1.0:
+            raise BrokerError(
+                f"no time left in the run's {self.flow.timeout:g} s for a {how} broker restart:"
+                " raise Flow(timeout=...) (a restart takes a broker start, seconds)"
+            )
+        from brokers import restart_local  # the broker side, loaded only when used
+
+        self.history.record(Kind.FAULT, "harness", lane="broker", detail=f"broker restart ({how})")
+        report = await asyncio.to_thread(restart_local, self.info, hard=hard, timeout=left)
+        self.history.record(
+            Kind.NOTE,
+            "harness",
+            lane="broker",
+            detail=(
+                f"broker ready again after {report['seconds']:.1f} s"
+                f" (stopped in {report.get('stop_seconds', 0):.1f} s"
+                + (", killed" if report.get("forced") else "")
+                + ")"
+            ),
+        )
 
     def latency(self, instance: Instance, ms: float) -> None:
         self._needs_proxy(instance, "Latency").latency = ms / 1000

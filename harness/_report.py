@@ -33,8 +33,8 @@ def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | Non
     return (
         "import pytest\n"
         "from harness import Message\n"
-        "from harness.schedule import Crash, Cut, Join, Latency, Leave, Pause, Publish,"
-        " Restart, Settle\n"
+        "from harness.schedule import BrokerRestart, Crash, Cut, Join, Latency, Leave, Pause,"
+        " Publish, Restart, Settle\n"
         f"{load}\n\n"
         "@pytest.mark.asyncio\n"
         f"@pytest.mark.{flow.broker}\n"

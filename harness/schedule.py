@@ -2,6 +2,8 @@
 
 from harness._schedule import (
     FAULT_KINDS,
+    OPT_IN_FAULT_KINDS,
+    BrokerRestart,
     Crash,
     Cut,
     Fault,
@@ -17,6 +19,8 @@ from harness._schedule import (
 
 __all__ = (
     "FAULT_KINDS",
+    "OPT_IN_FAULT_KINDS",
+    "BrokerRestart",
     "Crash",
     "Cut",
     "Fault",
