@@ -23,9 +23,16 @@ from typing import Any
 from harness._message import BROKER_KINDS, BrokerKind
 
 #: In the order ``python -m benchmarks`` runs them: cheap first, private brokers last.
-BENCHMARKS = ("recording_cost", "probe_overhead", "fuzz_throughput", "tap_capacity", "broker_ready")
+BENCHMARKS = (
+    "recording_cost",
+    "probe_overhead",
+    "fuzz_throughput",
+    "tap_capacity",
+    "zoo_detection",
+    "broker_ready",
+)
 #: The benchmarks that run on the session's brokers (broker_ready starts its own).
-USES_BROKERS = frozenset({"probe_overhead", "fuzz_throughput", "tap_capacity"})
+USES_BROKERS = frozenset({"probe_overhead", "fuzz_throughput", "tap_capacity", "zoo_detection"})
 FORMAT = "message-flow-harness/benchmarks/1"
 
 
@@ -44,9 +51,11 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        """Whether the value meets the target (None without a target or a value)."""
-        if self.target is None or self.value is None:
+        """Whether the value meets the target (None without a target; False without a value)."""
+        if self.target is None:
             return None
+        if self.value is None:
+            return False  # not measured, or not found: the target is not shown to be met
         operator, _, bound = self.target.partition(" ")
         limit = float(bound)
         return self.value >= limit if operator == ">=" else self.value < limit
@@ -67,6 +76,7 @@ class Options:
     )
     fuzz_examples: int = 30
     fault_examples: int = 8
+    false_alarm_examples: int = 500  # zoo detection: per correct-service campaign
     ready_rounds: int = 2
     tap_messages: dict[BrokerKind, int] = field(
         default_factory=lambda: {"kafka": 200_000, "rabbitmq": 50_000}

@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per fault kind (default {defaults.fault_examples})",
     )
     sizes.add_argument(
+        "--false-alarm-examples",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"zoo detection, per correct service (default {defaults.false_alarm_examples})",
+    )
+    sizes.add_argument(
         "--ready-rounds",
         type=_positive,
         default=None,
@@ -139,6 +146,7 @@ def options_from(args: argparse.Namespace) -> Options:
             batch_messages={"kafka": 200, "rabbitmq": 100},
             fuzz_examples=5,
             fault_examples=2,
+            false_alarm_examples=10,
             ready_rounds=1,
             tap_messages={"kafka": 20_000, "rabbitmq": 5_000},
             recording_calls=20_000,
@@ -161,6 +169,7 @@ def options_from(args: argparse.Namespace) -> Options:
         batch_messages=batch,
         fuzz_examples=args.fuzz_examples or base.fuzz_examples,
         fault_examples=args.fault_examples or base.fault_examples,
+        false_alarm_examples=args.false_alarm_examples or base.false_alarm_examples,
         ready_rounds=args.ready_rounds or base.ready_rounds,
         tap_messages=tap,
         recording_calls=base.recording_calls,

@@ -15,13 +15,15 @@ import contextlib
 import gc
 import os
 import re
+import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.protocol.types import (
     CompactArray,
@@ -40,7 +44,9 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
+from brokers import kafka_client_options
 from brokers._local import LaunchPlan, cache_dir, free_port
+from brokers._tls import make_pki, openssl_available
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -79,6 +85,8 @@ _URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249
 _POLL_S = 0.05
+#: How long closing waits for TLS connections' closing handshakes (loopback: a few ms).
+_TLS_CLOSE_S = 0.1
 #: ListOffsets' timestamp for "the log end offset".
 _LATEST = -1
 
@@ -143,6 +151,104 @@ async def _bounded(step: Awaitable[object], within: float) -> BaseException | No
     return None
 
 
+_SETTINGS_FIX = "HARNESS_KAFKA_* or --kafka-option, see README 'Brokers: yours or ours'"
+
+
+async def _diagnose(info: BrokerInfo, *, within: float) -> str | None:
+    """Why connecting failed, when it is a TLS or SASL mismatch; None when it is not that.
+
+    aiokafka reports every bootstrap failure as "Unable to bootstrap": one bare
+    connection (bounded by ``within``) to the first bootstrap server tells
+    a wrong CA, a wrong password or TLS against a plain port apart.
+    """
+    options = info.client_options
+    protocol = str(options.get("security_protocol", "PLAINTEXT"))
+    host, _, port_text = info.url.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    where = f"{host}:{port_text}"
+    try:
+        async with asyncio.timeout(within):
+            conn = await create_conn(
+                host,
+                int(port_text),
+                client_id="harness-diagnose",
+                request_timeout_ms=int(within * 1000),
+                **options,
+            )
+            try:
+                await conn.send(MetadataRequest([]))
+            finally:
+                conn.close()
+    except ssl.SSLCertVerificationError as err:
+        message = err.verify_message or str(err)
+        if "mismatch" in message:
+            return (
+                f"the TLS certificate of {where} does not name {host!r} ({message}): connect"
+                " by a name the certificate holds, or set ssl_check_hostname=false"
+            )
+        return (
+            f"the TLS certificate of {where} is not trusted ({message}): set ssl_cafile"
+            f" ({_SETTINGS_FIX}) to the PEM file of the CA that signed it"
+        )
+    except (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError) as err:
+        return (
+            f"SASL {options.get('sasl_mechanism')} login as {options.get('sasl_plain_username')!r}"
+            f" was refused ({_describe(err)}): check sasl_username, sasl_password and"
+            f" sasl_mechanism ({_SETTINGS_FIX})"
+        )
+    except kafka_errors.UnsupportedSaslMechanismError as err:
+        return (
+            f"{where} does not offer SASL mechanism {options.get('sasl_mechanism')}"
+            f" ({_describe(err)}): set sasl_mechanism to one it enables"
+        )
+    except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+        if protocol.endswith("SSL"):
+            if isinstance(err, ssl.SSLError) or not await _speaks_tls(host, port_text, within):
+                return (
+                    f"{where} does not speak TLS ({_describe(err)}): it is a PLAINTEXT or"
+                    f" SASL_PLAINTEXT listener, so use that security_protocol, or the broker's"
+                    " TLS port"
+                )
+            if not protocol.startswith("SASL_"):
+                return (
+                    f"{where} closed the connection after the TLS handshake"
+                    f" ({_describe(err)}): the listener probably wants SASL, so set"
+                    f" security_protocol=SASL_SSL with sasl_username and sasl_password"
+                    f" ({_SETTINGS_FIX})"
+                )
+            return None
+        if await _speaks_tls(host, port_text, within):
+            sasl = protocol.startswith("SASL_")
+            return (
+                f"{where} is a TLS listener and security_protocol is {protocol}: set"
+                f" security_protocol={'SASL_SSL' if sasl else 'SSL or SASL_SSL'}"
+                f" and ssl_cafile ({_SETTINGS_FIX})"
+            )
+        if not protocol.startswith("SASL_") and isinstance(err, kafka_errors.KafkaConnectionError):
+            return (
+                f"{where} closed the connection ({_describe(err)}): if the listener wants SASL,"
+                f" set security_protocol=SASL_PLAINTEXT with sasl_username and sasl_password"
+                f" ({_SETTINGS_FIX})"
+            )
+    return None
+
+
+async def _speaks_tls(host: str, port: str, within: float) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (certificate not checked)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, int(port), ssl=context)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 async def _stop_consumer(consumer: Any, within: float) -> None:
     """Stop an aiokafka consumer, bounded, and close its connections even if stop() broke off."""
     if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
@@ -201,7 +307,7 @@ class KafkaAdapter(BrokerAdapter):
 
     Use as ``async with KafkaAdapter(info) as adapter``. One admin client and
     one producer (``acks="all"``) are shared by all calls; each tap has its
-    own group-less consumer.
+    own group-less consumer, kept for the next tap when it is done.
     """
 
     kind: BrokerKind = "kafka"
@@ -221,6 +327,7 @@ class KafkaAdapter(BrokerAdapter):
         self._admin: Any = None
         self._producer: Any = None
         self._taps: set[_LiveTap] = set()
+        self._idle_tap_consumers: list[Any] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -242,6 +349,7 @@ class KafkaAdapter(BrokerAdapter):
             bootstrap_servers=self.info.url,
             client_id="harness-admin",
             request_timeout_ms=request_timeout_ms,
+            **self.info.client_options,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.info.url,
@@ -250,6 +358,7 @@ class KafkaAdapter(BrokerAdapter):
             linger_ms=0,
             max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=request_timeout_ms,
+            **self.info.client_options,
         )
         try:
             async with asyncio.timeout(self._timeout):
@@ -259,6 +368,16 @@ class KafkaAdapter(BrokerAdapter):
             await _bounded(producer.stop(), self._timeout)
             await _bounded(admin.close(), self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
+                why = None
+                if not isinstance(err, TimeoutError):  # a silent server is no TLS mismatch
+                    # One bound for the whole diagnosis: open() stays within 2 x timeout.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(self._timeout, 5.0)):
+                            why = await _diagnose(self.info, within=min(self._timeout, 5.0))
+                if why is not None:
+                    raise BrokerUnavailable(
+                        f"cannot connect to Kafka at {self.info.url}: {why}"
+                    ) from err
                 raise BrokerUnavailable(
                     f"no Kafka broker answers at {self.info.url} within {self._timeout:g} s "
                     f"({_describe(err)}): {_URL_FIX}"
@@ -273,10 +392,16 @@ class KafkaAdapter(BrokerAdapter):
         self._closed = True
         for tap in list(self._taps):
             await self._stop_tap(tap)
+        while self._idle_tap_consumers:
+            await _stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
         if self._producer is not None:
             await _bounded(self._producer.stop(), self._timeout)
         if self._admin is not None:
             await _bounded(self._admin.close(), self._timeout)
+        if "ssl_context" in self.info.client_options:
+            # aiokafka closes a TLS connection without waiting for TLS's closing
+            # handshake; let it finish, or a loop that ends now leaves the sockets open.
+            await asyncio.sleep(_TLS_CLOSE_S)
 
     def _clients(self) -> tuple[Any, Any]:
         if self._producer is None or self._closed:
@@ -315,21 +440,32 @@ class KafkaAdapter(BrokerAdapter):
 
     async def create(self, spec: DestinationSpec) -> None:
         """Create the topic (replication 1) and wait until every partition has a leader."""
-        name = _check_topic_name(spec.name)
-        if not isinstance(spec.partitions, int) or spec.partitions < 1:
-            raise InvalidArgument(
-                f"partitions={spec.partitions!r} is invalid: a topic needs at least one partition"
-            )
+        await self.create_all([spec])
+
+    async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
+        """Create topics in one request and wait until every partition of each has a leader."""
+        wanted: dict[str, int] = {}
+        for spec in specs:
+            name = _check_topic_name(spec.name)
+            if not isinstance(spec.partitions, int) or spec.partitions < 1:
+                raise InvalidArgument(
+                    f"partitions={spec.partitions!r} is invalid: a topic needs at least one"
+                    " partition"
+                )
+            wanted[name] = spec.partitions
+        if not wanted:
+            return
         admin, _ = self._clients()
-        doing = f"creating topic {name!r}"
+        names = ", ".join(map(repr, wanted))
+        doing = f"creating topic {names}"
         try:
             async with asyncio.timeout(self._timeout):
                 response = await admin.create_topics(
-                    [NewTopic(name, spec.partitions, 1)],
+                    [NewTopic(name, partitions, 1) for name, partitions in wanted.items()],
                     timeout_ms=int(self._timeout * 1000),
                 )
                 for topic_error in response.topic_errors:
-                    code = topic_error[1]
+                    name, code = topic_error[0], topic_error[1]
                     message = topic_error[2] if len(topic_error) > 2 else ""
                     if code == kafka_errors.TopicAlreadyExistsError.errno:
                         raise DestinationError(
@@ -344,49 +480,63 @@ class KafkaAdapter(BrokerAdapter):
                         )
                 # Under KRaft a successful CreateTopics only means the controller
                 # committed it: leaders appear in metadata a little later.
-                await self._await_leaders(name, spec.partitions)
+                await self._await_leaders(wanted)
         except HarnessError:
             raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
-            if isinstance(err, TimeoutError) and await self._exists(name):
+            if isinstance(err, TimeoutError) and all(
+                await asyncio.gather(*(self._exists(name) for name in wanted))
+            ):
                 raise DestinationError(
-                    f"topic {name!r} was created but not all of its {spec.partitions} partitions "
-                    f"had a leader within {self._timeout:g} s: check the broker's log"
+                    f"topic {names} was created but not all partitions had a leader within"
+                    f" {self._timeout:g} s: check the broker's log"
                 ) from err
             raise self._translate(err, doing) from err
 
-    async def _await_leaders(self, name: str, partitions: int) -> None:
+    async def _await_leaders(self, wanted: Mapping[str, int]) -> None:
         """Poll until the broker's and then the producer's metadata show every leader."""
         admin, producer = self._clients()
-        wanted = set(range(partitions))
-        while True:
-            (topic,) = await admin.describe_topics([name])
-            led = {
-                p["partition"]
-                for p in topic["partitions"]
-                if p["error_code"] == 0 and p["leader"] >= 0
-            }
-            if topic["error_code"] == 0 and led >= wanted:
-                break
-            await asyncio.sleep(_POLL_S)
+        partitions = {name: set(range(count)) for name, count in wanted.items()}
+        pending = set(wanted)
+        while pending:
+            for topic in await admin.describe_topics(sorted(pending)):
+                led = {
+                    p["partition"]
+                    for p in topic["partitions"]
+                    if p["error_code"] == 0 and p["leader"] >= 0
+                }
+                if topic["error_code"] == 0 and led >= partitions[topic["topic"]]:
+                    pending.discard(topic["topic"])
+            if pending:
+                await asyncio.sleep(_POLL_S)
         # The producer keeps its own metadata: confirm it too, so the first
         # publish does not stall on a refresh (or on stale metadata of an
         # earlier topic with the same name).
         client = producer.client
-        await client.add_topic(name)
-        while True:
-            if client.cluster.available_partitions_for_topic(name) == wanted:
-                break
-            await client.force_metadata_update()
-            if client.cluster.available_partitions_for_topic(name) != wanted:
-                await asyncio.sleep(_POLL_S)
+        for name in wanted:
+            await client.add_topic(name)
+        pending = set(wanted)
+        while pending:
+            pending = {
+                name
+                for name in pending
+                if client.cluster.available_partitions_for_topic(name) != partitions[name]
+            }
+            if pending:
+                await client.force_metadata_update()
+                if any(
+                    client.cluster.available_partitions_for_topic(name) != partitions[name]
+                    for name in pending
+                ):
+                    await asyncio.sleep(_POLL_S)
         # Metadata shows a leader slightly before that leader's replica manager
         # serves the partition (produce then gets NOT_LEADER_OR_FOLLOWER and is
         # retried): ask each leader for the log end offsets until all answer.
-        while True:
-            if await self._leaders_serve(client, name, wanted):
-                break
-            await asyncio.sleep(_POLL_S)
+        for name in wanted:
+            while True:
+                if await self._leaders_serve(client, name, partitions[name]):
+                    break
+                await asyncio.sleep(_POLL_S)
 
     @staticmethod
     async def _leaders_serve(client: Any, name: str, partitions: set[int]) -> bool:
@@ -417,13 +567,20 @@ class KafkaAdapter(BrokerAdapter):
 
     async def delete(self, name: str) -> None:
         """Delete a topic (a missing one is fine) and wait until metadata no longer shows it."""
-        name = _check_topic_name(name)
+        await self.delete_all([name])
+
+    async def delete_all(self, names: Sequence[str]) -> None:
+        """Delete topics in one request and wait until metadata shows none of them."""
+        doomed = [_check_topic_name(name) for name in names]
+        if not doomed:
+            return
         admin, producer = self._clients()
-        doing = f"deleting topic {name!r}"
+        tracked = self._forget(producer, doomed)
+        doing = f"deleting topic {', '.join(map(repr, doomed))}"
         try:
             async with asyncio.timeout(self._timeout):
-                response = await admin.delete_topics([name], timeout_ms=int(self._timeout * 1000))
-                for _, code in response.topic_error_codes:
+                response = await admin.delete_topics(doomed, timeout_ms=int(self._timeout * 1000))
+                for name, code in response.topic_error_codes:
                     if code not in (0, kafka_errors.UnknownTopicOrPartitionError.errno):
                         raise DestinationError(
                             f"Kafka at {self.info.url} refused to delete topic {name!r} "
@@ -432,28 +589,29 @@ class KafkaAdapter(BrokerAdapter):
                         )
                 # Deletion is asynchronous: poll until the metadata agrees.
                 while True:
-                    if name not in {topic for topic, _ in await self._topic_names()}:
+                    if not {topic for topic, _ in await self._topic_names()} & set(doomed):
                         break
                     await asyncio.sleep(_POLL_S)
-                await self._forget(producer, name)
+                if tracked:  # so a publish to one fails at once instead of retrying
+                    await producer.client.force_metadata_update()
         except HarnessError:
             raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
             raise self._translate(err, doing) from err
 
     @staticmethod
-    async def _forget(producer: Any, name: str) -> None:
-        """Drop a deleted topic from the producer's metadata.
+    def _forget(producer: Any, names: Sequence[str]) -> bool:
+        """Stop the producer asking for topics about to be deleted.
 
-        Otherwise the producer keeps asking for it, which recreates it on brokers
-        with auto.create.topics.enable, and a publish to it would retry until the
-        deadline instead of failing at once. aiokafka has no public call for this.
+        Otherwise its metadata refreshes keep asking for them, which recreates them
+        on brokers with auto.create.topics.enable (and logs a warning per topic
+        elsewhere). aiokafka has no public call for this. True if it tracked any.
         """
         tracked = getattr(producer.client, "_topics", None)
-        if not isinstance(tracked, set) or name not in tracked:
-            return
-        producer.client.set_topics(tracked - {name})
-        await producer.client.force_metadata_update()
+        if not isinstance(tracked, set) or not tracked & set(names):
+            return False
+        producer.client.set_topics(tracked - set(names))
+        return True
 
     async def forget_group(self, group_id: str) -> None:
         """Delete a consumer group once it is empty (bounded; a crashed member leaves it
@@ -559,41 +717,22 @@ class KafkaAdapter(BrokerAdapter):
 
     @contextlib.asynccontextmanager
     async def _tap(self, name: str, on_record: TapCallback) -> AsyncIterator[None]:
-        admin, _ = self._clients()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.info.url,
-            client_id="harness-tap",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_uncommitted",
-            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            request_timeout_ms=int(self._timeout * 1000),
-        )
+        # A consumer another tap is done with skips a start (bootstrap and metadata).
+        consumer = self._idle_tap_consumers.pop() if self._idle_tap_consumers else None
         try:
             async with asyncio.timeout(self._timeout):
-                # All-topics metadata: asking for this one topic would create it
-                # on a broker with auto.create.topics.enable.
-                found = [t for t in await admin.describe_topics(None) if t["topic"] == name]
-                if not found:
-                    raise DestinationError(
-                        f"cannot tap topic {name!r} on {self.info.url}: it does not exist; "
-                        "create it first"
-                    )
-                (topic,) = found
-                partitions = [
-                    TopicPartition(name, p["partition"])
-                    for p in sorted(topic["partitions"], key=lambda p: p["partition"])
-                ]
-                await consumer.start()
+                partitions = await self._partitions_of(name)
+                if consumer is None:
+                    consumer = self._new_tap_consumer()
+                    await consumer.start()
                 consumer.assign(partitions)
-                await consumer.seek_to_beginning(*partitions)
-                # position() resolves the start offsets, so the tap is really live.
+                # Offset 0 is the beginning, or out of range after retention, which
+                # auto_offset_reset="earliest" turns into the beginning: no round trip.
                 for tp in partitions:
-                    await consumer.position(tp)
+                    consumer.seek(tp, 0)
         except BaseException as err:
-            await _stop_consumer(consumer, self._timeout)
+            if consumer is not None:
+                await _stop_consumer(consumer, self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
                 raise self._translate(err, f"starting a tap on topic {name!r}") from err
             raise
@@ -614,6 +753,39 @@ class KafkaAdapter(BrokerAdapter):
         failure = await self._stop_tap(live)
         if failure is not None:
             raise failure
+
+    def _new_tap_consumer(self) -> Any:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.info.url,
+            client_id="harness-tap",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_uncommitted",
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            request_timeout_ms=int(self._timeout * 1000),
+            # A new topic's leader is unknown until a metadata refresh: retry soon,
+            # not after the default 100 ms, so a tap goes live quickly.
+            retry_backoff_ms=10,
+            fetch_max_wait_ms=50,
+            **self.info.client_options,
+        )
+
+    async def _partitions_of(self, name: str) -> list[TopicPartition]:
+        admin, producer = self._clients()
+        known = producer.client.cluster.partitions_for_topic(name)  # fresh after create()
+        if not known:
+            # All-topics metadata: asking for this one topic would create it
+            # on a broker with auto.create.topics.enable.
+            found = [t for t in await admin.describe_topics(None) if t["topic"] == name]
+            if not found:
+                raise DestinationError(
+                    f"cannot tap topic {name!r} on {self.info.url}: it does not exist; "
+                    "create it first"
+                )
+            known = {p["partition"] for p in found[0]["partitions"]}
+        return [TopicPartition(name, partition) for partition in sorted(known)]
 
     async def _pump(self, consumer: Any, name: str, on_record: TapCallback) -> None:
         while True:
@@ -645,6 +817,10 @@ class KafkaAdapter(BrokerAdapter):
         self._taps.discard(live)
         live.task.cancel()
         await asyncio.wait([live.task], timeout=self._timeout)
+        if live.task.cancelled() and not self._closed:
+            live.consumer.unsubscribe()  # healthy: keep it for the next tap
+            self._idle_tap_consumers.append(live.consumer)
+            return None
         await _stop_consumer(live.consumer, self._timeout)
         if live.task.done() and not live.task.cancelled():
             return live.task.exception()
@@ -861,8 +1037,48 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True, kw_only=True)
+class _SecureListener:
+    """The SASL_SSL listener of a local broker: TLS with the test CA, SASL PLAIN and SCRAM."""
+
+    port: int
+    keystore: Path
+    ca: Path
+    username: str
+    password: str
+
+
+_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+def _secure_properties(secure: _SecureListener) -> dict[str, object]:
+    prefix = "listener.name.sasl_ssl."
+    settings: dict[str, object] = {
+        f"{prefix}sasl.enabled.mechanisms": ",".join(("PLAIN", *_SCRAM_MECHANISMS)),
+        f"{prefix}plain.sasl.jaas.config": (
+            f'{_PLAIN_LOGIN} required user_{secure.username}="{secure.password}";'
+        ),
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.location": secure.keystore,
+        f"{prefix}ssl.truststore.type": "PEM",
+        f"{prefix}ssl.truststore.location": secure.ca,
+        # A client certificate is checked when given (mutual TLS), not required.
+        f"{prefix}ssl.client.auth": "requested",
+    }
+    for mechanism in _SCRAM_MECHANISMS:
+        settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = f"{_SCRAM_LOGIN} required;"
+    return settings
+
+
 def _server_properties(
-    *, data: Path, client: int, controller: int, proxies: Mapping[str, tuple[int, int]]
+    *,
+    data: Path,
+    client: int,
+    controller: int,
+    proxies: Mapping[str, tuple[int, int]],
+    secure: _SecureListener | None = None,
 ) -> str:
     listeners = [f"PLAINTEXT://127.0.0.1:{client}", f"CONTROLLER://127.0.0.1:{controller}"]
     advertised = [f"PLAINTEXT://127.0.0.1:{client}"]
@@ -872,6 +1088,10 @@ def _server_properties(
         # Clients that bootstrap here are sent to the fault proxy's port.
         advertised.append(f"{name}://127.0.0.1:{advertise}")
         protocols.append(f"{name}:PLAINTEXT")
+    if secure is not None:
+        listeners.append(f"SASL_SSL://127.0.0.1:{secure.port}")
+        advertised.append(f"SASL_SSL://127.0.0.1:{secure.port}")
+        protocols.append("SASL_SSL:SASL_SSL")
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": 1,
@@ -911,6 +1131,8 @@ def _server_properties(
         "num.recovery.threads.per.data.dir": 1,
         "background.threads": 4,
     }
+    if secure is not None:
+        settings |= _secure_properties(secure)
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -955,19 +1177,26 @@ class KafkaRecipe:
         properties = workdir / "server.properties"
         log_config = workdir / "log4j2.properties"
 
-        ports = _distinct_free_ports(2 + 2 * _PROXY_LISTENERS)
+        ports = _distinct_free_ports(3 + 2 * _PROXY_LISTENERS)
         client, controller = ports[0], ports[1]
         proxies = {
             f"PROXY{i}": (ports[2 + 2 * i], ports[3 + 2 * i]) for i in range(_PROXY_LISTENERS)
         }
+        secure = _make_secure_listener(workdir, ports[-1])
         properties.write_text(
-            _server_properties(data=data, client=client, controller=controller, proxies=proxies)
+            _server_properties(
+                data=data, client=client, controller=controller, proxies=proxies, secure=secure
+            )
         )
         log_config.write_text(_LOG4J2.format(log=log))
         log_option = f"-Dlog4j2.configurationFile={log_config}"
 
         fmt = [java, *_TOOL_JVM, log_option, "-cp", classpath, _STORAGE_TOOL, "format"]
         fmt += ["--cluster-id", _cluster_id(), "--config", str(properties)]
+        if secure is not None:
+            for mechanism in _SCRAM_MECHANISMS:
+                scram = f"name={secure.username},password={secure.password}"
+                fmt += ["--add-scram", f"{mechanism}=[{scram}]"]
         try:
             done = subprocess.run(
                 fmt, cwd=workdir, capture_output=True, text=True, timeout=60, check=False
@@ -987,6 +1216,16 @@ class KafkaRecipe:
         for i, (listen, advertise) in enumerate(proxies.values()):
             extra[f"proxy{i}.listen"] = f"127.0.0.1:{listen}"
             extra[f"proxy{i}.advertised"] = f"127.0.0.1:{advertise}"
+        if secure is not None:
+            tls = secure.keystore.parent
+            extra |= {
+                "sasl_ssl": f"127.0.0.1:{secure.port}",
+                "sasl_ssl.ca": str(secure.ca),
+                "sasl_ssl.username": secure.username,
+                "sasl_ssl.password_file": str(tls / _PASSWORD_FILE),
+                "sasl_ssl.client_cert": str(tls / "client.pem"),
+                "sasl_ssl.client_key": str(tls / "client.key"),
+            }
         return LaunchPlan(
             argv=[java, *_BROKER_JVM, log_option, "-cp", classpath, _BROKER_MAIN, str(properties)],
             url=f"127.0.0.1:{client}",
@@ -994,8 +1233,83 @@ class KafkaRecipe:
         )
 
     def wait_ready(self, info: BrokerInfo, timeout: float) -> None:
-        """Retry create, publish, tap and delete of a scratch topic until it works or time is up."""
+        """Retry create, publish, tap and delete of a scratch topic until it works or time is up.
+
+        Then connect once through the SASL_SSL listener, so a broken TLS set-up
+        fails here rather than in a test.
+        """
+        started = time.monotonic()
         asyncio.run(_await_round_trip(info, within=timeout))
+        secure = secure_info(info)
+        if secure is not None:
+            left = max(1.0, timeout - (time.monotonic() - started))
+            asyncio.run(_await_connect(secure, within=left))
+
+
+_PASSWORD_FILE = "sasl-password"
+
+
+def _make_secure_listener(workdir: Path, port: int) -> _SecureListener | None:
+    """Certificates and a SASL password for the SASL_SSL listener (None without openssl)."""
+    if not openssl_available():
+        return None
+    tls = workdir / "tls"
+    pki = make_pki(tls)
+    password = secrets.token_hex(16)
+    password_file = tls / _PASSWORD_FILE
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    return _SecureListener(
+        port=port, keystore=pki.server_keystore, ca=pki.ca, username="harness", password=password
+    )
+
+
+def secure_settings(info: BrokerInfo, *, mechanism: str = "PLAIN") -> dict[str, str] | None:
+    """Settings (``brokers.KAFKA_SETTINGS``) for the SASL_SSL listener of a broker the harness
+    started, or None when it has none (an older or external broker, or no openssl).
+
+    ``mechanism`` is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512: the listener takes each.
+    """
+    extra = info.extra
+    if "sasl_ssl" not in extra:
+        return None
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_username": extra["sasl_ssl.username"],
+        "sasl_password": Path(extra["sasl_ssl.password_file"]).read_text().strip(),
+        "ssl_cafile": extra["sasl_ssl.ca"],
+    }
+
+
+def secure_info(info: BrokerInfo, *, mechanism: str = "PLAIN") -> BrokerInfo | None:
+    """``info`` as seen through its SASL_SSL listener (see :func:`secure_settings`), or None."""
+    settings = secure_settings(info, mechanism=mechanism)
+    if settings is None:
+        return None
+    return BrokerInfo(
+        kind="kafka",
+        url=info.extra["sasl_ssl"],
+        provider=info.provider,
+        client_options=kafka_client_options(settings),
+    )
+
+
+async def _await_connect(info: BrokerInfo, *, within: float) -> None:
+    """Open an adapter (metadata through every client) until it works or ``within`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            async with KafkaAdapter(info, timeout=max(1.0, min(10.0, deadline - loop.time()))):
+                return
+        except BrokerUnavailable as err:
+            if loop.time() >= deadline:
+                raise BrokerStartError(
+                    f"Kafka's SASL_SSL listener at {info.url} did not accept a connection"
+                    f" within {within:g} s: {err}"
+                ) from err
+        await asyncio.sleep(0.2)
 
 
 async def _await_round_trip(info: BrokerInfo, *, within: float) -> None:

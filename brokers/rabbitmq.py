@@ -26,28 +26,31 @@ import base64
 import contextlib
 import datetime
 import decimal
+import functools
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from brokers._local import LaunchPlan, free_port
+from brokers._tls import make_pki, openssl_available
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -75,6 +78,7 @@ __all__ = (
     "ctl_env",
     "management_url",
     "rabbitmqctl",
+    "secure_url",
     "start_container",
 )
 
@@ -121,16 +125,81 @@ def management_url(info: BrokerInfo) -> str:
     """The management HTTP API base URL for ``info``.
 
     $HARNESS_RABBITMQ_MANAGEMENT_URL wins, then ``info.extra["management"]``,
-    else ``http://<amqp host>:15672/``. Credentials may be given in the URL;
-    without them the AMQP URL's are used.
+    else ``http://<amqp host>:15672/`` (``https://<amqp host>:15671/`` for an
+    ``amqps://`` URL: the management plugin's usual TLS port). Credentials may
+    be given in the URL; without them the AMQP URL's are used. An https API is
+    checked with the AMQP URL's TLS options (``cafile``, ``no_verify_ssl``...).
     """
     configured = os.environ.get(_MANAGEMENT_ENV) or info.extra.get("management")
     if configured:
         return configured
-    host = urllib.parse.urlsplit(info.url).hostname or "127.0.0.1"
+    parts = urllib.parse.urlsplit(info.url)
+    host = parts.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
+    if parts.scheme == "amqps":
+        return f"https://{host}:15671/"
     return f"http://{host}:15672/"
+
+
+def secure_url(info: BrokerInfo, *, client_cert: bool = False) -> str | None:
+    """The ``amqps://`` URL of a node the harness started (None if it has no TLS listener).
+
+    Same user, password and vhost as ``info.url``, trusting the node's CA
+    (``cafile=``); with ``client_cert`` it also presents a client certificate.
+    """
+    extra = info.extra
+    if "amqps_port" not in extra:
+        return None
+    parts = urllib.parse.urlsplit(info.url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    query = {"cafile": extra["tls.ca"]}
+    if client_cert:
+        query |= {"certfile": extra["tls.client_cert"], "keyfile": extra["tls.client_key"]}
+    netloc = (
+        f"{userinfo}@127.0.0.1:{extra['amqps_port']}"
+        if userinfo
+        else f"127.0.0.1:{extra['amqps_port']}"
+    )
+    return urllib.parse.urlunsplit(
+        ("amqps", netloc, parts.path or "/", urllib.parse.urlencode(query, safe="/"), "")
+    )
+
+
+def _tls_options(url: str) -> dict[str, str]:
+    """The TLS query options of an AMQP URL (the ones aiormq reads)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    names = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
+    return {name: query[name][-1] for name in names if name in query}
+
+
+def _ssl_context(url: str) -> ssl.SSLContext:
+    """An SSL context built from an AMQP URL's query the way aiormq builds its own."""
+    options = _tls_options(url)
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=options.get("cafile"), capath=options.get("capath")
+    )
+    if "certfile" in options:
+        context.load_cert_chain(options["certfile"], options.get("keyfile"))
+    if options.get("no_verify_ssl", "0") != "0":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _speaks_tls(host: str, port: int, within: float) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (certificate not checked), blocking."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=within) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------- messages
@@ -219,6 +288,35 @@ def _decode_message(body: bytes, headers: Mapping[str, Any] | None) -> Message:
 # ------------------------------------------------------------------------ adapter
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _finish_before_cancel(
+    method: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Let an administrative call finish (it is bounded) before a cancel takes effect.
+
+    aiormq abandons an RPC cut short by a cancel while the broker carries it
+    out; the next one on that channel number then kills the whole connection
+    ("second 'channel.open' seen"). One cancelled run must not take the
+    adapter's connection, shared by every run, down with it.
+    """
+
+    @functools.wraps(method)
+    async def finishing(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        call = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            await asyncio.wait([call])
+            if not call.cancelled():
+                call.exception()  # retrieved: the cancel is what the caller hears of
+            raise
+
+    return finishing
+
+
 class RabbitAdapter(BrokerAdapter):
     """Administration, publishing and firehose taps on one RabbitMQ vhost.
 
@@ -257,6 +355,8 @@ class RabbitAdapter(BrokerAdapter):
         self._channel: AbstractChannel | None = None
         self._closing = False
         self._lost: BaseException | None = None
+        self._firehose: _Firehose | None = None
+        self._firehose_lock = asyncio.Lock()
 
     # -- life cycle
 
@@ -276,7 +376,7 @@ class RabbitAdapter(BrokerAdapter):
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             if connection is not None:
                 await self._close_quietly(connection)
-            raise BrokerUnavailable(self._unavailable_text(exc)) from exc
+            raise BrokerUnavailable(await self._explain(exc)) from exc
         connection.close_callbacks.add(self._on_connection_closed)
         self._connection = connection
 
@@ -290,6 +390,37 @@ class RabbitAdapter(BrokerAdapter):
         if self._closing or connection is None:
             return False
         return self._lost is not None or not connection.connected.is_set()
+
+    async def _explain(self, exc: BaseException) -> str:
+        """Why connecting failed, telling TLS mismatches (a wrong CA, TLS on a plain port
+        or plain on a TLS port) apart from an absent broker."""
+        parts = urllib.parse.urlsplit(self.info.url)
+        text = f"{exc} {exc.__cause__ or ''}"
+        if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = text.partition("certificate verify failed:")[2].partition("(_ssl")[0]
+            return (
+                f"cannot connect to RabbitMQ at {self._where}: its TLS certificate is not trusted"
+                f" ({detail.strip() or text.strip()}): add cafile=/path/ca.pem (the PEM file of"
+                " the CA that signed it) to the URL's query; no_verify_ssl=1 skips the check"
+                " (test brokers only)"
+            )
+        if parts.scheme == "amqps" and (isinstance(exc, ssl.SSLError) or "[SSL" in text):
+            return (
+                f"cannot connect to RabbitMQ at {self._where}: the port does not speak TLS"
+                f" ({str(exc).strip()}): it is a plain AMQP port, so use amqp://, or RabbitMQ's"
+                " TLS port (usually 5671)"
+            )
+        auth = aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError
+        # A silent server is no TLS mismatch (and must not cost a second timeout).
+        silent = isinstance(exc, TimeoutError)
+        if parts.scheme == "amqp" and not isinstance(exc, auth) and parts.hostname and not silent:
+            within = min(self._timeout, 5.0)
+            if await asyncio.to_thread(_speaks_tls, parts.hostname, parts.port or 5672, within):
+                return (
+                    f"cannot connect to RabbitMQ at {self._where}: that port speaks TLS, so use"
+                    " amqps://user:pass@host:port/vhost?cafile=/path/ca.pem"
+                )
+        return self._unavailable_text(exc)
 
     def _unavailable_text(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
@@ -309,6 +440,9 @@ class RabbitAdapter(BrokerAdapter):
     async def close(self) -> None:
         """Close the connection (and with it every tap); safe to call twice."""
         self._closing = True
+        firehose, self._firehose = self._firehose, None
+        if firehose is not None:
+            await firehose.close()
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
             await self._close_quietly(connection)
@@ -391,6 +525,7 @@ class RabbitAdapter(BrokerAdapter):
 
     # -- destinations
 
+    @_finish_before_cancel
     async def create(self, spec: DestinationSpec) -> None:
         """Declare a durable classic queue; wire dead-lettering to ``spec.dead_letter``."""
         name = _validate_queue_name(spec.name, limit=_MAX_TRACEABLE_BYTES)
@@ -438,6 +573,7 @@ class RabbitAdapter(BrokerAdapter):
                     dead = await channel.declare_queue(spec.dead_letter, passive=True)
                     await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.dead_letter)
 
+    @_finish_before_cancel
     async def delete(self, name: str) -> None:
         """Delete queue ``name`` with its messages; a missing queue is not an error."""
         _validate_queue_name(name)
@@ -499,8 +635,18 @@ class RabbitAdapter(BrokerAdapter):
             },
         )
         # Direct connection: an http_proxy from the environment must not see broker traffic.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
         where = redact_url(base)
+        if parts.scheme == "https":
+            try:
+                context = _ssl_context(self.info.url)
+            except (ssl.SSLError, OSError) as exc:
+                raise InvalidArgument(
+                    f"the TLS options of {self._where} cannot be loaded ({exc}): fix cafile,"
+                    " certfile and keyfile in the URL's query"
+                ) from exc
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(request, timeout=self._timeout) as response:
                 raw = response.read()
@@ -518,6 +664,19 @@ class RabbitAdapter(BrokerAdapter):
                 f"vhost {self._vhost!r}: HTTP {exc.code} {exc.reason}"
             ) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise BrokerUnavailable(
+                    f"the TLS certificate of the RabbitMQ management API at {where} is not"
+                    f" trusted ({reason.verify_message}): add cafile=/path/ca.pem (the CA that"
+                    " signed it) to the AMQP URL's query, or point"
+                    f" ${_MANAGEMENT_ENV} at the API"
+                ) from exc
+            if isinstance(reason, ssl.SSLError):
+                raise BrokerUnavailable(
+                    f"the RabbitMQ management API at {where} does not speak TLS ({reason}):"
+                    f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
+                ) from exc
             raise BrokerUnavailable(
                 f"the RabbitMQ management API at {where} does not answer ({exc}): "
                 + _management_fix()
@@ -604,6 +763,24 @@ class RabbitAdapter(BrokerAdapter):
         _validate_queue_name(destination, what="destination", limit=_MAX_TRACEABLE_BYTES)
         return _FirehoseTap(self, destination, on_record)
 
+    @_finish_before_cancel
+    async def _shared_firehose(self) -> _Firehose:
+        """The firehose consumer every tap shares, started on first use (or after a loss)."""
+        async with self._firehose_lock:
+            firehose = self._firehose
+            if firehose is None or not firehose.usable:
+                self._firehose = None
+                if firehose is not None:
+                    await firehose.close()
+                firehose = _Firehose(self)
+                try:
+                    await firehose.start()
+                except BaseException:
+                    await firehose.close()
+                    raise
+                self._firehose = firehose
+            return firehose
+
 
 def _reply(exc: aiormq.exceptions.AMQPError) -> str:
     # aiormq puts (reply_code, reply_text) in args; the text names the cause.
@@ -618,36 +795,54 @@ def _management_fix() -> str:
     )
 
 
-class _FirehoseTap(AbstractAsyncContextManager[None]):
-    """One server-named queue bound to the firehose (and the dead-letter exchange)."""
+class _Firehose:
+    """The adapter's one firehose consumer, shared by all its taps.
 
-    def __init__(self, adapter: RabbitAdapter, destination: str, on_record: TapCallback) -> None:
+    One server-named queue bound to every publish and delivery trace of the
+    vhost, and to the dead-letter exchange for each tapped queue. Each trace
+    is decoded once, and only when a tapped queue is concerned, however many
+    taps are live; a new tap costs one binding, not a channel, a queue and a
+    round of sentinel tracing.
+    """
+
+    def __init__(self, adapter: RabbitAdapter) -> None:
         self._adapter = adapter
-        self._destination = destination
-        self._deliver_key = f"deliver.{destination}"
-        self._on_record = on_record
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._token = secrets.token_hex(8)
         self._live = asyncio.Event()
-        self._stopping = False
-        self._error: BaseException | None = None
-        self._lost: BaseException | None = None
+        self._taps: dict[str, list[_FirehoseTap]] = {}
+        self.lost: BaseException | None = None
+        self._closing = False
 
-    async def __aenter__(self) -> None:
+    @property
+    def usable(self) -> bool:
+        channel = self._channel
+        return self.lost is None and channel is not None and not channel.is_closed
+
+    async def start(self) -> None:
+        """Open the channel and queue, and wait until a sentinel publish is traced."""
         adapter = self._adapter
-        doing = f"starting a firehose tap on queue {self._destination!r}"
-        try:
-            async with adapter._translated(doing):
-                await self._start()
-        except BaseException:
-            await self._stop()
-            raise
+        async with adapter._translated("starting the firehose tap consumer"):
+            channel = await adapter._require_connection().channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self._channel = channel
+            channel.close_callbacks.add(self._on_channel_closed)
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            self._queue = queue
+            await queue.bind(TRACE_EXCHANGE, routing_key="publish.#")
+            await queue.bind(TRACE_EXCHANGE, routing_key="deliver.#")
+            await channel.declare_exchange(
+                DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            await queue.consume(self._on_message, no_ack=True)
+            sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
+            await channel.default_exchange.publish(sentinel, routing_key=queue.name, mandatory=True)
         try:
             async with asyncio.timeout(adapter._timeout):
                 await self._live.wait()
         except TimeoutError as exc:
-            await self._stop()
             vhost = adapter._vhost
             raise DestinationError(
                 f"firehose tracing is off on vhost {vhost!r} at {adapter._where}: a tap's "
@@ -657,24 +852,160 @@ class _FirehoseTap(AbstractAsyncContextManager[None]):
                 '{"tracing": true})'
             ) from exc
 
-    async def _start(self) -> None:
-        channel = await self._adapter._require_connection().channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._channel = channel
-        channel.close_callbacks.add(self._on_channel_closed)
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        self._queue = queue
-        await queue.bind(TRACE_EXCHANGE, routing_key="publish.#")
-        # A name with "*" or "#" words binds more than its own deliveries: _record filters.
-        await queue.bind(TRACE_EXCHANGE, routing_key=self._deliver_key)
-        await channel.declare_exchange(
-            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=self._destination)
-        await queue.consume(self._on_message, no_ack=True)
-        sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
-        await channel.default_exchange.publish(sentinel, routing_key=queue.name, mandatory=True)
+    async def close(self) -> None:
+        self._closing = True
+        channel, self._channel = self._channel, None
+        if channel is None or channel.is_closed:
+            return
+        # The exclusive, auto-delete queue goes away with its channel's consumer
+        # (deleting it first would have the broker cancel the consumer, noisily).
+        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
+            async with asyncio.timeout(self._adapter._timeout):
+                await channel.close()
+
+    async def add(self, tap: _FirehoseTap) -> None:
+        """Route ``tap``'s queue to it; live once this returns."""
+        name = tap.destination
+        taps = self._taps.setdefault(name, [])
+        taps.append(tap)
+        if len(taps) == 1 and self._queue is not None:
+            try:
+                async with self._adapter._translated(f"starting a firehose tap on {name!r}"):
+                    # Dead-lettering is broker-internal, never traced: read the exchange.
+                    await self._queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+            except BaseException:
+                self._drop(tap)
+                raise
+
+    async def remove(self, tap: _FirehoseTap) -> None:
+        if self._drop(tap) and self.usable and self._queue is not None:
+            with contextlib.suppress(
+                TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError
+            ):
+                async with asyncio.timeout(self._adapter._timeout):
+                    await self._queue.unbind(DEAD_LETTER_EXCHANGE, routing_key=tap.destination)
+
+    def _drop(self, tap: _FirehoseTap) -> bool:
+        """Forget ``tap``; True if it was the last one on its queue."""
+        taps = self._taps.get(tap.destination, [])
+        if tap in taps:
+            taps.remove(tap)
+        if taps:
+            return False
+        self._taps.pop(tap.destination, None)
+        return True
+
+    def _on_channel_closed(self, _channel: object, exc: BaseException | None) -> None:
+        if not self._closing and not self._adapter._closing:
+            self.lost = exc or ConnectionError("the broker closed the firehose channel")
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            self._route(message, time.perf_counter_ns())
+        except Exception as exc:  # a trace we cannot read: every tap must say so
+            for taps in self._taps.values():
+                for tap in taps:
+                    tap.fail(exc)
+
+    def _route(self, message: AbstractIncomingMessage, seen_ns: int) -> None:
+        if message.exchange == DEAD_LETTER_EXCHANGE:
+            self._dispatch(
+                message.routing_key or "",
+                lambda queue: TapRecord(
+                    event="landed",
+                    destination=queue,
+                    message=_decode_message(message.body, message.headers),
+                    seen_ns=seen_ns,
+                    exchange=DEAD_LETTER_EXCHANGE,
+                    routing_key=message.routing_key,
+                ),
+            )
+            return
+        if message.exchange != TRACE_EXCHANGE:
+            return  # the sentinel's own copy, published straight to the queue
+        routing_key = message.routing_key or ""
+        trace: Mapping[str, Any] = message.headers
+        if routing_key.startswith("deliver."):
+            queues = [routing_key.removeprefix("deliver.")]
+            event: TapEvent = "delivered"
+        elif routing_key.startswith("publish."):
+            queues = _routed_queues(trace)
+            event = "landed"
+            if not self._live.is_set() and self._queue is not None and self._queue.name in queues:
+                self._live.set()  # the sentinel: tracing is on
+        else:
+            return
+        if not any(queue in self._taps for queue in queues):
+            return  # not ours: do not even decode it
+        properties = trace.get("properties")
+        headers = properties.get("headers") if isinstance(properties, Mapping) else None
+        if not isinstance(headers, Mapping):
+            headers = None
+        decoded = _decode_message(message.body, headers)
+        routing_keys = trace.get("routing_keys")
+        first_key = routing_keys[0] if isinstance(routing_keys, list) and routing_keys else None
+        redelivered = bool(trace.get("redelivered")) if event == "delivered" else None
+        for queue in queues:
+            self._dispatch(
+                queue,
+                lambda queue: TapRecord(
+                    event=event,
+                    destination=queue,
+                    message=decoded,
+                    seen_ns=seen_ns,
+                    redelivered=redelivered,
+                    exchange=_text(trace.get("exchange_name")),
+                    routing_key=_text(first_key),
+                ),
+            )
+
+    def _dispatch(self, queue: str, record: Callable[[str], TapRecord]) -> None:
+        taps = self._taps.get(queue)
+        if not taps:
+            return
+        built = record(queue)
+        for tap in list(taps):
+            tap.deliver(built)
+
+
+def _routed_queues(trace: Mapping[str, Any]) -> list[str]:
+    """The queues a traced publish went to."""
+    routed = trace.get("routed_queues")
+    if isinstance(routed, list):
+        return [name for name in map(_text, routed) if name is not None]
+    # Brokers before 3.7 do not say where a publish went: trust the default exchange.
+    keys = trace.get("routing_keys")
+    if _text(trace.get("exchange_name")) == "" and isinstance(keys, list):
+        return [name for name in map(_text, keys) if name is not None]
+    return []
+
+
+class _FirehoseTap(AbstractAsyncContextManager[None]):
+    """One tap on one queue, fed by the adapter's shared :class:`_Firehose`."""
+
+    def __init__(self, adapter: RabbitAdapter, destination: str, on_record: TapCallback) -> None:
+        self._adapter = adapter
+        self.destination = destination
+        self._on_record = on_record
+        self._firehose: _Firehose | None = None
+        self._error: BaseException | None = None
+
+    async def __aenter__(self) -> None:
+        firehose = await self._adapter._shared_firehose()
+        await firehose.add(self)
+        self._firehose = firehose
+
+    def deliver(self, record: TapRecord) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._on_record(record)
+        except Exception as exc:  # re-raised from __aexit__, never lost
+            self._error = exc
+
+    def fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
 
     async def __aexit__(
         self,
@@ -682,118 +1013,29 @@ class _FirehoseTap(AbstractAsyncContextManager[None]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        channel = self._channel
-        if self._lost is None and not self._adapter._closing:
+        firehose, self._firehose = self._firehose, None
+        if firehose is None:
+            return
+        lost = firehose.lost
+        if lost is None and not self._adapter._closing:
             if self._adapter._is_lost():
-                self._lost = self._adapter._lost or ConnectionError("the connection closed")
-            elif channel is not None and channel.is_closed:
-                self._lost = ConnectionError("the broker closed the tap's channel")
-        await self._stop()
+                lost = self._adapter._lost or ConnectionError("the connection closed")
+            elif not firehose.usable:
+                lost = ConnectionError("the broker closed the tap's channel")
+        await firehose.remove(self)
         problem: BaseException | None = self._error
-        if problem is None and self._lost is not None:
+        if problem is None and lost is not None:
             problem = BrokerUnavailable(
-                f"the firehose tap on queue {self._destination!r} lost its channel to "
-                f"{self._adapter._where} ({self._lost!r}): records after that were missed"
+                f"the firehose tap on queue {self.destination!r} lost its channel to "
+                f"{self._adapter._where} ({lost!r}): records after that were missed"
             )
-            problem.__cause__ = self._lost
+            problem.__cause__ = lost
         if problem is None:
             return
         if exc is not None:
-            exc.add_note(f"the tap on queue {self._destination!r} also failed: {problem!r}")
+            exc.add_note(f"the tap on queue {self.destination!r} also failed: {problem!r}")
             return
         raise problem
-
-    async def _stop(self) -> None:
-        self._stopping = True
-        channel, self._channel = self._channel, None
-        if channel is None or channel.is_closed:
-            return
-        # The exclusive, auto-delete queue goes away with its channel's consumer.
-        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-            async with asyncio.timeout(self._adapter._timeout):
-                if self._queue is not None:
-                    await self._queue.delete(if_unused=False, if_empty=False)
-                await channel.close()
-
-    def _on_channel_closed(self, _channel: object, exc: BaseException | None) -> None:
-        if not self._stopping and not self._adapter._closing and exc is not None:
-            self._lost = exc
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        seen_ns = time.perf_counter_ns()
-        if self._stopping or self._error is not None:
-            return
-        try:
-            record = self._record(message, seen_ns)
-            if record is not None:
-                self._on_record(record)
-        except Exception as exc:  # re-raised from __aexit__, never lost
-            self._error = exc
-
-    def _record(self, message: AbstractIncomingMessage, seen_ns: int) -> TapRecord | None:
-        if message.exchange == DEAD_LETTER_EXCHANGE:
-            if message.routing_key != self._destination:
-                return None
-            return TapRecord(
-                event="landed",
-                destination=self._destination,
-                message=_decode_message(message.body, message.headers),
-                seen_ns=seen_ns,
-                exchange=DEAD_LETTER_EXCHANGE,
-                routing_key=message.routing_key,
-            )
-        if message.exchange != TRACE_EXCHANGE:
-            return None  # the sentinel's own copy, published straight to the tap queue
-        trace: Mapping[str, Any] = message.headers
-        routing_key = message.routing_key or ""
-        properties = trace.get("properties")
-        original_headers = properties.get("headers") if isinstance(properties, Mapping) else None
-        if not isinstance(original_headers, Mapping):
-            original_headers = None
-        event: TapEvent
-        redelivered: bool | None = None
-        if routing_key.startswith("publish."):
-            if self._is_sentinel(trace, original_headers):
-                self._live.set()
-                return None
-            if not self._routed_here(trace):
-                return None
-            event = "landed"
-        elif routing_key == self._deliver_key:
-            event = "delivered"
-            redelivered = bool(trace.get("redelivered"))
-        else:
-            return None
-        exchange = trace.get("exchange_name")
-        routing_keys = trace.get("routing_keys")
-        first_key = routing_keys[0] if isinstance(routing_keys, list) and routing_keys else None
-        return TapRecord(
-            event=event,
-            destination=self._destination,
-            message=_decode_message(message.body, original_headers),
-            seen_ns=seen_ns,
-            redelivered=redelivered,
-            exchange=_text(exchange),
-            routing_key=_text(first_key),
-        )
-
-    def _is_sentinel(self, trace: Mapping[str, Any], headers: object) -> bool:
-        if not isinstance(headers, Mapping) or _text(headers.get(_SENTINEL_HEADER)) != self._token:
-            return False
-        queue = self._queue
-        return queue is not None and self._routed(trace, queue.name)
-
-    def _routed_here(self, trace: Mapping[str, Any]) -> bool:
-        return self._routed(trace, self._destination)
-
-    @staticmethod
-    def _routed(trace: Mapping[str, Any], queue: str) -> bool:
-        routed = trace.get("routed_queues")
-        if isinstance(routed, list):
-            return queue in [_text(name) for name in routed]
-        # Brokers before 3.7 do not say where a publish went: trust the default exchange.
-        keys = trace.get("routing_keys")
-        return _text(trace.get("exchange_name")) == "" and isinstance(keys, list) and queue in keys
 
 
 def _text(value: object) -> str | None:
@@ -948,22 +1190,49 @@ class RabbitRecipe:
             raise BrokerStartError(f"epmd (Erlang) is not on PATH: {_INSTALL_FIX}")
 
     def prepare(self, workdir: Path) -> LaunchPlan:
-        """Pick four free loopback ports and write config, plugins and cookie into ``workdir``."""
+        """Pick free loopback ports and write config, plugins, cookie and certificates.
+
+        Besides plain AMQP and HTTP there is an AMQPS listener and an HTTPS
+        management listener with a throw-away CA (see :func:`secure_url`);
+        a client certificate is checked when given, not required.
+        """
         ports: list[int] = []
-        while len(ports) < 4:
+        while len(ports) < 6:
             port = free_port()
             if port not in ports:
                 ports.append(port)
-        amqp_port, dist_port, epmd_port, management_port = ports
+        amqp_port, dist_port, epmd_port, management_port, amqps_port, https_port = ports
         node = f"rabbit-harness-{amqp_port}@localhost"
         workdir = workdir.resolve()
         (workdir / "mnesia").mkdir(parents=True, exist_ok=True)
         (workdir / "log").mkdir(exist_ok=True)
-        (workdir / "rabbitmq.conf").write_text(
+        config = (
             f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
             f"management.tcp.ip = 127.0.0.1\n"
             f"management.tcp.port = {management_port}\n"
         )
+        tls_extra: dict[str, str] = {}
+        if openssl_available():
+            pki = make_pki(workdir / "tls")
+            files = (
+                f"cacertfile = {pki.ca}\n",
+                f"certfile = {pki.server_cert}\n",
+                f"keyfile = {pki.server_key}\n",
+            )
+            config += f"listeners.ssl.default = 127.0.0.1:{amqps_port}\n"
+            config += "".join(f"ssl_options.{line}" for line in files)
+            config += "ssl_options.verify = verify_peer\n"
+            config += "ssl_options.fail_if_no_peer_cert = false\n"
+            config += f"management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = {https_port}\n"
+            config += "".join(f"management.ssl.{line}" for line in files)
+            tls_extra = {
+                "amqps_port": str(amqps_port),
+                "management_tls": f"https://127.0.0.1:{https_port}/",
+                "tls.ca": str(pki.ca),
+                "tls.client_cert": str(pki.client_cert),
+                "tls.client_key": str(pki.client_key),
+            }
+        (workdir / "rabbitmq.conf").write_text(config)
         # trace_vhosts is what `rabbitmqctl trace_on` sets at run time; set here it also
         # holds after a restart.
         (workdir / "advanced.config").write_text('[{rabbit, [{trace_vhosts, [<<"/">>]}]}].\n')
@@ -980,6 +1249,7 @@ class RabbitRecipe:
             "data": str(workdir),
             "epmd_port": str(epmd_port),
             "dist_port": str(dist_port),
+            **tls_extra,
         }
         url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
         env = {
@@ -1051,12 +1321,17 @@ class RabbitRecipe:
                 f"RabbitMQ node {node} did not start: {exc}\n"
                 f"its log ({log}) ends with:\n{_tail(log)}"
             ) from exc
-        try:
-            asyncio.run(_round_trip(info.url, within=remaining()))
-        except (BrokerError, TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            raise BrokerStartError(
-                f"RabbitMQ node {node} is up but a publish-and-consume round trip failed: {exc!r}"
-            ) from exc
+        # The AMQPS listener too (when there is one), so a broken TLS set-up fails here.
+        for url in (info.url, secure_url(info, client_cert=True)):
+            if url is None:
+                continue
+            try:
+                asyncio.run(_round_trip(url, within=remaining()))
+            except (BrokerError, TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                raise BrokerStartError(
+                    f"RabbitMQ node {node} is up but a publish-and-consume round trip through"
+                    f" {redact_url(url)} failed: {exc!r}"
+                ) from exc
 
 
 async def _round_trip(url: str, *, within: float) -> None:

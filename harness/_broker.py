@@ -8,13 +8,14 @@ implement :class:`BrokerAdapter` and translate their drivers' errors into
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
 
 from harness._message import BrokerKind, Message
+from harness._redact import redact_options, redact_url
 
 ProviderName = Literal["url", "local", "docker"]
 
@@ -26,12 +27,29 @@ class BrokerInfo:
     ``url`` is what clients use: Kafka bootstrap servers (``host:port``) or an
     AMQP URL. ``extra`` carries provider details worth printing (management
     URL, fault-proxy listeners, process id, data directory).
+
+    ``client_options`` are keyword arguments every Kafka client for this
+    broker gets (aiokafka's ``security_protocol``, ``sasl_mechanism``,
+    ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``), from
+    ``brokers.kafka_client_options``; the services under test get them as
+    ``Endpoints.kafka_options``. An AMQP URL carries its TLS settings itself
+    (``amqps://...?cafile=...``). The repr masks passwords.
     """
 
     kind: BrokerKind
     url: str
     provider: ProviderName
     extra: Mapping[str, str] = field(default_factory=dict)
+    client_options: Mapping[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        options = f", client_options={redact_options(self.client_options)!r}"
+        return (
+            f"BrokerInfo(kind={self.kind!r}, url={redact_url(self.url)!r},"
+            f" provider={self.provider!r}, extra={dict(self.extra)!r}"
+            + (options if self.client_options else "")
+            + ")"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,6 +148,16 @@ class BrokerAdapter(abc.ABC):
         is seen); ``on_record`` is called for each record, in broker order per
         partition or queue, and must not block.
         """
+
+    async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
+        """Create several destinations, in order; brokers that can do it in one request do."""
+        for spec in specs:
+            await self.create(spec)
+
+    async def delete_all(self, names: Sequence[str]) -> None:
+        """Delete several destinations (missing ones are fine); batched where the broker can."""
+        for name in names:
+            await self.delete(name)
 
     async def forget_group(self, group_id: str) -> None:
         """Delete a consumer group the service used (Kafka); nothing to do elsewhere."""

@@ -2,7 +2,8 @@
 
 Hypothesis drives the search from a worker thread; every example is one
 :func:`run_flow` on the caller's event loop, on connections reused across
-examples, with fresh destinations and consumer group each time.
+examples, with fresh destinations and consumer group each time (created one
+example ahead and deleted in the background: see harness._isolation).
 
 Real brokers are not deterministic: a failure may not repeat while it is
 being shrunk. The fuzzer keeps the smallest failing run it has *seen*, so a
@@ -28,13 +29,30 @@ from hypothesis.errors import Flaky
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo
-from harness._errors import InvalidArgument
+from harness._errors import BrokerUnavailable, HarnessError, InvalidArgument
 from harness._flow import Flow, RunResult
+from harness._history import History
+from harness._instances import check_broker_restartable
+from harness._isolation import Isolation
 from harness._message import Message
+from harness._redact import redact_url
 from harness._runner import run_flow
 from harness._schedule import Publish, Step, faults_of, messages_of
 from harness.strategies import messages as message_lists
 from harness.strategies import schedules
+
+
+class _CampaignAborted(BaseException):
+    """An example raised a harness error (a broker gone, a service that cannot start).
+
+    A BaseException, so Hypothesis neither replays nor shrinks it: it would
+    replay it on a dead broker and report the different failure it gets as
+    flakiness. The campaign ends with the harness error itself.
+    """
+
+    def __init__(self, error: HarnessError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ChecksFailed(AssertionError):
@@ -137,10 +155,16 @@ async def fuzz(
         raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
 
     async def on(info: BrokerInfo) -> FuzzReport:
-        async with brokers.adapter(info) as adapter:
+        if not isinstance(faults, bool) and "broker_restart" in faults:
+            check_broker_restartable(info)  # now, not at the first example that draws one
+        async with (
+            brokers.adapter(info) as adapter,
+            Isolation(adapter, flow.partitions, ahead=True) as isolation,
+        ):
             return await _campaign(
                 flow,
                 adapter,
+                isolation,
                 info,
                 max_examples=max_examples,
                 seed=seed,
@@ -164,6 +188,7 @@ async def fuzz(
 async def _campaign(
     flow: Flow,
     adapter: BrokerAdapter,
+    isolation: Isolation,
     broker: BrokerInfo,
     *,
     max_examples: int,
@@ -198,7 +223,9 @@ async def _campaign(
         assert task is not None
         in_flight.add(task)
         try:
-            return await run_flow(flow, schedule, broker=broker, adapter=adapter)
+            return await run_flow(
+                flow, schedule, broker=broker, adapter=adapter, isolation=isolation
+            )
         finally:
             in_flight.discard(task)
 
@@ -220,6 +247,9 @@ async def _campaign(
             future = asyncio.run_coroutine_threadsafe(tracked(schedule), loop)
             try:
                 result = future.result(timeout=flow.timeout * 3 + 60)
+            except HarnessError as error:
+                stop.set()
+                raise _CampaignAborted(error) from None
             except BaseException:
                 future.cancel()
                 raise
@@ -258,9 +288,15 @@ async def _campaign(
     # can fail compiling on two threads at once ("AST constructor recursion depth").
     if flow.probes:
         brokers.install_client_probes(broker.kind)
+    brokers.detach_driver_randomness(broker.kind)
     flaky = False
     try:
         await asyncio.to_thread(test)
+    except _CampaignAborted as aborted:
+        elapsed = time.monotonic() - started
+        raise await _campaign_error(
+            aborted.error, flow, broker, state["count"], elapsed, seed, report_dir
+        ) from None
     except ChecksFailed as failure:
         state["best"] = _smaller(state["best"], failure.result)
     except Flaky:
@@ -295,13 +331,48 @@ async def _campaign(
     )
     if report.minimal is not None:
         for _ in range(reruns):
-            again = await run_flow(flow, report.minimal.schedule, broker=broker, adapter=adapter)
+            again = await run_flow(
+                flow,
+                report.minimal.schedule,
+                broker=broker,
+                adapter=adapter,
+                isolation=isolation,
+            )
             report.reruns.append(not again.ok)
         if report_dir is not None:
             from harness._report import write_failure
 
             report.history_path, report.timeline_path = write_failure(report, report_dir)
     return report
+
+
+async def _campaign_error(
+    error: HarnessError,
+    flow: Flow,
+    broker: BrokerInfo,
+    examples: int,
+    elapsed: float,
+    seed: int | None,
+    report_dir: Path | None,
+) -> HarnessError:
+    """The error that ends a campaign, naming a lost broker, with the partial history kept."""
+    # Whatever failed first (a service, a tap, a publish), say so if the broker is gone.
+    try:
+        await asyncio.to_thread(brokers.check_reachable, broker, timeout=5.0)
+    except BrokerUnavailable as lost:
+        replacement = BrokerUnavailable(
+            f"the {broker.kind} broker at {redact_url(broker.url)} stopped answering during"
+            f" example {examples} of the campaign ({error}); {lost}"
+        )
+        replacement.history, replacement.__cause__ = error.history, error
+        error = replacement
+    error.add_note(
+        f"fuzz {flow.label}: {examples} examples in {elapsed:.1f} s before this (seed {seed})"
+    )
+    if report_dir is not None and isinstance(error.history, History):
+        error.history_path = error.history.dump(report_dir / f"{flow.label}-partial.json")
+        error.add_note(f"partial history: {error.history_path}")
+    return error
 
 
 def _smaller(best: RunResult | None, other: RunResult) -> RunResult:

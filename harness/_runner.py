@@ -1,6 +1,6 @@
 """One run of a flow: fresh destinations, the service, the inputs, the history, the checks.
 
-Steps, each bounded: create isolated destinations (unique names per run) →
+Steps, each bounded: take isolated destinations (unique names per run) →
 tap output, dead letters and input deliveries → start the service with
 client-side probes → publish the inputs, stamped with harness ids → wait for
 quiescence → stop the service → stop taps, delete destinations → run checks.
@@ -18,13 +18,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import brokers
-from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
+from harness._broker import BrokerAdapter, BrokerInfo, TapRecord
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow, RunResult
 from harness._history import History, Kind
-from harness._instances import Instances
+from harness._instances import Instances, check_broker_restartable
+from harness._isolation import Isolation
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from harness._schedule import (
+    BrokerRestart,
     Crash,
     Join,
     Latency,
@@ -37,19 +39,6 @@ from harness._schedule import (
     as_schedule,
     faults_of,
 )
-
-
-def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
-    prefix = f"h-{run_id}"
-    return Endpoints(
-        kind=info.kind,
-        input=f"{prefix}-in",
-        output=f"{prefix}-out",
-        dead_letter=f"{prefix}-dlq",
-        bootstrap_servers=info.url if info.kind == "kafka" else None,
-        amqp_url=info.url if info.kind == "rabbitmq" else None,
-        group_id=f"{prefix}-group" if info.kind == "kafka" else None,
-    )
 
 
 def _tap_to_history(
@@ -92,6 +81,7 @@ class LiveRun:
         broker: BrokerInfo,
         adapter: BrokerAdapter | None = None,
         faults: bool = True,
+        isolation: Isolation | None = None,
     ) -> None:
         if broker.kind != flow.broker:
             raise InvalidArgument(
@@ -99,16 +89,15 @@ class LiveRun:
                 f" pass the {flow.broker}_broker fixture"
             )
         self.flow, self.broker, self._adapter = flow, broker, adapter
-        self.run_id = uuid.uuid4().hex[:10]
-        self.endpoints = new_endpoints(broker, self.run_id)
+        self._isolation, self._faults = isolation, faults
+        self.run_id = uuid.uuid4().hex[:10]  # until the destinations are taken
+        self.endpoints: Endpoints  # set on entering
         self.history = History()
         self.published: list[Message] = []
         self.steps: list[Step] = []
         self._numbering = itertools.count(1)
         self._stack = AsyncExitStack()
-        # Fault proxies only where faults may come: a Kafka broker has few proxy
-        # ports, and plain runs should not hold them against concurrent fault runs.
-        self._instances = Instances(flow, broker, self.endpoints, self.history, proxied=faults)
+        self._instances: Instances  # set on entering
         self._deadline = 0.0
 
     def harness_id(self, message: Message) -> str | None:
@@ -127,12 +116,19 @@ class LiveRun:
         try:
             if self._adapter is None:
                 self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
-            await _create_destinations(self.adapter, self.endpoints, self.flow, stack)
+            isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
+            self.run_id, self.endpoints = await isolation.take()
+            stack.push_async_callback(isolation.give_back, self.endpoints)
             await _tap_destinations(
                 self.adapter, self.endpoints, self.history, self.harness_id, stack
             )
             if self.flow.probes:
                 brokers.install_client_probes(self.broker.kind)
+            # Fault proxies only where faults may come: a Kafka broker has few proxy
+            # ports, and plain runs should not hold them against concurrent fault runs.
+            self._instances = Instances(
+                self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
+            )
             stack.push_async_callback(self._instances.close)
             await self._instances.add()
         except BaseException:
@@ -183,15 +179,26 @@ async def run_flow(
     *,
     broker: BrokerInfo,
     adapter: BrokerAdapter | None = None,
+    isolation: Isolation | None = None,
     history_dir: Path | None = None,
 ) -> RunResult:
     """Run ``flow`` once on ``broker`` and check the history.
 
     ``steps`` is a schedule (see harness._schedule) or simply the messages to
-    publish. Pass an open ``adapter`` to reuse its connections across runs.
+    publish. Pass an open ``adapter`` to reuse its connections across runs,
+    and an ``isolation`` of that adapter to create and delete destinations
+    off the run's critical path.
     """
     schedule = as_schedule(steps)
-    live = LiveRun(flow, broker=broker, adapter=adapter, faults=bool(faults_of(schedule)))
+    if any(isinstance(step, BrokerRestart) for step in schedule):
+        check_broker_restartable(broker)  # before anything starts
+    live = LiveRun(
+        flow,
+        broker=broker,
+        adapter=adapter,
+        faults=bool(faults_of(schedule)),
+        isolation=isolation,
+    )
     try:
         async with live:
             for step in schedule:
@@ -241,6 +248,8 @@ async def _apply(
         extra = instances.newest_extra()
         if extra is not None:
             await instances.stop(extra)
+    elif isinstance(step, BrokerRestart):
+        await instances.restart_broker(hard=step.hard, deadline=deadline)
     else:
         instance = instances.get(step.instance)
         if instance is None:
@@ -271,38 +280,24 @@ async def _tap_destinations(
         )
 
 
-async def _create_destinations(
-    adapter: BrokerAdapter, endpoints: Endpoints, flow: Flow, stack: AsyncExitStack
-) -> None:
-    specs = [
-        DestinationSpec(name=endpoints.dead_letter),
-        DestinationSpec(name=endpoints.output),
-        DestinationSpec(
-            name=endpoints.input, partitions=flow.partitions, dead_letter=endpoints.dead_letter
-        ),
-    ]
-    for spec in specs:
-        # Register the deletion first: a cancel that lands while the broker is
-        # creating it must not leave the destination behind.
-        stack.push_async_callback(adapter.delete, spec.name)
-        await adapter.create(spec)
-    if endpoints.group_id is not None:
-        stack.push_async_callback(adapter.forget_group, endpoints.group_id)
-
-
 async def _await_quiescence(flow: Flow, history: History, *, deadline: float) -> str:
-    """Wait until every input is accounted for (then ``settle`` more), or progress stops.
+    """Wait until every input is accounted for and the run falls silent, or progress stops.
 
-    Progress is a new output or dead letter: a consumer busy redelivering a
-    poison message forever makes none, so a requeue storm ends the run after
-    ``quiet`` seconds instead of at the deadline.
+    Silent: no event at all (delivery, ack, commit, output...) for ``settle``
+    seconds, so a consumer still acking, committing or redelivering keeps the
+    run open while a finished one ends at once. Progress is a new output or
+    dead letter: a consumer busy redelivering a poison message forever makes
+    none, so a requeue storm ends the run after ``quiet`` seconds instead of
+    at the deadline.
     """
     inputs: set[str] = set()
     accounted: set[str] = set()
     seen = 0  # events already folded into the two sets
-    last_progress = time.monotonic()
+    last_progress = last_event = time.monotonic()
     while True:
         events = history.events
+        if len(events) > seen:
+            last_event = time.monotonic()
         for event in events[seen:]:
             if event.harness_id is None:
                 continue
@@ -316,7 +311,9 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 last_progress = time.monotonic()
         seen = len(events)
         now = time.monotonic()
-        if inputs <= accounted and now - last_progress >= flow.settle:
+        if inputs <= accounted and (
+            now - last_event >= flow.settle or now - last_progress >= flow.quiet
+        ):
             return "every input accounted for"
         if now - last_progress >= flow.quiet:
             return (

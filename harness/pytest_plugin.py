@@ -34,6 +34,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="use this Kafka broker instead of starting one (env HARNESS_KAFKA_BOOTSTRAP)",
     )
     group.addoption(
+        "--kafka-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a security setting for the --kafka-bootstrap broker, repeatable: security_protocol,"
+        " sasl_mechanism, sasl_username, sasl_password, ssl_cafile, ssl_certfile, ssl_keyfile,"
+        " ssl_password, ssl_check_hostname (env HARNESS_KAFKA_<NAME>; prefer the environment"
+        " for passwords)",
+    )
+    group.addoption(
         "--amqp-url",
         default=None,
         metavar="URL",
@@ -53,6 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in _MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+    try:
+        brokers.parse_kafka_settings(config.getoption("--kafka-option") or [])
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     provider = config.getoption("--broker-provider")
     if provider not in brokers.PROVIDERS:
         raise pytest.UsageError(
@@ -62,10 +76,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _provide(request: pytest.FixtureRequest, kind: BrokerKind) -> Iterator[BrokerInfo]:
     option = brokers.URL_OPTION[kind]
+    settings = brokers.parse_kafka_settings(request.config.getoption("--kafka-option") or [])
     with brokers.provision(
         kind,
         url=request.config.getoption(option),
         provider=request.config.getoption("--broker-provider"),
+        kafka_settings=settings if kind == "kafka" else None,
     ) as info:
         yield info
 

@@ -273,30 +273,6 @@ def test_a_killed_broker_leaves_no_task_nor_proxy_behind(killed_campaign: Outcom
     assert outcome.loop_errors == [], outcome.describe()
 
 
-# The fixes the xfails below name, in harness/_fuzz.py (being changed elsewhere meanwhile).
-_FIX_ERROR = (
-    "harness/_fuzz.py: a HarnessError raised by an example reaches Hypothesis like a check"
-    " failure; Hypothesis replays it on the dead broker, the replay fails at another place"
-    " (BrokerUnavailable from create, not from the in-flight publish), and fuzz re-raises"
-    " Hypothesis's FlakyFailure 'Inconsistent results from replaying a test case!' (not a"
-    " HarnessError; on Kafka sometimes ServiceError 'service ... raised on start', which"
-    " blames the service). Fix: in run_one, on a HarnessError stash it, set `stop` and raise"
-    " a private BaseException subclass (Hypothesis only catches Exception/SystemExit/"
-    "GeneratorExit, so nothing is replayed or shrunk); in _campaign catch it and raise the"
-    " stashed error, as BrokerUnavailable naming the broker and the fix when"
-    " brokers.check_reachable(broker) fails (also for a ServiceError); and unwrap a"
-    " HarnessError from Flaky instead of re-raising Hypothesis's group"
-)
-_FIX_HISTORY = (
-    "harness/_fuzz.py: an error that ends a campaign keeps no partial history on disk and no"
-    " report: fuzz calls run_flow without history_dir (exc.history_path stays None) and"
-    " writes report_dir only for a check failure. Fix: on that error dump exc.history into"
-    " report_dir (set exc.history_path, add the note) and write the partial FuzzReport"
-    " (examples run, elapsed, seed) there"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_FIX_ERROR)
 @pytest.mark.parametrize("killed_campaign", BOTH, indirect=True)
 def test_the_error_names_the_broker_and_the_fix(killed_campaign: Outcome) -> None:
     outcome = killed_campaign
@@ -309,7 +285,6 @@ def test_the_error_names_the_broker_and_the_fix(killed_campaign: Outcome) -> Non
     assert "check" in text or "restart" in text, text
 
 
-@pytest.mark.xfail(strict=True, reason=_FIX_HISTORY)
 @pytest.mark.parametrize("killed_campaign", BOTH, indirect=True)
 def test_the_partial_history_and_report_are_kept(killed_campaign: Outcome) -> None:
     outcome = killed_campaign
