@@ -112,13 +112,17 @@ def _lock(kind: BrokerKind) -> FileLock:
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against pid reuse), or None if it is gone."""
+    """The kernel's start time of ``pid`` (guards against pid reuse), or None if it is gone.
+
+    A zombie (dead, not yet reaped by its parent) counts as gone.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name may contain spaces and parentheses: split after the last ")"
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
 
 
 def owner_token(pid: int) -> str:

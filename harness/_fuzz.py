@@ -219,6 +219,10 @@ async def _campaign(
 
     async def tracked(schedule: list[Step]) -> RunResult:
         """One example on the loop, known to the campaign so a cancel can wait for its cleanup."""
+        if stop.is_set():
+            # Submitted by the search thread as the campaign was being cancelled:
+            # run nothing, or it would create destinations after the cleanup.
+            raise asyncio.CancelledError
         task = asyncio.current_task()
         assert task is not None
         in_flight.add(task)

@@ -71,6 +71,7 @@ class Isolation:
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
+        self._closed = False
 
     async def take(self) -> Fresh:
         """Destinations and a group nobody used before, created and ready."""
@@ -93,7 +94,7 @@ class Isolation:
         """Delete a run's destinations and group: now, or in the background when ahead."""
         if endpoints in self._lent:
             self._lent.remove(endpoints)
-        if not self._ahead:
+        if not self._ahead or self._closed:  # nobody would wait for a task after closing
             await self._remove(endpoints)
             return
         task = asyncio.create_task(self._remove(endpoints), name="harness: delete behind")
@@ -134,6 +135,7 @@ class Isolation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closed = True
         spare, self._spare = self._spare, None
         if spare is not None:
             spare.cancel()

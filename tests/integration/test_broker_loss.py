@@ -245,6 +245,9 @@ def killed_campaign(
     outcome = Outcome(kind=kind, info=info, reports=root / "reports")
     try:
         asyncio.run(_campaign(private, outcome))  # a loop of its own, closed at the end
+        deadline = time.monotonic() + 10.0  # the supervisor reaps it within its poll
+        while private.alive and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not private.alive, "the broker survived its SIGKILL"
     finally:
         private.stop()
