@@ -102,6 +102,17 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _cancel_if_swallowed() -> None:
+    """Raise again a cancel of this task that the service's own code swallowed.
+
+    A service that awaits its cancelled consume task under
+    ``suppress(CancelledError)`` also swallows a cancel aimed at the harness
+    while it runs that code: the run must end all the same.
+    """
+    if _being_cancelled():
+        raise asyncio.CancelledError
+
+
 @dataclass(eq=False)
 class Instances:
     """Start, crash, restart and stop instances of a flow's service."""
@@ -174,6 +185,7 @@ class Instances:
             current_recorder.reset(token)
         instance.service, instance.state = service, "running"
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
+        _cancel_if_swallowed()  # running: the run's teardown stops it
 
     async def stop(self, instance: Instance) -> None:
         """Stop gracefully, bounded; a service that hangs on exit is an error."""
@@ -198,6 +210,7 @@ class Instances:
         finally:
             await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
+        _cancel_if_swallowed()
 
     async def crash(self, instance: Instance) -> None:
         """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
@@ -223,6 +236,7 @@ class Instances:
         # A client its exit did not close would reconnect once the proxy heals:
         # a crashed process keeps nothing alive.
         await self._close_leftovers(instance)
+        _cancel_if_swallowed()
 
     async def _close_leftovers(self, instance: Instance) -> None:
         """Close driver clients the instance left open (bounded), and say so in the history."""

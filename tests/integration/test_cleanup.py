@@ -21,9 +21,10 @@ from harness.schedule import Crash, Pause
 from tests.zoo.kafka_services import kafka_correct, kafka_swallows_errors
 from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
 
-pytestmark = pytest.mark.asyncio
-
 RUNS = int(os.environ.get("HARNESS_LEAK_RUNS", "12"))
+
+# About a second a run: 1,000 runs need far more than the suite's 300 s per test.
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(max(300, 3 * RUNS))]
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ with a clear message, nothing left behind, and the partial history kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import pytest
 import brokers
 from harness import BrokerInfo, Endpoints, Flow, Kind, Message, ServiceError, checks
 from harness._runner import run_flow
+from harness.schedule import Join, Leave, Pause
 
 pytestmark = pytest.mark.asyncio
 
@@ -158,3 +160,28 @@ async def test_a_service_that_floods_its_output_is_bounded_and_flagged(
     assert len(junk) > 10
     assert {a.kind for v in result.failures() for a in v.anomalies} == {"unexpected"}
     assert await _leftovers(info, result.endpoints.input.removesuffix("-in")) == []
+
+
+@asynccontextmanager
+async def swallows_cancels_on_stop(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Awaits its own work on stop under suppress(CancelledError), as services often do."""
+    yield
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(2.0)
+
+
+@pytest.mark.rabbitmq
+async def test_a_cancel_the_service_swallows_still_ends_the_run(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    # Leave stops the joined instance: the cancel lands inside its swallowing exit.
+    flow = Flow(sut=swallows_cancels_on_stop, broker="rabbitmq", quiet=0.5)
+    task = asyncio.create_task(
+        run_flow(flow, [Join(), Leave(), Pause(10_000)], broker=rabbitmq_broker)
+    )
+    await asyncio.sleep(1.0)
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, GENEROUS)
+    assert time.monotonic() - started < GENEROUS
