@@ -9,6 +9,7 @@ from harness._broker import (
     PublishReceipt,
     TapRecord,
 )
+from harness._compat import serialize_ast_parsing
 from harness._errors import (
     BrokerError,
     BrokerStartError,
@@ -25,6 +26,8 @@ from harness._history import Event, History, Kind
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from harness._runner import run
 from harness._waiting import eventually
+
+serialize_ast_parsing()  # before any thread the harness starts (see harness._compat)
 
 __all__ = (
     "HARNESS_ID_HEADER",
