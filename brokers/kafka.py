@@ -326,6 +326,8 @@ class KafkaAdapter(BrokerAdapter):
         self._timeout = float(timeout)
         self._admin: Any = None
         self._producer: Any = None
+        self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
+        self._producers_lock = asyncio.Lock()
         self._taps: set[_LiveTap] = set()
         self._idle_tap_consumers: list[Any] = []
         self._closed = False
@@ -351,15 +353,7 @@ class KafkaAdapter(BrokerAdapter):
             request_timeout_ms=request_timeout_ms,
             **self.info.client_options,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.info.url,
-            client_id="harness-producer",
-            acks="all",
-            linger_ms=0,
-            max_request_size=MAX_MESSAGE_BYTES,
-            request_timeout_ms=request_timeout_ms,
-            **self.info.client_options,
-        )
+        producer = self._new_producer("harness-producer")
         try:
             async with asyncio.timeout(self._timeout):
                 await admin.start()
@@ -394,6 +388,9 @@ class KafkaAdapter(BrokerAdapter):
             await self._stop_tap(tap)
         while self._idle_tap_consumers:
             await _stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
+        for extra in self._extra_producers.values():
+            await _bounded(extra.stop(), self._timeout)
+        self._extra_producers.clear()
         if self._producer is not None:
             await _bounded(self._producer.stop(), self._timeout)
         if self._admin is not None:
@@ -575,7 +572,8 @@ class KafkaAdapter(BrokerAdapter):
         if not doomed:
             return
         admin, producer = self._clients()
-        tracked = self._forget(producer, doomed)
+        producers = [producer, *self._extra_producers.values()]
+        tracked = [p for p in producers if self._forget(p, doomed)]
         doing = f"deleting topic {', '.join(map(repr, doomed))}"
         try:
             async with asyncio.timeout(self._timeout):
@@ -592,8 +590,8 @@ class KafkaAdapter(BrokerAdapter):
                     if not {topic for topic, _ in await self._topic_names()} & set(doomed):
                         break
                     await asyncio.sleep(_POLL_S)
-                if tracked:  # so a publish to one fails at once instead of retrying
-                    await producer.client.force_metadata_update()
+                for client in tracked:  # so a publish to one fails at once, without retrying
+                    await client.client.force_metadata_update()
         except HarnessError:
             raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
@@ -664,35 +662,63 @@ class KafkaAdapter(BrokerAdapter):
         self, destination: str, message: Message, *, partition: int | None = None
     ) -> PublishReceipt:
         """Send one record and wait for all in-sync replicas to have it."""
-        name = _check_topic_name(destination)
         if partition is not None and (not isinstance(partition, int) or partition < 0):
             raise InvalidArgument(
                 f"partition={partition!r} is invalid: pass None or a partition number >= 0"
             )
-        _, producer = self._clients()
+        [receipt] = await self._send(destination, [message], partition=partition, producer=0)
+        return receipt
+
+    async def publish_many(
+        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+    ) -> list[PublishReceipt]:
+        """Send records in order, all in flight at once; wait for all in-sync replicas.
+
+        ``producer`` > 0 is a producer client of its own (its own connection),
+        started on first use and stopped with the adapter.
+        """
+        return await self._send(destination, messages, partition=None, producer=producer)
+
+    async def _send(
+        self,
+        destination: str,
+        messages: Sequence[Message],
+        *,
+        partition: int | None,
+        producer: int,
+    ) -> list[PublishReceipt]:
+        name = _check_topic_name(destination)
         doing = f"publishing to topic {name!r}"
         try:
             async with asyncio.timeout(self._timeout):
-                known = producer.client.cluster.partitions_for_topic(name)
+                client = await self._producer_for(producer)
+                known = client.client.cluster.partitions_for_topic(name)
                 if known is None and await self._exists(name) is False:
                     raise DestinationError(
                         f"topic {name!r} does not exist on {self.info.url}: create it first "
                         f"(adapter.create(DestinationSpec(name={name!r})))"
                     )
                 if partition is not None:
-                    known = await producer.partitions_for(name)
+                    known = await client.partitions_for(name)
                     if partition not in known:
                         raise InvalidArgument(
                             f"partition={partition} is invalid: topic {name!r} has partitions "
                             f"0..{max(known)}"
                         )
-                sent = await producer.send_and_wait(
-                    name,
-                    value=message.value,
-                    key=message.key,
-                    partition=partition,
-                    headers=list(message.headers.items()),
-                )
+                # send() queues a record and returns its delivery future, so the
+                # records queue in call order, and a producer has one batch per
+                # partition in flight at a time: the partition keeps that order.
+                deliveries = [
+                    await client.send(
+                        name,
+                        value=message.value,
+                        key=message.key,
+                        partition=partition,
+                        headers=list(message.headers.items()),
+                    )
+                    for message in messages
+                ]
+                sent = await asyncio.gather(*deliveries)
         except HarnessError:
             raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
@@ -702,7 +728,40 @@ class KafkaAdapter(BrokerAdapter):
                     "create it before publishing"
                 ) from err
             raise self._translate(err, doing) from err
-        return PublishReceipt(destination=name, partition=sent.partition, offset=sent.offset)
+        return [
+            PublishReceipt(destination=name, partition=record.partition, offset=record.offset)
+            for record in sent
+        ]
+
+    async def _producer_for(self, number: int) -> Any:
+        """Producer ``number``: 0 is the adapter's own, others start on first use."""
+        _, own = self._clients()
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise InvalidArgument(f"producer={number!r} is invalid: give a number >= 0")
+        if number == 0:
+            return own
+        async with self._producers_lock:
+            client = self._extra_producers.get(number)
+            if client is None:
+                client = self._new_producer(f"harness-producer-{number}")
+                try:
+                    await client.start()
+                except BaseException:
+                    await _bounded(client.stop(), self._timeout)
+                    raise
+                self._extra_producers[number] = client
+        return client
+
+    def _new_producer(self, client_id: str) -> Any:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.info.url,
+            client_id=client_id,
+            acks="all",
+            linger_ms=0,
+            max_request_size=MAX_MESSAGE_BYTES,
+            request_timeout_ms=int(self._timeout * 1000),
+            **self.info.client_options,
+        )
 
     def tap(
         self, destination: str, on_record: TapCallback
@@ -1033,8 +1092,15 @@ def _distinct_free_ports(count: int) -> list[int]:
 
 
 def _cluster_id() -> str:
-    """A fresh cluster id in Kafka's format (a UUID, URL-safe base64, unpadded)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A fresh cluster id in Kafka's format (a UUID, URL-safe base64, unpadded).
+
+    Never one starting with "-" (one in 64 would): the storage tool would read
+    it as an option, and Kafka's own Uuid.randomUuid() avoids them too.
+    """
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not found.startswith("-"):
+            return found
 
 
 @dataclass(frozen=True, kw_only=True)

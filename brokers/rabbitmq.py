@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
@@ -352,7 +352,7 @@ class RabbitAdapter(BrokerAdapter):
         self._where = redact_url(info.url)
         self._vhost = _vhost_of(info.url)
         self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channels: dict[int, AbstractChannel] = {}  # publishing channels, by producer
         self._closing = False
         self._lost: BaseException | None = None
         self._firehose: _Firehose | None = None
@@ -370,7 +370,7 @@ class RabbitAdapter(BrokerAdapter):
         try:
             async with asyncio.timeout(self._timeout):
                 connection = await aio_pika.connect(self.info.url, timeout=self._timeout)
-                self._channel = await connection.channel(
+                self._channels[0] = await connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
@@ -443,7 +443,8 @@ class RabbitAdapter(BrokerAdapter):
         firehose, self._firehose = self._firehose, None
         if firehose is not None:
             await firehose.close()
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection = self._connection, None
+        self._channels.clear()
         if connection is not None:
             await self._close_quietly(connection)
 
@@ -702,13 +703,15 @@ class RabbitAdapter(BrokerAdapter):
 
     # -- traffic
 
-    async def _publishing_channel(self) -> AbstractChannel:
+    async def _publishing_channel(self, producer: int = 0) -> AbstractChannel:
         connection = self._require_connection()
-        channel = self._channel
+        if isinstance(producer, bool) or not isinstance(producer, int) or producer < 0:
+            raise InvalidArgument(f"producer={producer!r} is invalid: give a number >= 0")
+        channel = self._channels.get(producer)
         if channel is None or channel.is_closed:
             # The broker closes a channel on some refusals; the connection is still good.
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._channel = channel
+            self._channels[producer] = channel
         return channel
 
     async def publish(
@@ -728,16 +731,44 @@ class RabbitAdapter(BrokerAdapter):
                 f"destination={destination!r:.60} is invalid: pass a queue name of at most "
                 f"{_MAX_NAME_BYTES} bytes"
             )
-        amqp_message = aio_pika.Message(
-            body=message.value,
-            headers=_encode_headers(message),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        [receipt] = await self.publish_many(destination, [message])
+        return receipt
+
+    async def publish_many(
+        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+    ) -> list[PublishReceipt]:
+        """Publish persistently, in order, all awaiting their confirms at once.
+
+        ``producer`` > 0 is a publishing channel of its own on the adapter's
+        connection (the broker runs each channel as its own process).
+        """
+        if not isinstance(destination, str) or len(destination.encode()) > _MAX_NAME_BYTES:
+            raise InvalidArgument(
+                f"destination={destination!r:.60} is invalid: pass a queue name of at most "
+                f"{_MAX_NAME_BYTES} bytes"
+            )
+        bodies = [
+            aio_pika.Message(
+                body=message.value,
+                headers=_encode_headers(message),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            for message in messages
+        ]
         async with self._translated(f"publishing to queue {destination!r}"):
-            channel = await self._publishing_channel()
+            channel = await self._publishing_channel(producer)
+            exchange = channel.default_exchange
+            # The publishes start in this order and nothing suspends them before
+            # the channel's lock, which hands out in arrival order: frames go out
+            # in order and only the confirms are awaited together.
             try:
-                await channel.default_exchange.publish(
-                    amqp_message, routing_key=destination, mandatory=True, timeout=self._timeout
+                await asyncio.gather(
+                    *(
+                        exchange.publish(
+                            body, routing_key=destination, mandatory=True, timeout=self._timeout
+                        )
+                        for body in bodies
+                    )
                 )
             except aiormq.exceptions.PublishError as exc:
                 raise DestinationError(
@@ -750,7 +781,7 @@ class RabbitAdapter(BrokerAdapter):
                     f"RabbitMQ at {self._where} refused a message for queue {destination!r} "
                     f"(negative confirm: {exc!r}): check the queue's limits and policies"
                 ) from exc
-        return PublishReceipt(destination=destination)
+        return [PublishReceipt(destination=destination) for _ in messages]
 
     def tap(self, destination: str, on_record: TapCallback) -> AbstractAsyncContextManager[None]:
         """Observe ``destination`` through the firehose without consuming it.

@@ -141,6 +141,18 @@ class BrokerAdapter(abc.ABC):
         """Publish one message and wait until the broker has it."""
 
     @abc.abstractmethod
+    async def publish_many(
+        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+    ) -> list[PublishReceipt]:
+        """Publish ``messages`` in order, all in flight at once; wait until the broker has each.
+
+        ``producer`` picks one of the adapter's publishing connections (a
+        Kafka producer, a RabbitMQ channel), created on first use: calls on
+        different producers run concurrently and the broker may interleave
+        them, while one producer's messages keep their order.
+        """
+
+    @abc.abstractmethod
     def tap(self, destination: str, on_record: TapCallback) -> AbstractAsyncContextManager[None]:
         """Observe everything that lands on ``destination`` without consuming it.
 

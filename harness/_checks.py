@@ -264,6 +264,10 @@ def _order_anomalies(
 ) -> Iterator[Anomaly]:
     """Within each group, first outputs must come in publish order (*nonmonotonic*).
 
+    Publish order is what the publishers guaranteed: an input whose publish
+    started after another's (bursts run one after another), or a later one
+    of the same producer in a burst. Inputs that concurrent producers
+    published in one burst have no order, since the broker may interleave them.
     Redelivered duplicates are judged by their first output, so the replay
     that at-least-once delivery causes after a crash is not a reordering.
     """
@@ -277,21 +281,32 @@ def _order_anomalies(
             groups[group_of(found)].append(found)
     for group, members in groups.items():
         emitted = sorted(members, key=lambda i: first_output[i.harness_id])
-        latest: Input | None = None  # the latest-published input output so far
+        latest: Input | None = None  # output so far: the one whose publish started last
+        latest_of: dict[str | None, Input] = {}  # ... and the latest one of each producer
         for found in emitted:
-            if latest is not None and found.number < latest.number:
+            started = found.event.at_ns
+            if latest is not None and started < latest.event.at_ns:
+                after: Input | None = latest
+            else:
+                after = latest_of.get(found.event.lane)
+                if after is not None and after.number < found.number:
+                    after = None
+            if after is not None:
                 out_late = facts.output_order[first_output[found.harness_id]]
-                out_early = facts.output_order[first_output[latest.harness_id]]
+                out_early = facts.output_order[first_output[after.harness_id]]
                 yield Anomaly(
                     "nonmonotonic",
-                    f"{describe(group)}: output of #{latest.number} (id {latest.harness_id})"
+                    f"{describe(group)}: output of #{after.number} (id {after.harness_id})"
                     f" at {facts.at(out_early)} came before #{found.number}"
                     f" (id {found.harness_id}) at {facts.at(out_late)};"
-                    f" published at {facts.at(latest.event)} and {facts.at(found.event)}",
-                    (found.harness_id, latest.harness_id),
+                    f" published at {facts.at(after.event)} and {facts.at(found.event)}",
+                    (found.harness_id, after.harness_id),
                 )
-            if latest is None or found.number > latest.number:
+            if latest is None or started > latest.event.at_ns:
                 latest = found
+            mine = latest_of.get(found.event.lane)
+            if mine is None or found.number > mine.number:
+                latest_of[found.event.lane] = found
 
 
 def per_key_order() -> Check:

@@ -117,6 +117,7 @@ def _fuzz(args: argparse.Namespace) -> int:
                 max_examples=args.max_examples,
                 seed=args.seed,
                 faults=faults,
+                producers=args.producers,
                 broker=info,
                 report_dir=Path(args.report_dir),
                 progress=None if args.quiet else _print_example,
@@ -186,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KINDS",
         help="add fault schedules: all (crash,join,latency,cut), or some of those and"
         " broker_restart (Kafka brokers the harness started)",
+    )
+    fuzz_parser.add_argument(
+        "--producers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="publish through N concurrent producers (default 1: one ordered publisher)",
     )
     fuzz_parser.add_argument(
         "--replay", action="store_true", help="only re-run failures saved by earlier runs"

@@ -128,6 +128,7 @@ async def fuzz(
     max_examples: int = 100,
     seed: int | None = None,
     faults: bool | Sequence[str] = False,
+    producers: int = 1,
     broker: BrokerInfo | None = None,
     shrink_seconds: float = 120.0,
     shrink_tries: int = 3,
@@ -140,7 +141,8 @@ async def fuzz(
 ) -> FuzzReport:
     """Search for a schedule that breaks ``flow``'s checks; shrink and re-run it.
 
-    ``faults`` adds fault schedules (True for all kinds, or a list of kinds).
+    ``faults`` adds fault schedules (True for all kinds, or a list of kinds);
+    ``producers`` > 1 publishes through that many concurrent producers.
     While shrinking, a candidate that passes is tried up to ``shrink_tries``
     times before it counts as passing. Failing examples are kept in
     Hypothesis's database under ``database`` (unseeded runs only: a ``seed``
@@ -169,6 +171,7 @@ async def fuzz(
                 max_examples=max_examples,
                 seed=seed,
                 faults=faults,
+                producers=producers,
                 shrink_seconds=shrink_seconds,
                 shrink_tries=shrink_tries,
                 reruns=reruns,
@@ -194,6 +197,7 @@ async def _campaign(
     max_examples: int,
     seed: int | None,
     faults: bool | Sequence[str],
+    producers: int,
     shrink_seconds: float,
     shrink_tries: int,
     reruns: int,
@@ -205,7 +209,7 @@ async def _campaign(
 ) -> FuzzReport:
     loop = asyncio.get_running_loop()
     messages = flow.messages if flow.messages is not None else message_lists()
-    strategy = schedules(messages=messages, faults=faults)
+    strategy = schedules(messages=messages, faults=faults, producers=producers)
     started = time.monotonic()
     state: dict[str, Any] = {
         "count": 0,

@@ -2,8 +2,9 @@
 
 Steps, each bounded: take isolated destinations (unique names per run) →
 tap output, dead letters and input deliveries → start the service with
-client-side probes → publish the inputs, stamped with harness ids → wait for
-quiescence → stop the service → stop taps, delete destinations → run checks.
+client-side probes → publish the inputs, stamped with harness ids (a run of
+consecutive publishes as one burst) → wait for quiescence → stop the
+service → stop taps, delete destinations → run checks.
 Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 """
 
@@ -143,14 +144,53 @@ class LiveRun:
     async def do(self, step: Step | Message) -> None:
         """Carry out one step (a plain Message is published)."""
         [step] = as_schedule([step])
-        self.steps.append(step)
         if isinstance(step, Publish):
-            stamp = f"{self.run_id}-{next(self._numbering)}".encode()
-            message = step.message.with_headers(**{HARNESS_ID_HEADER: stamp})
-            await _publish(self.adapter, self.endpoints, self.history, message)
-            self.published.append(message)
+            await self.publish_burst([step])
         else:
+            self.steps.append(step)
             await _apply(step, self._instances, self.flow, self.history, self._deadline)
+
+    async def publish_burst(self, burst: Sequence[Publish]) -> None:
+        """Publish back to back: each producer's messages in order, all producers at once.
+
+        Every publish of the burst is recorded as starting when the burst did
+        (they are all in flight together), in the burst's order, with its
+        producer as the lane (None for producer 0): checks order two inputs of
+        one burst only when one producer published both.
+        """
+        self.steps.extend(burst)
+        stamped = [
+            step.message.with_headers(
+                **{HARNESS_ID_HEADER: f"{self.run_id}-{next(self._numbering)}".encode()}
+            )
+            for step in burst
+        ]
+        by_producer: dict[int, list[Message]] = {}
+        for step, message in zip(burst, stamped, strict=True):
+            by_producer.setdefault(step.producer, []).append(message)
+        at_ns = time.perf_counter_ns()
+        receipts = await asyncio.gather(
+            *(
+                self.adapter.publish_many(self.endpoints.input, messages, producer=producer)
+                for producer, messages in by_producer.items()
+            )
+        )
+        unread = {producer: iter(got) for producer, got in zip(by_producer, receipts, strict=True)}
+        for step, message in zip(burst, stamped, strict=True):
+            receipt = next(unread[step.producer])
+            self.history.record(
+                Kind.PUBLISHED,
+                "harness",
+                at_ns=at_ns,
+                harness_id=message.harness_id,
+                destination=self.endpoints.input,
+                key=message.key,
+                partition=receipt.partition,
+                offset=receipt.offset,
+                lane=f"producer{step.producer}" if step.producer else None,
+                message=message,
+            )
+            self.published.append(message)
 
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""
@@ -201,8 +241,12 @@ async def run_flow(
     )
     try:
         async with live:
-            for step in schedule:
-                await live.do(step)
+            for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
+                if is_burst:
+                    await live.publish_burst([s for s in run if isinstance(s, Publish)])
+                else:
+                    for step in run:
+                        await live.do(step)
             return await live.finish(history_dir=history_dir)
     except HarnessError as exc:
         exc.history = live.history  # what happened until it went wrong
@@ -212,24 +256,6 @@ async def run_flow(
             )
             exc.add_note(f"partial history: {exc.history_path}")
         raise
-
-
-async def _publish(
-    adapter: BrokerAdapter, endpoints: Endpoints, history: History, message: Message
-) -> None:
-    at_ns = time.perf_counter_ns()
-    receipt = await adapter.publish(endpoints.input, message)
-    history.record(
-        Kind.PUBLISHED,
-        "harness",
-        at_ns=at_ns,
-        harness_id=message.harness_id,
-        destination=endpoints.input,
-        key=message.key,
-        partition=receipt.partition,
-        offset=receipt.offset,
-        message=message,
-    )
 
 
 async def _apply(
@@ -284,15 +310,18 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
-    seconds, so a consumer still acking, committing or redelivering keeps the
-    run open while a finished one ends at once. Progress is a new output or
+    seconds, or the slowest publish-to-output time seen if longer, so
+    a consumer still acking, committing or redelivering keeps the run open
+    while a finished one ends at once, and a slow service is given time in
+    proportion to its pace. Progress is a new output or
     dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
     at the deadline.
     """
-    inputs: set[str] = set()
+    published_ns: dict[str, int] = {}
     accounted: set[str] = set()
-    seen = 0  # events already folded into the two sets
+    settle = flow.settle
+    seen = 0  # events already folded in
     last_progress = last_event = time.monotonic()
     while True:
         events = history.events
@@ -302,23 +331,26 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
             if event.harness_id is None:
                 continue
             if event.kind is Kind.PUBLISHED:
-                inputs.add(event.harness_id)
+                published_ns.setdefault(event.harness_id, event.at_ns)
             elif (
                 event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED)
                 and event.harness_id not in accounted
             ):
                 accounted.add(event.harness_id)
                 last_progress = time.monotonic()
+                if event.harness_id in published_ns:
+                    took = (event.at_ns - published_ns[event.harness_id]) / 1e9
+                    settle = max(settle, took)
         seen = len(events)
         now = time.monotonic()
-        if inputs <= accounted and (
-            now - last_event >= flow.settle or now - last_progress >= flow.quiet
+        if published_ns.keys() <= accounted and (
+            now - last_event >= settle or now - last_progress >= flow.quiet
         ):
             return "every input accounted for"
         if now - last_progress >= flow.quiet:
             return (
                 f"no progress for {flow.quiet:g} s with"
-                f" {len(inputs - accounted)} inputs unaccounted for"
+                f" {len(published_ns.keys() - accounted)} inputs unaccounted for"
             )
         if now >= deadline:
             return f"timeout after {flow.timeout:g} s"

@@ -14,12 +14,36 @@ from dataclasses import dataclass
 from harness._errors import InvalidArgument
 from harness._message import Message
 
+#: How many concurrent producers a schedule may use (numbered from 0).
+MAX_PRODUCERS = 8
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Publish:
-    """Publish one input (stamped with a harness id by the runner)."""
+    """Publish one input (stamped with a harness id by the runner).
+
+    Consecutive publishes form a burst: each ``producer``'s messages go out
+    in order, all in flight at once, and the producers of a burst publish
+    concurrently (separate Kafka producers or RabbitMQ channels), so the
+    broker may interleave them. Checks order a burst's publishes only within
+    one producer; bursts are ordered among themselves.
+    """
 
     message: Message
+    producer: int = 0
+
+    def __post_init__(self) -> None:
+        producer = self.producer
+        if isinstance(producer, bool) or not isinstance(producer, int):
+            producer = -1
+        if not 0 <= producer < MAX_PRODUCERS:
+            raise InvalidArgument(
+                f"Publish(producer={self.producer!r}) is invalid: give 0 to {MAX_PRODUCERS - 1}"
+            )
+
+    def __repr__(self) -> str:
+        extra = f", producer={self.producer}" if self.producer else ""
+        return f"Publish(message={self.message!r}{extra})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from harness._errors import InvalidArgument
 from harness._message import Message
 from harness._schedule import (
     FAULT_KINDS,
+    MAX_PRODUCERS,
     OPT_IN_FAULT_KINDS,
     BrokerRestart,
     Crash,
@@ -104,14 +105,20 @@ def _schedule(
     max_faults: int,
     max_instances: int,
     pauses: bool,
+    producers: int,
 ) -> list[Step]:
     steps: list[Step] = []
     budget = max_faults
     fault = _faults(kinds, max_instances)
     for message in draw(message_lists):
-        if pauses and draw(st.booleans()):
-            steps.append(Pause(draw(st.sampled_from([1, 10, 50]))))
-        steps.append(Publish(message))
+        # A gap before about one publish in three: none (a burst), about one
+        # message's handling (1-5 ms here), or several (20 ms). Longer waits
+        # are what Settle is for. The draw shrinks to no pause.
+        if pauses and draw(st.integers(0, 2)) == 2:
+            steps.append(Pause(draw(st.sampled_from([1, 5, 20]))))
+        # Which producer publishes it; shrinks to producer 0 (one ordered publisher).
+        producer = draw(st.integers(0, producers - 1)) if producers > 1 else 0
+        steps.append(Publish(message, producer))
         if budget and draw(st.integers(0, 3)) == 3:  # a fault after about one publish in four
             if draw(st.booleans()):
                 steps.append(Settle())  # let processing catch up first: faults then hit
@@ -127,8 +134,14 @@ def schedules(
     max_faults: int = 2,
     max_instances: int = 2,
     pauses: bool = True,
+    producers: int = 1,
 ) -> st.SearchStrategy[list[Step]]:
     """Publishes of ``messages`` interleaved with pauses and faults.
+
+    Publishes with no pause or fault between them form a burst, all in
+    flight at once. With ``producers`` > 1, each message goes out through one
+    of that many concurrent producers, so the broker may interleave a
+    burst's publishes of different producers (checks allow for it).
 
     ``faults`` is True (all of ``crash``, ``join``, ``latency``, ``cut``),
     False, or the kinds to use, which may also name ``broker_restart`` (a
@@ -148,8 +161,16 @@ def schedules(
             raise InvalidArgument(f"faults={unknown!r} is invalid: use some of {', '.join(known)}")
     if not isinstance(max_faults, int) or max_faults < 0:
         raise InvalidArgument(f"max_faults={max_faults!r} is invalid: give a count >= 0")
+    if (
+        isinstance(producers, bool)
+        or not isinstance(producers, int)
+        or not 1 <= producers <= MAX_PRODUCERS
+    ):
+        raise InvalidArgument(f"producers={producers!r} is invalid: give 1 to {MAX_PRODUCERS}")
     message_lists = messages if messages is not None else globals()["messages"]()
-    return _schedule(message_lists, kinds, max_faults if kinds else 0, max_instances, pauses)
+    return _schedule(
+        message_lists, kinds, max_faults if kinds else 0, max_instances, pauses, producers
+    )
 
 
 __all__ = ("POISON", "keys", "messages", "schedules", "values")

@@ -100,6 +100,34 @@ async def test_order_is_kept_on_one_partition_or_queue(
     await any_adapter.delete(unique)
 
 
+async def test_a_burst_keeps_each_producers_order(any_adapter: BrokerAdapter, unique: str) -> None:
+    await any_adapter.create(DestinationSpec(name=unique))
+    seen: list[TapRecord] = []
+    bursts = {
+        p: [Message(key=b"k", value=f"{p}-{i}".encode()) for i in range(100)] for p in (0, 1, 2)
+    }
+    async with any_adapter.tap(unique, seen.append):
+        # Three producers at once, each with 100 messages in flight.
+        receipts = await asyncio.gather(
+            *(any_adapter.publish_many(unique, sent, producer=p) for p, sent in bursts.items())
+        )
+        await wait_until(lambda: len(landed(seen)) >= 300)
+    assert [len(r) for r in receipts] == [100, 100, 100]
+    values = [r.message.value for r in landed(seen)]
+    assert sorted(values) == sorted(m.value for sent in bursts.values() for m in sent)
+    for p, sent in bursts.items():
+        mine = [v for v in values if v.startswith(f"{p}-".encode())]
+        assert mine == [m.value for m in sent], f"producer {p} out of order"
+    if any_adapter.kind == "kafka":  # the receipts are the broker's own positions
+        offsets = [r.offset for got in receipts for r in got]
+        assert sorted(offsets) == list(range(300))
+        for got in receipts:
+            assert [r.offset for r in got] == sorted(r.offset or 0 for r in got)
+    with pytest.raises(InvalidArgument, match="producer=-1 is invalid"):
+        await any_adapter.publish_many(unique, [Message()], producer=-1)
+    await any_adapter.delete(unique)
+
+
 async def test_destinations_are_isolated(any_adapter: BrokerAdapter, unique: str) -> None:
     first, second = f"{unique}-1", f"{unique}-2"
     for name in (first, second):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from harness import BrokerInfo, ChecksFailed, Flow, Message, checks, fuzz
 from harness import strategies as hs
+from harness._fuzz import Example
 from harness.schedule import Crash, Join, Publish
 from harness.stateful import FlowMachine, rule, run_machine
 from tests.zoo.kafka_services import (
@@ -161,6 +162,30 @@ async def test_correct_services_pass_a_crash_campaign(
     )  # fmt: skip
     assert report.ok, report.summary()
     assert report.examples == 15
+
+
+@pytest.mark.parametrize(
+    ("broker", "service"),
+    [
+        pytest.param("kafka", kafka_correct, marks=pytest.mark.kafka, id="kafka"),
+        pytest.param("rabbitmq", rabbitmq_correct, marks=pytest.mark.rabbitmq, id="rabbitmq"),
+    ],
+)
+async def test_concurrent_producers_are_no_reordering_of_a_correct_service(
+    request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path
+) -> None:
+    # Producers of one burst race each other at the broker: the checks must not
+    # call the broker's interleaving a reordering by the service.
+    info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
+    flow = Flow(sut=service, broker=info.kind, checks=ORDER)  # type: ignore[arg-type]
+    seen: list[Example] = []
+    report = await fuzz(
+        flow, max_examples=25, seed=5, producers=3, broker=info, database=None,
+        report_dir=tmp_path, progress=seen.append,
+    )  # fmt: skip
+    assert report.ok, report.summary()
+    producers = {s.producer for e in seen for s in e.schedule if isinstance(s, Publish)}
+    assert producers == {0, 1, 2}
 
 
 @pytest.mark.kafka

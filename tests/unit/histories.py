@@ -72,9 +72,14 @@ class Script:
         destination: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
+        producer: int = 0,
         at: float | None = None,
     ) -> Self:
-        """The harness publishes an input stamped with ``harness_id`` (None: unstamped)."""
+        """The harness publishes an input stamped with ``harness_id`` (None: unstamped).
+
+        Publishes of one burst share their ``at``; ``producer`` > 0 is the lane
+        of a concurrent producer, as the runner records it.
+        """
         stamped = dict(headers or {})
         if harness_id is not None:
             stamped[HARNESS_ID_HEADER] = harness_id.encode()
@@ -88,6 +93,7 @@ class Script:
             key=key,
             partition=partition,
             offset=offset,
+            lane=f"producer{producer}" if producer else None,
             message=message,
         )
         if harness_id is not None:

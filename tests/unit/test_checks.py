@@ -392,6 +392,53 @@ def test_per_key_order_still_sees_a_reordering_inside_a_replay() -> None:
     ]
 
 
+def test_per_key_order_lets_concurrent_producers_of_one_burst_interleave() -> None:
+    # One burst (one start time): producers 0 and 1 publish at once, so the
+    # broker may take b before a; producer 1's own two stay ordered.
+    burst = (
+        Script()
+        .publish("a", key=b"k", at=0)
+        .publish("b", key=b"k", producer=1, at=0)
+        .publish("c", key=b"k", producer=1, at=0)
+    )
+    interleaved = burst.output("b", at=2).output("a", at=3).output("c", at=4).build()
+    assert per_key_order()(interleaved).ok
+    assert per_partition_order()(interleaved).ok
+
+
+def test_per_key_order_keeps_one_producers_order_within_a_burst() -> None:
+    history = (
+        Script()
+        .publish("a", key=b"k", at=0)
+        .publish("b", key=b"k", producer=1, at=0)
+        .publish("c", key=b"k", producer=1, at=0)
+        .output("c", at=2)
+        .output("a", at=3)
+        .output("b", at=4)
+        .build()
+    )
+    verdict = per_key_order()(history)
+    assert ids(verdict) == [("b", "c")]
+
+
+def test_per_key_order_orders_bursts_whatever_their_producers() -> None:
+    # b's burst started after a's had finished: b must not overtake a.
+    history = (
+        Script()
+        .publish("a", key=b"k", at=0)
+        .publish("b", key=b"k", producer=1, at=5)
+        .output("b", at=6)
+        .output("a", at=7)
+        .build()
+    )
+    verdict = per_key_order()(history)
+    assert ids(verdict) == [("a", "b")]
+    assert texts(verdict) == [
+        "key 'k': output of #2 (id b) at +6.0 ms came before #1 (id a) at +7.0 ms;"
+        " published at +5.0 ms and +0.0 ms"
+    ]
+
+
 def test_per_key_order_reports_each_input_overtaken() -> None:
     history = (
         Script()

@@ -158,3 +158,15 @@ def test_failed_readiness_stops_the_broker_and_says_why() -> None:
         _local.acquire(HttpRecipe(fail_ready=True))
     assert _local.status("kafka") is None
     assert not list(Path(_local.run_dir("kafka")).glob("owners/*"))
+
+
+def test_a_kafka_cluster_id_never_starts_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from brokers import kafka
+
+    dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # encodes as "-AAA..."
+    plain = uuid.UUID(int=1)
+    drawn = iter([dashed, plain])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(drawn))
+    assert kafka._cluster_id() == "AAAAAAAAAAAAAAAAAAAAAQ"

@@ -51,6 +51,22 @@ def test_schedules_without_faults_only_publish_and_pause() -> None:
         assert all(type(s).__name__ in {"Publish", "Pause"} for s in schedule)  # type: ignore[attr-defined]
 
 
+def test_schedules_publish_through_one_producer_unless_asked() -> None:
+    def producers(strategy: object) -> set[int]:
+        found = _collect(strategy)
+        return {s.producer for schedule in found for s in schedule if isinstance(s, Publish)}  # type: ignore[attr-defined]
+
+    assert producers(hs.schedules(faults=False)) == {0}
+    assert producers(hs.schedules(faults=False, producers=3)) == {0, 1, 2}
+
+
+def test_a_publish_prints_its_producer_only_when_not_the_first() -> None:
+    message = Message(value=b"v", key=b"k")
+    assert repr(Publish(message)) == f"Publish(message={message!r})"
+    assert repr(Publish(message, producer=2)) == f"Publish(message={message!r}, producer=2)"
+    assert eval(repr(Publish(message, producer=2))) == Publish(message, 2)
+
+
 def test_a_message_is_a_message() -> None:
     [batch] = _collect(hs.messages(min_size=1, max_size=1), examples=1)
     assert isinstance(batch[0], Message)  # type: ignore[index]
@@ -64,6 +80,9 @@ def test_a_message_is_a_message() -> None:
         (lambda: hs.schedules(faults=["meteor"]), r"faults=\['meteor'\] is invalid"),
         (lambda: hs.schedules(max_faults=-1), "max_faults=-1 is invalid"),
         (lambda: hs.values(max_size=-2), "max_size=-2"),
+        (lambda: hs.schedules(producers=0), "producers=0 is invalid: give 1 to 8"),
+        (lambda: hs.schedules(producers=True), "producers=True is invalid"),
+        (lambda: Publish(Message(), producer=8), r"Publish\(producer=8\) is invalid: give 0 to 7"),
     ],
 )
 def test_bad_parameters_name_the_value(make: object, match: str) -> None:

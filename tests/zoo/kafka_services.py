@@ -96,9 +96,17 @@ async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     await asyncio.wait_for(client.stop(), STOP_TIMEOUT_S)
 
 
-async def _wind_down(task: asyncio.Task[None], stopping: asyncio.Event) -> None:
-    """Stop polling and let the loop finish the batch in hand; cancel it past the bound."""
+async def _wind_down(
+    task: asyncio.Task[None], stopping: asyncio.Event, batch: asyncio.Lock
+) -> None:
+    """Stop polling and let the loop finish the batch in hand; cancel it past the bound.
+
+    A loop waiting in ``getmany`` holds no batch: cancelling it at once loses
+    nothing (no records are handed out mid-wait) and spares waiting out the poll.
+    """
     stopping.set()
+    if not batch.locked():
+        task.cancel()
     try:
         done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
         if not done:
@@ -166,7 +174,7 @@ async def _consuming(
         try:
             yield
         finally:
-            await _wind_down(task, stopping)
+            await _wind_down(task, stopping, membership.batch)
 
 
 @contextlib.asynccontextmanager
