@@ -25,26 +25,45 @@ to round, more than the probes cost. A second figure is steadier: the CPU
 time this process (service, publisher and taps: they share one event loop)
 spends per message, off / on: the throughput ratio a CPU-bound consumer
 would see.
+
+A third design takes the machine's drift out of the round-trip comparison:
+*probes toggled within one run*. One run of the service answers round trips
+in blocks of ``_BLOCK`` messages, the probes installed for one block and
+uninstalled for the next (the drivers' own methods back: "off" costs
+nothing at all), alternately. Adjacent blocks are a pair taken under the same
+conditions; the figure is the median over pairs of median latency off /
+median latency on (a round trip's throughput is one over its latency), with
+a bootstrap 95% interval over pairs. The first messages of a block are not
+counted: a consumer already waiting in a poll finishes it unprobed or probed
+as it entered it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import statistics
+import time
 
 import brokers
 from benchmarks import Figure, Options, spread
 from harness._bench import Round, bench, mann_whitney_p
 from harness._broker import BrokerInfo
 from harness._flow import Flow
-from harness._message import BrokerKind
+from harness._history import Kind
+from harness._message import BrokerKind, Message
+from harness._runner import LiveRun
+from harness._schedule import Publish
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 
 NAME = "probe_overhead"
 _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
 _WARMUP = 50
+_BLOCK = 25  # round trips per block of the toggled design
+_SKIPPED = 3  # of each block, not counted (the switch-over)
+_RESAMPLES = 2000
 
 
 async def _mode(
@@ -117,6 +136,91 @@ async def _mode(
     return [throughput_figure, cpu_figure]
 
 
+async def _round_trip(live: LiveRun, number: int, seen: list[int]) -> int:
+    """Publish one input, wait for its output; its latency in ns (from the history)."""
+    history = live.history
+    await live.publish_burst([Publish(Message(value=b"x" * 100, key=b"k%d" % (number % 10)))])
+    published = history.events[-1]
+    assert published.kind is Kind.PUBLISHED
+    deadline = time.monotonic() + live.flow.timeout
+    while time.monotonic() < deadline:
+        for event in history.events[seen[0] :]:
+            if event.kind is Kind.OUTPUT and event.harness_id == published.harness_id:
+                seen[0] = len(history.events)
+                return event.at_ns - published.at_ns
+        seen[0] = len(history.events)
+        await asyncio.sleep(0.001)  # the latency comes from the history, not from this
+    raise TimeoutError(f"no output for input {published.harness_id} in {live.flow.timeout} s")
+
+
+async def _toggled(kind: BrokerKind, broker: BrokerInfo, *, pairs: int) -> Figure:
+    flow = Flow(sut=_SERVICES[kind], broker=kind, probes=True)
+    latency: dict[bool, list[float]] = {True: [], False: []}  # block medians, ns
+    cpu: dict[bool, list[float]] = {True: [], False: []}  # µs per counted message
+    seen = [0]
+    try:
+        async with (
+            brokers.adapter(broker) as adapter,
+            LiveRun(flow, broker=broker, adapter=adapter, faults=False) as live,
+        ):
+            for number in range(_WARMUP):
+                await _round_trip(live, number, seen)
+            for block in range(2 * pairs):
+                # on, off, off, on, ...: neither setting always goes first in a pair
+                probes = (block % 2 == 0) == (block // 2 % 2 == 0)
+                if probes:
+                    brokers.install_client_probes(kind)
+                else:
+                    brokers.uninstall_client_probes(kind)
+                gc.collect()
+                for number in range(_SKIPPED):
+                    await _round_trip(live, number, seen)
+                began = time.process_time()
+                times = [await _round_trip(live, n, seen) for n in range(_SKIPPED, _BLOCK)]
+                counted = _BLOCK - _SKIPPED
+                cpu[probes].append((time.process_time() - began) / counted * 1e6)
+                latency[probes].append(statistics.median(times))
+            await live.finish()
+    finally:
+        brokers.install_client_probes(kind)  # as the rest of the process expects
+    ratios = [off / on for on, off in zip(latency[True], latency[False], strict=True)]
+    cpu_ratios = [off / on for on, off in zip(cpu[True], cpu[False], strict=True)]
+    low, high = _interval(ratios)
+    return Figure(
+        benchmark=NAME,
+        name=f"throughput on/off, round trip, toggled within one run ({pairs} block pairs)",
+        value=statistics.median(ratios),
+        unit="ratio",
+        broker=kind,
+        target=">= 0.98",
+        note=(
+            f"95% interval {low:.3f}-{high:.3f};"
+            f" block median latency on {spread([v / 1e3 for v in latency[True]])} µs,"
+            f" off {spread([v / 1e3 for v in latency[False]])} µs;"
+            f" CPU per message off/on {statistics.median(cpu_ratios):.3f}"
+        ),
+        details={
+            "pair_ratios": ratios,
+            "interval_95": [low, high],
+            "block_median_latency_ns_on": latency[True],
+            "block_median_latency_ns_off": latency[False],
+            "cpu_us_per_message_on": cpu[True],
+            "cpu_us_per_message_off": cpu[False],
+            "block": _BLOCK,
+            "skipped_per_block": _SKIPPED,
+        },
+    )
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    """A bootstrap 95% interval of the median of ``values`` (seeded: reproducible)."""
+    draw = random.Random(0)
+    medians = sorted(
+        statistics.median(draw.choices(values, k=len(values))) for _ in range(_RESAMPLES)
+    )
+    return medians[int(0.025 * _RESAMPLES)], medians[int(0.975 * _RESAMPLES) - 1]
+
+
 def run(options: Options) -> list[Figure]:
     figures = []
     for kind in options.brokers:
@@ -128,4 +232,5 @@ def run(options: Options) -> list[Figure]:
                 figures += asyncio.run(
                     _mode(kind, info, mode=mode, messages=messages, rounds=options.rounds)
                 )
+            figures.append(asyncio.run(_toggled(kind, info, pairs=4 * options.rounds)))
     return figures

@@ -325,6 +325,15 @@ def install_client_probes(kind: BrokerKind) -> None:
     install()
 
 
+def uninstall_client_probes(kind: BrokerKind) -> None:
+    """Undo :func:`install_client_probes`: the driver's own methods, unwrapped."""
+    if kind == "kafka":
+        from brokers.kafka_probes import uninstall
+    else:
+        from brokers.rabbitmq_probes import uninstall
+    uninstall()
+
+
 def detach_driver_randomness(kind: BrokerKind) -> None:
     """Keep the driver of ``kind`` off the global ``random`` generator (idempotent).
 

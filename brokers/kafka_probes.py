@@ -19,7 +19,7 @@ from harness._history import Kind
 from harness._message import Message
 from harness._probes import Recorder, current_recorder, patch_method
 
-_installed = False
+_undo: list[Callable[[], None]] = []  # set while installed
 
 
 def _as_message(record: Any) -> Message:
@@ -171,15 +171,23 @@ async def close_leftover(client: object) -> bool:
     return True
 
 
+_PATCHES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (AIOKafkaConsumer, "getone", _wrap_getone),
+    (AIOKafkaConsumer, "getmany", _wrap_getmany),
+    (AIOKafkaConsumer, "commit", _wrap_commit),
+    (AIOKafkaProducer, "send", _wrap_send),
+    (AIOKafkaConsumer, "start", _wrap_start),
+    (AIOKafkaProducer, "start", _wrap_start),
+)
+
+
 def install() -> None:
     """Wrap aiokafka's consumer and producer once; later calls do nothing."""
-    global _installed
-    if _installed:
-        return
-    patch_method(AIOKafkaConsumer, "getone", _wrap_getone)
-    patch_method(AIOKafkaConsumer, "getmany", _wrap_getmany)
-    patch_method(AIOKafkaConsumer, "commit", _wrap_commit)
-    patch_method(AIOKafkaProducer, "send", _wrap_send)
-    patch_method(AIOKafkaConsumer, "start", _wrap_start)
-    patch_method(AIOKafkaProducer, "start", _wrap_start)
-    _installed = True
+    if not _undo:
+        _undo.extend(patch_method(owner, name, wrap) for owner, name, wrap in _PATCHES)
+
+
+def uninstall() -> None:
+    """Put the driver's own methods back: afterwards the probes cost nothing at all."""
+    while _undo:
+        _undo.pop()()

@@ -21,7 +21,7 @@ from aio_pika.message import IncomingMessage
 from harness._history import Kind
 from harness._probes import Recorder, current_recorder, patch_method
 
-_installed = False
+_undo: list[Callable[[], None]] = []  # set while installed
 
 
 def _lane(recorder: Recorder, message: IncomingMessage) -> str:
@@ -132,15 +132,23 @@ async def close_leftover(client: object) -> bool:
     return True
 
 
+_PATCHES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (IncomingMessage, "__init__", _wrap_init),
+    (IncomingMessage, "ack", lambda f: _wrap_settle(f, Kind.ACKED, default=None)),
+    (IncomingMessage, "reject", lambda f: _wrap_settle(f, Kind.NACKED, default=False)),
+    (IncomingMessage, "nack", lambda f: _wrap_settle(f, Kind.NACKED, default=True)),
+    (Exchange, "publish", _wrap_publish),
+    (Connection, "connect", _wrap_connect),
+)
+
+
 def install() -> None:
     """Wrap aio-pika's delivery, settlement and publish once; later calls do nothing."""
-    global _installed
-    if _installed:
-        return
-    patch_method(IncomingMessage, "__init__", _wrap_init)
-    patch_method(IncomingMessage, "ack", lambda f: _wrap_settle(f, Kind.ACKED, default=None))
-    patch_method(IncomingMessage, "reject", lambda f: _wrap_settle(f, Kind.NACKED, default=False))
-    patch_method(IncomingMessage, "nack", lambda f: _wrap_settle(f, Kind.NACKED, default=True))
-    patch_method(Exchange, "publish", _wrap_publish)
-    patch_method(Connection, "connect", _wrap_connect)
-    _installed = True
+    if not _undo:
+        _undo.extend(patch_method(owner, name, wrap) for owner, name, wrap in _PATCHES)
+
+
+def uninstall() -> None:
+    """Put the driver's own methods back: afterwards the probes cost nothing at all."""
+    while _undo:
+        _undo.pop()()

@@ -102,6 +102,19 @@ class Recorder:
 current_recorder: ContextVar[Recorder | None] = ContextVar("harness_recorder", default=None)
 
 
-def patch_method(owner: type, name: str, wrap: Callable[[Any], Any]) -> None:
-    """Replace ``owner.name`` by ``wrap(original)``: how broker modules install probes."""
+def patch_method(owner: type, name: str, wrap: Callable[[Any], Any]) -> Callable[[], None]:
+    """Replace ``owner.name`` by ``wrap(original)``: how broker modules install probes.
+
+    Returns the undo: it puts back exactly what was there (or removes the
+    wrapper of an inherited method).
+    """
+    own = vars(owner).get(name)
     setattr(owner, name, wrap(getattr(owner, name)))
+
+    def undo() -> None:
+        if own is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, own)
+
+    return undo

@@ -354,7 +354,10 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
             )
         if now >= deadline:
             return f"timeout after {flow.timeout:g} s"
-        await asyncio.sleep(0.01)
+        # Poll every 10 ms; once all is accounted for, wake exactly when the
+        # silence would be long enough (a new event restarts the count).
+        remaining = last_event + settle - now if published_ns.keys() <= accounted else 0.01
+        await asyncio.sleep(min(max(remaining, 0.001), 0.01))
 
 
 async def run(

@@ -272,3 +272,17 @@ async def test_settle_records_the_requeue_signature_bind_finds(
         lane="consumer-1",
         requeue=bound.get("requeue", default),
     )
+
+
+@pytest.mark.parametrize("probes", [kafka_probes, rabbitmq_probes], ids=["kafka", "rabbitmq"])
+def test_uninstalling_puts_the_drivers_own_methods_back(probes: Any) -> None:
+    probes.install()
+    wrapped = {(owner, name): vars(owner)[name] for owner, name, _ in probes._PATCHES}
+    probes.uninstall()
+    try:
+        for (owner, name), wrapper in wrapped.items():
+            assert vars(owner)[name] is wrapper.__wrapped__, f"{owner.__name__}.{name}"
+        probes.uninstall()  # twice is fine
+    finally:
+        probes.install()  # as the rest of the session expects
+    assert all(hasattr(vars(owner)[name], "__wrapped__") for owner, name in wrapped)

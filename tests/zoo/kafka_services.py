@@ -157,13 +157,14 @@ async def _consuming(
             async with asyncio.timeout(START_TIMEOUT_S):
                 stack.push_async_callback(_stop_client, consumer)
                 await consumer.start()
+                # Joining the group goes on in the background while the producer starts.
+                consumer.subscribe([endpoints.input], listener=membership)
                 # Created only now: aiokafka warns about a client that is never closed.
                 producer = AIOKafkaProducer(
                     bootstrap_servers=endpoints.bootstrap_servers, acks="all"
                 )
                 stack.push_async_callback(_stop_client, producer)
                 await producer.start()
-                consumer.subscribe([endpoints.input], listener=membership)
                 await membership.assigned.wait()
         except TimeoutError:
             raise TimeoutError(
