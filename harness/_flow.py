@@ -27,7 +27,7 @@ class Flow:
     the harness id of the input it answers, for services that do not copy the
     ``x-harness-id`` header. A run ends once every input has an output or a
     dead letter and nothing at all has happened for ``settle`` seconds, or
-    for the slowest input's publish-to-output time if that is longer
+    for the slowest handling of an input seen (delivery to output) if longer
     (late duplicates, acks and commits still count, and a slow service gets
     a silence in proportion to its pace); ``quiet`` ends a run whose
     inputs are not all accounted for after that long without a new output;

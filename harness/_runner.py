@@ -310,15 +310,18 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
-    seconds, or the slowest publish-to-output time seen if longer, so
-    a consumer still acking, committing or redelivering keeps the run open
+    seconds, or for the slowest handling seen if longer (an input's last
+    delivery, or its publish, to its first output or dead letter), so a
+    consumer still acking, committing or redelivering keeps the run open
     while a finished one ends at once, and a slow service is given time in
-    proportion to its pace. Progress is a new output or
-    dead letter: a consumer busy redelivering a poison message forever makes
+    proportion to its pace (a redelivery's wait for a rebalance does not
+    count: that is the broker's pace). Progress is a new output or dead
+    letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
     at the deadline.
     """
     published_ns: dict[str, int] = {}
+    handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
     accounted: set[str] = set()
     settle = flow.settle
     seen = 0  # events already folded in
@@ -332,14 +335,17 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 continue
             if event.kind is Kind.PUBLISHED:
                 published_ns.setdefault(event.harness_id, event.at_ns)
+                handed_ns.setdefault(event.harness_id, event.at_ns)
+            elif event.kind is Kind.DELIVERED:
+                handed_ns[event.harness_id] = event.at_ns
             elif (
                 event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED)
                 and event.harness_id not in accounted
             ):
                 accounted.add(event.harness_id)
                 last_progress = time.monotonic()
-                if event.harness_id in published_ns:
-                    took = (event.at_ns - published_ns[event.harness_id]) / 1e9
+                if event.harness_id in handed_ns:
+                    took = (event.at_ns - handed_ns[event.harness_id]) / 1e9
                     settle = max(settle, took)
         seen = len(events)
         now = time.monotonic()
