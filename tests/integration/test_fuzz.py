@@ -6,16 +6,20 @@ correct service must pass the same campaign.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
+import aio_pika.abc
 import pytest
 from hypothesis import strategies as st
 
-from harness import BrokerInfo, ChecksFailed, Flow, Message, checks, fuzz
+from harness import BrokerInfo, ChecksFailed, Endpoints, Flow, Message, checks, fuzz
 from harness import strategies as hs
 from harness._fuzz import Example
 from harness.schedule import Crash, Join, Publish
@@ -284,3 +288,50 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
     usage = harness("cli_flows:missing")
     assert usage.returncode == 2
     assert "cli_flows:missing is missing, not a harness.Flow" in usage.stderr
+
+
+@pytest.mark.rabbitmq
+async def test_a_failure_that_does_not_repeat_on_replay_is_still_shrunk(
+    rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    # Hypothesis replays a failure before shrinking it and used to give up on
+    # shrinking when the replay passed (as a rare race's replay often does).
+    armed = [True]
+
+    @contextlib.asynccontextmanager
+    async def loses_a_message_once(endpoints: Endpoints) -> AsyncIterator[None]:
+        connection = await aio_pika.connect(endpoints.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(endpoints.input)
+
+            async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                if armed[0] and message.body:  # the first non-empty one is lost
+                    armed[0] = False
+                else:
+                    answer = aio_pika.Message(message.body, headers=dict(message.headers))
+                    await channel.default_exchange.publish(answer, routing_key=endpoints.output)
+                await message.ack()
+
+            tag = await queue.consume(handle)
+            yield
+            await queue.cancel(tag)
+
+    flow = Flow(
+        sut=loses_a_message_once,
+        broker="rabbitmq",
+        checks=[checks.no_loss()],
+        messages=hs.messages(min_size=2, max_size=2),
+    )
+    seen: list[Example] = []
+    report = await fuzz(
+        flow, max_examples=20, seed=0, broker=rabbitmq_broker, database=None, report_dir=tmp_path,
+        progress=seen.append, shrink_tries=1, shrink_seconds=5, reruns=2,
+    )  # fmt: skip
+    assert not report.ok
+    assert not report.flaky
+    [first] = [e.schedule for e in seen if not e.ok]
+    candidates = [e for e in seen if e.phase == "shrink"]
+    assert any(e.schedule != first for e in candidates), "shrinking stopped at the replay"
+    assert all(e.ok for e in candidates)  # it never failed again
+    assert report.reruns == [False, False]
