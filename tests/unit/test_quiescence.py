@@ -1,0 +1,69 @@
+"""When a run ends: all inputs accounted for, then a silence in proportion to the pace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from harness import Endpoints, Flow
+from harness._history import History, Kind
+from harness._runner import _await_quiescence
+
+pytestmark = pytest.mark.asyncio
+MS = 1_000_000
+
+
+@contextlib.asynccontextmanager
+async def _idle(endpoints: Endpoints) -> AsyncIterator[None]:
+    yield
+
+
+def _flow(settle: float) -> Flow:
+    return Flow(sut=_idle, broker="kafka", settle=settle, quiet=5.0)
+
+
+def _handled(history: History, harness_id: str, *, took_ms: float) -> None:
+    """An input published long ago, delivered, and output ``took_ms`` after its delivery."""
+    now = time.perf_counter_ns()
+    history.record(Kind.PUBLISHED, "harness", at_ns=now - 10_000 * MS, harness_id=harness_id)
+    delivered = now - round(took_ms * MS)
+    history.record(Kind.DELIVERED, "tap", at_ns=delivered, harness_id=harness_id)
+    history.record(Kind.OUTPUT, "tap", at_ns=now, harness_id=harness_id)
+
+
+async def test_a_slow_handling_stretches_the_silence_a_run_waits_for() -> None:
+    history = History()
+    _handled(history, "a", took_ms=400)  # its wait before delivery (10 s) does not count
+    began = time.monotonic()
+    ended_by = await _await_quiescence(_flow(0.03), history, deadline=began + 30)
+    assert ended_by == "every input accounted for"
+    assert time.monotonic() - began >= 0.4
+
+
+async def test_an_event_restarts_the_silence() -> None:
+    history = History()
+    _handled(history, "a", took_ms=1)
+
+    async def late_ack() -> None:
+        await asyncio.sleep(0.06)
+        history.record(Kind.ACKED, "probe", harness_id="a")
+
+    began = time.monotonic()
+    acked = asyncio.create_task(late_ack())
+    ended_by = await _await_quiescence(_flow(0.1), history, deadline=began + 30)
+    waited = time.monotonic() - began
+    await acked
+    assert ended_by == "every input accounted for"
+    assert waited >= 0.16  # 0.06 s to the ack, then 0.1 s of silence
+
+
+async def test_an_input_not_accounted_for_ends_the_run_after_quiet() -> None:
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    flow = Flow(sut=_idle, broker="kafka", settle=0.03, quiet=0.2)
+    ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 30)
+    assert ended_by == "no progress for 0.2 s with 1 inputs unaccounted for"
