@@ -281,9 +281,14 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
     assert data["minimal_example"]
     assert "from cli_flows import racy as flow" in data["reproduction"]
 
-    passed = harness("cli_flows:good", "--max-examples", "5", "--json", str(tmp_path / "ok.json"))
+    passed = harness("cli_flows:good", "--max-examples", "5", "--producers", "2",
+                     "--json", str(tmp_path / "ok.json"))  # fmt: skip
     assert passed.returncode == 0, passed.stderr
     assert json.loads((tmp_path / "ok.json").read_text())["ok"] is True
+
+    bad = harness("cli_flows:good", "--producers", "0")
+    assert bad.returncode == 2
+    assert "--producers" in bad.stderr
 
     usage = harness("cli_flows:missing")
     assert usage.returncode == 2
