@@ -40,6 +40,13 @@ from tests.zoo.rabbitmq_services import (
 pytestmark = pytest.mark.asyncio
 
 ORDER = [checks.no_loss(), checks.per_key_order()]
+CORRECT_SERVICES = pytest.mark.parametrize(
+    ("broker", "service"),
+    [
+        pytest.param("kafka", kafka_correct, marks=pytest.mark.kafka, id="kafka"),
+        pytest.param("rabbitmq", rabbitmq_correct, marks=pytest.mark.rabbitmq, id="rabbitmq"),
+    ],
+)
 
 
 @pytest.mark.kafka
@@ -143,13 +150,7 @@ async def test_fuzz_finds_a_retry_path_that_reorders_a_key(
     assert len(report.reruns) == 5  # how often it repeats depends on timing: reported
 
 
-@pytest.mark.parametrize(
-    ("broker", "service"),
-    [
-        pytest.param("kafka", kafka_correct, marks=pytest.mark.kafka, id="kafka"),
-        pytest.param("rabbitmq", rabbitmq_correct, marks=pytest.mark.rabbitmq, id="rabbitmq"),
-    ],
-)
+@CORRECT_SERVICES
 async def test_correct_services_pass_a_crash_campaign(
     request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path
 ) -> None:
@@ -168,13 +169,7 @@ async def test_correct_services_pass_a_crash_campaign(
     assert report.examples == 15
 
 
-@pytest.mark.parametrize(
-    ("broker", "service"),
-    [
-        pytest.param("kafka", kafka_correct, marks=pytest.mark.kafka, id="kafka"),
-        pytest.param("rabbitmq", rabbitmq_correct, marks=pytest.mark.rabbitmq, id="rabbitmq"),
-    ],
-)
+@CORRECT_SERVICES
 async def test_concurrent_producers_are_no_reordering_of_a_correct_service(
     request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path
 ) -> None:
