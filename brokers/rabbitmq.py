@@ -16,7 +16,12 @@ Mapping of the harness model onto AMQP 0-9-1:
 * the tap is RabbitMQ's firehose tracer (``amq.rabbitmq.trace``): it observes
   publishes and deliveries without consuming anything. It must be on for the
   vhost (``rabbitmqctl trace_on -p VHOST``); nodes the harness starts have it
-  on from boot.
+  on from boot;
+* a broker restart (a ``BrokerRestart`` fault) drops the adapter's connection
+  and the firehose's exclusive queue with the traces it still held:
+  :meth:`RabbitAdapter.prepare_for_restart` and :meth:`RabbitAdapter.reconnect`
+  carry the adapter and its live taps across it, and report what the taps
+  missed from what sits in the queues nobody consumes.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
+from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
@@ -75,8 +84,10 @@ __all__ = (
     "KEY_HEADER",
     "RabbitAdapter",
     "RabbitRecipe",
+    "Reconciled",
     "ctl_env",
     "management_url",
+    "open_adapters",
     "rabbitmqctl",
     "secure_url",
     "start_container",
@@ -317,6 +328,21 @@ def _finish_before_cancel(
     return finishing
 
 
+def open_adapters(info: BrokerInfo) -> list[RabbitAdapter]:
+    """The adapters open on ``info``'s broker (same URL) in the running event loop.
+
+    A broker restart fault reconnects them once the broker is back (see
+    :meth:`RabbitAdapter.reconnect`): the run's own, and any other that shares
+    the broker in this loop, such as a fuzz campaign's.
+    """
+    loop = asyncio.get_running_loop()
+    return [
+        adapter
+        for adapter in list(_OPEN_ADAPTERS)
+        if adapter.info.url == info.url and adapter._loop is loop and not adapter._closing
+    ]
+
+
 class RabbitAdapter(BrokerAdapter):
     """Administration, publishing and firehose taps on one RabbitMQ vhost.
 
@@ -357,6 +383,11 @@ class RabbitAdapter(BrokerAdapter):
         self._lost: BaseException | None = None
         self._firehose: _Firehose | None = None
         self._firehose_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened on
+        self._restarting = False  # between prepare_for_restart() and reconnect()
+        self._busy = 0  # administrative calls in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- life cycle
 
@@ -366,23 +397,140 @@ class RabbitAdapter(BrokerAdapter):
             return
         self._closing = False
         self._lost = None
+        try:
+            connection, channel = await self._connect()
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(await self._explain(exc)) from exc
+        self._install(connection, channel)
+
+    async def _connect(self) -> tuple[AbstractConnection, AbstractChannel]:
+        """A new connection and publishing channel, within ``timeout`` (closed again on failure)."""
         connection: AbstractConnection | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 connection = await aio_pika.connect(self.info.url, timeout=self._timeout)
-                self._channels[0] = await connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        except BaseException:
             if connection is not None:
                 await self._close_quietly(connection)
-            raise BrokerUnavailable(await self._explain(exc)) from exc
+            raise
+        return connection, channel
+
+    def _install(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
         connection.close_callbacks.add(self._on_connection_closed)
         self._connection = connection
+        self._channels = {0: channel}
+        self._loop = asyncio.get_running_loop()
+        _OPEN_ADAPTERS.add(self)
 
-    def _on_connection_closed(self, _connection: object, exc: BaseException | None) -> None:
+    def _on_connection_closed(self, connection: object, exc: BaseException | None) -> None:
+        if connection is not self._connection:
+            return  # an old connection, replaced by reconnect()
         if not self._closing:
             self._lost = exc or ConnectionError("the connection closed")
+
+    # -- broker restarts
+
+    async def prepare_for_restart(self) -> None:
+        """Get ready for a restart of the broker that is about to happen.
+
+        Waits (bounded by ``timeout``) for the administrative calls in flight
+        (creating or deleting queues), so none is cut in half, and notes which
+        tapped queues have consumers now: :meth:`reconnect` leaves those alone.
+        Until :meth:`reconnect`, new taps are refused (the live ones are kept).
+        Call it while the broker still runs, before cutting the services off.
+        """
+        self._restarting = True
+        with contextlib.suppress(TimeoutError):  # a call that hangs fails by itself
+            async with asyncio.timeout(self._timeout):
+                await self._idle.wait()
+        firehose = self._firehose
+        if firehose is None or self._connection is None:
+            return
+        for name in firehose.tapped():
+            if await self._consumers(name):
+                firehose.mark_consumed(name)
+
+    async def _consumers(self, name: str) -> int:
+        """How many consumers queue ``name`` has (0 for a missing queue)."""
+        async with self._translated(f"counting the consumers of queue {name!r}"):
+            try:
+                async with self._scratch_channel() as channel:
+                    declared = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return 0
+            except aiormq.exceptions.ChannelLockedResource:
+                return 1  # exclusive to another connection: consumed there, as far as we know
+        result = declared.declaration_result
+        return 0 if result is None else int(result.consumer_count or 0)
+
+    async def reconnect(self) -> list[Reconciled]:
+        """After the broker restarted: reconnect, resume the firehose, report what it missed.
+
+        Opens a fresh connection and publishing channel (other producers'
+        channels open again on first use) and resumes the shared firehose on
+        it: a new channel and exclusive queue bound to every publish and
+        delivery trace and to the dead-letter exchange for each queue that
+        still has live taps, and the sentinel check that tracing is on. Live
+        taps carry on, and do not raise on exit for the restart.
+
+        The traces the broker had accepted but not yet handed to the old
+        firehose queue were lost with it. So each tapped queue that nobody
+        consumes (no consumer when :meth:`prepare_for_restart` looked, no
+        delivery traced, nothing published to it by this adapter: a run's
+        output and dead-letter queues) is read without consuming it (basic.get
+        without ack, then requeued), and every message its taps had not
+        reported is reported ``landed`` now, in queue order. Messages are
+        told apart by AMQP ``message_id`` with body and headers, counted as a
+        multiset, so identical messages are not merged. Returns what each
+        queue held; raises BrokerUnavailable (naming the URL and the fix) if
+        the broker does not answer within ``timeout``.
+
+        Sound only while nothing else touches those queues: hold the
+        services off the broker until this returns, and tap queues before
+        anything lands in them (a message that was in the queue before its
+        first tap started would be reported too).
+        """
+        self._restarting = True
+        try:
+            return await self._reconnect()
+        finally:
+            self._restarting = False
+
+    async def _reconnect(self) -> list[Reconciled]:
+        old, self._connection = self._connection, None
+        self._channels = {}
+        if old is not None:
+            await self._close_quietly(old)
+        self._closing = False
+        self._lost = None
+        try:
+            connection, channel = await self._connect()
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            log = self.info.extra.get("log")
+            raise BrokerUnavailable(
+                f"cannot reconnect to RabbitMQ at {self._where} after a broker restart"
+                f" ({self._why(exc)}): check that the broker came back"
+                + (f" (its log: {log})" if log else "")
+            ) from exc
+        self._install(connection, channel)
+        firehose = self._firehose
+        if firehose is None:
+            return []
+        await firehose.resume()
+        return await firehose.reconcile()
+
+    @contextlib.asynccontextmanager
+    async def _administering(self) -> AsyncIterator[None]:
+        """Count an administrative call in flight (prepare_for_restart waits for them)."""
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
 
     def _is_lost(self) -> bool:
         """True once the connection has died under the adapter (not closed by close())."""
@@ -423,6 +571,9 @@ class RabbitAdapter(BrokerAdapter):
         return self._unavailable_text(exc)
 
     def _unavailable_text(self, exc: BaseException) -> str:
+        return f"no RabbitMQ broker answers at {self._where}: {self._why(exc)}; {_URL_FIX}"
+
+    def _why(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
             why = f"no answer within {self._timeout:g} s"
         elif isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
@@ -435,11 +586,12 @@ class RabbitAdapter(BrokerAdapter):
             why = f"the broker refused vhost {self._vhost!r} (missing vhost or no permission)"
         else:
             why = f"{type(exc).__name__}: {exc}"
-        return f"no RabbitMQ broker answers at {self._where}: {why}; {_URL_FIX}"
+        return why
 
     async def close(self) -> None:
         """Close the connection (and with it every tap); safe to call twice."""
         self._closing = True
+        _OPEN_ADAPTERS.discard(self)
         firehose, self._firehose = self._firehose, None
         if firehose is not None:
             await firehose.close()
@@ -526,9 +678,23 @@ class RabbitAdapter(BrokerAdapter):
 
     # -- destinations
 
+    async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
+        """Create several queues in order; a broker restart waits for all of them."""
+        async with self._administering():
+            await super().create_all(specs)
+
+    async def delete_all(self, names: Sequence[str]) -> None:
+        """Delete several queues; a broker restart waits for all of them."""
+        async with self._administering():
+            await super().delete_all(names)
+
     @_finish_before_cancel
     async def create(self, spec: DestinationSpec) -> None:
         """Declare a durable classic queue; wire dead-lettering to ``spec.dead_letter``."""
+        async with self._administering():
+            await self._create(spec)
+
+    async def _create(self, spec: DestinationSpec) -> None:
         name = _validate_queue_name(spec.name, limit=_MAX_TRACEABLE_BYTES)
         if spec.partitions != 1:
             raise InvalidArgument(
@@ -577,6 +743,10 @@ class RabbitAdapter(BrokerAdapter):
     @_finish_before_cancel
     async def delete(self, name: str) -> None:
         """Delete queue ``name`` with its messages; a missing queue is not an error."""
+        async with self._administering():
+            await self._delete(name)
+
+    async def _delete(self, name: str) -> None:
         _validate_queue_name(name)
         async with self._translated(f"deleting queue {name!r}"):
             try:
@@ -755,6 +925,8 @@ class RabbitAdapter(BrokerAdapter):
             )
             for message in messages
         ]
+        if self._firehose is not None:
+            self._firehose.published_to(destination)
         async with self._translated(f"publishing to queue {destination!r}"):
             channel = await self._publishing_channel(producer)
             exchange = channel.default_exchange
@@ -797,6 +969,11 @@ class RabbitAdapter(BrokerAdapter):
     @_finish_before_cancel
     async def _shared_firehose(self) -> _Firehose:
         """The firehose consumer every tap shares, started on first use (or after a loss)."""
+        if self._restarting:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self._where} is restarting (a broker restart fault): start taps"
+                " once it is back and the adapter has reconnected"
+            )
         async with self._firehose_lock:
             firehose = self._firehose
             if firehose is None or not firehose.usable:
@@ -826,6 +1003,54 @@ def _management_fix() -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What :meth:`RabbitAdapter.reconnect` found in one tapped queue after a restart."""
+
+    queue: str
+    held: int = 0  # messages the queue holds
+    reported: int = 0  # of those, reported ``landed`` now: the taps had missed their traces
+    gone: int = 0  # landings the taps had reported that the queue no longer holds
+    skipped: str | None = None  # why the queue was not read
+
+    def __str__(self) -> str:
+        if self.skipped is not None:
+            return f"{self.queue}: not read ({self.skipped})"
+        text = f"{self.queue}: {self.held} held, {self.reported} missed by the tap reported now"
+        if self.gone:
+            text += f", {self.gone} reported before and gone (not kept through the restart)"
+        return text
+
+
+class _Seen:
+    """What the firehose reported landing on one tapped queue, to reconcile after a restart.
+
+    ``landed`` holds one identity hash per landing (8 bytes each), until the
+    queue turns out to be one reconciling must not read (``why_not``).
+    """
+
+    __slots__ = ("landed", "why_not")
+
+    def __init__(self) -> None:
+        self.landed: array[int] | None = array("q")
+        self.why_not: str | None = None
+
+    def exclude(self, why: str) -> None:
+        if self.landed is not None:
+            self.landed, self.why_not = None, why
+
+
+def _identity(message_id: object, message: Message) -> int:
+    """A message's identity across its trace and a later basic.get: message id, body, headers."""
+    return hash(
+        (_text(message_id), message.value, message.key, tuple(sorted(message.headers.items())))
+    )
+
+
+#: Every adapter open in this process, for :func:`open_adapters`.
+_OPEN_ADAPTERS: Final[weakref.WeakSet[RabbitAdapter]] = weakref.WeakSet()
+
+
 class _Firehose:
     """The adapter's one firehose consumer, shared by all its taps.
 
@@ -833,7 +1058,9 @@ class _Firehose:
     vhost, and to the dead-letter exchange for each tapped queue. Each trace
     is decoded once, and only when a tapped queue is concerned, however many
     taps are live; a new tap costs one binding, not a channel, a queue and a
-    round of sentinel tracing.
+    round of sentinel tracing. After a broker restart :meth:`resume` starts
+    it again on the adapter's new connection, taps and all, and
+    :meth:`reconcile` reports what the lost queue's traces would have.
     """
 
     def __init__(self, adapter: RabbitAdapter) -> None:
@@ -843,6 +1070,10 @@ class _Firehose:
         self._token = secrets.token_hex(8)
         self._live = asyncio.Event()
         self._taps: dict[str, list[_FirehoseTap]] = {}
+        self._seen: dict[str, _Seen] = {}
+        # The broker's name for the adapter's connection ("host:port -> host:port"),
+        # from the sentinel's trace: deliveries to it are reconcile()'s own reads.
+        self._connection_name: str | None = None
         self.lost: BaseException | None = None
         self._closing = False
 
@@ -867,6 +1098,8 @@ class _Firehose:
             await channel.declare_exchange(
                 DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
             )
+            for name in list(self._taps):  # taps carried over a restart
+                await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
             await queue.consume(self._on_message, no_ack=True)
             sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
             await channel.default_exchange.publish(sentinel, routing_key=queue.name, mandatory=True)
@@ -882,6 +1115,20 @@ class _Firehose:
                 f"(PUT /api/vhosts/{urllib.parse.quote(vhost, safe='')} with "
                 '{"tracing": true})'
             ) from exc
+
+    async def resume(self) -> None:
+        """Start again on the adapter's new connection after a broker restart, taps and all."""
+        self._channel, self._queue = None, None  # died with the old connection
+        self._closing = False
+        self.lost = None
+        self._live = asyncio.Event()
+        self._token = secrets.token_hex(8)
+        self._connection_name = None
+        try:
+            await self.start()
+        except BaseException as exc:
+            self.lost = exc  # the taps must not carry on as if nothing happened
+            raise
 
     async def close(self) -> None:
         self._closing = True
@@ -899,6 +1146,8 @@ class _Firehose:
         name = tap.destination
         taps = self._taps.setdefault(name, [])
         taps.append(tap)
+        if len(taps) == 1:
+            self._seen[name] = _Seen()
         if len(taps) == 1 and self._queue is not None:
             try:
                 async with self._adapter._translated(f"starting a firehose tap on {name!r}"):
@@ -924,9 +1173,96 @@ class _Firehose:
         if taps:
             return False
         self._taps.pop(tap.destination, None)
+        self._seen.pop(tap.destination, None)
         return True
 
-    def _on_channel_closed(self, _channel: object, exc: BaseException | None) -> None:
+    # -- reconciling after a restart
+
+    def tapped(self) -> list[str]:
+        """The queues with live taps."""
+        return list(self._taps)
+
+    def mark_consumed(self, name: str) -> None:
+        seen = self._seen.get(name)
+        if seen is not None:
+            seen.exclude("it had consumers when the restart began")
+
+    def published_to(self, name: str) -> None:
+        """The adapter publishes to ``name``: its landings are the harness's own, never missed."""
+        seen = self._seen.get(name)
+        if seen is not None:
+            seen.exclude("the harness publishes to it")
+
+    async def reconcile(self) -> list[Reconciled]:
+        """Report ``landed`` what the unconsumed tapped queues hold and the taps never saw."""
+        found: list[Reconciled] = []
+        for name in self.tapped():
+            seen = self._seen.get(name)
+            if seen is None:
+                continue  # its last tap left meanwhile
+            if seen.landed is None:
+                found.append(Reconciled(name, skipped=seen.why_not))
+                continue
+            held = await self._read(name)
+            if held is None:
+                found.append(Reconciled(name, skipped="the queue does not exist"))
+                continue
+            unmatched = Counter(seen.landed)
+            missed: list[tuple[int, AbstractIncomingMessage, Message]] = []
+            for message in held:
+                decoded = _decode_message(message.body, message.headers)
+                identity = _identity(message.message_id, decoded)
+                if unmatched[identity] > 0:
+                    unmatched[identity] -= 1
+                else:
+                    missed.append((identity, message, decoded))
+            if seen.landed is not None and name in self._taps:  # still tracked and tapped
+                seen.landed.extend(identity for identity, _, _ in missed)
+                for _, message, decoded in missed:
+                    record = TapRecord(
+                        event="landed",
+                        destination=name,
+                        message=decoded,
+                        seen_ns=time.perf_counter_ns(),
+                        exchange=message.exchange,
+                        routing_key=message.routing_key,
+                    )
+                    for tap in list(self._taps.get(name, ())):
+                        tap.deliver(record)
+            gone = sum(n for n in unmatched.values() if n > 0)
+            found.append(Reconciled(name, len(held), len(missed), gone))
+        return found
+
+    async def _read(self, name: str) -> list[AbstractIncomingMessage] | None:
+        """What queue ``name`` holds, in order, left in it (None if it does not exist).
+
+        basic.get without ack, one message at a time, then one nack of them all
+        with requeue: the broker puts them back where they were.
+        """
+        adapter = self._adapter
+        async with adapter._translated(f"reading queue {name!r} after a broker restart"):
+            try:
+                async with adapter._scratch_channel() as channel:
+                    queue = await channel.declare_queue(name, passive=True)
+                    result = queue.declaration_result
+                    count = 0 if result is None else int(result.message_count or 0)
+                    held: list[AbstractIncomingMessage] = []
+                    while len(held) < count:
+                        message = await queue.get(no_ack=False, fail=False)
+                        if message is None:
+                            break
+                        held.append(message)
+                    if held:
+                        await held[-1].nack(multiple=True, requeue=True)
+                    return held
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None
+
+    # -- traces
+
+    def _on_channel_closed(self, channel: object, exc: BaseException | None) -> None:
+        if channel is not self._channel:
+            return  # the channel of before a restart
         if not self._closing and not self._adapter._closing:
             self.lost = exc or ConnectionError("the broker closed the firehose channel")
 
@@ -940,12 +1276,17 @@ class _Firehose:
 
     def _route(self, message: AbstractIncomingMessage, seen_ns: int) -> None:
         if message.exchange == DEAD_LETTER_EXCHANGE:
+            queue = message.routing_key or ""
+            if queue not in self._taps:
+                return
+            decoded = _decode_message(message.body, message.headers)
+            self._count_landed([queue], message.message_id, decoded)
             self._dispatch(
-                message.routing_key or "",
+                queue,
                 lambda queue: TapRecord(
                     event="landed",
                     destination=queue,
-                    message=_decode_message(message.body, message.headers),
+                    message=decoded,
                     seen_ns=seen_ns,
                     exchange=DEAD_LETTER_EXCHANGE,
                     routing_key=message.routing_key,
@@ -963,16 +1304,31 @@ class _Firehose:
             queues = _routed_queues(trace)
             event = "landed"
             if not self._live.is_set() and self._queue is not None and self._queue.name in queues:
+                self._connection_name = _text(trace.get("connection"))
                 self._live.set()  # the sentinel: tracing is on
         else:
             return
         if not any(queue in self._taps for queue in queues):
             return  # not ours: do not even decode it
+        if event == "delivered":
+            if (
+                self._connection_name is not None
+                and _text(trace.get("connection")) == self._connection_name
+            ):
+                return  # reconcile() reading a queue: nobody else's delivery
+            for queue in queues:
+                seen = self._seen.get(queue)
+                if seen is not None:
+                    seen.exclude("a consumer takes messages from it")
         properties = trace.get("properties")
-        headers = properties.get("headers") if isinstance(properties, Mapping) else None
+        if not isinstance(properties, Mapping):
+            properties = {}
+        headers = properties.get("headers")
         if not isinstance(headers, Mapping):
             headers = None
         decoded = _decode_message(message.body, headers)
+        if event == "landed":
+            self._count_landed(queues, properties.get("message_id"), decoded)
         routing_keys = trace.get("routing_keys")
         first_key = routing_keys[0] if isinstance(routing_keys, list) and routing_keys else None
         redelivered = bool(trace.get("redelivered")) if event == "delivered" else None
@@ -989,6 +1345,15 @@ class _Firehose:
                     routing_key=_text(first_key),
                 ),
             )
+
+    def _count_landed(self, queues: list[str], message_id: object, message: Message) -> None:
+        identity: int | None = None
+        for queue in queues:
+            seen = self._seen.get(queue)
+            if seen is not None and seen.landed is not None:
+                if identity is None:
+                    identity = _identity(message_id, message)
+                seen.landed.append(identity)
 
     def _dispatch(self, queue: str, record: Callable[[str], TapRecord]) -> None:
         taps = self._taps.get(queue)

@@ -14,7 +14,7 @@ import re
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness._broker import BrokerInfo
 from harness._errors import BrokerError, BrokerUnavailable, InvalidArgument, ServiceError
@@ -24,6 +24,9 @@ from harness._message import Endpoints
 from harness._probes import Recorder, current_recorder
 from harness._proxy import FaultProxy
 from harness._redact import redact_url
+
+if TYPE_CHECKING:
+    from brokers.rabbitmq import RabbitAdapter
 
 State = Literal["running", "crashed", "stopped"]
 
@@ -81,18 +84,16 @@ def _through(endpoints: Endpoints, info: BrokerInfo, listen_port: int) -> Endpoi
 
 def check_broker_restartable(info: BrokerInfo) -> None:
     """Raise InvalidArgument with the fix unless ``info`` is a broker a restart fault can hit."""
-    if info.kind != "kafka":
-        raise InvalidArgument(
-            f"broker restart faults are supported on Kafka only for now: the harness's"
-            f" RabbitMQ connection and firehose tap do not survive a restart of"
-            f" {redact_url(info.url)} (a lost tap would read as lost messages); drop"
-            " BrokerRestart / 'broker_restart' from this RabbitMQ flow's faults"
-        )
     if info.provider != "local":
+        option = (
+            "--kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
+            if info.kind == "kafka"
+            else "--amqp-url / HARNESS_AMQP_URL"
+        )
         raise InvalidArgument(
             f"broker restart faults need a broker the harness started itself, and"
             f" {redact_url(info.url)} is provider={info.provider!r}: let the harness start"
-            " one (no --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP, provider 'local'), or drop"
+            f" one (no {option}, provider 'local'), or drop"
             " BrokerRestart / 'broker_restart' from the faults"
         )
 
@@ -267,6 +268,13 @@ class Instances:
 
         Bounded by ``deadline`` (time.monotonic), the run's. The services are
         left to reconnect by themselves, as they would in production.
+
+        RabbitMQ: the harness's taps read the firehose, whose queue dies with
+        the broker, so the running instances are held off the broker (their
+        proxies cut and refusing) from before the stop until the harness's
+        adapters have reconnected, resumed the firehose and reported what it
+        missed; only then may the services reconnect. Kafka's taps read the
+        log and miss nothing: its instances are not held.
         """
         check_broker_restartable(self.info)
         how = "hard" if hard else "graceful"
@@ -278,8 +286,25 @@ class Instances:
             )
         from brokers import restart_local  # the broker side, loaded only when used
 
+        adapters: list[RabbitAdapter] = []
+        held: list[tuple[Instance, FaultProxy]] = []
+        if self.info.kind == "rabbitmq":
+            from brokers.rabbitmq import open_adapters
+
+            adapters = open_adapters(self.info)
+            held = [
+                (instance, self._needs_proxy(instance, "BrokerRestart"))
+                for instance in self.instances
+                if instance.state == "running"
+            ]
         self.history.record(Kind.FAULT, "harness", lane="broker", detail=f"broker restart ({how})")
-        report = await asyncio.to_thread(restart_local, self.info, hard=hard, timeout=left)
+        for adapter in adapters:
+            await adapter.prepare_for_restart()
+        for _, proxy in held:
+            proxy.hold()
+        report = await asyncio.to_thread(
+            restart_local, self.info, hard=hard, timeout=max(deadline - time.monotonic(), 1.0)
+        )
         self.history.record(
             Kind.NOTE,
             "harness",
@@ -290,6 +315,19 @@ class Instances:
                 + (", killed" if report.get("forced") else "")
                 + ")"
             ),
+        )
+        if not held and not adapters:
+            return
+        reconciled = [found for adapter in adapters for found in await adapter.reconnect()]
+        for instance, proxy in held:
+            if instance.state == "running":  # a crashed one stays cut off
+                proxy.release()
+        self.history.record(
+            Kind.NOTE,
+            "harness",
+            lane="broker",
+            detail="taps reconnected, services let through; "
+            + ("; ".join(map(str, reconciled)) or "no tapped queue to reconcile"),
         )
 
     def latency(self, instance: Instance, ms: float) -> None:

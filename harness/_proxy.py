@@ -3,9 +3,10 @@
 Each service instance talks to the broker through its own proxy, so the
 harness can cut one instance's connections (a crash: nothing graceful gets
 through afterwards), refuse new ones while it is down, delay every chunk
-(latency), or drop the current connections once (a network blip the client
-should survive). For Kafka the broker advertises the proxy's address on a
-listener of its own (see brokers.kafka), so clients do not bypass it.
+(latency), drop the current connections once (a network blip the client
+should survive), or hold every instance off the broker while it restarts.
+For Kafka the broker advertises the proxy's address on a listener of its own
+(see brokers.kafka), so clients do not bypass it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class FaultProxy:
     def heal(self) -> None:
         self.refusing = False
         self.latency = 0.0
+
+    def hold(self) -> None:
+        """Cut every connection and refuse new ones until :meth:`release` (latency stays)."""
+        self.refusing = True
+        self.cut()
+
+    def release(self) -> None:
+        """Accept connections again after :meth:`hold`; a latency fault carries on."""
+        self.refusing = False
 
     async def _accept(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
         if self.refusing:

@@ -103,8 +103,9 @@ class BrokerRestart:
 
     Graceful (SIGTERM: Kafka's controlled shutdown, RabbitMQ's orderly stop) or
     ``hard`` (SIGKILL). Only for a broker the harness started itself, and every
-    run sharing that broker sees it. Kafka only for now: the RabbitMQ adapter's
-    connection and firehose tap do not survive a restart yet.
+    run sharing that broker sees it. On RabbitMQ the services are held off the
+    broker until the harness has reconnected its firehose tap and reported what
+    the restart kept it from seeing.
     """
 
     hard: bool = False

@@ -145,8 +145,8 @@ def schedules(
 
     ``faults`` is True (all of ``crash``, ``join``, ``latency``, ``cut``),
     False, or the kinds to use, which may also name ``broker_restart`` (a
-    restart of a broker the harness started, Kafka only for now: not in True
-    because each costs seconds). Shrinking removes faults, pauses and
+    restart of a broker the harness started: not in True because each costs
+    seconds). Shrinking removes faults, pauses and
     messages until only what the failure needs is left.
     """
     if faults is True:

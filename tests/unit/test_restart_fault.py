@@ -1,5 +1,9 @@
 """Broker restarts: the step, the fault kind, the supervisor's restart path, the refusals.
 
+Brokers given by URL or run in Docker are refused up front, on both brokers;
+a RabbitMQ the harness started is accepted (tests/integration/rabbitmq/
+test_rabbitmq_restart.py restarts a real one).
+
 The supervisor part runs real processes with a stand-in broker (python's
 http.server started from a shell that leaves a SIGTERM-proof child behind)
 and a stand-in companion, under a private cache directory: no broker.
@@ -19,8 +23,18 @@ import pytest
 import brokers
 from brokers import _local
 from brokers._local import LaunchPlan, free_port
-from harness import BrokerInfo, BrokerStartError, Flow, InvalidArgument, Message, fuzz
+from harness import (
+    BrokerInfo,
+    BrokerStartError,
+    BrokerUnavailable,
+    Flow,
+    InvalidArgument,
+    Message,
+    fuzz,
+)
 from harness import strategies as hs
+from harness._instances import check_broker_restartable
+from harness._proxy import FaultProxy
 from harness._runner import run_flow
 from harness.schedule import (
     FAULT_KINDS,
@@ -85,6 +99,9 @@ def _flow(kind: str) -> Flow:
 URL_KAFKA = BrokerInfo(kind="kafka", url="127.0.0.1:1", provider="url")
 URL_RABBIT = BrokerInfo(kind="rabbitmq", url="amqp://u:secret@127.0.0.1:1/", provider="url")
 LOCAL_RABBIT = BrokerInfo(kind="rabbitmq", url="amqp://guest:guest@127.0.0.1:1/", provider="local")
+DOCKER_RABBIT = BrokerInfo(
+    kind="rabbitmq", url="amqp://u:secret@127.0.0.1:1/", provider="docker", extra={}
+)
 
 
 def test_a_restart_on_a_broker_given_by_url_is_refused_with_the_fix() -> None:
@@ -96,15 +113,74 @@ def test_a_restart_on_a_broker_given_by_url_is_refused_with_the_fix() -> None:
         brokers.restart_local(URL_KAFKA)
 
 
-def test_a_restart_on_rabbitmq_is_refused_before_anything_runs() -> None:
-    for info in (URL_RABBIT, LOCAL_RABBIT):
-        with pytest.raises(InvalidArgument, match="supported on Kafka only for now") as caught:
+def test_a_restart_on_rabbitmq_by_url_or_docker_is_refused_before_anything_runs() -> None:
+    for info in (URL_RABBIT, DOCKER_RABBIT):
+        with pytest.raises(InvalidArgument, match="broker the harness started itself") as caught:
             asyncio.run(run_flow(_flow("rabbitmq"), [BrokerRestart(hard=True)], broker=info))
+        assert f"provider={info.provider!r}" in str(caught.value)
+        assert "--amqp-url / HARNESS_AMQP_URL" in str(caught.value)  # the fix, for RabbitMQ
         assert "secret" not in str(caught.value)
-    with pytest.raises(InvalidArgument, match="supported on Kafka only for now"):
+    with pytest.raises(InvalidArgument, match="broker the harness started itself"):
         asyncio.run(
-            fuzz(_flow("rabbitmq"), faults=["broker_restart"], broker=LOCAL_RABBIT, database=None)
+            fuzz(_flow("rabbitmq"), faults=["broker_restart"], broker=URL_RABBIT, database=None)
         )
+
+
+def test_a_restart_on_a_local_rabbitmq_is_accepted() -> None:
+    check_broker_restartable(LOCAL_RABBIT)  # no InvalidArgument: the harness started it
+    # Accepted up front, so the run goes on to the broker (none listens on port 1).
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1/"):
+        asyncio.run(run_flow(_flow("rabbitmq"), [BrokerRestart()], broker=LOCAL_RABBIT))
+
+
+# ------------------------------------------------------------ holding services off
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def _echoes(port: int) -> bool:
+    """Whether a round trip through 127.0.0.1:``port`` comes back (False: cut or refused)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        await writer.drain()
+        got = await asyncio.wait_for(reader.readexactly(4), 5)
+        writer.close()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return False
+    return got == b"ping"
+
+
+@pytest.mark.asyncio
+async def test_a_held_proxy_refuses_until_released_and_keeps_its_latency() -> None:
+    """What a RabbitMQ broker restart does to the running instances' proxies."""
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    proxy = FaultProxy(free_port(), "127.0.0.1", server.sockets[0].getsockname()[1])
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        writer.write(b"a")
+        assert await reader.readexactly(1) == b"a"
+        proxy.latency = 0.01  # a latency fault from before the restart
+        proxy.hold()
+        writer.write(b"b")
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):  # cut
+            await asyncio.wait_for(reader.readexactly(1), 5)
+        writer.close()
+        assert not await _echoes(proxy.listen_port)  # refused while held
+        assert proxy.connections == 1
+        proxy.release()
+        assert await _echoes(proxy.listen_port)
+        assert proxy.latency == 0.01  # unlike heal(), release() leaves a latency fault on
+    finally:
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
 
 
 # --------------------------------------------------------------------------- the supervisor

@@ -3,7 +3,8 @@
 They are written the way users write consumers: iterate the input queue,
 publish the result with publisher confirms, then ack. Every service shares the
 skeleton in ``_consuming`` (connection, channel, consumer, a bounded graceful
-stop) and differs only in its consume loop.
+stop) and differs only in its consume loop (and ``rabbitmq_robust`` in its
+connection, which reconnects).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
 from yarl import URL
 
@@ -41,6 +43,16 @@ FLAKY = b"flaky"
 KEY_HEADER = "x-harness-key"
 #: How long a publish may wait for the broker's confirm.
 PUBLISH_TIMEOUT_S = 10.0
+#: How often rabbitmq_robust tries to reconnect (aio-pika's default is 5 s).
+RECONNECT_INTERVAL_S = 0.5
+#: What a handler meets when the connection drops under it: a failed publish or ack,
+#: or a confirm that never comes.
+CONNECTION_LOST = (
+    ConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    TimeoutError,
+)
 
 Consume = Callable[[AbstractChannel, AbstractQueueIterator], Coroutine[Any, Any, None]]
 
@@ -86,11 +98,21 @@ async def _wind_down(task: asyncio.Task[None], messages: AbstractQueueIterator) 
 
 
 @contextlib.asynccontextmanager
-async def _consuming(endpoints: Endpoints, consume: Consume) -> AsyncIterator[None]:
-    """Run ``consume`` over the deliveries of ``endpoints.input`` until the block exits."""
+async def _consuming(
+    endpoints: Endpoints, consume: Consume, *, robust: bool = False
+) -> AsyncIterator[None]:
+    """Run ``consume`` over the deliveries of ``endpoints.input`` until the block exits.
+
+    ``robust``: connect with ``connect_robust``, which reconnects after a
+    connection loss and declares the channel, its QoS and the consumer again.
+    """
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
-            connection = await aio_pika.connect(endpoints.amqp_url)
+            connection = await (
+                aio_pika.connect_robust(endpoints.amqp_url, reconnect_interval=RECONNECT_INTERVAL_S)
+                if robust
+                else aio_pika.connect(endpoints.amqp_url)
+            )
     except TimeoutError:
         where = URL(str(endpoints.amqp_url)).with_password(None)
         raise TimeoutError(f"no connection to {where} within {START_TIMEOUT_S} s") from None
@@ -133,6 +155,26 @@ async def rabbitmq_correct(endpoints: Endpoints) -> AsyncIterator[None]:
             await _handle_correctly(channel, endpoints, message)
 
     async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_robust(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct, and survives a broker restart: as ``rabbitmq_correct``, on ``connect_robust``.
+
+    A message whose publish or ack fails with the connection stays unacked, so
+    the broker delivers it again once the service has reconnected (its output
+    may then come twice: at-least-once).
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                await _handle_correctly(channel, endpoints, message)
+            except CONNECTION_LOST as exc:
+                log.info("connection lost handling %s (%r): redelivered later", message, exc)
+
+    async with _consuming(endpoints, consume, robust=True):
         yield
 
 
@@ -349,6 +391,7 @@ RABBITMQ_SERVICES: dict[
     service.__name__: service
     for service in (
         rabbitmq_correct,
+        rabbitmq_robust,
         rabbitmq_concurrent,
         rabbitmq_ack_before_process,
         rabbitmq_requeue_forever,
