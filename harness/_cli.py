@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="KINDS",
         help="add fault schedules: all (crash,join,latency,cut), or some of those and"
-        " broker_restart (Kafka brokers the harness started)",
+        " broker_restart (brokers the harness started)",
     )
     fuzz_parser.add_argument(
         "--producers",

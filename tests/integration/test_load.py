@@ -370,6 +370,9 @@ async def _private_vhost(info: BrokerInfo, name: str) -> Any:
         url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{quoted}", "", ""))
         yield BrokerInfo(kind="rabbitmq", url=url, provider=info.provider, extra=info.extra)
     finally:
+        # Tracing off first: a vhost deleted with it on stays in the node's list
+        # of traced vhosts (trace_vhosts) for as long as the node runs.
+        await asyncio.to_thread(_management, info, "PUT", f"vhosts/{quoted}", {"tracing": False})
         await asyncio.to_thread(_management, info, "DELETE", f"vhosts/{quoted}")
 
 

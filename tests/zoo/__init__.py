@@ -33,6 +33,7 @@ DEFECTS: dict[str, str | None] = {
     "kafka_lost_update": "totals_add_up",
     "kafka_locked_totals": None,
     "rabbitmq_correct": None,
+    "rabbitmq_robust": None,
     "rabbitmq_concurrent": "per_key_order",
     "rabbitmq_ack_before_process": "no_loss",
     "rabbitmq_requeue_forever": "max_deliveries",
