@@ -135,3 +135,18 @@ def test_the_strategy_generates_deposits_over_few_keys(messages: list[Message]) 
     assert 1 <= len(messages) <= 6
     assert all(parse_amount(m.value) is not None for m in messages)
     assert {m.key for m in messages} <= {b"a", b"b"}
+
+
+def test_the_store_counts_a_redelivered_input_once() -> None:
+    import asyncio
+
+    from tests.zoo.totals import Totals
+
+    async def deposits() -> list[int]:
+        store = Totals()
+        first = await store.add(b"a", 5, ("in", 0, 7))
+        again = await store.add(b"a", 5, ("in", 0, 7))  # the same record, redelivered
+        other = await store.add(b"a", 3, ("in", 0, 8))
+        return [first, again, other]
+
+    assert asyncio.run(deposits()) == [5, 5, 8]

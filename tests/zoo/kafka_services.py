@@ -338,8 +338,9 @@ async def _add_to_total(
         error = ValueError(f"not an amount: {record.value[:40]!r}")
         await (await _send_dead_letter(producer, endpoints.dead_letter, record, error))
         return
-    total = await totals.read(record.key) + amount  # read...
-    await totals.write(record.key, total)  # ...modify, write: another handler may be in between
+    # Read, modify, write: another handler may come in between. A record is
+    # known by its place in the log, so a redelivered one adds nothing.
+    total = await totals.add(record.key, amount, (record.topic, record.partition, record.offset))
     new = str(total).encode()
     await (await producer.send(endpoints.output, new, key=record.key, headers=list(record.headers)))
 

@@ -341,9 +341,10 @@ async def _add_to_total(
     if amount is None:
         await message.reject(requeue=False)
         return
-    key = _key_of(message)
-    total = await totals.read(key) + amount  # read...
-    await totals.write(key, total)  # ...modify, write: another handler may be in between
+    # Read, modify, write: another handler may come in between. A message is
+    # known by its message id (kept on redelivery), so a redelivered one adds
+    # nothing; one without an id cannot be told from a redelivery and always counts.
+    total = await totals.add(_key_of(message), amount, message.message_id or object())
     await _publish(channel, endpoints.output, message, str(total).encode())
     await message.ack()
 

@@ -9,6 +9,11 @@ read and a write are each an awaited call that takes a few milliseconds, so
 two handlers that read-modify-write one key concurrently can interleave, and
 the second write overwrites the first update.
 
+Deliveries are at least once (a rebalance or a lost ack redelivers), so the
+store also keeps which input made which total, written with the total as one
+transaction would: a redelivered input is answered with its total again and
+added nothing. Without that, a redelivery counts a deposit twice.
+
 ``totals_add_up()`` is written the way a user writes a check: a function of the
 run's ``History`` returning a ``Verdict`` of ``Anomaly``s, wrapped in ``Check``.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import ClassVar
 
 from hypothesis import strategies as st
@@ -50,6 +55,7 @@ class Totals:
 
     def __init__(self) -> None:
         self._totals: dict[bytes | None, int] = {}
+        self._made: dict[Hashable, int] = {}  # input -> the total it made
         self._locks: dict[bytes | None, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @classmethod
@@ -57,13 +63,29 @@ class Totals:
         """The store of the run ``endpoints`` belong to."""
         return cls._stores.setdefault(endpoints.input, cls())
 
-    async def read(self, key: bytes | None) -> int:
+    async def read(self, key: bytes | None, made_by: Hashable) -> tuple[int, int | None]:
+        """The key's total, and the total input ``made_by`` made if it was applied already."""
         await asyncio.sleep(random.uniform(0, STORE_LATENCY_S))
-        return self._totals.get(key, 0)
+        return self._totals.get(key, 0), self._made.get(made_by)
 
-    async def write(self, key: bytes | None, total: int) -> None:
+    async def write(self, key: bytes | None, total: int, made_by: Hashable) -> None:
+        """Set the key's total and note that input ``made_by`` made it, in one write."""
         await asyncio.sleep(random.uniform(0, STORE_LATENCY_S))
         self._totals[key] = total
+        self._made[made_by] = total
+
+    async def add(self, key: bytes | None, amount: int, made_by: Hashable) -> int:
+        """Read, modify, write: the new total (an input applied already only reads).
+
+        Not atomic: another handler's update of the key may come between the
+        read and the write, and one of the two is lost (unless under :meth:`lock`).
+        """
+        total, made = await self.read(key, made_by)
+        if made is not None:
+            return made  # a redelivery: answer again, count nothing
+        total += amount
+        await self.write(key, total, made_by)
+        return total
 
     def lock(self, key: bytes | None) -> asyncio.Lock:
         """A lock per key. An external store would use a transaction, a conditional
