@@ -124,6 +124,7 @@ class Instances:
     history: History
     proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
+    stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
     _free_proxies: list[tuple[int, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -208,6 +209,13 @@ class Instances:
                 f"service {self.flow.label} raised CancelledError while stopping: await its"
                 " cancelled tasks inside a try/except CancelledError"
             ) from exc
+        except Exception as exc:
+            # The service's own failure (say, a consume loop that died with its
+            # connection, surfacing on exit): a finding about it, judged with the
+            # run's checks, not an error of the harness's.
+            detail = f"raised on stop: {exc!r}"
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
+            self.stop_errors.append(f"{instance.name} {detail}")
         finally:
             await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")

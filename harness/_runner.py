@@ -20,6 +20,7 @@ from pathlib import Path
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo, TapRecord
+from harness._checks import Anomaly, Verdict
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow, RunResult
 from harness._history import History, Kind
@@ -198,6 +199,8 @@ class LiveRun:
         ended_by = await _await_quiescence(self.flow, self.history, deadline=self._deadline)
         await self._stack.aclose()  # services, taps and destinations go, in that order
         verdicts = tuple(check(self.history) for check in self.flow.checks)
+        if self._instances.stop_errors:
+            verdicts += (_stopped_cleanly(self._instances.stop_errors),)
         path = None
         if history_dir is not None and not all(v.ok for v in verdicts):
             path = self.history.dump(history_dir / f"{self.flow.label}-{self.run_id}.json")
@@ -211,6 +214,15 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
         )
+
+
+def _stopped_cleanly(errors: Sequence[str]) -> Verdict:
+    """The verdict on services that raised while stopping (one anomaly each)."""
+    return Verdict(
+        "service stopped cleanly",
+        tuple(Anomaly("raised-on-stop", error) for error in errors),
+        f"{len(errors)} stop(s) raised",
+    )
 
 
 async def run_flow(

@@ -49,6 +49,12 @@ async def never_consumes(endpoints: Endpoints) -> AsyncIterator[None]:
     yield
 
 
+@asynccontextmanager
+async def raises_on_stop(endpoints: Endpoints) -> AsyncIterator[None]:
+    yield
+    raise ConnectionResetError("its consume loop died with the connection")
+
+
 def _info(endpoints: Endpoints) -> BrokerInfo:
     url = endpoints.bootstrap_servers or endpoints.amqp_url
     assert url is not None
@@ -129,6 +135,25 @@ async def test_a_service_that_hangs_on_stop_keeps_the_partial_history(
     assert isinstance(error.history_path, Path)
     assert error.history_path.exists()
     assert "partial history" in "".join(getattr(error, "__notes__", []))
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+async def test_a_service_that_raises_on_stop_fails_the_run_with_its_error(
+    request: pytest.FixtureRequest, broker: str
+) -> None:
+    # A finding about the service, judged like a check (fuzz can shrink it), not
+    # an error of the harness's: the run still ends with its verdicts and history.
+    info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
+    flow = Flow(sut=raises_on_stop, broker=info.kind, checks=[checks.no_loss()], quiet=0.5)
+    result = await run_flow(flow, [], broker=info)
+    [failed] = result.failures()
+    assert failed.check == "service stopped cleanly"
+    [anomaly] = failed.anomalies
+    assert anomaly.kind == "raised-on-stop"
+    assert "sut0 raised on stop: ConnectionResetError('its consume loop died" in anomaly.text
+    notes = [e.detail for e in result.history.of(Kind.NOTE) if e.lane == "sut0"]
+    assert notes[-2:] == [f"raised on stop: {anomaly.text.partition(': ')[2]}", "stopped"]
+    assert await _leftovers(info, result.endpoints.input.removesuffix("-in")) == []
 
 
 @pytest.mark.parametrize("broker", BROKERS)
