@@ -332,7 +332,7 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
     at the deadline.
     """
-    published_ns: dict[str, int] = {}
+    inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
     accounted: set[str] = set()
     settle = flow.settle
@@ -346,7 +346,7 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
             if event.harness_id is None:
                 continue
             if event.kind is Kind.PUBLISHED:
-                published_ns.setdefault(event.harness_id, event.at_ns)
+                inputs.add(event.harness_id)
                 handed_ns.setdefault(event.harness_id, event.at_ns)
             elif event.kind is Kind.DELIVERED:
                 handed_ns[event.harness_id] = event.at_ns
@@ -361,20 +361,20 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                     settle = max(settle, took)
         seen = len(events)
         now = time.monotonic()
-        if published_ns.keys() <= accounted and (
+        if inputs <= accounted and (
             now - last_event >= settle or now - last_progress >= flow.quiet
         ):
             return "every input accounted for"
         if now - last_progress >= flow.quiet:
             return (
                 f"no progress for {flow.quiet:g} s with"
-                f" {len(published_ns.keys() - accounted)} inputs unaccounted for"
+                f" {len(inputs - accounted)} inputs unaccounted for"
             )
         if now >= deadline:
             return f"timeout after {flow.timeout:g} s"
         # Poll every 10 ms; once all is accounted for, wake exactly when the
         # silence would be long enough (a new event restarts the count).
-        remaining = last_event + settle - now if published_ns.keys() <= accounted else 0.01
+        remaining = last_event + settle - now if inputs <= accounted else 0.01
         await asyncio.sleep(min(max(remaining, 0.001), 0.01))
 
 
