@@ -54,6 +54,7 @@ from harness._broker import (
     PublishReceipt,
     TapCallback,
     TapRecord,
+    check_producer,
 )
 from harness._errors import (
     BrokerStartError,
@@ -736,9 +737,7 @@ class KafkaAdapter(BrokerAdapter):
     async def _producer_for(self, number: int) -> Any:
         """Producer ``number``: 0 is the adapter's own, others start on first use."""
         _, own = self._clients()
-        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise InvalidArgument(f"producer={number!r} is invalid: give a number >= 0")
-        if number == 0:
+        if check_producer(number) == 0:
             return own
         async with self._producers_lock:
             client = self._extra_producers.get(number)

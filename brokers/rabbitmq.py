@@ -68,6 +68,7 @@ from harness._broker import (
     TapCallback,
     TapEvent,
     TapRecord,
+    check_producer,
 )
 from harness._errors import (
     BrokerError,
@@ -875,8 +876,7 @@ class RabbitAdapter(BrokerAdapter):
 
     async def _publishing_channel(self, producer: int = 0) -> AbstractChannel:
         connection = self._require_connection()
-        if isinstance(producer, bool) or not isinstance(producer, int) or producer < 0:
-            raise InvalidArgument(f"producer={producer!r} is invalid: give a number >= 0")
+        check_producer(producer)
         channel = self._channels.get(producer)
         if channel is None or channel.is_closed:
             # The broker closes a channel on some refusals; the connection is still good.

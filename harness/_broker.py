@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
 
+from harness._errors import InvalidArgument
 from harness._message import BrokerKind, Message
 from harness._redact import redact_options, redact_url
 
@@ -101,6 +102,13 @@ class TapRecord:
 
 
 TapCallback = Callable[[TapRecord], None]
+
+
+def check_producer(producer: object) -> int:
+    """``producer`` for :meth:`BrokerAdapter.publish_many`, or InvalidArgument with the fix."""
+    if isinstance(producer, bool) or not isinstance(producer, int) or producer < 0:
+        raise InvalidArgument(f"producer={producer!r} is invalid: give a number >= 0")
+    return producer
 
 
 class BrokerAdapter(abc.ABC):
