@@ -387,6 +387,9 @@ class RabbitAdapter(BrokerAdapter):
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened on
         self._restarting = False  # between prepare_for_restart() and reconnect()
         self._busy = 0  # administrative calls in flight
+        # Queues this adapter created, and those it set a dead-letter policy on.
+        self._created: set[str] = set()
+        self._policies: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -679,85 +682,122 @@ class RabbitAdapter(BrokerAdapter):
 
     # -- destinations
 
-    async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
-        """Create several queues in order; a broker restart waits for all of them."""
-        async with self._administering():
-            await super().create_all(specs)
-
-    async def delete_all(self, names: Sequence[str]) -> None:
-        """Delete several queues; a broker restart waits for all of them."""
-        async with self._administering():
-            await super().delete_all(names)
-
     @_finish_before_cancel
     async def create(self, spec: DestinationSpec) -> None:
         """Declare a durable classic queue; wire dead-lettering to ``spec.dead_letter``."""
-        async with self._administering():
-            await self._create(spec)
+        await self.create_all([spec])
 
-    async def _create(self, spec: DestinationSpec) -> None:
-        name = _validate_queue_name(spec.name, limit=_MAX_TRACEABLE_BYTES)
-        if spec.partitions != 1:
-            raise InvalidArgument(
-                f"partitions={spec.partitions!r} is invalid for RabbitMQ queue {name!r}: "
-                "a queue has no partitions; pass partitions=1"
-            )
-        if spec.dead_letter is not None:
-            dead_letter = _validate_queue_name(
-                spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
-            )
-        async with self._translated(f"creating queue {name!r}"):
-            if await self._exists(name):
-                raise DestinationError(
-                    f"queue {name!r} already exists on vhost {self._vhost!r} at {self._where}: "
-                    "pick another name or delete it first"
+    @_finish_before_cancel
+    async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
+        """Create several queues in one batch; a broker restart waits for all of them.
+
+        The existence checks and policies go out at once and the declarations
+        share a channel: a campaign creates three queues per example.
+        """
+        async with self._administering():
+            await self._create_all(specs)
+
+    async def _create_all(self, specs: Sequence[DestinationSpec]) -> None:
+        names = [_validate_queue_name(spec.name, limit=_MAX_TRACEABLE_BYTES) for spec in specs]
+        for spec in specs:
+            if spec.partitions != 1:
+                raise InvalidArgument(
+                    f"partitions={spec.partitions!r} is invalid for RabbitMQ queue"
+                    f" {spec.name!r}: a queue has no partitions; pass partitions=1"
                 )
             if spec.dead_letter is not None:
-                # A policy, not queue arguments: a service that declares its own
-                # queue (durable, no arguments) must not clash with the harness's.
-                await self._call_management(
-                    "PUT",
-                    self._policy_path(name),
-                    f"set the dead-letter policy of {name!r}",
-                    {
-                        "pattern": f"^{re.escape(name)}$",
-                        "apply-to": "queues",
-                        "priority": 100,
-                        "definition": {
-                            "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                            "dead-letter-routing-key": dead_letter,
-                        },
-                    },
+                _validate_queue_name(
+                    spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
                 )
+        listed = ", ".join(repr(name) for name in names)
+        async with self._translated(f"creating queue(s) {listed}"):
+            found = await asyncio.gather(*(self._exists(name) for name in names))
+            taken = [name for name, exists in zip(names, found, strict=True) if exists]
+            if taken or len(set(names)) < len(names):
+                name = taken[0] if taken else names[0]
+                raise DestinationError(
+                    f"queue {name!r} already exists on vhost {self._vhost!r} at {self._where}"
+                    " (or is named twice): pick another name or delete it first"
+                )
+            # A policy, not queue arguments: a service that declares its own
+            # queue (durable, no arguments) must not clash with the harness's.
+            await asyncio.gather(
+                *(
+                    self._set_dead_letter_policy(spec.name, spec.dead_letter)
+                    for spec in specs
+                    if spec.dead_letter is not None
+                )
+            )
             async with self._scratch_channel() as channel:
                 await channel.declare_exchange(
                     DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
                 )
-                queue = await channel.declare_queue(name, durable=True)
-                await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
-            if spec.dead_letter is not None and await self._exists(spec.dead_letter):
-                # A dead-letter queue made before this one, or outside the harness.
-                async with self._scratch_channel() as channel:
-                    dead = await channel.declare_queue(spec.dead_letter, passive=True)
-                    await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.dead_letter)
+                for name in names:
+                    queue = await channel.declare_queue(name, durable=True)
+                    await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+                    self._created.add(name)
+            firehose = self._firehose
+            if firehose is not None and firehose.usable:
+                for name in names:
+                    await firehose.route(name, by="created")  # its taps will find it routed
+            dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
+            for dead_letter in sorted(dead_letters - set(names)):
+                if await self._exists(dead_letter):
+                    # A dead-letter queue made earlier, or outside the harness.
+                    async with self._scratch_channel() as channel:
+                        dead = await channel.declare_queue(dead_letter, passive=True)
+                        await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=dead_letter)
+
+    async def _set_dead_letter_policy(self, name: str, dead_letter: str) -> None:
+        await self._call_management(
+            "PUT",
+            self._policy_path(name),
+            f"set the dead-letter policy of {name!r}",
+            {
+                "pattern": f"^{re.escape(name)}$",
+                "apply-to": "queues",
+                "priority": 100,
+                "definition": {
+                    "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                    "dead-letter-routing-key": dead_letter,
+                },
+            },
+        )
+        self._policies.add(name)
 
     @_finish_before_cancel
     async def delete(self, name: str) -> None:
         """Delete queue ``name`` with its messages; a missing queue is not an error."""
+        await self.delete_all([name])
+
+    @_finish_before_cancel
+    async def delete_all(self, names: Sequence[str]) -> None:
+        """Delete several queues at once; a broker restart waits for all of them.
+
+        A queue's dead-letter policy goes with it. A queue this adapter created
+        without one has none to delete: that saves an HTTP call per queue.
+        """
+        for name in names:
+            _validate_queue_name(name)
         async with self._administering():
-            await self._delete(name)
+            await asyncio.gather(*(self._delete(name) for name in names))
 
     async def _delete(self, name: str) -> None:
-        _validate_queue_name(name)
         async with self._translated(f"deleting queue {name!r}"):
             try:
                 async with self._scratch_channel() as channel:
                     await channel.queue_delete(name)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 pass  # brokers that answer 404 for a missing queue
-        await self._call_management(
-            "DELETE", self._policy_path(name), f"delete the dead-letter policy of {name!r}"
-        )
+            firehose = self._firehose
+            if firehose is not None:
+                await firehose.unroute(name)
+        if name in self._policies or name not in self._created:
+            await self._call_management(
+                "DELETE", self._policy_path(name), f"delete the dead-letter policy of {name!r}"
+            )
+        self._policies.discard(name)
+        self._created.discard(name)
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
         """Queue names on this vhost starting with ``prefix``, from the management HTTP API."""
@@ -1058,8 +1098,12 @@ class _Firehose:
     vhost, and to the dead-letter exchange for each tapped queue. Each trace
     is decoded once, and only when a tapped queue is concerned, however many
     taps are live; a new tap costs one binding, not a channel, a queue and a
-    round of sentinel tracing. After a broker restart :meth:`resume` starts
-    it again on the adapter's new connection, taps and all, and
+    round of sentinel tracing. A queue the adapter creates while the firehose
+    runs is routed at creation and unrouted at deletion, so its taps cost
+    nothing on a run's critical path (campaigns create queues ahead, in the
+    background); a queue created elsewhere is routed by its first tap and
+    unrouted by its last. After a broker restart :meth:`resume` starts it
+    again on the adapter's new connection, routes and all, and
     :meth:`reconcile` reports what the lost queue's traces would have.
     """
 
@@ -1071,6 +1115,9 @@ class _Firehose:
         self._live = asyncio.Event()
         self._taps: dict[str, list[_FirehoseTap]] = {}
         self._seen: dict[str, _Seen] = {}
+        # Queues whose dead letters reach the firehose queue, and who routed
+        # them: "created" (the adapter, until it deletes the queue) or "tapped".
+        self._routed: dict[str, str] = {}
         # The broker's name for the adapter's connection ("host:port -> host:port"),
         # from the sentinel's trace: deliveries to it are reconcile()'s own reads.
         self._connection_name: str | None = None
@@ -1098,7 +1145,7 @@ class _Firehose:
             await channel.declare_exchange(
                 DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
             )
-            for name in list(self._taps):  # taps carried over a restart
+            for name in list(self._routed):  # routes carried over a restart
                 await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
             await queue.consume(self._on_message, no_ack=True)
             sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
@@ -1148,22 +1195,40 @@ class _Firehose:
         taps.append(tap)
         if len(taps) == 1:
             self._seen[name] = _Seen()
-        if len(taps) == 1 and self._queue is not None:
+        if name not in self._routed:
             try:
                 async with self._adapter._translated(f"starting a firehose tap on {name!r}"):
-                    # Dead-lettering is broker-internal, never traced: read the exchange.
-                    await self._queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+                    await self.route(name, by="tapped")
             except BaseException:
                 self._drop(tap)
                 raise
 
     async def remove(self, tap: _FirehoseTap) -> None:
-        if self._drop(tap) and self.usable and self._queue is not None:
-            with contextlib.suppress(
-                TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError
-            ):
-                async with asyncio.timeout(self._adapter._timeout):
-                    await self._queue.unbind(DEAD_LETTER_EXCHANGE, routing_key=tap.destination)
+        if self._drop(tap) and self._routed.get(tap.destination) == "tapped":
+            await self.unroute(tap.destination)
+
+    async def route(self, name: str, *, by: str) -> None:
+        """Send queue ``name``'s dead letters to the firehose queue too.
+
+        Dead-lettering is broker-internal, never traced: the firehose reads the
+        dead-letter exchange instead, one binding per queue.
+        """
+        if self._queue is None or name in self._routed:
+            return
+        self._routed[name] = by  # before the await: a concurrent call does not bind twice
+        try:
+            await self._queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+        except BaseException:
+            self._routed.pop(name, None)
+            raise
+
+    async def unroute(self, name: str) -> None:
+        """Undo :meth:`route` (best effort: a dead channel took the binding with it)."""
+        if self._routed.pop(name, None) is None or not self.usable or self._queue is None:
+            return
+        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
+            async with asyncio.timeout(self._adapter._timeout):
+                await self._queue.unbind(DEAD_LETTER_EXCHANGE, routing_key=name)
 
     def _drop(self, tap: _FirehoseTap) -> bool:
         """Forget ``tap``; True if it was the last one on its queue."""

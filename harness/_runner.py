@@ -335,14 +335,16 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
     accounted: set[str] = set()
-    settle = flow.settle
+    settle_ns = round(flow.settle * 1e9)
+    quiet_ns = round(flow.quiet * 1e9)
     seen = 0  # events already folded in
-    last_progress = last_event = time.monotonic()
+    # Silence counts from the events' own times, not from when this loop saw
+    # them: polling late must not lengthen every run by the polling interval.
+    last_progress_ns = last_event_ns = time.perf_counter_ns()
     while True:
         events = history.events
-        if len(events) > seen:
-            last_event = time.monotonic()
         for event in events[seen:]:
+            last_event_ns = max(last_event_ns, event.at_ns)
             if event.harness_id is None:
                 continue
             if event.kind is Kind.PUBLISHED:
@@ -355,27 +357,27 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 and event.harness_id not in accounted
             ):
                 accounted.add(event.harness_id)
-                last_progress = time.monotonic()
+                last_progress_ns = max(last_progress_ns, event.at_ns)
                 if event.harness_id in handed_ns:
-                    took = (event.at_ns - handed_ns[event.harness_id]) / 1e9
-                    settle = max(settle, took)
+                    settle_ns = max(settle_ns, event.at_ns - handed_ns[event.harness_id])
         seen = len(events)
-        now = time.monotonic()
+        now_ns = time.perf_counter_ns()
         if inputs <= accounted and (
-            now - last_event >= settle or now - last_progress >= flow.quiet
+            now_ns - last_event_ns >= settle_ns or now_ns - last_progress_ns >= quiet_ns
         ):
             return "every input accounted for"
-        if now - last_progress >= flow.quiet:
+        if now_ns - last_progress_ns >= quiet_ns:
             return (
                 f"no progress for {flow.quiet:g} s with"
                 f" {len(inputs - accounted)} inputs unaccounted for"
             )
-        if now >= deadline:
+        if time.monotonic() >= deadline:
             return f"timeout after {flow.timeout:g} s"
-        # Poll every 10 ms; once all is accounted for, wake exactly when the
+        # Poll every few ms; once all is accounted for, wake exactly when the
         # silence would be long enough (a new event restarts the count).
-        remaining = last_event + settle - now if inputs <= accounted else 0.01
-        await asyncio.sleep(min(max(remaining, 0.001), 0.01))
+        poll_ns = min(10_000_000, settle_ns // 2)
+        remaining_ns = last_event_ns + settle_ns - now_ns if inputs <= accounted else poll_ns
+        await asyncio.sleep(min(max(remaining_ns, 1_000_000), poll_ns) / 1e9)
 
 
 async def run(

@@ -196,6 +196,45 @@ async def test_reject_moves_the_message_to_the_dead_letter_queue_and_the_tap_see
         await adapter.delete(dead)
 
 
+async def firehose_routes(adapter: RabbitAdapter, queue: str) -> int:
+    """Bindings that send ``queue``'s dead letters somewhere other than ``queue`` itself."""
+    bindings = await adapter._call_management("GET", "bindings/{vhost}", "list the bindings")
+    assert isinstance(bindings, list)
+    return sum(
+        1
+        for b in bindings
+        if b["source"] == DEAD_LETTER_EXCHANGE
+        and b["routing_key"] == queue
+        and b["destination"] != queue
+    )
+
+
+async def test_queues_created_while_taps_run_are_routed_at_creation_and_unrouted_at_deletion(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    """A campaign creates queues ahead: their taps must cost no binding on a run's path."""
+    other, source, dead = f"{unique}-other", f"{unique}-in", f"{unique}-dlq"
+    await adapter.create(DestinationSpec(name=other))
+    try:
+        async with adapter.tap(other, lambda record: None):  # the firehose is running
+            await adapter.create_all(
+                [DestinationSpec(name=dead), DestinationSpec(name=source, dead_letter=dead)]
+            )
+            assert await firehose_routes(adapter, dead) == 1  # before any tap on it
+            on_dead: list[TapRecord] = []
+            async with adapter.tap(dead, on_dead.append):
+                await adapter.publish(source, Message(b"poison"))
+                async with client(adapter.info) as channel:
+                    (taken,) = await take(channel, source, 1)
+                    await taken.reject(requeue=False)
+                await until(lambda: len(landed(on_dead)) == 1, "the dead letter landing")
+            assert await firehose_routes(adapter, dead) == 1  # the creation's, not the tap's
+            await adapter.delete_all([source, dead])
+            assert await firehose_routes(adapter, dead) == 0
+    finally:
+        await adapter.delete_all([other, source, dead])
+
+
 async def test_nack_with_requeue_shows_a_redelivery(adapter: RabbitAdapter, unique: str) -> None:
     await adapter.create(DestinationSpec(name=unique))
     try:
