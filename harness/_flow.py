@@ -26,12 +26,12 @@ class Flow:
     the service, exited to stop it. ``correlate`` maps an output message to
     the harness id of the input it answers, for services that do not copy the
     ``x-harness-id`` header. A run ends once every input has an output or a
-    dead letter and nothing at all has happened for ``settle`` seconds, or
-    for the slowest handling of an input seen (delivery to output) if longer
-    (late duplicates, acks and commits still count, and a slow service gets
-    a silence in proportion to its pace); ``quiet`` ends a run whose
-    inputs are not all accounted for after that long without a new output;
-    ``timeout`` bounds a run.
+    dead letter, nothing at all has happened for ``settle`` seconds, and
+    nothing was delivered for twice the slowest handling of an input seen
+    (delivery to output): late acks and commits still count, and a message
+    delivered again gets time to come out twice at the service's pace;
+    ``quiet`` ends a run whose inputs are not all accounted for after that
+    long without a new output; ``timeout`` bounds a run.
     """
 
     sut: Service
@@ -41,7 +41,7 @@ class Flow:
     partitions: int = 1
     correlate: Callable[[Message], str | None] | None = None
     probes: bool = True
-    settle: float = 0.03
+    settle: float = 0.01
     quiet: float = 2.0
     start_timeout: float = 15.0
     stop_timeout: float = 10.0

@@ -2,8 +2,8 @@
 
 Hypothesis drives the search from a worker thread; every example is one
 :func:`run_flow` on the caller's event loop, on connections reused across
-examples, with fresh destinations and consumer group each time (created one
-example ahead and deleted in the background: see harness._isolation).
+examples, with fresh destinations and consumer group each time (created two
+examples ahead and deleted in the background: see harness._isolation).
 
 Real brokers are not deterministic: a failure may not repeat while it is
 being shrunk. The fuzzer keeps the smallest failing run it has *seen*, so a
@@ -170,7 +170,7 @@ async def fuzz(
             check_broker_restartable(info)  # now, not at the first example that draws one
         async with (
             brokers.adapter(info) as adapter,
-            Isolation(adapter, flow.partitions, ahead=True) as isolation,
+            Isolation(adapter, flow.partitions, ahead=2) as isolation,
         ):
             return await _campaign(
                 flow,

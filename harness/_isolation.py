@@ -2,10 +2,11 @@
 
 A run must never see another run's messages, so each gets destinations with
 unique names. Creating and deleting them is a broker round trip or three
-(tens of milliseconds on Kafka), which a campaign of hundreds of short runs
-feels: ``Isolation(ahead=True)`` creates the next run's destinations while
-the current run is busy and deletes finished ones in the background, so
-neither sits on a run's critical path.
+(tens of milliseconds), which a campaign of hundreds of short runs feels:
+``Isolation(ahead=2)`` keeps the next two runs' destinations in the making
+while the current run is busy and deletes finished ones in the background,
+so neither sits on a run's critical path (two, so that one slow creation
+does not hold up a run: on Kafka a creation takes most of an example).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import deque
 from types import TracebackType
 from typing import NamedTuple, Self
 
 from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec
-from harness._errors import BrokerUnavailable, DestinationError
+from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from harness._message import Endpoints
 
 
@@ -56,18 +58,20 @@ def destination_specs(endpoints: Endpoints, partitions: int) -> list[Destination
 class Isolation:
     """Hands each run fresh, created destinations, and removes them after.
 
-    Inline (the default): ``take`` creates and ``give_back`` deletes, both
-    awaited, so a run that has returned has left nothing behind. Ahead
-    (``ahead=True``, for campaigns): one run's worth is kept created ahead,
-    and ``give_back`` deletes in a background task. Leaving the ``async
-    with`` block removes the spare and whatever was taken and not given back,
-    and waits for every deletion (bounded), so a campaign that has returned
-    has left nothing behind either.
+    Inline (the default, ``ahead=0``): ``take`` creates and ``give_back``
+    deletes, both awaited, so a run that has returned has left nothing
+    behind. Ahead (``ahead=n``, for campaigns): ``n`` runs' worth are kept
+    created or in the making, and ``give_back`` deletes in a background task.
+    Leaving the ``async with`` block removes the spares and whatever was
+    taken and not given back, and waits for every deletion (bounded), so a
+    campaign that has returned has left nothing behind either.
     """
 
-    def __init__(self, adapter: BrokerAdapter, partitions: int, *, ahead: bool = False) -> None:
+    def __init__(self, adapter: BrokerAdapter, partitions: int, *, ahead: int = 0) -> None:
+        if not isinstance(ahead, int) or ahead < 0:
+            raise InvalidArgument(f"ahead={ahead!r} is invalid: give a count >= 0")
         self._adapter, self._partitions, self._ahead = adapter, partitions, ahead
-        self._spare: asyncio.Task[Fresh] | None = None
+        self._spares: deque[asyncio.Task[Fresh]] = deque()  # oldest first
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
@@ -75,7 +79,7 @@ class Isolation:
 
     async def take(self) -> Fresh:
         """Destinations and a group nobody used before, created and ready."""
-        spare, self._spare = self._spare, None
+        spare = self._spares.popleft() if self._spares else None
         # Awaiting the spare's task: a cancel here cancels it too, and it removes
         # what it had created.
         try:
@@ -86,8 +90,10 @@ class Isolation:
             # Made while the broker was away (a BrokerRestart fault): make them now.
             fresh = await self._prepare()
         self._lent.append(fresh.endpoints)
-        if self._ahead:
-            self._spare = asyncio.create_task(self._prepare(), name="harness: destinations ahead")
+        while len(self._spares) < self._ahead:
+            self._spares.append(
+                asyncio.create_task(self._prepare(), name="harness: destinations ahead")
+            )
         return fresh
 
     async def give_back(self, endpoints: Endpoints) -> None:
@@ -136,13 +142,15 @@ class Isolation:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        spare, self._spare = self._spare, None
-        if spare is not None:
+        spares, self._spares = list(self._spares), deque()
+        for spare in spares:
             spare.cancel()
-            await asyncio.wait([spare])
+        if spares:
+            await asyncio.wait(spares)
+        for spare in spares:
             if not spare.cancelled() and spare.exception() is None:
                 self._lent.append(spare.result().endpoints)
-        for endpoints in list(self._lent):  # the spare, and anything a caller kept
+        for endpoints in list(self._lent):  # the spares, and anything a caller kept
             await self.give_back(endpoints)
         if self._behind:
             # Each deletion is bounded by the adapter; this bounds them all.

@@ -322,13 +322,14 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
-    seconds, or for the slowest handling seen if longer (an input's last
-    delivery, or its publish, to its first output or dead letter), so a
-    consumer still acking, committing or redelivering keeps the run open
-    while a finished one ends at once, and a slow service is given time in
-    proportion to its pace (a redelivery's wait for a rebalance does not
-    count: that is the broker's pace). Progress is a new output or dead
-    letter: a consumer busy redelivering a poison message forever makes
+    seconds, and nothing delivered for twice the slowest handling seen (an
+    input's last delivery, or its publish, to its first output or dead
+    letter). So a consumer still acking or committing keeps the run open, a
+    finished one ends at once, and a message delivered again (say, to a
+    consumer that just joined) is given time to come out twice at the pace
+    the service has shown; a redelivery's wait for a rebalance does not
+    count as handling: that is the broker's pace. Progress is a new output or
+    dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
     at the deadline.
     """
@@ -337,10 +338,12 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     accounted: set[str] = set()
     settle_ns = round(flow.settle * 1e9)
     quiet_ns = round(flow.quiet * 1e9)
+    slowest_ns = 0  # the slowest handling seen
     seen = 0  # events already folded in
     # Silence counts from the events' own times, not from when this loop saw
     # them: polling late must not lengthen every run by the polling interval.
     last_progress_ns = last_event_ns = time.perf_counter_ns()
+    last_delivery_ns = 0
     while True:
         events = history.events
         for event in events[seen:]:
@@ -352,6 +355,7 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 handed_ns.setdefault(event.harness_id, event.at_ns)
             elif event.kind is Kind.DELIVERED:
                 handed_ns[event.harness_id] = event.at_ns
+                last_delivery_ns = max(last_delivery_ns, event.at_ns)
             elif (
                 event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED)
                 and event.harness_id not in accounted
@@ -359,11 +363,12 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 accounted.add(event.harness_id)
                 last_progress_ns = max(last_progress_ns, event.at_ns)
                 if event.harness_id in handed_ns:
-                    settle_ns = max(settle_ns, event.at_ns - handed_ns[event.harness_id])
+                    slowest_ns = max(slowest_ns, event.at_ns - handed_ns[event.harness_id])
         seen = len(events)
         now_ns = time.perf_counter_ns()
+        silent_at_ns = max(last_event_ns + settle_ns, last_delivery_ns + 2 * slowest_ns)
         if inputs <= accounted and (
-            now_ns - last_event_ns >= settle_ns or now_ns - last_progress_ns >= quiet_ns
+            now_ns >= silent_at_ns or now_ns - last_progress_ns >= quiet_ns
         ):
             return "every input accounted for"
         if now_ns - last_progress_ns >= quiet_ns:
@@ -375,9 +380,9 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
             return f"timeout after {flow.timeout:g} s"
         # Poll every few ms; once all is accounted for, wake exactly when the
         # silence would be long enough (a new event restarts the count).
-        poll_ns = min(10_000_000, settle_ns // 2)
-        remaining_ns = last_event_ns + settle_ns - now_ns if inputs <= accounted else poll_ns
-        await asyncio.sleep(min(max(remaining_ns, 1_000_000), poll_ns) / 1e9)
+        poll_ns = max(1_000_000, min(10_000_000, settle_ns // 2))
+        remaining_ns = silent_at_ns - now_ns if inputs <= accounted else poll_ns
+        await asyncio.sleep(max(1_000_000, min(remaining_ns, poll_ns)) / 1e9)
 
 
 async def run(

@@ -46,21 +46,21 @@ async def test_inline_isolation_creates_on_take_and_deletes_on_give_back(
     assert await _existing(any_adapter, [fresh]) == set()
 
 
-async def test_ahead_isolation_keeps_a_spare_and_leaves_nothing_on_exit(
+async def test_ahead_isolation_keeps_spares_and_leaves_nothing_on_exit(
     any_adapter: BrokerAdapter,
 ) -> None:
     taken: list[Fresh] = []
-    async with Isolation(any_adapter, 1, ahead=True) as isolation:
+    async with Isolation(any_adapter, 1, ahead=2) as isolation:
         for _ in range(3):
             fresh = await isolation.take()
             taken.append(fresh)
             assert await _existing(any_adapter, [fresh]) == _names(fresh.endpoints)
             await isolation.give_back(fresh.endpoints)
         assert len({f.run_id for f in taken}) == 3, "every run gets its own destinations"
-        kept = await isolation.take()  # the one made ahead, ready at once; not given back
+        kept = await isolation.take()  # one made ahead, ready at once; not given back
         taken.append(kept)
         assert await _existing(any_adapter, [kept]) == _names(kept.endpoints)
-    # Leaving waits for the deletions behind and removes the spare made ahead
+    # Leaving waits for the deletions behind and removes the spares made ahead
     # and what was taken but not given back.
     assert await _existing(any_adapter, taken) == set()
 
@@ -68,7 +68,7 @@ async def test_ahead_isolation_keeps_a_spare_and_leaves_nothing_on_exit(
 async def test_a_cancel_while_taking_leaves_nothing(any_adapter: BrokerAdapter) -> None:
     made: list[Fresh] = []
     for delay in (0.0, 0.005, 0.02):
-        async with Isolation(any_adapter, 1, ahead=True) as isolation:
+        async with Isolation(any_adapter, 1, ahead=2) as isolation:
             made.append(await isolation.take())
             task = asyncio.create_task(isolation.take())
             await asyncio.sleep(delay)

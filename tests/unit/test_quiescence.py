@@ -44,6 +44,17 @@ async def test_a_slow_handling_stretches_the_silence_a_run_waits_for() -> None:
     assert time.monotonic() - began >= 0.4
 
 
+async def test_a_delivery_after_all_is_accounted_for_gets_twice_the_slowest_handling() -> None:
+    """A message delivered again (a consumer joined, a batch went back) may come out twice."""
+    history = History()
+    _handled(history, "a", took_ms=100)
+    began = time.monotonic()
+    history.record(Kind.DELIVERED, "probe", harness_id="a", redelivered=True)
+    ended_by = await _await_quiescence(_flow(0.01), history, deadline=began + 30)
+    assert ended_by == "every input accounted for"
+    assert time.monotonic() - began >= 0.2
+
+
 async def test_an_event_restarts_the_silence() -> None:
     history = History()
     _handled(history, "a", took_ms=1)

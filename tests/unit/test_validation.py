@@ -93,3 +93,10 @@ def test_credentials_are_redacted() -> None:
     assert redact_url("amqp://guest:secret@h:5672/v") == "amqp://guest:***@h:5672/v"
     assert redact_url("see amqps://u:p%40ss@h/ and more") == "see amqps://u:***@h/ and more"
     assert redact_url("127.0.0.1:9092") == "127.0.0.1:9092"
+
+
+def test_isolation_rejects_a_negative_count_ahead() -> None:
+    from harness._isolation import Isolation
+
+    with pytest.raises(InvalidArgument, match=r"ahead=-1 is invalid: give a count >= 0"):
+        Isolation(object(), 1, ahead=-1)  # type: ignore[arg-type]
