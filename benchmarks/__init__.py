@@ -74,7 +74,7 @@ class Options:
     batch_messages: dict[BrokerKind, int] = field(
         default_factory=lambda: {"kafka": 4000, "rabbitmq": 400}
     )
-    fuzz_examples: int = 60
+    fuzz_examples: int = 200
     fault_examples: int = 8
     false_alarm_examples: int = 500  # zoo detection: per correct-service campaign
     ready_rounds: int = 2

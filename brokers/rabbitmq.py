@@ -682,7 +682,6 @@ class RabbitAdapter(BrokerAdapter):
 
     # -- destinations
 
-    @_finish_before_cancel
     async def create(self, spec: DestinationSpec) -> None:
         """Declare a durable classic queue; wire dead-lettering to ``spec.dead_letter``."""
         await self.create_all([spec])
@@ -765,7 +764,6 @@ class RabbitAdapter(BrokerAdapter):
         )
         self._policies.add(name)
 
-    @_finish_before_cancel
     async def delete(self, name: str) -> None:
         """Delete queue ``name`` with its messages; a missing queue is not an error."""
         await self.delete_all([name])
