@@ -97,6 +97,9 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
     return st.one_of(options) if options else st.nothing()
 
 
+_FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(5), Pause(20), Pause(1))
+
+
 @st.composite
 def _schedule(
     draw: st.DrawFn,
@@ -120,8 +123,13 @@ def _schedule(
         producer = draw(st.integers(0, producers - 1)) if producers > 1 else 0
         steps.append(Publish(message, producer))
         if budget and draw(st.integers(0, 3)) == 3:  # a fault after about one publish in four
-            if draw(st.booleans()):
-                steps.append(Settle())  # let processing catch up first: faults then hit
+            # What leads up to it: nothing (it hits as the publishes land), a
+            # Settle (between messages, once processing has caught up), or a
+            # pause that lands it inside a message's handling (5 ms here: a
+            # fetch and a commit or ack; shrinking prefers it to 20 and 1).
+            lead = draw(st.sampled_from(_FAULT_LEADS))
+            if lead is not None:
+                steps.append(lead)
             steps.extend(draw(fault))
             budget -= 1
     return steps

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 
 from harness import InvalidArgument, Message
 from harness import strategies as hs
-from harness.schedule import Crash, Join, Publish, Step
+from harness.schedule import Crash, Join, Pause, Publish, Settle, Step
 
 
 def _collect(strategy: object, examples: int = 200) -> list[object]:
@@ -44,6 +46,18 @@ def test_schedules_interleave_faults_with_publishes() -> None:
         steps: list[Step] = schedule  # type: ignore[assignment]
         assert isinstance(steps[0], Publish) or not isinstance(steps[0], Crash)
         assert sum(isinstance(s, Crash) for s in steps) <= 2
+
+
+def test_a_fault_comes_straight_after_a_publish_after_a_settle_or_after_a_pause() -> None:
+    """A pause before a crash lands it inside a message's handling, where commits race."""
+    schedules = _collect(hs.schedules(faults=["crash"], max_faults=1), examples=300)
+    leads: set[type] = set()
+    for schedule in schedules:
+        steps: list[Step] = schedule  # type: ignore[assignment]
+        for before, step in itertools.pairwise(steps):
+            if isinstance(step, Crash):
+                leads.add(type(before))
+    assert leads == {Publish, Settle, Pause}
 
 
 def test_schedules_without_faults_only_publish_and_pause() -> None:
