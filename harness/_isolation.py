@@ -150,17 +150,25 @@ class Isolation:
         for spare in spares:
             if not spare.cancelled() and spare.exception() is None:
                 self._lent.append(spare.result().endpoints)
-        for endpoints in list(self._lent):  # the spares, and anything a caller kept
-            await self.give_back(endpoints)
+        # The spares, and anything a caller kept: at once, each bounded by the
+        # adapter (a lost broker fails them all in one timeout, not one after another).
+        lent, self._lent = list(self._lent), []
+        removed = await asyncio.gather(*map(self._remove, lent), return_exceptions=True)
+        self._failures.extend(outcome for outcome in removed if outcome is not None)
         if self._behind:
             # Each deletion is bounded by the adapter; this bounds them all.
             _, pending = await asyncio.wait(list(self._behind), timeout=60.0)
             for task in pending:
                 task.cancel()
                 self._failures.append(TimeoutError("deleting took longer than 60 s"))
-        if self._failures and exc is None:
-            first = self._failures[0]
-            raise DestinationError(
-                f"{len(self._failures)} run(s) could not delete their destinations"
-                f" (first: {first}): list them with the broker's admin tools"
-            ) from first
+        if not self._failures:
+            return
+        first = self._failures[0]
+        failed = (
+            f"{len(self._failures)} run(s) could not delete their destinations"
+            f" (first: {first}): list them with the broker's admin tools"
+        )
+        if exc is not None:  # what ended the block comes first; the leftovers are a note
+            exc.add_note(failed)
+            return
+        raise DestinationError(failed) from first
