@@ -205,21 +205,26 @@ class Instances:
         except asyncio.CancelledError as exc:
             if _being_cancelled():
                 raise
-            raise ServiceError(
-                f"service {self.flow.label} raised CancelledError while stopping: await its"
-                " cancelled tasks inside a try/except CancelledError"
-            ) from exc
+            # A stray cancel out of its exit: its consume task, cancelled (or killed
+            # by its driver when a connection dropped), awaited without a guard.
+            self._stopped_badly(
+                instance,
+                f"raised on stop: {exc!r}: await its cancelled tasks inside a try/except"
+                " CancelledError",
+            )
         except Exception as exc:
-            # The service's own failure (say, a consume loop that died with its
-            # connection, surfacing on exit): a finding about it, judged with the
-            # run's checks, not an error of the harness's.
-            detail = f"raised on stop: {exc!r}"
-            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
-            self.stop_errors.append(f"{instance.name} {detail}")
+            self._stopped_badly(instance, f"raised on stop: {exc!r}")
         finally:
             await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
         _cancel_if_swallowed()
+
+    def _stopped_badly(self, instance: Instance, detail: str) -> None:
+        """The service's own failure (say, a consume loop that died with its connection,
+        surfacing on exit): a finding about it, judged with the run's checks, not an
+        error of the harness's."""
+        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
+        self.stop_errors.append(f"{instance.name} {detail}")
 
     async def crash(self, instance: Instance) -> None:
         """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""

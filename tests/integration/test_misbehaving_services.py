@@ -55,6 +55,18 @@ async def raises_on_stop(endpoints: Endpoints) -> AsyncIterator[None]:
     raise ConnectionResetError("its consume loop died with the connection")
 
 
+@asynccontextmanager
+async def cancelled_on_stop(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Awaits, on exit, a consume task its driver cancelled when a connection dropped."""
+
+    async def consume() -> None:
+        raise asyncio.CancelledError  # what aiokafka's fetcher can do after a cut
+
+    task = asyncio.create_task(consume())
+    yield
+    await task
+
+
 def _info(endpoints: Endpoints) -> BrokerInfo:
     url = endpoints.bootstrap_servers or endpoints.amqp_url
     assert url is not None
@@ -153,6 +165,21 @@ async def test_a_service_that_raises_on_stop_fails_the_run_with_its_error(
     assert "sut0 raised on stop: ConnectionResetError('its consume loop died" in anomaly.text
     notes = [e.detail for e in result.history.of(Kind.NOTE) if e.lane == "sut0"]
     assert notes[-2:] == [f"raised on stop: {anomaly.text.partition(': ')[2]}", "stopped"]
+    assert await _leftovers(info, result.endpoints.input.removesuffix("-in")) == []
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+async def test_a_stray_cancel_out_of_a_service_exit_fails_the_run_not_the_campaign(
+    request: pytest.FixtureRequest, broker: str
+) -> None:
+    info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
+    flow = Flow(sut=cancelled_on_stop, broker=info.kind, checks=[checks.no_loss()], quiet=0.5)
+    result = await run_flow(flow, [], broker=info)
+    [failed] = result.failures()
+    assert failed.check == "service stopped cleanly"
+    [anomaly] = failed.anomalies
+    assert "sut0 raised on stop: CancelledError()" in anomaly.text
+    assert "await its cancelled tasks inside a try/except CancelledError" in anomaly.text
     assert await _leftovers(info, result.endpoints.input.removesuffix("-in")) == []
 
 
