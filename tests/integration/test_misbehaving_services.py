@@ -14,6 +14,8 @@ import pytest
 
 import brokers
 from harness import BrokerInfo, Endpoints, Flow, Kind, Message, ServiceError, checks
+from harness._checks import Anomaly
+from harness._flow import RunResult, Service
 from harness._runner import run_flow
 from harness.schedule import Join, Leave, Pause
 
@@ -149,6 +151,17 @@ async def test_a_service_that_hangs_on_stop_keeps_the_partial_history(
     assert "partial history" in "".join(getattr(error, "__notes__", []))
 
 
+async def _stop_anomaly(info: BrokerInfo, service: Service) -> tuple[RunResult, Anomaly]:
+    """Run ``service`` with no inputs; its one failure must be how it stopped."""
+    flow = Flow(sut=service, broker=info.kind, checks=[checks.no_loss()], quiet=0.5)
+    result = await run_flow(flow, [], broker=info)
+    [failed] = result.failures()
+    assert failed.check == "service stopped cleanly"
+    [anomaly] = failed.anomalies
+    assert anomaly.kind == "raised-on-stop"
+    return result, anomaly
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 async def test_a_service_that_raises_on_stop_fails_the_run_with_its_error(
     request: pytest.FixtureRequest, broker: str
@@ -156,12 +169,7 @@ async def test_a_service_that_raises_on_stop_fails_the_run_with_its_error(
     # A finding about the service, judged like a check (fuzz can shrink it), not
     # an error of the harness's: the run still ends with its verdicts and history.
     info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
-    flow = Flow(sut=raises_on_stop, broker=info.kind, checks=[checks.no_loss()], quiet=0.5)
-    result = await run_flow(flow, [], broker=info)
-    [failed] = result.failures()
-    assert failed.check == "service stopped cleanly"
-    [anomaly] = failed.anomalies
-    assert anomaly.kind == "raised-on-stop"
+    result, anomaly = await _stop_anomaly(info, raises_on_stop)
     assert "sut0 raised on stop: ConnectionResetError('its consume loop died" in anomaly.text
     notes = [e.detail for e in result.history.of(Kind.NOTE) if e.lane == "sut0"]
     assert notes[-2:] == [f"raised on stop: {anomaly.text.partition(': ')[2]}", "stopped"]
@@ -173,11 +181,7 @@ async def test_a_stray_cancel_out_of_a_service_exit_fails_the_run_not_the_campai
     request: pytest.FixtureRequest, broker: str
 ) -> None:
     info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
-    flow = Flow(sut=cancelled_on_stop, broker=info.kind, checks=[checks.no_loss()], quiet=0.5)
-    result = await run_flow(flow, [], broker=info)
-    [failed] = result.failures()
-    assert failed.check == "service stopped cleanly"
-    [anomaly] = failed.anomalies
+    result, anomaly = await _stop_anomaly(info, cancelled_on_stop)
     assert "sut0 raised on stop: CancelledError()" in anomaly.text
     assert "await its cancelled tasks inside a try/except CancelledError" in anomaly.text
     assert await _leftovers(info, result.endpoints.input.removesuffix("-in")) == []
