@@ -125,7 +125,6 @@ async def _fuzz(
         broker=info,
         database=None,
         report_dir=None,
-        shrink_seconds=60.0,
         reruns=reruns,
     )
 

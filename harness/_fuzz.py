@@ -6,9 +6,11 @@ examples, with fresh destinations and consumer group each time (created two
 examples ahead and deleted in the background: see harness._isolation).
 
 Real brokers are not deterministic: a failure may not repeat while it is
-being shrunk. The fuzzer keeps the smallest failing run it has *seen*, so a
-flaky failure ends the search with that run instead of an error, and then
-re-runs the minimal schedule several times to say how reliably it fails.
+being shrunk. A shrink candidate must pass several runs in a row to count
+as passing and fail twice to count as failing; the fuzzer keeps the smallest
+failing run it has seen, so a flaky failure ends the search with that run
+instead of an error, and then re-runs the minimal schedule several times to
+say how reliably it fails.
 """
 
 from __future__ import annotations
@@ -125,6 +127,62 @@ def _fail(result: RunResult) -> None:
     raise ChecksFailed(result)
 
 
+def _judge(run: Callable[[], RunResult], tries: int) -> RunResult:
+    """Run a shrink candidate until it passes ``tries`` times in a row or fails twice.
+
+    Real brokers are noisy both ways. A race that shows one time in three must
+    not be shrunk away, so a candidate counts as passing only after ``tries``
+    passes in a row; and a candidate that failed once by luck must not become
+    the minimal example (it would not fail again when the user runs it), so a
+    failure counts only once it repeats within ``tries`` more runs. Returns
+    the failing run if it repeated, else the last passing one.
+    """
+    failures = 0
+    passes_in_a_row = 0
+    while True:
+        result = run()
+        if result.ok:
+            passes_in_a_row += 1
+            if passes_in_a_row == tries:
+                return result
+        else:
+            failures += 1
+            if failures == 2:
+                return result
+            passes_in_a_row = 0
+
+
+def _delete_steps(
+    schedule: Sequence[Step],
+    fails: Callable[[tuple[Step, ...]], bool],
+    time_left: Callable[[], bool],
+) -> tuple[Step, ...]:
+    """Delete the steps a failure does not need, in chunks of halving size, last first.
+
+    Delta debugging on the schedule itself: every deletion leaves a valid
+    schedule (a fault on an instance that is gone does nothing), and fewer
+    steps make each later run cheaper. Stops when no single step can go or
+    the time is up; returns what is left.
+    """
+    kept = tuple(schedule)
+    chunk = max(1, len(kept) // 2)
+    while len(kept) > 1:
+        deleted = False
+        end = len(kept)
+        while end > 0:
+            if not time_left():
+                return kept
+            start = max(0, end - chunk)
+            candidate = kept[:start] + kept[end:]
+            if candidate and fails(candidate):
+                kept, deleted = candidate, True
+            end = start
+        if chunk == 1 and not deleted:
+            break
+        chunk = max(1, min(chunk // 2, len(kept) // 2))
+    return kept
+
+
 def _size(schedule: Sequence[Step]) -> tuple[int, int, int]:
     """How big a failing schedule is, smallest first (the order shrinking works towards)."""
     messages = messages_of(schedule)
@@ -152,8 +210,9 @@ async def fuzz(
 
     ``faults`` adds fault schedules (True for all kinds, or a list of kinds);
     ``producers`` > 1 publishes through that many concurrent producers.
-    While shrinking, a candidate that passes is tried up to ``shrink_tries``
-    times before it counts as passing. Failing examples are kept in
+    While shrinking, a candidate counts as passing after ``shrink_tries``
+    passes in a row, and as failing once it has failed twice (so the minimal
+    schedule is one that repeats, not one that failed once by luck). Failing examples are kept in
     Hypothesis's database under ``database`` (unseeded runs only: a ``seed``
     replays one exact search instead); ``replay_only`` runs just those
     and tried first next time. Without ``broker``, a local one is leased.
@@ -246,50 +305,72 @@ async def _campaign(
         finally:
             in_flight.discard(task)
 
-    failed: dict[str, RunResult] = {}  # every schedule seen failing, by its repr (steps hold dicts)
+    # Every schedule seen failing (the first once, a shrink candidate twice), by its repr.
+    failed: dict[str, RunResult] = {}
 
-    def run_one(schedule: list[Step]) -> None:
-        if stop.is_set():
-            return
-        best: RunResult | None = state["best"]
-        shrinking = state["first_failure"] is not None
-        seen_failing = failed.get(repr(tuple(schedule))) if shrinking else None
-        if seen_failing is not None:
-            # Answered without running it again: Hypothesis replays a failure before
-            # shrinking it and gives up on shrinking at once if that replay passes,
-            # as a race that shows one time in five often does. How reliably the
-            # minimal schedule fails is what the re-runs after the search measure.
-            _fail(seen_failing)
-        if shrinking and time.monotonic() - state["first_failure"] > shrink_seconds:
-            return  # out of shrinking time: what was not seen failing counts as passing
+
+    def run_once(schedule: Sequence[Step]) -> RunResult:
+        """One run of ``schedule`` on the loop, from the search thread."""
+        state["count"] += 1
+        future = asyncio.run_coroutine_threadsafe(tracked(list(schedule)), loop)
+        try:
+            return future.result(timeout=flow.timeout * 3 + 60)
+        except HarnessError as error:
+            stop.set()
+            raise _CampaignAborted(error) from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def shrink_time_left() -> bool:
+        return not stop.is_set() and time.monotonic() - state["first_failure"] <= shrink_seconds
+
+    def tried(schedule: Sequence[Step], phase: str) -> RunResult:
+        """Run a search example once, or judge a shrink candidate; keep what fails."""
         began = time.monotonic()
-        # While shrinking, a candidate counts as passing only if it passes every
-        # try: a race that shows one time in three must not be shrunk away.
-        for _ in range(shrink_tries if shrinking else 1):
-            state["count"] += 1
-            future = asyncio.run_coroutine_threadsafe(tracked(schedule), loop)
-            try:
-                result = future.result(timeout=flow.timeout * 3 + 60)
-            except HarnessError as error:
-                stop.set()
-                raise _CampaignAborted(error) from None
-            except BaseException:
-                future.cancel()
-                raise
-            if not result.ok:
-                break
+        if phase == "search":
+            result = run_once(schedule)
+        else:
+            result = _judge(lambda: run_once(schedule), shrink_tries)
         if progress is not None:
-            phase = "shrink" if shrinking else "search"
             took = time.monotonic() - began
             example = Example(state["count"], result.schedule, result.ok, took, phase)
             loop.call_soon_threadsafe(progress, example)
         if not result.ok:
             failed[repr(result.schedule)] = result
-            if state["first_failure"] is None:
+            state["best"] = _smaller(state["best"], result)
+        return result
+
+    def run_one(schedule: list[Step]) -> None:
+        """Hypothesis's test: raise ChecksFailed when the schedule fails."""
+        if stop.is_set():
+            return
+        if state["first_failure"] is not None:
+            seen_failing = failed.get(repr(tuple(schedule)))
+            if seen_failing is not None:
+                # Answered without running it again: Hypothesis replays a failure
+                # before shrinking it and gives up on shrinking at once if that
+                # replay passes, as a race that shows one time in five often does.
+                # How reliably the minimal schedule fails is what the re-runs
+                # after the search measure.
+                _fail(seen_failing)
+            if not shrink_time_left():
+                return  # out of shrinking time: what was not seen failing counts as passing
+            result = tried(schedule, "shrink")
+        else:
+            result = tried(schedule, "search")
+            if not result.ok:
                 state["first_failure"] = time.monotonic()
                 state["first_failure_at"] = state["count"]
-            if best is None or _size(result.schedule) < _size(best.schedule):
-                state["best"] = result
+                # Steps first, then Hypothesis: its shrinker starts by simplifying
+                # each key and choice, which on slow examples (a rebalance takes
+                # seconds) spends the budget before it deletes anything.
+                _delete_steps(
+                    result.schedule,
+                    lambda candidate: not tried(candidate, "shrink").ok,
+                    shrink_time_left,
+                )
+        if not result.ok:
             _fail(result)
 
     run_one._hypothesis_internal_add_digest = flow.label.encode()  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""How fuzz shrinks on a noisy broker: which candidates count as failing, which steps go."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness._fuzz import _delete_steps, _judge
+
+
+def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:
+    """A run that fails ("F") or passes (".") in the given order, and the runs it made."""
+    made: list[str] = []
+
+    def run() -> Any:
+        outcome = outcomes[len(made)]
+        made.append(outcome)
+        return SimpleNamespace(ok=outcome == ".", run=len(made))
+
+    return run, made
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "tries", "runs", "fails"),
+    [
+        ("...", 3, 3, False),  # passes every try: passing
+        ("FF", 3, 2, True),  # a failure that repeats at once
+        ("F..F", 3, 4, True),  # repeats within `tries` more runs
+        ("F...", 3, 4, False),  # failed once by luck: passing
+        (".F..F", 3, 5, True),  # a pass before the first failure does not count against it
+        ("..F...", 3, 6, False),  # the passes in a row are counted from the failure on
+        ("F.", 1, 2, False),  # one try: the failure must repeat on the next run
+    ],
+)
+def test_a_candidate_fails_only_when_its_failure_repeats(
+    outcomes: str, tries: int, runs: int, fails: bool
+) -> None:
+    run, made = scripted(outcomes)
+    result = _judge(run, tries)
+    assert len(made) == runs
+    assert result.ok is not fails
+    assert result.run == runs  # the run that decided it is the one reported
+
+
+def needs(*required: str) -> Callable[[tuple[str, ...]], bool]:
+    """A failure that shows whenever the schedule holds ``required`` in this order."""
+
+    def fails(candidate: tuple[str, ...]) -> bool:
+        rest = iter(candidate)
+        return all(step in rest for step in required)
+
+    return fails
+
+
+def test_deleting_steps_leaves_only_what_the_failure_needs() -> None:
+    schedule = tuple("abcdefghijklmnopqrstu")
+    tried: list[tuple[str, ...]] = []
+    fails = needs("e", "k", "l")
+
+    def judged(candidate: tuple[str, ...]) -> bool:
+        tried.append(candidate)
+        return fails(candidate)
+
+    kept = _delete_steps(schedule, judged, lambda: True)  # type: ignore[arg-type]
+    assert kept == ("e", "k", "l")
+    assert all(candidate for candidate in tried)  # never the empty schedule
+    assert len(tried) < len(schedule) * 3  # chunks first: fewer runs than one step at a time
+
+
+def test_deleting_steps_stops_when_the_time_is_up() -> None:
+    clock = iter([True, True, False])
+    tried: list[tuple[str, ...]] = []
+
+    def judged(candidate: tuple[str, ...]) -> bool:
+        tried.append(candidate)
+        return True  # any schedule fails: without the bound this would delete all but one
+
+    kept = _delete_steps(tuple("abcdefgh"), judged, lambda: next(clock))  # type: ignore[arg-type]
+    # The first half went (the second half is then all there is, so it stays);
+    # the time ran out before the quarters.
+    assert tried == [tuple("abcd")]
+    assert kept == tuple("abcd")
