@@ -6,8 +6,10 @@ examples, with fresh destinations and consumer group each time (created two
 examples ahead and deleted in the background: see harness._isolation).
 
 Real brokers are not deterministic: a failure may not repeat while it is
-being shrunk. A shrink candidate must pass several runs in a row to count
-as passing and fail twice to count as failing; the fuzzer keeps the smallest
+being shrunk. Shrinking deletes steps first (delta debugging on the
+schedule), then hands over to Hypothesis's shrinker. A candidate must pass
+several runs in a row to count as passing and fail twice to count as
+failing; the fuzzer keeps the smallest
 failing run it has seen, so a flaky failure ends the search with that run
 instead of an error, and then re-runs the minimal schedule several times to
 say how reliably it fails.
@@ -210,9 +212,11 @@ async def fuzz(
 
     ``faults`` adds fault schedules (True for all kinds, or a list of kinds);
     ``producers`` > 1 publishes through that many concurrent producers.
-    While shrinking, a candidate counts as passing after ``shrink_tries``
-    passes in a row, and as failing once it has failed twice (so the minimal
-    schedule is one that repeats, not one that failed once by luck). Failing examples are kept in
+    Shrinking (for up to ``shrink_seconds``) first deletes the steps the
+    failure does not need, then lets Hypothesis simplify what is left. A
+    candidate counts as passing after ``shrink_tries`` passes in a row, and
+    as failing once it has failed twice (so the minimal schedule is one that
+    repeats, not one that failed once by luck). Failing examples are kept in
     Hypothesis's database under ``database`` (unseeded runs only: a ``seed``
     replays one exact search instead); ``replay_only`` runs just those
     and tried first next time. Without ``broker``, a local one is leased.
