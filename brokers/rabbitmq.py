@@ -380,6 +380,7 @@ class RabbitAdapter(BrokerAdapter):
         self._vhost = _vhost_of(info.url)
         self._connection: AbstractConnection | None = None
         self._channels: dict[int, AbstractChannel] = {}  # publishing channels, by producer
+        self._last_channel_number = 1  # the connection's first channel: see _open_channel
         self._closing = False
         self._lost: BaseException | None = None
         self._firehose: _Firehose | None = None
@@ -660,10 +661,35 @@ class RabbitAdapter(BrokerAdapter):
                 f"({self._lost!r}): check that the broker is still running"
             ) from exc
 
+    async def _open_channel(self, **options: Any) -> AbstractChannel:
+        """A channel on the adapter's connection, under a number not used lately.
+
+        aiormq numbers a new channel one past the highest open one, so a channel
+        the broker has just closed (a passive declare's 404) hands its number
+        to the next; opened while the broker is still closing the old one, that
+        is a connection error ("second 'channel.open' seen") that drops every
+        channel. Cycling through the numbers the broker allows leaves a closed
+        number unused for a couple of thousand opens.
+        """
+        connection = self._require_connection()
+        underlay = connection.transport
+        if underlay is None:
+            raise BrokerUnavailable(f"the connection to RabbitMQ at {self._where} is closed")
+        in_use = underlay.connection.channels
+        top = min(underlay.connection.connection_tune.channel_max or 2047, 2047)
+        for _ in range(top):
+            self._last_channel_number = self._last_channel_number % top + 1
+            if self._last_channel_number not in in_use:
+                return await connection.channel(channel_number=self._last_channel_number, **options)
+        raise BrokerUnavailable(
+            f"all {top} channels of the connection to RabbitMQ at {self._where} are open:"
+            " the adapter leaks channels (report it)"
+        )
+
     @contextlib.asynccontextmanager
     async def _scratch_channel(self) -> AsyncIterator[AbstractChannel]:
         """A channel for one administrative step: a 404 or 406 closes it, not the adapter's."""
-        channel = await self._require_connection().channel(publisher_confirms=False)
+        channel = await self._open_channel(publisher_confirms=False)
         try:
             yield channel
         finally:
@@ -913,12 +939,12 @@ class RabbitAdapter(BrokerAdapter):
     # -- traffic
 
     async def _publishing_channel(self, producer: int = 0) -> AbstractChannel:
-        connection = self._require_connection()
+        self._require_connection()  # a lost connection fails here, even with a channel cached
         check_producer(producer)
         channel = self._channels.get(producer)
         if channel is None or channel.is_closed:
             # The broker closes a channel on some refusals; the connection is still good.
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            channel = await self._open_channel(publisher_confirms=True, on_return_raises=True)
             self._channels[producer] = channel
         return channel
 
@@ -1131,9 +1157,7 @@ class _Firehose:
         """Open the channel and queue, and wait until a sentinel publish is traced."""
         adapter = self._adapter
         async with adapter._translated("starting the firehose tap consumer"):
-            channel = await adapter._require_connection().channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            channel = await adapter._open_channel(publisher_confirms=True, on_return_raises=True)
             self._channel = channel
             channel.close_callbacks.add(self._on_channel_closed)
             queue = await channel.declare_queue("", exclusive=True, auto_delete=True)

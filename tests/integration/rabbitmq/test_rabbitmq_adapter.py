@@ -163,6 +163,26 @@ async def test_creating_an_existing_queue_is_destination_error(
         await adapter.delete(unique)
 
 
+async def test_many_creations_at_once_keep_the_connection(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    # Each existence check is a passive declare the broker answers by closing its
+    # channel (404). A channel number reused while the broker was still closing it
+    # was a connection error ("second 'channel.open' seen") that ended a campaign.
+    batches = [
+        [DestinationSpec(name=f"{unique}-{i}-{part}") for part in ("dlq", "out", "in")]
+        for i in range(12)
+    ]
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(adapter.create_all(specs) for specs in batches))
+            names = [spec.name for specs in batches for spec in specs]
+            assert sorted(await adapter.list_destinations(unique)) == sorted(names)
+            await asyncio.gather(*(adapter.delete_all([s.name for s in b]) for b in batches))
+    finally:
+        await adapter.delete_all([spec.name for specs in batches for spec in specs])
+
+
 async def test_delete_is_clean_and_idempotent(adapter: RabbitAdapter, unique: str) -> None:
     await adapter.create(DestinationSpec(name=unique))
     await adapter.publish(unique, Message(b"doomed"))
