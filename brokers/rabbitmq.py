@@ -697,14 +697,13 @@ class RabbitAdapter(BrokerAdapter):
                 await channel.close()
 
     async def _exists(self, name: str) -> bool:
-        try:
-            async with self._scratch_channel() as channel:
-                await channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return False
-        except aiormq.exceptions.ChannelLockedResource:
-            return True  # exclusive to another connection: it exists all the same
-        return True
+        # Asked of the management API, not by a passive declare: the broker answers
+        # a missing queue by closing the channel, and under load aiormq can drop
+        # its close-ok reply (a full write queue), leaving that channel number
+        # half-closed on the broker for good.
+        path = "queues/{vhost}/" + urllib.parse.quote(name, safe="") + "?columns=name"
+        found = await self._call_management("GET", path, f"look up queue {name!r}", absent_ok=True)
+        return found is not None
 
     # -- destinations
 
@@ -845,7 +844,14 @@ class RabbitAdapter(BrokerAdapter):
         return [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
 
     def _management(
-        self, base: str, method: str, path: str, doing: str, body: object = None
+        self,
+        base: str,
+        method: str,
+        path: str,
+        doing: str,
+        body: object = None,
+        *,
+        absent_ok: bool = False,
     ) -> object:
         """One management HTTP API call (``{vhost}`` in ``path`` is filled in), blocking."""
         parts = urllib.parse.urlsplit(base)
@@ -893,8 +899,8 @@ class RabbitAdapter(BrokerAdapter):
                     f"(HTTP {exc.code}): put credentials with the management tag in "
                     f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
                 ) from exc
-            if method == "DELETE" and exc.code == 404:
-                return None
+            if exc.code == 404 and (method == "DELETE" or absent_ok):
+                return None  # gone already, or not there
             raise DestinationError(
                 f"the RabbitMQ management API at {where} could not {doing} on "
                 f"vhost {self._vhost!r}: HTTP {exc.code} {exc.reason}"
@@ -920,12 +926,14 @@ class RabbitAdapter(BrokerAdapter):
         return json.loads(raw) if raw else None
 
     async def _call_management(
-        self, method: str, path: str, doing: str, body: object = None
+        self, method: str, path: str, doing: str, body: object = None, *, absent_ok: bool = False
     ) -> object:
+        """One management API call off the loop; ``absent_ok``: a 404 answers None."""
         base = management_url(self.info)
+        call = functools.partial(self._management, absent_ok=absent_ok)
         try:
             async with asyncio.timeout(self._timeout + 1.0):
-                return await asyncio.to_thread(self._management, base, method, path, doing, body)
+                return await asyncio.to_thread(call, base, method, path, doing, body)
         except TimeoutError as exc:
             raise BrokerUnavailable(
                 f"the RabbitMQ management API at {redact_url(base)} did not answer within "
