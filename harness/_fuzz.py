@@ -312,7 +312,6 @@ async def _campaign(
     # Every schedule seen failing (the first once, a shrink candidate twice), by its repr.
     failed: dict[str, RunResult] = {}
 
-
     def run_once(schedule: Sequence[Step]) -> RunResult:
         """One run of ``schedule`` on the loop, from the search thread."""
         state["count"] += 1
