@@ -9,10 +9,9 @@ Real brokers are not deterministic: a failure may not repeat while it is
 being shrunk. Shrinking deletes steps first (delta debugging on the
 schedule), then hands over to Hypothesis's shrinker. A candidate must pass
 several runs in a row to count as passing and fail twice to count as
-failing; the fuzzer keeps the smallest
-failing run it has seen, so a flaky failure ends the search with that run
-instead of an error, and then re-runs the minimal schedule several times to
-say how reliably it fails.
+failing; the fuzzer keeps the smallest failing run it has seen, so a flaky
+failure ends the search with that run instead of an error, and then re-runs
+the minimal schedule several times to say how reliably it fails.
 """
 
 from __future__ import annotations
