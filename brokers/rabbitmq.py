@@ -817,7 +817,10 @@ class RabbitAdapter(BrokerAdapter):
                 await firehose.unroute(name)
         if name in self._policies or name not in self._created:
             await self._call_management(
-                "DELETE", self._policy_path(name), f"delete the dead-letter policy of {name!r}"
+                "DELETE",
+                self._policy_path(name),
+                f"delete the dead-letter policy of {name!r}",
+                absent_ok=True,  # a queue made without one, or already deleted
             )
         self._policies.discard(name)
         self._created.discard(name)
@@ -899,8 +902,8 @@ class RabbitAdapter(BrokerAdapter):
                     f"(HTTP {exc.code}): put credentials with the management tag in "
                     f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
                 ) from exc
-            if exc.code == 404 and (method == "DELETE" or absent_ok):
-                return None  # gone already, or not there
+            if exc.code == 404 and absent_ok:
+                return None
             raise DestinationError(
                 f"the RabbitMQ management API at {where} could not {doing} on "
                 f"vhost {self._vhost!r}: HTTP {exc.code} {exc.reason}"
@@ -930,10 +933,11 @@ class RabbitAdapter(BrokerAdapter):
     ) -> object:
         """One management API call off the loop; ``absent_ok``: a 404 answers None."""
         base = management_url(self.info)
-        call = functools.partial(self._management, absent_ok=absent_ok)
         try:
             async with asyncio.timeout(self._timeout + 1.0):
-                return await asyncio.to_thread(call, base, method, path, doing, body)
+                return await asyncio.to_thread(
+                    self._management, base, method, path, doing, body, absent_ok=absent_ok
+                )
         except TimeoutError as exc:
             raise BrokerUnavailable(
                 f"the RabbitMQ management API at {redact_url(base)} did not answer within "

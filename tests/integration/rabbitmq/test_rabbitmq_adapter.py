@@ -166,9 +166,9 @@ async def test_creating_an_existing_queue_is_destination_error(
 async def test_many_creations_at_once_keep_the_connection(
     adapter: RabbitAdapter, unique: str
 ) -> None:
-    # Each existence check is a passive declare the broker answers by closing its
-    # channel (404). A channel number reused while the broker was still closing it
-    # was a connection error ("second 'channel.open' seen") that ended a campaign.
+    # Existence checks were passive declares the broker answered by closing the
+    # channel (404); aiormq reopened the number while the broker was still closing
+    # it, a connection error ("second 'channel.open' seen") that ended a campaign.
     batches = [
         [DestinationSpec(name=f"{unique}-{i}-{part}") for part in ("dlq", "out", "in")]
         for i in range(12)
