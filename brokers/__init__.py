@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import ssl
 import threading
@@ -332,27 +331,6 @@ def uninstall_client_probes(kind: BrokerKind) -> None:
     else:
         from brokers.rabbitmq_probes import uninstall
     uninstall()
-
-
-def detach_driver_randomness(kind: BrokerKind) -> None:
-    """Keep the driver of ``kind`` off the global ``random`` generator (idempotent).
-
-    aiokafka picks nodes and shuffles fetches with the global ``random``. A fuzz
-    campaign creates and deletes destinations in the background while
-    Hypothesis generates the next example, and Hypothesis flags any change to
-    the global random state during generation as a strategy using ``random``.
-    """
-    if kind != "kafka":
-        return  # aio-pika and aiormq draw no random numbers
-    import aiokafka.client
-    import aiokafka.conn
-    import aiokafka.consumer.fetcher
-    import aiokafka.partitioner
-
-    private = random.Random()
-    for module in (aiokafka.client, aiokafka.conn, aiokafka.consumer.fetcher, aiokafka.partitioner):
-        if getattr(module, "random", None) is random:
-            module.random = private
 
 
 async def close_leftover_clients(kind: BrokerKind, clients: list[object]) -> int:

@@ -696,14 +696,21 @@ class RabbitAdapter(BrokerAdapter):
             if not channel.is_closed:
                 await channel.close()
 
-    async def _exists(self, name: str) -> bool:
-        # Asked of the management API, not by a passive declare: the broker answers
+    async def _existing(self, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` are queues on the vhost: one management API call for all."""
+        # Asked of the management API, not by passive declares: the broker answers
         # a missing queue by closing the channel, and under load aiormq can drop
         # its close-ok reply (a full write queue), leaving that channel number
         # half-closed on the broker for good.
-        path = "queues/{vhost}/" + urllib.parse.quote(name, safe="") + "?columns=name"
-        found = await self._call_management("GET", path, f"look up queue {name!r}", absent_ok=True)
-        return found is not None
+        pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
+        query = urllib.parse.urlencode(
+            {"page": 1, "page_size": 500, "use_regex": "true", "columns": "name", "name": pattern}
+        )
+        found = await self._call_management(
+            "GET", "queues/{vhost}?" + query, f"look up queue(s) {', '.join(map(repr, names))}"
+        )
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return {item["name"] for item in items if item.get("name") in names}
 
     # -- destinations
 
@@ -735,8 +742,8 @@ class RabbitAdapter(BrokerAdapter):
                 )
         listed = ", ".join(repr(name) for name in names)
         async with self._translated(f"creating queue(s) {listed}"):
-            found = await asyncio.gather(*(self._exists(name) for name in names))
-            taken = [name for name, exists in zip(names, found, strict=True) if exists]
+            existing = await self._existing(names)
+            taken = [name for name in names if name in existing]
             if taken or len(set(names)) < len(names):
                 name = taken[0] if taken else names[0]
                 raise DestinationError(
@@ -766,7 +773,7 @@ class RabbitAdapter(BrokerAdapter):
                     await firehose.route(name, by="created")  # its taps will find it routed
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             for dead_letter in sorted(dead_letters - set(names)):
-                if await self._exists(dead_letter):
+                if await self._existing([dead_letter]):
                     # A dead-letter queue made earlier, or outside the harness.
                     async with self._scratch_channel() as channel:
                         dead = await channel.declare_queue(dead_letter, passive=True)

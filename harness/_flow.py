@@ -27,9 +27,10 @@ class Flow:
     the harness id of the input it answers, for services that do not copy the
     ``x-harness-id`` header. A run ends once every input has an output or a
     dead letter, nothing at all has happened for ``settle`` seconds, and
-    nothing was delivered for twice the slowest handling of an input seen
-    (delivery to output): late acks and commits still count, and a message
-    delivered again gets time to come out twice at the service's pace;
+    every delivery has been answered (an output or dead letter of that input
+    after it) or given twice the slowest handling of an input seen (delivery
+    to output): late acks and commits still count, and a message delivered
+    again gets time to come out twice at the service's pace;
     ``quiet`` ends a run whose inputs are not all accounted for after that
     long without a new output; ``timeout`` bounds a run.
     """

@@ -20,6 +20,7 @@ import asyncio
 import threading
 import time
 import unittest
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, HypothesisDeprecationWarning
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo
@@ -39,7 +40,7 @@ from harness._instances import check_broker_restartable
 from harness._isolation import Isolation
 from harness._message import Message
 from harness._redact import redact_url
-from harness._runner import run_flow
+from harness._runner import LiveRun, run_flow
 from harness._schedule import Publish, Step, faults_of, messages_of
 from harness.strategies import messages as message_lists
 from harness.strategies import schedules
@@ -288,9 +289,41 @@ async def _campaign(
         "first_failure": None,
         "first_failure_at": None,
     }
-    stop = threading.Event()  # set when the caller is cancelled: end the search quickly
+    stop = threading.Event()  # the search is over, or the caller cancelled it: end quickly
 
     in_flight: set[asyncio.Task[Any]] = set()
+    # The next example's run, entered (destinations, taps, the service started)
+    # while Hypothesis chooses its schedule: instance 0 starts before the first
+    # step whatever the schedule, and the last example's service has stopped.
+    entering: list[asyncio.Task[LiveRun]] = []
+
+    async def enter() -> LiveRun:
+        live = LiveRun(
+            flow, broker=broker, adapter=adapter, faults=bool(faults), isolation=isolation
+        )
+        try:
+            await live.__aenter__()  # leaves nothing behind if it fails
+        except HarnessError as exc:
+            live.keep_partial(exc, None)
+            raise
+        return live
+
+    def enter_next() -> None:
+        if not stop.is_set():
+            task = asyncio.create_task(enter(), name="harness: next example")
+            entering.append(task)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+    async def leave_unused() -> None:
+        """Stop the run entered for an example that never came."""
+        for task in entering:
+            # Let it finish entering (bounded by the service's start timeout): a
+            # client cancelled halfway through connecting may leave its socket behind.
+            [live] = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(live, LiveRun):
+                await live.__aexit__(None, None, None)
+        entering.clear()
 
     async def tracked(schedule: list[Step]) -> RunResult:
         """One example on the loop, known to the campaign so a cancel can wait for its cleanup."""
@@ -302,9 +335,13 @@ async def _campaign(
         assert task is not None
         in_flight.add(task)
         try:
-            return await run_flow(
-                flow, schedule, broker=broker, adapter=adapter, isolation=isolation
-            )
+            live = await (entering.pop() if entering else enter())
+            try:
+                result = await live.play(schedule)
+            finally:
+                await live.__aexit__(None, None, None)
+            enter_next()
+            return result
         finally:
             in_flight.discard(task)
 
@@ -395,10 +432,21 @@ async def _campaign(
     # can fail compiling on two threads at once ("AST constructor recursion depth").
     if flow.probes:
         brokers.install_client_probes(broker.kind)
-    brokers.detach_driver_randomness(broker.kind)
     flaky = False
     try:
-        await asyncio.to_thread(test)
+        try:
+            await asyncio.to_thread(_searching, test)
+        except asyncio.CancelledError:
+            # Ctrl-C or a cancelled caller: end the search, and let the example in
+            # flight delete its destinations while the adapter is still open.
+            stop.set()
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
+        finally:
+            stop.set()  # the search is over: enter no next example
+            await leave_unused()
     except _CampaignAborted as aborted:
         elapsed = time.monotonic() - started
         raise await _campaign_error(
@@ -412,14 +460,6 @@ async def _campaign(
             raise
     except unittest.SkipTest:
         pass  # replay_only with nothing saved: Hypothesis ran no example
-    except asyncio.CancelledError:
-        # Ctrl-C or a cancelled caller: end the search, and let the example in
-        # flight delete its destinations while the adapter is still open.
-        stop.set()
-        for task in in_flight:
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        raise
     except BaseException as exc:
         found = checks_failed_in(exc)
         if found is None:
@@ -480,6 +520,23 @@ async def _campaign_error(
         error.history_path = error.history.dump(report_dir / f"{flow.label}-partial.json")
         error.add_note(f"partial history: {error.history_path}")
     return error
+
+
+def _searching(test: Callable[[], None]) -> None:
+    """Run Hypothesis's test, from the search thread.
+
+    While Hypothesis draws a schedule, the loop goes on: the next example's
+    service starts, destinations are made and deleted, and drivers (aiokafka,
+    aiormq) and services draw from the global ``random`` as they do so.
+    Hypothesis would take that for a strategy using ``random``; it is not.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            "Do not use the `random` module inside strategies",
+            HypothesisDeprecationWarning,
+        )
+        test()
 
 
 def _smaller(best: RunResult | None, other: RunResult) -> RunResult:

@@ -142,6 +142,36 @@ class LiveRun:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
+    async def play(self, schedule: Sequence[Step], *, history_dir: Path | None = None) -> RunResult:
+        """Carry out ``schedule`` (consecutive publishes as one burst), then finish.
+
+        The run's timeout counts from here: a campaign enters the next run
+        while Hypothesis is still choosing its schedule.
+        """
+        self._deadline = time.monotonic() + self.flow.timeout
+        try:
+            for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
+                if is_burst:
+                    await self.publish_burst([s for s in run if isinstance(s, Publish)])
+                else:
+                    for step in run:
+                        await self.do(step)
+            return await self.finish(history_dir=history_dir)
+        except HarnessError as exc:
+            self.keep_partial(exc, history_dir)
+            raise
+
+    def keep_partial(self, exc: HarnessError, history_dir: Path | None) -> None:
+        """Give a harness error what happened until it went wrong (and dump it)."""
+        if exc.history is not None:
+            return
+        exc.history = self.history
+        if history_dir is not None:
+            exc.history_path = self.history.dump(
+                history_dir / f"{self.flow.label}-{self.run_id}-partial.json"
+            )
+            exc.add_note(f"partial history: {exc.history_path}")
+
     async def do(self, step: Step | Message) -> None:
         """Carry out one step (a plain Message is published)."""
         [step] = as_schedule([step])
@@ -253,20 +283,9 @@ async def run_flow(
     )
     try:
         async with live:
-            for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
-                if is_burst:
-                    await live.publish_burst([s for s in run if isinstance(s, Publish)])
-                else:
-                    for step in run:
-                        await live.do(step)
-            return await live.finish(history_dir=history_dir)
-    except HarnessError as exc:
-        exc.history = live.history  # what happened until it went wrong
-        if history_dir is not None:
-            exc.history_path = live.history.dump(
-                history_dir / f"{flow.label}-{live.run_id}-partial.json"
-            )
-            exc.add_note(f"partial history: {exc.history_path}")
+            return await live.play(schedule, history_dir=history_dir)
+    except HarnessError as exc:  # entering failed (a service that cannot start...)
+        live.keep_partial(exc, history_dir)
         raise
 
 
@@ -322,7 +341,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
-    seconds, and nothing delivered for twice the slowest handling seen (an
+    seconds, and every delivery either answered (an output or dead letter of
+    that input after it) or given twice the slowest handling seen (an
     input's last delivery, or its publish, to its first output or dead
     letter). So a consumer still acking or committing keeps the run open, a
     finished one ends at once, and a message delivered again (say, to a
@@ -335,6 +355,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     """
     inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
+    answered_ns: dict[str, int] = {}  # an input's latest output or dead letter
+    unanswered: dict[str, int] = {}  # inputs delivered since their latest answer: when
     accounted: set[str] = set()
     settle_ns = round(flow.settle * 1e9)
     quiet_ns = round(flow.quiet * 1e9)
@@ -343,30 +365,36 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     # Silence counts from the events' own times, not from when this loop saw
     # them: polling late must not lengthen every run by the polling interval.
     last_progress_ns = last_event_ns = time.perf_counter_ns()
-    last_delivery_ns = 0
     while True:
         events = history.events
         for event in events[seen:]:
             last_event_ns = max(last_event_ns, event.at_ns)
-            if event.harness_id is None:
+            harness_id = event.harness_id
+            if harness_id is None:
                 continue
             if event.kind is Kind.PUBLISHED:
-                inputs.add(event.harness_id)
-                handed_ns.setdefault(event.harness_id, event.at_ns)
+                inputs.add(harness_id)
+                handed_ns.setdefault(harness_id, event.at_ns)
             elif event.kind is Kind.DELIVERED:
-                handed_ns[event.harness_id] = event.at_ns
-                last_delivery_ns = max(last_delivery_ns, event.at_ns)
-            elif (
-                event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED)
-                and event.harness_id not in accounted
-            ):
-                accounted.add(event.harness_id)
-                last_progress_ns = max(last_progress_ns, event.at_ns)
-                if event.harness_id in handed_ns:
-                    slowest_ns = max(slowest_ns, event.at_ns - handed_ns[event.harness_id])
+                handed_ns[harness_id] = event.at_ns
+                # Events of different sources arrive slightly out of order: compare times.
+                if answered_ns.get(harness_id, -1) < event.at_ns:
+                    unanswered[harness_id] = max(unanswered.get(harness_id, 0), event.at_ns)
+            elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
+                answered_ns[harness_id] = max(answered_ns.get(harness_id, 0), event.at_ns)
+                if unanswered.get(harness_id, event.at_ns + 1) <= event.at_ns:
+                    del unanswered[harness_id]
+                if harness_id not in accounted:
+                    accounted.add(harness_id)
+                    last_progress_ns = max(last_progress_ns, event.at_ns)
+                    if harness_id in handed_ns:
+                        slowest_ns = max(slowest_ns, event.at_ns - handed_ns[harness_id])
         seen = len(events)
         now_ns = time.perf_counter_ns()
-        silent_at_ns = max(last_event_ns + settle_ns, last_delivery_ns + 2 * slowest_ns)
+        # A delivery already answered needs no wait: only one that may still
+        # come out (again) gets twice the slowest handling.
+        last_unanswered_ns = max(unanswered.values(), default=0)
+        silent_at_ns = max(last_event_ns + settle_ns, last_unanswered_ns + 2 * slowest_ns)
         if inputs <= accounted and (
             now_ns >= silent_at_ns or now_ns - last_progress_ns >= quiet_ns
         ):

@@ -169,6 +169,34 @@ async def test_correct_services_pass_a_crash_campaign(
     assert report.examples == 15
 
 
+@pytest.mark.rabbitmq
+async def test_the_next_example_starts_once_the_last_has_stopped_and_none_is_left(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    """The campaign starts each example's service while Hypothesis picks its schedule."""
+    lifecycle: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def watched(endpoints: Endpoints) -> AsyncIterator[None]:
+        lifecycle.append("start")
+        try:
+            async with rabbitmq_correct(endpoints):
+                lifecycle.append("started")
+                yield
+        finally:
+            lifecycle.append("stopped")
+
+    flow = Flow(sut=watched, broker="rabbitmq", checks=ORDER)
+    report = await fuzz(
+        flow, max_examples=12, seed=3, broker=rabbitmq_broker, database=None, report_dir=None
+    )
+    assert report.ok, report.summary()
+    services = len(lifecycle) // 3
+    assert lifecycle == ["start", "started", "stopped"] * services  # never two at once
+    # One per example, and at most one more: entered for an example that never came.
+    assert report.examples <= services <= report.examples + 1
+
+
 @CORRECT_SERVICES
 async def test_concurrent_producers_are_no_reordering_of_a_correct_service(
     request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path

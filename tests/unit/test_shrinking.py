@@ -1,14 +1,16 @@
-"""How fuzz shrinks on a noisy broker: which candidates count as failing, which steps go."""
+"""How fuzz searches and shrinks on a noisy broker: what counts as failing, which steps go."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis.errors import HypothesisDeprecationWarning
 
-from harness._fuzz import _delete_steps, _judge
+from harness._fuzz import _delete_steps, _judge, _searching
 
 
 def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:
@@ -95,3 +97,24 @@ def test_deleting_steps_stops_when_the_time_is_up() -> None:
     # the time ran out before the quarters.
     assert tried == [tuple("abcd")]
     assert kept == tuple("abcd")
+
+
+def test_the_loop_drawing_from_random_during_a_draw_is_no_strategy_misuse() -> None:
+    """Services and drivers run on the loop while Hypothesis draws: not a strategy's doing."""
+
+    def draws_while_the_loop_uses_random() -> None:
+        warnings.warn(
+            "Do not use the `random` module inside strategies; instead consider ...",
+            HypothesisDeprecationWarning,
+            stacklevel=1,
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _searching(draws_while_the_loop_uses_random)  # no error
+
+        def other_deprecation() -> None:
+            warnings.warn("something else", HypothesisDeprecationWarning, stacklevel=1)
+
+        with pytest.raises(HypothesisDeprecationWarning, match="something else"):
+            _searching(other_deprecation)
