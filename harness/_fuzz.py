@@ -1,9 +1,11 @@
 """``fuzz(flow)``: Hypothesis searches schedules on a real broker, then shrinks what fails.
 
 Hypothesis drives the search from a worker thread; every example is one
-:func:`run_flow` on the caller's event loop, on connections reused across
-examples, with fresh destinations and consumer group each time (created two
-examples ahead and deleted in the background: see harness._isolation).
+run (a :class:`LiveRun`) on the caller's event loop, on connections reused
+across examples, with fresh destinations and consumer group each time
+(created two examples ahead and deleted in the background: see
+harness._isolation). The next example's run is entered (its taps up, its
+service started) while Hypothesis is still choosing its schedule.
 
 Real brokers are not deterministic: a failure may not repeat while it is
 being shrunk. Shrinking deletes steps first (delta debugging on the
