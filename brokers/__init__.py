@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import ssl
 import threading
@@ -331,6 +332,32 @@ def uninstall_client_probes(kind: BrokerKind) -> None:
     else:
         from brokers.rabbitmq_probes import uninstall
     uninstall()
+
+
+def detach_driver_randomness(kind: BrokerKind) -> None:
+    """Keep the driver of ``kind`` off the global ``random`` generator (idempotent).
+
+    aiokafka picks nodes and shuffles fetches with the global ``random``, and
+    aiormq draws consumer tags and message ids from it. A fuzz campaign
+    creates destinations and starts the next example's service while
+    Hypothesis generates that example, and Hypothesis flags any change to the
+    global random state during generation as a strategy using ``random``.
+    """
+    private = random.Random()
+    if kind == "rabbitmq":
+        import aiormq.channel
+
+        if getattr(aiormq.channel, "getrandbits", None) is random.getrandbits:
+            aiormq.channel.getrandbits = private.getrandbits  # type: ignore[attr-defined]
+        return
+    import aiokafka.client
+    import aiokafka.conn
+    import aiokafka.consumer.fetcher
+    import aiokafka.partitioner
+
+    for module in (aiokafka.client, aiokafka.conn, aiokafka.consumer.fetcher, aiokafka.partitioner):
+        if getattr(module, "random", None) is random:
+            module.random = private
 
 
 async def close_leftover_clients(kind: BrokerKind, clients: list[object]) -> int:

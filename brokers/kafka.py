@@ -262,6 +262,14 @@ async def _stop_consumer(consumer: Any, within: float) -> None:
 
 # aiokafka has no DeleteGroups call: the request and response, version 2 (flexible).
 _GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP = 69, 68
+# A just-started broker has no group coordinator until it has made its offsets
+# topic, and a coordinator may be loading or moving: each passes, so ask again.
+_COORDINATOR_NOT_READY = (
+    kafka_errors.GroupLoadInProgressError,
+    kafka_errors.GroupCoordinatorNotAvailableError,
+    kafka_errors.NotCoordinatorForGroupError,
+)
+_COORDINATOR_NOT_READY_CODES = tuple(error.errno for error in _COORDINATOR_NOT_READY)
 
 
 class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
@@ -618,14 +626,19 @@ class KafkaAdapter(BrokerAdapter):
         admin, _ = self._clients()
         try:
             async with asyncio.timeout(self._timeout):
-                node = await admin.find_coordinator(group_id)
                 while True:
-                    response = await admin._send_request_to_node(node, _DeleteGroups([group_id]))
-                    [result] = response.to_object()["results"]
-                    code = result["error_code"]
+                    try:
+                        node = await admin.find_coordinator(group_id)
+                        response = await admin._send_request_to_node(
+                            node, _DeleteGroups([group_id])
+                        )
+                        [result] = response.to_object()["results"]
+                        code = result["error_code"]
+                    except _COORDINATOR_NOT_READY:
+                        code = _NON_EMPTY_GROUP  # ask again, as for a group not empty yet
                     if code in (0, _GROUP_ID_NOT_FOUND):
                         return
-                    if code != _NON_EMPTY_GROUP:
+                    if code != _NON_EMPTY_GROUP and code not in _COORDINATOR_NOT_READY_CODES:
                         raise DestinationError(
                             f"deleting consumer group {group_id!r} failed"
                             f" ({kafka_errors.for_code(code).__name__})"

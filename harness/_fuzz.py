@@ -22,7 +22,6 @@ import asyncio
 import threading
 import time
 import unittest
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
-from hypothesis.errors import Flaky, HypothesisDeprecationWarning
+from hypothesis.errors import Flaky
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo
@@ -338,10 +337,7 @@ async def _campaign(
         in_flight.add(task)
         try:
             live = await (entering.pop() if entering else enter())
-            try:
-                result = await live.play(schedule)
-            finally:
-                await live.__aexit__(None, None, None)
+            result = await live.play(schedule)  # tears the run down, whatever happens
             enter_next()
             return result
         finally:
@@ -434,10 +430,11 @@ async def _campaign(
     # can fail compiling on two threads at once ("AST constructor recursion depth").
     if flow.probes:
         brokers.install_client_probes(broker.kind)
+    brokers.detach_driver_randomness(broker.kind)
     flaky = False
     try:
         try:
-            await asyncio.to_thread(_searching, test)
+            await asyncio.to_thread(test)
         except asyncio.CancelledError:
             # Ctrl-C or a cancelled caller: end the search, and let the example in
             # flight delete its destinations while the adapter is still open.
@@ -522,23 +519,6 @@ async def _campaign_error(
         error.history_path = error.history.dump(report_dir / f"{flow.label}-partial.json")
         error.add_note(f"partial history: {error.history_path}")
     return error
-
-
-def _searching(test: Callable[[], None]) -> None:
-    """Run Hypothesis's test, from the search thread.
-
-    While Hypothesis draws a schedule, the loop goes on: the next example's
-    service starts, destinations are made and deleted, and drivers (aiokafka,
-    aiormq) and services draw from the global ``random`` as they do so.
-    Hypothesis would take that for a strategy using ``random``; it is not.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            "Do not use the `random` module inside strategies",
-            HypothesisDeprecationWarning,
-        )
-        test()
 
 
 def _smaller(best: RunResult | None, other: RunResult) -> RunResult:

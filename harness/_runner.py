@@ -145,18 +145,22 @@ class LiveRun:
     async def play(self, schedule: Sequence[Step], *, history_dir: Path | None = None) -> RunResult:
         """Carry out ``schedule`` (consecutive publishes as one burst), then finish.
 
-        The run's timeout counts from here: a campaign enters the next run
-        while Hypothesis is still choosing its schedule.
+        The run is torn down whatever happens, and a harness error carries the
+        history so far. The run's timeout counts from here: a campaign enters
+        the next run while Hypothesis is still choosing its schedule.
         """
         self._deadline = time.monotonic() + self.flow.timeout
         try:
-            for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
-                if is_burst:
-                    await self.publish_burst([s for s in run if isinstance(s, Publish)])
-                else:
-                    for step in run:
-                        await self.do(step)
-            return await self.finish(history_dir=history_dir)
+            try:
+                for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
+                    if is_burst:
+                        await self.publish_burst([s for s in run if isinstance(s, Publish)])
+                    else:
+                        for step in run:
+                            await self.do(step)
+                return await self.finish(history_dir=history_dir)
+            finally:
+                await self._stack.aclose()  # after finish(), nothing is left to close
         except HarnessError as exc:
             self.keep_partial(exc, history_dir)
             raise

@@ -103,7 +103,9 @@ async def test_a_fuzz_campaign_leaves_no_destination_or_group(
     flow = Flow(sut=service, broker=info.kind, checks=[checks.no_loss()])  # type: ignore[arg-type]
     report = await fuzz(flow, max_examples=8, seed=1, broker=info, database=None, report_dir=None)
     assert report.ok, report.summary()
-    assert len(taken) == report.examples == 8
+    assert report.examples == 8
+    # One more may have been taken: the run entered for an example that never came.
+    assert 8 <= len(taken) <= 9
     async with brokers.adapter(info) as adapter:
         assert await _existing(adapter, taken) == set()
         assert await _groups(adapter, taken) == set()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis.errors import HypothesisDeprecationWarning
 
-from harness._fuzz import _delete_steps, _judge, _searching
+from harness._fuzz import _delete_steps, _judge
 
 
 def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:
@@ -97,24 +95,3 @@ def test_deleting_steps_stops_when_the_time_is_up() -> None:
     # the time ran out before the quarters.
     assert tried == [tuple("abcd")]
     assert kept == tuple("abcd")
-
-
-def test_the_loop_drawing_from_random_during_a_draw_is_no_strategy_misuse() -> None:
-    """Services and drivers run on the loop while Hypothesis draws: not a strategy's doing."""
-
-    def draws_while_the_loop_uses_random() -> None:
-        warnings.warn(
-            "Do not use the `random` module inside strategies; instead consider ...",
-            HypothesisDeprecationWarning,
-            stacklevel=1,
-        )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _searching(draws_while_the_loop_uses_random)  # no error
-
-        def other_deprecation() -> None:
-            warnings.warn("something else", HypothesisDeprecationWarning, stacklevel=1)
-
-        with pytest.raises(HypothesisDeprecationWarning, match="something else"):
-            _searching(other_deprecation)
