@@ -1,4 +1,4 @@
-"""How fuzz searches and shrinks on a noisy broker: what counts as failing, which steps go."""
+"""How fuzz shrinks on a noisy broker: which candidates count as failing, which steps go."""
 
 from __future__ import annotations
 
