@@ -269,7 +269,8 @@ _COORDINATOR_NOT_READY = (
     kafka_errors.GroupCoordinatorNotAvailableError,
     kafka_errors.NotCoordinatorForGroupError,
 )
-_COORDINATOR_NOT_READY_CODES = tuple(error.errno for error in _COORDINATOR_NOT_READY)
+#: Answers to a group deletion that mean "ask again shortly".
+_ASK_AGAIN = (_NON_EMPTY_GROUP, *(error.errno for error in _COORDINATOR_NOT_READY))
 
 
 class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
@@ -634,11 +635,11 @@ class KafkaAdapter(BrokerAdapter):
                         )
                         [result] = response.to_object()["results"]
                         code = result["error_code"]
-                    except _COORDINATOR_NOT_READY:
-                        code = _NON_EMPTY_GROUP  # ask again, as for a group not empty yet
+                    except _COORDINATOR_NOT_READY as not_ready:
+                        code = not_ready.errno
                     if code in (0, _GROUP_ID_NOT_FOUND):
                         return
-                    if code != _NON_EMPTY_GROUP and code not in _COORDINATOR_NOT_READY_CODES:
+                    if code not in _ASK_AGAIN:
                         raise DestinationError(
                             f"deleting consumer group {group_id!r} failed"
                             f" ({kafka_errors.for_code(code).__name__})"

@@ -361,7 +361,7 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
     answered_ns: dict[str, int] = {}  # an input's latest output or dead letter
     unanswered: dict[str, int] = {}  # inputs delivered since their latest answer: when
-    accounted: set[str] = set()
+    accounted = answered_ns.keys()  # inputs with an output or dead letter (a live view)
     settle_ns = round(flow.settle * 1e9)
     quiet_ns = round(flow.quiet * 1e9)
     slowest_ns = 0  # the slowest handling seen
@@ -385,14 +385,13 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 if answered_ns.get(harness_id, -1) < event.at_ns:
                     unanswered[harness_id] = max(unanswered.get(harness_id, 0), event.at_ns)
             elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
-                answered_ns[harness_id] = max(answered_ns.get(harness_id, 0), event.at_ns)
-                if unanswered.get(harness_id, event.at_ns + 1) <= event.at_ns:
-                    del unanswered[harness_id]
                 if harness_id not in accounted:
-                    accounted.add(harness_id)
                     last_progress_ns = max(last_progress_ns, event.at_ns)
                     if harness_id in handed_ns:
                         slowest_ns = max(slowest_ns, event.at_ns - handed_ns[harness_id])
+                answered_ns[harness_id] = max(answered_ns.get(harness_id, 0), event.at_ns)
+                if unanswered.get(harness_id, event.at_ns + 1) <= event.at_ns:
+                    del unanswered[harness_id]
         seen = len(events)
         now_ns = time.perf_counter_ns()
         # A delivery already answered needs no wait: only one that may still
