@@ -32,6 +32,7 @@ import contextlib
 import datetime
 import decimal
 import functools
+import http.client
 import json
 import os
 import re
@@ -40,10 +41,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import weakref
 from array import array
 from collections import Counter
@@ -380,6 +380,9 @@ class RabbitAdapter(BrokerAdapter):
         self._vhost = _vhost_of(info.url)
         self._connection: AbstractConnection | None = None
         self._channels: dict[int, AbstractChannel] = {}  # publishing channels, by producer
+        self._idle_admin_channels: list[AbstractChannel] = []  # see _scratch_channel
+        self._http_idle: list[http.client.HTTPConnection] = []  # see _http_exchange
+        self._http_lock = threading.Lock()  # they are taken and kept from worker threads
         self._last_channel_number = 1  # the connection's first channel: see _open_channel
         self._closing = False
         self._lost: BaseException | None = None
@@ -425,6 +428,7 @@ class RabbitAdapter(BrokerAdapter):
         connection.close_callbacks.add(self._on_connection_closed)
         self._connection = connection
         self._channels = {0: channel}
+        self._idle_admin_channels = []
         self._loop = asyncio.get_running_loop()
         _OPEN_ADAPTERS.add(self)
 
@@ -602,6 +606,8 @@ class RabbitAdapter(BrokerAdapter):
             await firehose.close()
         connection, self._connection = self._connection, None
         self._channels.clear()
+        self._idle_admin_channels.clear()
+        self._close_http()
         if connection is not None:
             await self._close_quietly(connection)
 
@@ -688,13 +694,24 @@ class RabbitAdapter(BrokerAdapter):
 
     @contextlib.asynccontextmanager
     async def _scratch_channel(self) -> AsyncIterator[AbstractChannel]:
-        """A channel for one administrative step: a 404 or 406 closes it, not the adapter's."""
-        channel = await self._open_channel(publisher_confirms=False)
+        """A channel for one administrative step: a 404 or 406 closes it, not the adapter's.
+
+        A step that went well hands its channel on to the next (opening and
+        closing one costs more than the step); one that failed closes it.
+        """
+        self._require_connection()
+        idle = self._idle_admin_channels
+        while idle and idle[-1].is_closed:
+            idle.pop()
+        channel = idle.pop() if idle else await self._open_channel(publisher_confirms=False)
         try:
             yield channel
-        finally:
+        except BaseException:
             if not channel.is_closed:
                 await channel.close()
+            raise
+        if not channel.is_closed:
+            idle.append(channel)
 
     async def _existing(self, names: Sequence[str]) -> set[str]:
         """Which of ``names`` are queues on the vhost: one management API call for all."""
@@ -869,71 +886,105 @@ class RabbitAdapter(BrokerAdapter):
             user, password = _credentials(base)
         else:
             user, password = _credentials(self.info.url)
-        host = parts.hostname or "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port is not None else host
-        root = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         vhost = urllib.parse.quote(self._vhost, safe="")
-        request = urllib.request.Request(
-            f"{root}/api/{path.format(vhost=vhost)}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={
-                "Authorization": "Basic "
-                + base64.b64encode(f"{user}:{password}".encode()).decode("ascii"),
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            },
-        )
-        # Direct connection: an http_proxy from the environment must not see broker traffic.
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        target = f"{parts.path.rstrip('/')}/api/{path.format(vhost=vhost)}"
+        headers = {
+            "Authorization": "Basic "
+            + base64.b64encode(f"{user}:{password}".encode()).decode("ascii"),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        payload = None if body is None else json.dumps(body).encode()
         where = redact_url(base)
-        if parts.scheme == "https":
-            try:
-                context = _ssl_context(self.info.url)
-            except (ssl.SSLError, OSError) as exc:
-                raise InvalidArgument(
-                    f"the TLS options of {self._where} cannot be loaded ({exc}): fix cafile,"
-                    " certfile and keyfile in the URL's query"
-                ) from exc
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        opener = urllib.request.build_opener(*handlers)
         try:
-            with opener.open(request, timeout=self._timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise BrokerUnavailable(
-                    f"the RabbitMQ management API at {where} refused user {user!r} "
-                    f"(HTTP {exc.code}): put credentials with the management tag in "
-                    f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
-                ) from exc
-            if exc.code == 404 and absent_ok:
-                return None
-            raise DestinationError(
-                f"the RabbitMQ management API at {where} could not {doing} on "
-                f"vhost {self._vhost!r}: HTTP {exc.code} {exc.reason}"
+            status, reason, raw = self._http_exchange(parts, method, target, payload, headers)
+        except ssl.SSLCertVerificationError as exc:
+            raise BrokerUnavailable(
+                f"the TLS certificate of the RabbitMQ management API at {where} is not"
+                f" trusted ({exc.verify_message}): add cafile=/path/ca.pem (the CA that"
+                " signed it) to the AMQP URL's query, or point"
+                f" ${_MANAGEMENT_ENV} at the API"
             ) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise BrokerUnavailable(
-                    f"the TLS certificate of the RabbitMQ management API at {where} is not"
-                    f" trusted ({reason.verify_message}): add cafile=/path/ca.pem (the CA that"
-                    " signed it) to the AMQP URL's query, or point"
-                    f" ${_MANAGEMENT_ENV} at the API"
-                ) from exc
-            if isinstance(reason, ssl.SSLError):
-                raise BrokerUnavailable(
-                    f"the RabbitMQ management API at {where} does not speak TLS ({reason}):"
-                    f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
-                ) from exc
+        except ssl.SSLError as exc:
+            raise BrokerUnavailable(
+                f"the RabbitMQ management API at {where} does not speak TLS ({exc}):"
+                f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
+            ) from exc
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise BrokerUnavailable(
                 f"the RabbitMQ management API at {where} does not answer ({exc}): "
                 + _management_fix()
             ) from exc
+        if status in (401, 403):
+            raise BrokerUnavailable(
+                f"the RabbitMQ management API at {where} refused user {user!r} "
+                f"(HTTP {status}): put credentials with the management tag in "
+                f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
+            )
+        if status == 404 and absent_ok:
+            return None
+        if status >= 300:
+            raise DestinationError(
+                f"the RabbitMQ management API at {where} could not {doing} on "
+                f"vhost {self._vhost!r}: HTTP {status} {reason}"
+            )
         return json.loads(raw) if raw else None
+
+    def _http_exchange(
+        self,
+        parts: urllib.parse.SplitResult,
+        method: str,
+        target: str,
+        payload: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, str, bytes]:
+        """Send one request on a kept-alive connection: status, reason and body.
+
+        Connections are kept between calls: a campaign makes several calls an
+        example, and a new connection each time (TCP, and TLS for https) costs
+        more than the call. A kept connection the server has closed meanwhile
+        is replaced once. Direct: an ``http_proxy`` from the environment must
+        not see broker traffic.
+        """
+        for attempt in range(2):
+            with self._http_lock:
+                kept = self._http_idle.pop() if self._http_idle else None
+            connection = kept or self._http_connection(parts)
+            try:
+                connection.request(method, target, body=payload, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                if kept is not None and not attempt:
+                    continue  # closed on the server's side while kept: a fresh one
+                raise
+            with self._http_lock:
+                if response.will_close or self._connection is None:  # or the adapter closed
+                    connection.close()
+                else:
+                    self._http_idle.append(connection)
+            return response.status, response.reason, raw
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _close_http(self) -> None:
+        with self._http_lock:
+            idle, self._http_idle = self._http_idle, []
+        for connection in idle:
+            connection.close()
+
+    def _http_connection(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
+        host = parts.hostname or "127.0.0.1"
+        if parts.scheme != "https":
+            return http.client.HTTPConnection(host, parts.port, timeout=self._timeout)
+        try:
+            context = _ssl_context(self.info.url)
+        except (ssl.SSLError, OSError) as exc:
+            raise InvalidArgument(
+                f"the TLS options of {self._where} cannot be loaded ({exc}): fix cafile,"
+                " certfile and keyfile in the URL's query"
+            ) from exc
+        return http.client.HTTPSConnection(host, parts.port, timeout=self._timeout, context=context)
 
     async def _call_management(
         self, method: str, path: str, doing: str, body: object = None, *, absent_ok: bool = False
@@ -1049,9 +1100,15 @@ class RabbitAdapter(BrokerAdapter):
         _validate_queue_name(destination, what="destination", limit=_MAX_TRACEABLE_BYTES)
         return _FirehoseTap(self, destination, on_record)
 
-    @_finish_before_cancel
     async def _shared_firehose(self) -> _Firehose:
         """The firehose consumer every tap shares, started on first use (or after a loss)."""
+        firehose = self._firehose
+        if firehose is not None and firehose.usable and not self._restarting:
+            return firehose  # the common case: no task, no lock (a run starts three taps)
+        return await self._start_firehose()
+
+    @_finish_before_cancel
+    async def _start_firehose(self) -> _Firehose:
         if self._restarting:
             raise BrokerUnavailable(
                 f"RabbitMQ at {self._where} is restarting (a broker restart fault): start taps"
