@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 import urllib.parse
 import urllib.request
@@ -181,6 +182,51 @@ async def test_many_creations_at_once_keep_the_connection(
             await asyncio.gather(*(adapter.delete_all([s.name for s in b]) for b in batches))
     finally:
         await adapter.delete_all([spec.name for specs in batches for spec in specs])
+
+
+async def test_administration_hands_its_channels_on_and_a_refusal_closes_only_its_own(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    """Opening and closing a channel costs more than a step: the steps reuse theirs."""
+    assert adapter._connection is not None
+    assert adapter._connection.transport is not None
+    channels = adapter._connection.transport.connection.channels
+    specs = [DestinationSpec(name=f"{unique}-{part}") for part in ("dlq", "out", "in")]
+    specs[2] = DestinationSpec(name=f"{unique}-in", dead_letter=f"{unique}-dlq")
+    try:
+        await adapter.create_all(specs)
+        await adapter.delete_all([spec.name for spec in specs])
+        before = set(channels)
+        for _ in range(5):
+            await adapter.create_all(specs)
+            await adapter.delete_all([spec.name for spec in specs])
+        assert set(channels) == before  # the same channels, none opened since
+        # A step the broker refuses (a passive declare's 404) closes its channel only.
+        assert await adapter._consumers(f"{unique}-never-existed") == 0
+        await adapter.create_all(specs)
+        await adapter.publish(f"{unique}-in", Message(b"still usable"))
+        assert len(channels) <= len(before) + 1
+    finally:
+        await adapter.delete_all([spec.name for spec in specs])
+
+
+async def test_management_calls_keep_their_connection_and_replace_a_lost_one(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    await adapter.list_destinations(unique)
+    kept = list(adapter._http_idle)
+    assert len(kept) == 1
+    for _ in range(3):
+        await adapter.list_destinations(unique)
+    assert adapter._http_idle == kept  # one after another: the same connection
+    # As when the server drops a connection kept idle: the next call makes a new one.
+    assert kept[0].sock is not None
+    kept[0].sock.shutdown(socket.SHUT_RDWR)
+    assert await adapter.list_destinations(unique) == []
+    assert len(adapter._http_idle) == 1
+    assert adapter._http_idle[0] is not kept[0]
+    await adapter.close()
+    assert adapter._http_idle == []  # closed with the adapter, none left to the collector
 
 
 async def test_delete_is_clean_and_idempotent(adapter: RabbitAdapter, unique: str) -> None:
