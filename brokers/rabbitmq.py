@@ -393,8 +393,7 @@ class RabbitAdapter(BrokerAdapter):
         self._busy = 0  # administrative calls in flight
         # Queues this adapter created, and those it set a dead-letter policy on.
         self._created: set[str] = set()
-        self._policies: dict[str, str] = {}  # queue: the dead-letter queue its policy names
-        self._dead_letter_exchange_declared = False  # on this connection
+        self._policies: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -430,7 +429,6 @@ class RabbitAdapter(BrokerAdapter):
         self._connection = connection
         self._channels = {0: channel}
         self._idle_admin_channels = []
-        self._dead_letter_exchange_declared = False
         self._loop = asyncio.get_running_loop()
         _OPEN_ADAPTERS.add(self)
 
@@ -778,39 +776,25 @@ class RabbitAdapter(BrokerAdapter):
                     if spec.dead_letter is not None
                 )
             )
-            # A queue named as a dead-letter target gets the dead letters the
-            # policies address to it, and the firehose sees them arrive; the
-            # others get no binding (the firehose knows them as created here).
-            dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
-            targets = set(self._policies.values())
-            firehose = (
-                self._firehose if self._firehose is not None and self._firehose.usable else None
-            )
             async with self._scratch_channel() as channel:
-                if dead_letters and not self._dead_letter_exchange_declared:
-                    await channel.declare_exchange(
-                        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-                    )
-                    self._dead_letter_exchange_declared = True
+                await channel.declare_exchange(
+                    DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                )
                 for name in names:
                     queue = await channel.declare_queue(name, durable=True)
+                    await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
                     self._created.add(name)
-                    if name in targets:
-                        await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
-                        if firehose is not None:
-                            await firehose.route(name, by="created")  # its taps find it routed
+            firehose = self._firehose
+            if firehose is not None and firehose.usable:
+                for name in names:
+                    await firehose.route(name, by="created")  # its taps will find it routed
+            dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             for dead_letter in sorted(dead_letters - set(names)):
                 if await self._existing([dead_letter]):
                     # A dead-letter queue made earlier, or outside the harness.
                     async with self._scratch_channel() as channel:
                         dead = await channel.declare_queue(dead_letter, passive=True)
                         await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=dead_letter)
-                    if firehose is not None and dead_letter in self._created:
-                        await firehose.route(dead_letter, by="created")
-
-    def _may_get_dead_letters(self, name: str) -> bool:
-        """False for a queue this adapter created and no policy of its names as a target."""
-        return name not in self._created or name in self._policies.values()
 
     async def _set_dead_letter_policy(self, name: str, dead_letter: str) -> None:
         await self._call_management(
@@ -827,7 +811,7 @@ class RabbitAdapter(BrokerAdapter):
                 },
             },
         )
-        self._policies[name] = dead_letter
+        self._policies.add(name)
 
     async def delete(self, name: str) -> None:
         """Delete queue ``name`` with its messages; a missing queue is not an error."""
@@ -862,7 +846,7 @@ class RabbitAdapter(BrokerAdapter):
                 f"delete the dead-letter policy of {name!r}",
                 absent_ok=True,  # a queue made without one, or already deleted
             )
-        self._policies.pop(name, None)
+        self._policies.discard(name)
         self._created.discard(name)
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
@@ -970,9 +954,9 @@ class RabbitAdapter(BrokerAdapter):
                 connection.request(method, target, body=payload, headers=headers)
                 response = connection.getresponse()
                 raw = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                if kept is not None and not attempt:
+                if isinstance(exc, ConnectionError) and kept is not None and not attempt:
                     continue  # closed on the server's side while kept: a fresh one
                 raise
             with self._http_lock:
@@ -1309,7 +1293,7 @@ class _Firehose:
         taps.append(tap)
         if len(taps) == 1:
             self._seen[name] = _Seen()
-        if name not in self._routed and self._adapter._may_get_dead_letters(name):
+        if name not in self._routed:
             try:
                 async with self._adapter._translated(f"starting a firehose tap on {name!r}"):
                     await self.route(name, by="tapped")

@@ -235,40 +235,6 @@ async def test_queues_created_while_taps_run_are_routed_at_creation_and_unrouted
         await adapter.delete_all([other, source, dead])
 
 
-async def dead_letter_bindings(adapter: RabbitAdapter, queue: str) -> int:
-    """Bindings of the dead-letter exchange under ``queue``'s name, to anywhere."""
-    bindings = await adapter._call_management("GET", "bindings/{vhost}", "list the bindings")
-    assert isinstance(bindings, list)
-    return sum(
-        1 for b in bindings if b["source"] == DEAD_LETTER_EXCHANGE and b["routing_key"] == queue
-    )
-
-
-async def test_only_dead_letter_targets_are_bound_and_one_named_later_is_routed_then(
-    adapter: RabbitAdapter, unique: str
-) -> None:
-    """A queue nothing dead-letters into needs no binding, tapped or not."""
-    plain, source = f"{unique}-plain", f"{unique}-in"
-    await adapter.create(DestinationSpec(name=plain))
-    try:
-        records: list[TapRecord] = []
-        async with adapter.tap(plain, records.append):
-            assert await dead_letter_bindings(adapter, plain) == 0
-            # Named as a dead-letter queue afterwards: bound and routed at that creation.
-            await adapter.create(DestinationSpec(name=source, dead_letter=plain))
-            assert await firehose_routes(adapter, plain) == 1
-            await adapter.publish(source, Message(b"poison"))
-            async with client(adapter.info) as channel:
-                (taken,) = await take(channel, source, 1)
-                await taken.reject(requeue=False)
-            await until(lambda: len(landed(records)) == 1, "the dead letter landing")
-        assert landed(records)[0].message.value == b"poison"
-        await adapter.delete_all([source, plain])
-        assert await dead_letter_bindings(adapter, plain) == 0
-    finally:
-        await adapter.delete_all([source, plain])
-
-
 async def test_nack_with_requeue_shows_a_redelivery(adapter: RabbitAdapter, unique: str) -> None:
     await adapter.create(DestinationSpec(name=unique))
     try:
