@@ -943,12 +943,13 @@ class RabbitAdapter(BrokerAdapter):
         Connections are kept between calls: a campaign makes several calls an
         example, and a new connection each time (TCP, and TLS for https) costs
         more than the call. A kept connection the server has closed meanwhile
-        is replaced once. Direct: an ``http_proxy`` from the environment must
-        not see broker traffic.
+        (say, the broker restarted) is replaced by a new one, and the others
+        kept as long go too. Direct: an ``http_proxy`` from the environment
+        must not see broker traffic.
         """
         for attempt in range(2):
             with self._http_lock:
-                kept = self._http_idle.pop() if self._http_idle else None
+                kept = self._http_idle.pop() if self._http_idle and not attempt else None
             connection = kept or self._http_connection(parts)
             try:
                 connection.request(method, target, body=payload, headers=headers)
@@ -956,8 +957,9 @@ class RabbitAdapter(BrokerAdapter):
                 raw = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                if isinstance(exc, ConnectionError) and kept is not None and not attempt:
-                    continue  # closed on the server's side while kept: a fresh one
+                if isinstance(exc, ConnectionError) and kept is not None:
+                    self._close_http()
+                    continue  # closed on the server's side while kept: a new one
                 raise
             with self._http_lock:
                 if response.will_close or self._connection is None:  # or the adapter closed
