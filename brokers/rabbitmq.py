@@ -852,23 +852,14 @@ class RabbitAdapter(BrokerAdapter):
     async def list_destinations(self, prefix: str = "") -> list[str]:
         """Queue names on this vhost starting with ``prefix``, from the management HTTP API."""
         self._require_connection()
-        base = management_url(self.info)
-        try:
-            async with asyncio.timeout(self._timeout + 1.0):
-                names = await asyncio.to_thread(self._fetch_queue_names, base)
-        except TimeoutError as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {redact_url(base)} did not answer within "
-                f"{self._timeout:g} s: {_management_fix()}"
-            ) from exc
-        return sorted(name for name in names if name.startswith(prefix))
-
-    def _fetch_queue_names(self, base: str) -> list[str]:
-        payload = self._management(base, "GET", "queues/{vhost}?columns=name", "list the queues")
+        payload = await self._call_management(
+            "GET", "queues/{vhost}?columns=name", "list the queues"
+        )
         if not isinstance(payload, list):
-            raise BrokerError(f"the RabbitMQ management API at {redact_url(base)} answered"
-                              f" {payload!r:.200}")  # fmt: skip
-        return [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
+            where = redact_url(management_url(self.info))
+            raise BrokerError(f"the RabbitMQ management API at {where} answered {payload!r:.200}")
+        names = [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
+        return sorted(name for name in names if name.startswith(prefix))
 
     def _management(
         self,
