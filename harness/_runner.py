@@ -390,8 +390,9 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                     if harness_id in handed_ns:
                         slowest_ns = max(slowest_ns, event.at_ns - handed_ns[harness_id])
                 answered_ns[harness_id] = max(answered_ns.get(harness_id, 0), event.at_ns)
-                if unanswered.get(harness_id, event.at_ns + 1) <= event.at_ns:
-                    del unanswered[harness_id]
+                delivered_ns = unanswered.get(harness_id)
+                if delivered_ns is not None and delivered_ns <= event.at_ns:
+                    del unanswered[harness_id]  # answered after its latest delivery
         seen = len(events)
         now_ns = time.perf_counter_ns()
         # A delivery already answered needs no wait: only one that may still
