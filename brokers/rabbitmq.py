@@ -222,6 +222,31 @@ def _speaks_tls(host: str, port: int, within: float) -> bool:
 _QUEUE_NAME: Final = re.compile(r"[A-Za-z0-9\-_.:@#,/+ ]+")
 
 
+#: The management API's web server refuses a request line over 8,000 bytes (HTTP 414):
+#: an existence check asks for its names in chunks whose pattern stays well below.
+_LOOKUP_PATTERN_BYTES = 3000
+
+
+def _some(names: Sequence[str]) -> str:
+    """Up to three of ``names`` for a message, and how many more (a batch may be hundreds)."""
+    shown = ", ".join(map(repr, names[:3]))
+    return shown if len(names) <= 3 else f"{shown} and {len(names) - 3} more"
+
+
+def _name_chunks(names: Sequence[str]) -> list[list[str]]:
+    """``names`` in order, cut where a chunk's escaped, URL-quoted pattern would grow too long."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for name in names:
+        cost = len(urllib.parse.quote(re.escape(name), safe="")) + 3  # and its "|"
+        if chunks[-1] and size + cost > _LOOKUP_PATTERN_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(name)
+        size += cost
+    return chunks if chunks[0] else []
+
+
 def _validate_queue_name(
     name: object, *, what: str = "queue name", limit: int = _MAX_NAME_BYTES
 ) -> str:
@@ -714,17 +739,27 @@ class RabbitAdapter(BrokerAdapter):
             idle.append(channel)
 
     async def _existing(self, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` are queues on the vhost: one management API call for all."""
+        """Which of ``names`` are queues on the vhost: one management API call a chunk."""
         # Asked of the management API, not by passive declares: the broker answers
         # a missing queue by closing the channel, and under load aiormq can drop
         # its close-ok reply (a full write queue), leaving that channel number
         # half-closed on the broker for good.
+        found = await asyncio.gather(*map(self._existing_among, _name_chunks(names)))
+        return set().union(*found)
+
+    async def _existing_among(self, names: Sequence[str]) -> set[str]:
         pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
         query = urllib.parse.urlencode(
-            {"page": 1, "page_size": 500, "use_regex": "true", "columns": "name", "name": pattern}
+            {
+                "page": 1,
+                "page_size": len(names),
+                "use_regex": "true",
+                "columns": "name",
+                "name": pattern,
+            }
         )
         found = await self._call_management(
-            "GET", "queues/{vhost}?" + query, f"look up queue(s) {', '.join(map(repr, names))}"
+            "GET", "queues/{vhost}?" + query, f"look up queue(s) {_some(names)}"
         )
         items = found.get("items", []) if isinstance(found, dict) else []
         return {item["name"] for item in items if item.get("name") in names}
@@ -757,8 +792,7 @@ class RabbitAdapter(BrokerAdapter):
                 _validate_queue_name(
                     spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
                 )
-        listed = ", ".join(repr(name) for name in names)
-        async with self._translated(f"creating queue(s) {listed}"):
+        async with self._translated(f"creating queue(s) {_some(names)}"):
             existing = await self._existing(names)
             taken = [name for name in names if name in existing]
             if taken or len(set(names)) < len(names):

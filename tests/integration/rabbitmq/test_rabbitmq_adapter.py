@@ -164,6 +164,21 @@ async def test_creating_an_existing_queue_is_destination_error(
         await adapter.delete(unique)
 
 
+async def test_a_batch_of_hundreds_still_refuses_an_existing_queue(
+    adapter: RabbitAdapter, unique: str
+) -> None:
+    # The existence check was one management API call for the whole batch: with
+    # a few hundred names its request line passed the server's 8,000 bytes (414).
+    names = [f"{unique}-queue-number-{i}" for i in range(300)]
+    await adapter.create(DestinationSpec(name=names[-1]))
+    try:
+        with pytest.raises(DestinationError, match=f"queue '{names[-1]}' already exists"):
+            await adapter.create_all([DestinationSpec(name=name) for name in names])
+        assert await adapter.list_destinations(unique) == [names[-1]]  # nothing else made
+    finally:
+        await adapter.delete(names[-1])
+
+
 async def test_many_creations_at_once_keep_the_connection(
     adapter: RabbitAdapter, unique: str
 ) -> None:
