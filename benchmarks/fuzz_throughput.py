@@ -2,8 +2,9 @@
 
 Each example is one whole run: fresh destinations and consumer group, the
 service started and stopped, a schedule of up to 10 messages published and
-checked (``no_loss``). First without faults, then with one fault kind at a
-time (``faults=[kind]``: crash, join, latency, cut) to show what each kind
+checked (``no_loss``). First without faults, then without faults and two
+searches at once (``workers=2``), then with one fault kind at a time
+(``faults=[kind]``: crash, join, latency, cut) to show what each kind
 adds. The strategy puts a fault after about one publish in four (at most
 two per example), so some examples have none: the note gives the mean.
 The note also splits each campaign's examples into those with and without
@@ -41,7 +42,7 @@ _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
 
 
 async def _campaign(
-    kind: BrokerKind, info: BrokerInfo, faults: list[str], examples: int
+    kind: BrokerKind, info: BrokerInfo, faults: list[str], examples: int, workers: int = 1
 ) -> tuple[float, str, dict[str, object]]:
     flow = Flow(sut=_SERVICES[kind], broker=kind, checks=[no_loss()])
     seen: list[Example] = []
@@ -56,6 +57,7 @@ async def _campaign(
         progress=seen.append,
         shrink_seconds=10.0,
         reruns=0,
+        workers=workers,
     )
     fault_counts = [len(faults_of(e.schedule)) for e in seen]
     message_counts = [len(messages_of(e.schedule)) for e in seen]
@@ -111,11 +113,17 @@ def run(options: Options) -> list[Figure]:
                 )
             )
             baseline: float | None = None
-            for faults in ([], *([k] for k in FAULT_KINDS)):
+            campaigns: list[tuple[list[str], int]] = [([], 1), ([], 2)]
+            campaigns += [([fault], 1) for fault in FAULT_KINDS]
+            for faults, workers in campaigns:
                 examples = options.fault_examples if faults else options.fuzz_examples
                 label = f"examples/s, faults={faults[0]}" if faults else "examples/s, no faults"
+                if workers > 1:
+                    label += f", {workers} workers"
                 try:
-                    rate, note, details = asyncio.run(_campaign(kind, info, faults, examples))
+                    rate, note, details = asyncio.run(
+                        _campaign(kind, info, faults, examples, workers)
+                    )
                 except HarnessError as exc:  # e.g. another test session holds a fault proxy port
                     figures.append(
                         Figure(
@@ -128,8 +136,8 @@ def run(options: Options) -> list[Figure]:
                         )
                     )
                     continue
-                if faults and baseline:
-                    note = f"{rate / baseline:.2f}x the no-fault rate; {note}"
+                if baseline:
+                    note = f"{rate / baseline:.2f}x the no-fault rate of 1 worker; {note}"
                 else:
                     baseline = rate
                 figures.append(

@@ -123,6 +123,7 @@ def _fuzz(args: argparse.Namespace) -> int:
                 progress=None if args.quiet else _print_example,
                 flow_reference=args.flow,
                 replay_only=args.replay,
+                workers=args.workers,
             )
         )
     print(report.summary())
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="publish through N concurrent producers (default 1: one ordered publisher)",
+    )
+    fuzz_parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run N searches at once, each with its own seed (no faults; default 1)",
     )
     fuzz_parser.add_argument(
         "--replay", action="store_true", help="only re-run failures saved by earlier runs"

@@ -3,9 +3,14 @@
 Hypothesis drives the search from a worker thread; every example is one
 run (a :class:`LiveRun`) on the caller's event loop, on connections reused
 across examples, with fresh destinations and consumer group each time
-(created two examples ahead and deleted in the background: see
+(created ahead and deleted in the background: see
 harness._isolation). The next example's run is entered (its taps up, its
 service started) while Hypothesis is still choosing its schedule.
+``workers`` > 1 runs that many searches at once, each a Hypothesis test in
+a thread of its own with its own seed, on the same loop, connections and
+isolation: the examples overlap one another's waits (pauses, silences,
+round trips) on the machine's cores. The first failure stops the others
+and is shrunk alone.
 
 Real brokers are not deterministic: a failure may not repeat while it is
 being shrunk. Shrinking deletes steps first (delta debugging on the
@@ -23,6 +28,7 @@ import threading
 import time
 import unittest
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +64,10 @@ class _CampaignAborted(BaseException):
     def __init__(self, error: HarnessError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _Stopped(BaseException):
+    """Another worker found a failure first: this worker's search ends (not a failure)."""
 
 
 class ChecksFailed(AssertionError):
@@ -208,11 +218,15 @@ async def fuzz(
     report_dir: Path | None = Path("reports"),
     progress: Callable[[Example], None] | None = None,
     flow_reference: str | None = None,
+    workers: int = 1,
 ) -> FuzzReport:
     """Search for a schedule that breaks ``flow``'s checks; shrink and re-run it.
 
     ``faults`` adds fault schedules (True for all kinds, or a list of kinds);
     ``producers`` > 1 publishes through that many concurrent producers.
+    ``workers`` > 1 runs that many searches at once (fault-free campaigns
+    only), ``max_examples`` shared between them, each with its own seed
+    (``seed + n``); the first failure stops the others and is shrunk alone.
     Shrinking (for up to ``shrink_seconds``) first deletes the steps the
     failure does not need, then lets Hypothesis simplify what is left. A
     candidate counts as passing after ``shrink_tries`` passes in a row, and
@@ -228,13 +242,21 @@ async def fuzz(
         raise InvalidArgument(f"shrink_tries={shrink_tries!r} is invalid: give a count >= 1")
     if not isinstance(reruns, int) or reruns < 0:
         raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise InvalidArgument(f"workers={workers!r} is invalid: give a count >= 1")
+    if workers > 1 and faults:
+        raise InvalidArgument(
+            f"workers={workers} runs examples at once, which a fault schedule cannot share:"
+            " a fault run holds fault proxies (Kafka has two, on fixed ports) and a broker"
+            " restart hits every run; pass workers=1 with faults"
+        )
 
     async def on(info: BrokerInfo) -> FuzzReport:
         if not isinstance(faults, bool) and "broker_restart" in faults:
             check_broker_restartable(info)  # now, not at the first example that draws one
         async with (
             brokers.adapter(info) as adapter,
-            Isolation(adapter, flow.partitions, ahead=2) as isolation,
+            Isolation(adapter, flow.partitions, ahead=workers + 1) as isolation,
         ):
             return await _campaign(
                 flow,
@@ -253,6 +275,7 @@ async def fuzz(
                 report_dir=report_dir,
                 progress=progress,
                 flow_reference=flow_reference,
+                workers=1 if replay_only else min(workers, max_examples),
             )
 
     if broker is not None:
@@ -279,6 +302,7 @@ async def _campaign(
     report_dir: Path | None,
     progress: Callable[[Example], None] | None,
     flow_reference: str | None,
+    workers: int,
 ) -> FuzzReport:
     loop = asyncio.get_running_loop()
     messages = flow.messages if flow.messages is not None else message_lists()
@@ -289,7 +313,9 @@ async def _campaign(
         "best": None,
         "first_failure": None,
         "first_failure_at": None,
+        "finder": None,  # the thread of the worker whose failure is being shrunk
     }
+    shared = threading.Lock()  # the workers' threads update ``state`` under it
     stop = threading.Event()  # the search is over, or the caller cancelled it: end quickly
 
     in_flight: set[asyncio.Task[Any]] = set()
@@ -347,8 +373,9 @@ async def _campaign(
     failed: dict[str, RunResult] = {}
 
     def run_once(schedule: Sequence[Step]) -> RunResult:
-        """One run of ``schedule`` on the loop, from the search thread."""
-        state["count"] += 1
+        """One run of ``schedule`` on the loop, from a search thread."""
+        with shared:
+            state["count"] += 1
         future = asyncio.run_coroutine_threadsafe(tracked(list(schedule)), loop)
         try:
             return future.result(timeout=flow.timeout * 3 + 60)
@@ -374,15 +401,28 @@ async def _campaign(
             example = Example(state["count"], result.schedule, result.ok, took, phase)
             loop.call_soon_threadsafe(progress, example)
         if not result.ok:
-            failed[repr(result.schedule)] = result
-            state["best"] = _smaller(state["best"], result)
+            with shared:
+                failed[repr(result.schedule)] = result
+                state["best"] = _smaller(state["best"], result)
         return result
+
+    def found_first() -> bool:
+        """Claim the first failure for this worker's thread; False if another has."""
+        with shared:
+            if state["finder"] is not None:
+                return False
+            state["first_failure"] = time.monotonic()
+            state["first_failure_at"] = state["count"]
+            state["finder"] = threading.get_ident()
+            return True
 
     def run_one(schedule: list[Step]) -> None:
         """Hypothesis's test: raise ChecksFailed when the schedule fails."""
         if stop.is_set():
             return
-        if state["first_failure"] is not None:
+        if state["finder"] is not None:
+            if state["finder"] != threading.get_ident():
+                raise _Stopped  # another worker is shrinking its failure
             seen_failing = failed.get(repr(tuple(schedule)))
             if seen_failing is not None:
                 # Answered without running it again: Hypothesis replays a failure
@@ -397,8 +437,8 @@ async def _campaign(
         else:
             result = tried(schedule, "search")
             if not result.ok:
-                state["first_failure"] = time.monotonic()
-                state["first_failure_at"] = state["count"]
+                if not found_first():
+                    raise _Stopped  # found at the same time as another worker's: kept as seen
                 # Steps first, then Hypothesis: its shrinker starts by simplifying
                 # each key and choice, which on slow examples (a rebalance takes
                 # seconds) spends the budget before it deletes anything.
@@ -410,21 +450,43 @@ async def _campaign(
         if not result.ok:
             _fail(result)
 
+    # The database key: the flow's, the same for every worker (saved failures are shared).
     run_one._hypothesis_internal_add_digest = flow.label.encode()  # type: ignore[attr-defined]
-    test = settings(
-        max_examples=max_examples,
-        deadline=None,
-        phases=(Phase.explicit, Phase.reuse, Phase.shrink)
-        if replay_only
-        else (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
-        database=DirectoryBasedExampleDatabase(str(database)) if database else None,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-        report_multiple_bugs=False,
-        derandomize=False,
-    )(given(strategy)(run_one))
-    if seed is not None:
-        test = hypothesis_seed(seed)(test)
+
+    def search(worker: int) -> Callable[[], None]:
+        """Worker ``worker``'s Hypothesis test: its share of the examples, its own seed."""
+        replayed = (Phase.explicit, Phase.reuse) if worker == 0 else ()  # saved ones: once
+        test = settings(
+            max_examples=max_examples // workers + (worker < max_examples % workers),
+            deadline=None,
+            phases=(*replayed, Phase.shrink)
+            if replay_only
+            else (*replayed, Phase.generate, Phase.shrink),
+            database=DirectoryBasedExampleDatabase(str(database)) if database else None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            report_multiple_bugs=False,
+            derandomize=False,
+        )(given(strategy)(run_one))
+        if seed is not None:
+            test = hypothesis_seed(seed + worker)(test)
+        return test
+
+    async def searches() -> None:
+        """Run every worker's search in a thread of its own; raise what ended them."""
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-search")
+        try:
+            ended = await asyncio.gather(
+                *(loop.run_in_executor(pool, search(n)) for n in range(workers)),
+                return_exceptions=True,
+            )
+        finally:
+            pool.shutdown(wait=False)  # a cancelled search's threads end on ``stop``
+        raised = [e for e in ended if isinstance(e, BaseException) and not isinstance(e, _Stopped)]
+        # A harness error ends the campaign whichever worker met it.
+        raised.sort(key=lambda e: not isinstance(e, _CampaignAborted))
+        if raised:
+            raise raised[0]
 
     # Import the driver probes here, not first in the worker thread: CPython 3.11
     # can fail compiling on two threads at once ("AST constructor recursion depth").
@@ -434,7 +496,7 @@ async def _campaign(
     flaky = False
     try:
         try:
-            await asyncio.to_thread(test)
+            await searches()
         except asyncio.CancelledError:
             # Ctrl-C or a cancelled caller: end the search, and let the example in
             # flight delete its destinations while the adapter is still open.

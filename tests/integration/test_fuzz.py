@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
@@ -24,6 +25,7 @@ from harness import strategies as hs
 from harness._fuzz import Example
 from harness.schedule import Crash, Join, Publish
 from harness.stateful import FlowMachine, rule, run_machine
+from harness.strategies import POISON
 from tests.zoo.kafka_services import (
     kafka_concurrent_batch,
     kafka_correct,
@@ -35,6 +37,7 @@ from tests.zoo.rabbitmq_services import (
     rabbitmq_ack_before_process,
     rabbitmq_correct,
     rabbitmq_retry_reorders,
+    rabbitmq_swallows_errors,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -197,6 +200,52 @@ async def test_the_next_example_starts_once_the_last_has_stopped_and_none_is_lef
     assert report.examples <= services <= report.examples + 1
 
 
+@pytest.mark.rabbitmq
+async def test_two_workers_run_examples_at_once_and_the_first_failure_stops_both(
+    rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    running = [0]
+    most = [0]
+
+    def counted(service: Callable[[Endpoints], Any]) -> Callable[[Endpoints], Any]:
+        @contextlib.asynccontextmanager
+        async def watched(endpoints: Endpoints) -> AsyncIterator[None]:
+            async with service(endpoints):
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                try:
+                    yield
+                finally:
+                    running[0] -= 1
+
+        return watched
+
+    good = Flow(sut=counted(rabbitmq_correct), broker="rabbitmq", checks=ORDER)
+    report = await fuzz(
+        good, max_examples=30, seed=4, workers=2, broker=rabbitmq_broker, database=None,
+        report_dir=None,
+    )  # fmt: skip
+    assert report.ok, report.summary()
+    assert report.examples == 30
+    assert most[0] >= 2, "the two searches never ran an example at the same time"
+
+    poison = hs.messages(values=st.sampled_from([b"fine", b"fine too", POISON]))
+    lossy = Flow(sut=rabbitmq_swallows_errors, broker="rabbitmq", checks=ORDER, messages=poison)
+    seen: list[Example] = []
+    report = await fuzz(
+        lossy, max_examples=200, seed=4, workers=2, broker=rabbitmq_broker, database=None,
+        report_dir=tmp_path, progress=seen.append, reruns=2,
+    )  # fmt: skip
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    assert [s.message.value for s in report.minimal.schedule if isinstance(s, Publish)] == [POISON]
+    # Once one search found it, the other finished at most the example it had in hand.
+    assert report.first_failure_at is not None
+    late = [e for e in seen if e.phase == "search" and e.number > report.first_failure_at]
+    assert len(late) <= 1, late
+    assert report.examples < 200
+
+
 @CORRECT_SERVICES
 async def test_concurrent_producers_are_no_reordering_of_a_correct_service(
     request: pytest.FixtureRequest, broker: str, service: object, tmp_path: Path
@@ -304,10 +353,12 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
     assert data["minimal_example"]
     assert "from cli_flows import racy as flow" in data["reproduction"]
 
-    passed = harness("cli_flows:good", "--max-examples", "5", "--producers", "2",
-                     "--json", str(tmp_path / "ok.json"))  # fmt: skip
+    passed = harness("cli_flows:good", "--max-examples", "6", "--producers", "2",
+                     "--workers", "2", "--json", str(tmp_path / "ok.json"))  # fmt: skip
     assert passed.returncode == 0, passed.stderr
-    assert json.loads((tmp_path / "ok.json").read_text())["ok"] is True
+    data = json.loads((tmp_path / "ok.json").read_text())
+    assert data["ok"] is True
+    assert data["examples"] == 6  # shared between the two searches
 
     bad = harness("cli_flows:good", "--producers", "0")
     assert bad.returncode == 2

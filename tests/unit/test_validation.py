@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
 import brokers
-from harness import Endpoints, Flow, InvalidArgument, Message, checks
+from harness import Endpoints, Flow, InvalidArgument, Message, checks, fuzz
 from harness._redact import redact_url
 
 
@@ -100,3 +101,22 @@ def test_isolation_rejects_a_negative_count_ahead() -> None:
 
     with pytest.raises(InvalidArgument, match=r"ahead=-1 is invalid: give a count >= 0"):
         Isolation(object(), 1, ahead=-1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_examples": 0}, r"max_examples=0 is invalid: give a count >= 1"),
+        ({"workers": 0}, r"workers=0 is invalid: give a count >= 1"),
+        ({"workers": True}, r"workers=True is invalid"),
+        ({"workers": 2, "faults": ["crash"]}, r"pass workers=1 with faults"),
+        ({"workers": 2, "faults": True}, r"Kafka has two, on fixed ports"),
+    ],
+)
+def test_fuzz_rejects_malformed_options_before_any_broker(
+    options: dict[str, object], match: str
+) -> None:
+    flow = Flow(sut=service, broker="rabbitmq")
+    # No broker is given and none runs on the default path: the check comes first.
+    with pytest.raises(InvalidArgument, match=match):
+        asyncio.run(fuzz(flow, database=None, **options))  # type: ignore[arg-type]
