@@ -319,9 +319,10 @@ async def _campaign(
     stop = threading.Event()  # the search is over, or the caller cancelled it: end quickly
 
     in_flight: set[asyncio.Task[Any]] = set()
-    # The next example's run, entered (destinations, taps, the service started)
-    # while Hypothesis chooses its schedule: instance 0 starts before the first
-    # step whatever the schedule, and the last example's service has stopped.
+    # The next examples' runs, entered (destinations, taps, the service started)
+    # while Hypothesis chooses their schedules: instance 0 starts before the
+    # first step whatever the schedule, and the worker's last example has ended.
+    # Any worker takes any of them: a run is not tied to a schedule until played.
     entering: list[asyncio.Task[LiveRun]] = []
 
     async def enter() -> LiveRun:
