@@ -250,6 +250,7 @@ async def fuzz(
             " a fault run holds fault proxies (Kafka has two, on fixed ports) and a broker"
             " restart hits every run; pass workers=1 with faults"
         )
+    workers = 1 if replay_only else min(workers, max_examples)  # each has an example to run
 
     async def on(info: BrokerInfo) -> FuzzReport:
         if not isinstance(faults, bool) and "broker_restart" in faults:
@@ -275,7 +276,7 @@ async def fuzz(
                 report_dir=report_dir,
                 progress=progress,
                 flow_reference=flow_reference,
-                workers=1 if replay_only else min(workers, max_examples),
+                workers=workers,
             )
 
     if broker is not None:
