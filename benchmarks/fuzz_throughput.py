@@ -9,6 +9,8 @@ adds. The strategy puts a fault after about one publish in four (at most
 two per example), so some examples have none: the note gives the mean.
 The note also splits each campaign's examples into those with and without
 a fault, with their mean duration: the direct cost of a fault.
+The cut campaign on RabbitMQ fuzzes ``rabbitmq_robust``: a service on a plain
+aio-pika connection dies with it, which the harness rightly reports as loss.
 Seed 0, no example database, no shrinking expected (the service is correct).
 Each broker first gets a warm-up campaign of half as many examples, reported
 as the cold-broker rate: a broker just started (a private one, by default)
@@ -35,16 +37,20 @@ from harness._message import BrokerKind
 from harness._schedule import FAULT_KINDS, faults_of, messages_of
 from harness.checks import no_loss
 from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct
+from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 
 NAME = "fuzz_throughput"
 _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
+# A cut drops the service's connection: aiokafka reconnects by itself, an aio-pika
+# service must be on connect_robust to (rabbitmq_correct dies, and loses the rest).
+_CUT_SERVICES = {**_SERVICES, "rabbitmq": rabbitmq_robust}
 
 
 async def _campaign(
     kind: BrokerKind, info: BrokerInfo, faults: list[str], examples: int, workers: int = 1
 ) -> tuple[float, str, dict[str, object]]:
-    flow = Flow(sut=_SERVICES[kind], broker=kind, checks=[no_loss()])
+    services = _CUT_SERVICES if "cut" in faults else _SERVICES
+    flow = Flow(sut=services[kind], broker=kind, checks=[no_loss()])
     seen: list[Example] = []
     report = await fuzz(
         flow,

@@ -8,11 +8,13 @@ Mapping of the harness model onto AMQP 0-9-1:
 * header values are sent as AMQP byte arrays; ``Message.key`` has no AMQP
   equivalent and travels in the :data:`KEY_HEADER` header, so it round-trips
   through the broker (and through services that copy headers);
-* dead-lettering goes through the direct exchange :data:`DEAD_LETTER_EXCHANGE`
+* dead-lettering goes through the fanout exchange :data:`DEAD_LETTER_EXCHANGE`
   rather than the default exchange: RabbitMQ's firehose does not trace
-  dead-lettered messages, so a tap sees them land by binding its own queue
-  to that exchange (every queue :meth:`RabbitAdapter.create` makes is bound
-  to it with its own name);
+  dead-lettered messages, so the firehose binds its own queue to that
+  exchange, once, and sees every dead letter with its target queue's name as
+  routing key. The fanout passes them on to a direct exchange that routes
+  them by that name (every queue :meth:`RabbitAdapter.create` makes is bound
+  to it with its own name): no binding per tapped queue;
 * the tap is RabbitMQ's firehose tracer (``amq.rabbitmq.trace``): it observes
   publishes and deliveries without consuming anything. It must be on for the
   vhost (``rabbitmqctl trace_on -p VHOST``); nodes the harness starts have it
@@ -57,6 +59,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aiormq.abc import DeliveredMessage
 
 from brokers._local import LaunchPlan, free_port
 from brokers._tls import make_pki, openssl_available
@@ -96,8 +99,10 @@ __all__ = (
 
 #: Header that carries ``Message.key`` (AMQP messages have no key).
 KEY_HEADER: Final = "x-harness-key"
-#: Direct exchange that dead-lettered messages are routed through.
-DEAD_LETTER_EXCHANGE: Final = "harness.dead-letter"
+#: Fanout exchange every dead letter goes through (the queues' policies name it).
+DEAD_LETTER_EXCHANGE: Final = "harness.dead-letters"
+#: Direct exchange behind it that routes a dead letter to the queue its routing key names.
+_DEAD_LETTER_ROUTER: Final = "harness.dead-letter"
 #: Policies that wire a queue's dead-lettering are named this plus the queue's name.
 _POLICY_PREFIX: Final = "harness-dlx-"
 TRACE_EXCHANGE: Final = "amq.rabbitmq.trace"
@@ -419,6 +424,7 @@ class RabbitAdapter(BrokerAdapter):
         # Queues this adapter created, and those it set a dead-letter policy on.
         self._created: set[str] = set()
         self._policies: set[str] = set()
+        self._dead_letters_wired = False  # the exchanges, declared once a connection
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -454,6 +460,7 @@ class RabbitAdapter(BrokerAdapter):
         self._connection = connection
         self._channels = {0: channel}
         self._idle_admin_channels = []
+        self._dead_letters_wired = False
         self._loop = asyncio.get_running_loop()
         _OPEN_ADAPTERS.add(self)
 
@@ -811,24 +818,32 @@ class RabbitAdapter(BrokerAdapter):
                 )
             )
             async with self._scratch_channel() as channel:
-                await channel.declare_exchange(
-                    DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-                )
+                await self._wire_dead_letters(channel)
                 for name in names:
                     queue = await channel.declare_queue(name, durable=True)
-                    await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+                    await queue.bind(_DEAD_LETTER_ROUTER, routing_key=name)
                     self._created.add(name)
-            firehose = self._firehose
-            if firehose is not None and firehose.usable:
-                for name in names:
-                    await firehose.route(name, by="created")  # its taps will find it routed
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             for dead_letter in sorted(dead_letters - set(names)):
                 if await self._existing([dead_letter]):
                     # A dead-letter queue made earlier, or outside the harness.
                     async with self._scratch_channel() as channel:
+                        await self._wire_dead_letters(channel)
                         dead = await channel.declare_queue(dead_letter, passive=True)
-                        await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=dead_letter)
+                        await dead.bind(_DEAD_LETTER_ROUTER, routing_key=dead_letter)
+
+    async def _wire_dead_letters(self, channel: AbstractChannel) -> None:
+        """Declare the dead-letter fanout and its router, bound, once a connection."""
+        if self._dead_letters_wired:
+            return
+        fanout = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        router = await channel.declare_exchange(
+            _DEAD_LETTER_ROUTER, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        await router.bind(fanout)  # the routing key (the target queue's name) carries over
+        self._dead_letters_wired = True
 
     async def _set_dead_letter_policy(self, name: str, dead_letter: str) -> None:
         await self._call_management(
@@ -870,9 +885,6 @@ class RabbitAdapter(BrokerAdapter):
                     await channel.queue_delete(name)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 pass  # brokers that answer 404 for a missing queue
-            firehose = self._firehose
-            if firehose is not None:
-                await firehose.unroute(name)
         if name in self._policies or name not in self._created:
             await self._call_management(
                 "DELETE",
@@ -1222,16 +1234,14 @@ class _Firehose:
     """The adapter's one firehose consumer, shared by all its taps.
 
     One server-named queue bound to every publish and delivery trace of the
-    vhost, and to the dead-letter exchange for each tapped queue. Each trace
-    is decoded once, and only when a tapped queue is concerned, however many
-    taps are live; a new tap costs one binding, not a channel, a queue and a
-    round of sentinel tracing. A queue the adapter creates while the firehose
-    runs is routed at creation and unrouted at deletion, so its taps cost
-    nothing on a run's critical path (campaigns create queues ahead, in the
-    background); a queue created elsewhere is routed by its first tap and
-    unrouted by its last. After a broker restart :meth:`resume` starts it
-    again on the adapter's new connection, routes and all, and
-    :meth:`reconcile` reports what the lost queue's traces would have.
+    vhost and to the dead-letter fanout. Each trace is decoded once, and only
+    when a tapped queue is concerned, however many taps are live; a new tap
+    costs no call to the broker at all (a run starts three). Consumed with
+    aiormq's own consumer, not aio-pika's: each trace would otherwise cost a
+    second task and an ``IncomingMessage``, and a run brings a few dozen.
+    After a broker restart :meth:`resume` starts it again on the adapter's new
+    connection, and :meth:`reconcile` reports what the lost queue's traces
+    would have.
     """
 
     def __init__(self, adapter: RabbitAdapter) -> None:
@@ -1242,9 +1252,6 @@ class _Firehose:
         self._live = asyncio.Event()
         self._taps: dict[str, list[_FirehoseTap]] = {}
         self._seen: dict[str, _Seen] = {}
-        # Queues whose dead letters reach the firehose queue, and who routed
-        # them: "created" (the adapter, until it deletes the queue) or "tapped".
-        self._routed: dict[str, str] = {}
         # The broker's name for the adapter's connection ("host:port -> host:port"),
         # from the sentinel's trace: deliveries to it are reconcile()'s own reads.
         self._connection_name: str | None = None
@@ -1267,12 +1274,10 @@ class _Firehose:
             self._queue = queue
             await queue.bind(TRACE_EXCHANGE, routing_key="publish.#")
             await queue.bind(TRACE_EXCHANGE, routing_key="deliver.#")
-            await channel.declare_exchange(
-                DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            for name in list(self._routed):  # routes carried over a restart
-                await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
-            await queue.consume(self._on_message, no_ack=True)
+            await adapter._wire_dead_letters(channel)
+            await queue.bind(DEAD_LETTER_EXCHANGE, routing_key="")  # a fanout: every dead letter
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_consume(queue.name, self._on_message, no_ack=True)
             sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
             await channel.default_exchange.publish(sentinel, routing_key=queue.name, mandatory=True)
         try:
@@ -1313,58 +1318,20 @@ class _Firehose:
             async with asyncio.timeout(self._adapter._timeout):
                 await channel.close()
 
-    async def add(self, tap: _FirehoseTap) -> None:
-        """Route ``tap``'s queue to it; live once this returns."""
-        name = tap.destination
-        taps = self._taps.setdefault(name, [])
+    def add(self, tap: _FirehoseTap) -> None:
+        """Hand ``tap`` its queue's traces and dead letters from now on."""
+        taps = self._taps.setdefault(tap.destination, [])
         taps.append(tap)
         if len(taps) == 1:
-            self._seen[name] = _Seen()
-        if name not in self._routed:
-            try:
-                async with self._adapter._translated(f"starting a firehose tap on {name!r}"):
-                    await self.route(name, by="tapped")
-            except BaseException:
-                self._drop(tap)
-                raise
+            self._seen[tap.destination] = _Seen()
 
-    async def remove(self, tap: _FirehoseTap) -> None:
-        if self._drop(tap) and self._routed.get(tap.destination) == "tapped":
-            await self.unroute(tap.destination)
-
-    async def route(self, name: str, *, by: str) -> None:
-        """Send queue ``name``'s dead letters to the firehose queue too.
-
-        Dead-lettering is broker-internal, never traced: the firehose reads the
-        dead-letter exchange instead, one binding per queue.
-        """
-        if self._queue is None or name in self._routed:
-            return
-        self._routed[name] = by  # before the await: a concurrent call does not bind twice
-        try:
-            await self._queue.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
-        except BaseException:
-            self._routed.pop(name, None)
-            raise
-
-    async def unroute(self, name: str) -> None:
-        """Undo :meth:`route` (best effort: a dead channel took the binding with it)."""
-        if self._routed.pop(name, None) is None or not self.usable or self._queue is None:
-            return
-        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-            async with asyncio.timeout(self._adapter._timeout):
-                await self._queue.unbind(DEAD_LETTER_EXCHANGE, routing_key=name)
-
-    def _drop(self, tap: _FirehoseTap) -> bool:
-        """Forget ``tap``; True if it was the last one on its queue."""
+    def remove(self, tap: _FirehoseTap) -> None:
         taps = self._taps.get(tap.destination, [])
         if tap in taps:
             taps.remove(tap)
-        if taps:
-            return False
-        self._taps.pop(tap.destination, None)
-        self._seen.pop(tap.destination, None)
-        return True
+        if not taps:
+            self._taps.pop(tap.destination, None)
+            self._seen.pop(tap.destination, None)
 
     # -- reconciling after a restart
 
@@ -1456,7 +1423,7 @@ class _Firehose:
         if not self._closing and not self._adapter._closing:
             self.lost = exc or ConnectionError("the broker closed the firehose channel")
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: DeliveredMessage) -> None:
         try:
             self._route(message, time.perf_counter_ns())
         except Exception as exc:  # a trace we cannot read: every tap must say so
@@ -1464,13 +1431,15 @@ class _Firehose:
                 for tap in taps:
                     tap.fail(exc)
 
-    def _route(self, message: AbstractIncomingMessage, seen_ns: int) -> None:
+    def _route(self, message: DeliveredMessage, seen_ns: int) -> None:
         if message.exchange == DEAD_LETTER_EXCHANGE:
+            # Every dead letter of the vhost: its routing key names the target queue.
             queue = message.routing_key or ""
             if queue not in self._taps:
                 return
-            decoded = _decode_message(message.body, message.headers)
-            self._count_landed([queue], message.message_id, decoded)
+            amqp = message.header.properties
+            decoded = _decode_message(message.body, amqp.headers)
+            self._count_landed([queue], amqp.message_id, decoded)
             self._dispatch(
                 queue,
                 lambda queue: TapRecord(
@@ -1486,7 +1455,7 @@ class _Firehose:
         if message.exchange != TRACE_EXCHANGE:
             return  # the sentinel's own copy, published straight to the queue
         routing_key = message.routing_key or ""
-        trace: Mapping[str, Any] = message.headers
+        trace: Mapping[str, Any] = message.header.properties.headers or {}
         if routing_key.startswith("deliver."):
             queues = [routing_key.removeprefix("deliver.")]
             event: TapEvent = "delivered"
@@ -1578,7 +1547,7 @@ class _FirehoseTap(AbstractAsyncContextManager[None]):
 
     async def __aenter__(self) -> None:
         firehose = await self._adapter._shared_firehose()
-        await firehose.add(self)
+        firehose.add(self)
         self._firehose = firehose
 
     def deliver(self, record: TapRecord) -> None:
@@ -1608,7 +1577,7 @@ class _FirehoseTap(AbstractAsyncContextManager[None]):
                 lost = self._adapter._lost or ConnectionError("the connection closed")
             elif not firehose.usable:
                 lost = ConnectionError("the broker closed the tap's channel")
-        await firehose.remove(self)
+        firehose.remove(self)
         problem: BaseException | None = self._error
         if problem is None and lost is not None:
             problem = BrokerUnavailable(

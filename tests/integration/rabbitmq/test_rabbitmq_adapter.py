@@ -319,7 +319,9 @@ async def test_dead_letter_queue_is_wired_through_the_harness_exchange(
             assert dead.body == b"poison"
             await dead.ack()
         bindings = management(
-            adapter.info, "GET", f"/api/exchanges/%2F/{DEAD_LETTER_EXCHANGE}/bindings/source"
+            adapter.info,
+            "GET",
+            "/api/exchanges/%2F/harness.dead-letter/bindings/source",  # the fanout's router
         )
         routes = {(b["destination"], b["routing_key"]) for b in bindings}
         assert (f"{unique}-dlq", f"{unique}-dlq") in routes

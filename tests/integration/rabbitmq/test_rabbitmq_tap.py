@@ -196,41 +196,51 @@ async def test_reject_moves_the_message_to_the_dead_letter_queue_and_the_tap_see
         await adapter.delete(dead)
 
 
-async def firehose_routes(adapter: RabbitAdapter, queue: str) -> int:
-    """Bindings that send ``queue``'s dead letters somewhere other than ``queue`` itself."""
+ROUTER = "harness.dead-letter"  # the direct exchange behind the dead-letter fanout
+
+
+async def bindings_naming(adapter: RabbitAdapter, name: str) -> set[tuple[str, str, str]]:
+    """(source, routing key, destination) of the vhost's bindings that name ``name``."""
     bindings = await adapter._call_management("GET", "bindings/{vhost}", "list the bindings")
     assert isinstance(bindings, list)
-    return sum(
-        1
+    return {
+        (b["source"], b["routing_key"], b["destination"])
         for b in bindings
-        if b["source"] == DEAD_LETTER_EXCHANGE
-        and b["routing_key"] == queue
-        and b["destination"] != queue
-    )
+        if name in (b["routing_key"], b["destination"]) and b["source"]  # not the default's
+    }
 
 
-async def test_queues_created_while_taps_run_are_routed_at_creation_and_unrouted_at_deletion(
+async def test_taps_cost_no_binding_and_see_dead_letters_through_the_one_fanout_binding(
     adapter: RabbitAdapter, unique: str
 ) -> None:
-    """A campaign creates queues ahead: their taps must cost no binding on a run's path."""
+    """A run starts three taps: none of them, nor a queue's creation, binds the firehose."""
     other, source, dead = f"{unique}-other", f"{unique}-in", f"{unique}-dlq"
     await adapter.create(DestinationSpec(name=other))
     try:
         async with adapter.tap(other, lambda record: None):  # the firehose is running
+            firehose = adapter._firehose
+            assert firehose is not None
+            assert firehose._queue is not None
+            own = await bindings_naming(adapter, firehose._queue.name)
+            assert (DEAD_LETTER_EXCHANGE, "", firehose._queue.name) in own
             await adapter.create_all(
                 [DestinationSpec(name=dead), DestinationSpec(name=source, dead_letter=dead)]
             )
-            assert await firehose_routes(adapter, dead) == 1  # before any tap on it
             on_dead: list[TapRecord] = []
-            async with adapter.tap(dead, on_dead.append):
+            async with adapter.tap(dead, on_dead.append), adapter.tap(source, lambda r: None):
+                for name in (source, dead):  # each queue's own binding on the router, no more
+                    assert await bindings_naming(adapter, name) == {(ROUTER, name, name)}
                 await adapter.publish(source, Message(b"poison"))
                 async with client(adapter.info) as channel:
                     (taken,) = await take(channel, source, 1)
                     await taken.reject(requeue=False)
-                await until(lambda: len(landed(on_dead)) == 1, "the dead letter landing")
-            assert await firehose_routes(adapter, dead) == 1  # the creation's, not the tap's
+                    await until(lambda: len(landed(on_dead)) == 1, "the dead letter landing")
+                    (moved,) = await take(channel, dead, 1)  # routed to the queue as well
+                    assert moved.body == b"poison"
+                    await moved.ack()
+            assert await bindings_naming(adapter, firehose._queue.name) == own
             await adapter.delete_all([source, dead])
-            assert await firehose_routes(adapter, dead) == 0
+            assert await bindings_naming(adapter, dead) == set()
     finally:
         await adapter.delete_all([other, source, dead])
 
