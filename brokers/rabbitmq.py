@@ -824,11 +824,11 @@ class RabbitAdapter(BrokerAdapter):
                     await queue.bind(_DEAD_LETTER_ROUTER, routing_key=name)
                     self._created.add(name)
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
-            for dead_letter in sorted(dead_letters - set(names)):
-                if await self._existing([dead_letter]):
-                    # A dead-letter queue made earlier, or outside the harness.
-                    async with self._scratch_channel() as channel:
-                        await self._wire_dead_letters(channel)
+            outside = sorted(dead_letters - set(names))
+            if outside:  # dead-letter queues made earlier, or outside the harness
+                found = await self._existing(outside)
+                async with self._scratch_channel() as channel:
+                    for dead_letter in (name for name in outside if name in found):
                         dead = await channel.declare_queue(dead_letter, passive=True)
                         await dead.bind(_DEAD_LETTER_ROUTER, routing_key=dead_letter)
 
