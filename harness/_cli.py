@@ -21,7 +21,7 @@ from harness._bench import add_bench_arguments, positive_int
 from harness._broker import BrokerInfo
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow
-from harness._fuzz import Example, FuzzReport, fuzz
+from harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
 from harness._message import BROKER_KINDS, BrokerKind
 from harness._redact import redact_url
 from harness._schedule import faults_of, messages_of
@@ -109,6 +109,12 @@ def _fuzz(args: argparse.Namespace) -> int:
     faults: bool | list[str] = False
     if args.faults:
         faults = True if args.faults == "all" else args.faults.split(",")
+    check_fuzz_arguments(
+        max_examples=args.max_examples,
+        faults=faults,
+        producers=args.producers,
+        workers=args.workers,
+    )
     with brokers.provision(flow.broker, url=url) as info:
         print(f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
         report = asyncio.run(

@@ -202,6 +202,36 @@ def _size(schedule: Sequence[Step]) -> tuple[int, int, int]:
     return (len(schedule), len(faults_of(schedule)), sum(len(m.value) for m in messages))
 
 
+def check_fuzz_arguments(
+    *,
+    max_examples: int,
+    faults: bool | Sequence[str],
+    producers: int,
+    workers: int,
+    shrink_tries: int = 3,
+    reruns: int = 5,
+) -> None:
+    """Raise InvalidArgument, naming the fix, for arguments :func:`fuzz` cannot run with.
+
+    Checked before any broker is leased or started (the CLI calls it first too).
+    """
+    if not isinstance(max_examples, int) or max_examples < 1:
+        raise InvalidArgument(f"max_examples={max_examples!r} is invalid: give a count >= 1")
+    if not isinstance(shrink_tries, int) or shrink_tries < 1:
+        raise InvalidArgument(f"shrink_tries={shrink_tries!r} is invalid: give a count >= 1")
+    if not isinstance(reruns, int) or reruns < 0:
+        raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise InvalidArgument(f"workers={workers!r} is invalid: give a count >= 1")
+    if workers > 1 and faults:
+        raise InvalidArgument(
+            f"workers={workers} runs examples at once, which a fault schedule cannot share:"
+            " a fault run holds fault proxies (Kafka has two, on fixed ports) and a broker"
+            " restart hits every run; pass workers=1 with faults"
+        )
+    schedules(faults=faults, producers=producers)  # unknown fault kinds, producers out of range
+
+
 async def fuzz(
     flow: Flow,
     *,
@@ -236,20 +266,14 @@ async def fuzz(
     replays one exact search instead); ``replay_only`` runs just those
     and tried first next time. Without ``broker``, a local one is leased.
     """
-    if not isinstance(max_examples, int) or max_examples < 1:
-        raise InvalidArgument(f"max_examples={max_examples!r} is invalid: give a count >= 1")
-    if not isinstance(shrink_tries, int) or shrink_tries < 1:
-        raise InvalidArgument(f"shrink_tries={shrink_tries!r} is invalid: give a count >= 1")
-    if not isinstance(reruns, int) or reruns < 0:
-        raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise InvalidArgument(f"workers={workers!r} is invalid: give a count >= 1")
-    if workers > 1 and faults:
-        raise InvalidArgument(
-            f"workers={workers} runs examples at once, which a fault schedule cannot share:"
-            " a fault run holds fault proxies (Kafka has two, on fixed ports) and a broker"
-            " restart hits every run; pass workers=1 with faults"
-        )
+    check_fuzz_arguments(
+        max_examples=max_examples,
+        faults=faults,
+        producers=producers,
+        workers=workers,
+        shrink_tries=shrink_tries,
+        reruns=reruns,
+    )
     workers = 1 if replay_only else min(workers, max_examples)  # each has an example to run
 
     async def on(info: BrokerInfo) -> FuzzReport:
