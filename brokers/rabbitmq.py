@@ -359,6 +359,26 @@ def _finish_before_cancel(
     return finishing
 
 
+async def _connect_amqp(url: str, *, within: float) -> AbstractConnection:
+    """``aio_pika.connect``, except that a failed attempt closes what it opened.
+
+    aio-pika leaves the ``Connection`` of a failed attempt open, and its
+    ``__del__`` schedules a ``close()``: collected while no loop runs (say,
+    between two tests), that coroutine is never awaited, a RuntimeWarning at
+    whatever moment the garbage collector picks.
+    """
+    connection = aio_pika.Connection(aio_pika.connection.make_url(url))
+    try:
+        await connection.connect(timeout=within)
+    except BaseException:
+        # Nothing is open yet unless the handshake failed late: bounded either way.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await connection.close()
+        raise
+    return connection
+
+
 def open_adapters(info: BrokerInfo) -> list[RabbitAdapter]:
     """The adapters open on ``info``'s broker (same URL) in the running event loop.
 
@@ -447,7 +467,7 @@ class RabbitAdapter(BrokerAdapter):
         connection: AbstractConnection | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                connection = await aio_pika.connect(self.info.url, timeout=self._timeout)
+                connection = await _connect_amqp(self.info.url, within=self._timeout)
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         except BaseException:
             if connection is not None:
@@ -1892,7 +1912,7 @@ class RabbitRecipe:
 async def _round_trip(url: str, *, within: float) -> None:
     """Declare a queue, publish to it, consume the message back and see its firehose trace."""
     async with asyncio.timeout(within):
-        connection = await aio_pika.connect(url, timeout=within)
+        connection = await _connect_amqp(url, within=within)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             trace = await channel.declare_queue("", exclusive=True, auto_delete=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import socket
+import sys
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from typing import Any
 
 import aio_pika
@@ -91,6 +94,35 @@ async def test_missing_vhost_is_unavailable(rabbitmq_broker: BrokerInfo) -> None
     with pytest.raises(BrokerUnavailable, match="no-such-vhost"):
         async with RabbitAdapter(info, timeout=5.0):
             pass
+
+
+async def test_a_refused_connection_leaves_nothing_for_the_garbage_collector(
+    rabbitmq_broker: BrokerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aio-pika leaves a failed attempt's Connection open; collected with no loop running,
+    its __del__ made a close() coroutine nobody awaited (an error in a later test)."""
+    port = amqp_port(rabbitmq_broker)
+    info = with_url(rabbitmq_broker, f"amqp://guest:guest@127.0.0.1:{port}/no-such-vhost")
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(repr(u.exc_value)))
+
+    async def attempt() -> None:
+        with pytest.raises(BrokerUnavailable, match="no-such-vhost"):
+            async with RabbitAdapter(info, timeout=5.0):
+                pass
+
+    def in_a_thread_of_its_own() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(attempt())
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # as the suite runs: a warning is an error
+                gc.collect()  # the loop is open and not running, as between two tests
+        finally:
+            loop.close()
+
+    await asyncio.to_thread(in_a_thread_of_its_own)
+    assert unraisable == []
 
 
 @pytest.mark.parametrize(
