@@ -371,12 +371,17 @@ async def _connect_amqp(url: str, *, within: float) -> AbstractConnection:
     try:
         await connection.connect(timeout=within)
     except BaseException:
-        # Nothing is open yet unless the handshake failed late: bounded either way.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await connection.close()
+        await _close_quietly(connection, within=within)
         raise
     return connection
+
+
+async def _close_quietly(connection: AbstractConnection, *, within: float) -> None:
+    # A dead broker (or a connection never made) leaves nothing to release:
+    # closing must not fail nor hang.
+    with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
+        async with asyncio.timeout(within):
+            await connection.close()
 
 
 def open_adapters(info: BrokerInfo) -> list[RabbitAdapter]:
@@ -471,7 +476,7 @@ class RabbitAdapter(BrokerAdapter):
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         except BaseException:
             if connection is not None:
-                await self._close_quietly(connection)
+                await _close_quietly(connection, within=self._timeout)
             raise
         return connection, channel
 
@@ -562,7 +567,7 @@ class RabbitAdapter(BrokerAdapter):
         old, self._connection = self._connection, None
         self._channels = {}
         if old is not None:
-            await self._close_quietly(old)
+            await _close_quietly(old, within=self._timeout)
         self._closing = False
         self._lost = None
         try:
@@ -661,13 +666,7 @@ class RabbitAdapter(BrokerAdapter):
         self._idle_admin_channels.clear()
         self._close_http()
         if connection is not None:
-            await self._close_quietly(connection)
-
-    async def _close_quietly(self, connection: AbstractConnection) -> None:
-        # A dead broker leaves nothing to release: closing must not fail nor hang.
-        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-            async with asyncio.timeout(self._timeout):
-                await connection.close()
+            await _close_quietly(connection, within=self._timeout)
 
     def _require_connection(self) -> AbstractConnection:
         connection = self._connection
