@@ -8,6 +8,7 @@ service's code is not changed.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -162,12 +163,29 @@ def _wrap_start(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 
 
 async def close_leftover(client: object) -> bool:
-    """Stop a consumer or producer the service left running; True if it had to."""
+    """Stop a consumer or producer the service left running; True if it had to.
+
+    Also finishes a ``stop()`` that raised halfway: aiokafka's
+    ``Fetcher.close()`` awaits a cancelled fetch unguarded, so a consumer
+    stopped while a fetch backs off after a lost connection raises that
+    CancelledError (aio-libs/aiokafka#647) before closing its network client,
+    whose metadata task and connections would then live on (and reconnect)
+    for the rest of the campaign. (A producer's sender has the same unguarded
+    await.)
+    """
     if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
         return False
-    if getattr(client, "_closed", True) is not False:
+    if getattr(client, "_closed", True) is False:
+        await client.stop()
+        return True
+    network = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+    if network._sync_task is None:  # closed, or never started
         return False
-    await client.stop()
+    fetches = list(getattr(getattr(client, "_fetcher", None), "_pending_tasks", ()))
+    for fetch in fetches:
+        fetch.cancel()
+    await asyncio.gather(*fetches, return_exceptions=True)
+    await network.close()
     return True
 
 

@@ -93,7 +93,18 @@ class _Membership(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-    await asyncio.wait_for(client.stop(), STOP_TIMEOUT_S)
+    try:
+        await asyncio.wait_for(client.stop(), STOP_TIMEOUT_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # a cancel aimed at us: let it through
+        # aiokafka's Fetcher.close() cancels a fetch still backing off after a lost
+        # connection and awaits it unguarded, so stop() raises its CancelledError
+        # (aio-libs/aiokafka#647) before it closes the network client: close that.
+        log.info("%s.stop() raised aiokafka's stray CancelledError", type(client).__name__)
+        network = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+        await asyncio.wait_for(network.close(), STOP_TIMEOUT_S)
 
 
 async def _wind_down(
