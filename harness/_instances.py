@@ -103,6 +103,20 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _stray_cancel_fix(exc: BaseException) -> str:
+    """What to do about a CancelledError out of a service's exit, by where it came from."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("aiokafka."):
+            return (
+                "aiokafka's stop() raised it, as it does when it meets a fetch backing off"
+                " after a lost connection (aio-libs/aiokafka#647): catch it around the"
+                " client's stop() unless your task is being cancelled"
+            )
+        tb = tb.tb_next
+    return "await its cancelled tasks inside a try/except CancelledError"
+
+
 def _cancel_if_swallowed() -> None:
     """Raise again a cancel of this task that the service's own code swallowed.
 
@@ -207,11 +221,7 @@ class Instances:
                 raise
             # A stray cancel out of its exit: its consume task, cancelled (or killed
             # by its driver when a connection dropped), awaited without a guard.
-            self._stopped_badly(
-                instance,
-                f"raised on stop: {exc!r}: await its cancelled tasks inside a try/except"
-                " CancelledError",
-            )
+            self._stopped_badly(instance, f"raised on stop: {exc!r}: {_stray_cancel_fix(exc)}")
         except Exception as exc:
             self._stopped_badly(instance, f"raised on stop: {exc!r}")
         finally:

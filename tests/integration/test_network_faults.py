@@ -143,7 +143,8 @@ async def test_a_consumer_stop_that_aiokafka_breaks_off_after_a_cut_is_reported_
     [failed] = result.failures()
     assert failed.check == "service stopped cleanly"
     [anomaly] = failed.anomalies
-    assert "sut0 raised on stop: CancelledError()" in anomaly.text
+    assert "sut0 raised on stop: CancelledError(): aiokafka's stop() raised it" in anomaly.text
+    assert "aio-libs/aiokafka#647" in anomaly.text
     assert "left clients open: closed them" in _notes(result)
     [consumer] = consumers
     assert consumer._client._sync_task is None  # its metadata task no longer runs
