@@ -136,10 +136,19 @@ async def test_a_consumer_stop_that_aiokafka_breaks_off_after_a_cut_is_reported_
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await producer.stop()
-            await consumer.stop()  # raises aiokafka's stray CancelledError
+            try:
+                await consumer.stop()  # raises aiokafka's stray CancelledError
+            except asyncio.CancelledError:
+                stop_raised.append(True)
+                raise
 
+    stop_raised: list[bool] = []
     flow = Flow(sut=unguarded, broker="kafka", checks=[checks.no_loss()], quiet=1.0)
     result = await run_flow(flow, [*_inputs(0, 2), Settle(), Cut(0)], broker=kafka_broker)
+    assert stop_raised, (
+        "aiokafka's consumer.stop() no longer raises after a cut: if aio-libs/aiokafka#647"
+        " is fixed, this test's premise (and close_leftover's second half) can go"
+    )
     [failed] = result.failures()
     assert failed.check == "service stopped cleanly"
     [anomaly] = failed.anomalies
