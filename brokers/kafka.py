@@ -179,7 +179,10 @@ async def _diagnose(info: BrokerInfo, *, within: float) -> str | None:
             try:
                 await conn.send(MetadataRequest([]))
             finally:
-                conn.close()
+                # close() hands back a future: a TLS connection closes only after its
+                # shutdown round trip, which a loop that ends first would cut off,
+                # leaving the socket open until the garbage collector finds it.
+                await _bounded(conn.close(), within)
     except ssl.SSLCertVerificationError as err:
         message = err.verify_message or str(err)
         if "mismatch" in message:
