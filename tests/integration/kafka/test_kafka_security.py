@@ -183,6 +183,8 @@ def _sockets_to(ports: set[int]) -> list[str]:
 
 
 async def _refusal(info: BrokerInfo) -> str:
+    ports = {int(server.rpartition(":")[2]) for server in info.url.split(",")}
+    before = set(_sockets_to(ports))  # other tests' connections are not this one's
     async with asyncio.timeout(30):  # every failure is bounded
         with pytest.raises(BrokerUnavailable) as caught:
             async with KafkaAdapter(info, timeout=5):
@@ -191,9 +193,10 @@ async def _refusal(info: BrokerInfo) -> str:
     # round trip (aiokafka does not wait for it when a SASL login fails), so
     # wait for it here: a test's loop that ended first would leave the socket
     # for the garbage collector, and its ResourceWarning in a later test.
-    ports = {int(server.rpartition(":")[2]) for server in info.url.split(",")}
     await eventually(
-        lambda: not _sockets_to(ports), within=10, what=f"connections to {ports} to close"
+        lambda: not set(_sockets_to(ports)) - before,
+        within=10,
+        what=f"the refused connections to {ports} to close",
     )
     return str(caught.value)
 
