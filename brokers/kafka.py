@@ -47,6 +47,7 @@ from aiokafka.protocol.types import (
 from brokers import kafka_client_options
 from brokers._local import LaunchPlan, cache_dir, free_port
 from brokers._tls import make_pki, openssl_available
+from brokers.kafka_probes import finish_broken_stop
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -256,11 +257,8 @@ async def _speaks_tls(host: str, port: str, within: float) -> bool:
 async def _stop_consumer(consumer: Any, within: float) -> None:
     """Stop an aiokafka consumer, bounded, and close its connections even if stop() broke off."""
     if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
-        # stop() broke off inside Fetcher.close(), before it closed the client;
-        # a second stop() is a no-op, so close the connections directly.
-        client = getattr(consumer, "_client", None)
-        if client is not None:
-            await _bounded(client.close(), within)
+        # stop() broke off inside Fetcher.close(), before it closed the client.
+        await _bounded(finish_broken_stop(consumer), within)
 
 
 # aiokafka has no DeleteGroups call: the request and response, version 2 (flexible).

@@ -162,22 +162,16 @@ def _wrap_start(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return start
 
 
-async def close_leftover(client: object) -> bool:
-    """Stop a consumer or producer the service left running; True if it had to.
+async def finish_broken_stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
+    """Finish a ``stop()`` that raised halfway; True if there was anything to finish.
 
-    Also finishes a ``stop()`` that raised halfway: aiokafka's
-    ``Fetcher.close()`` awaits a cancelled fetch unguarded, so a consumer
-    stopped while a fetch backs off after a lost connection raises that
-    CancelledError (aio-libs/aiokafka#647) before closing its network client,
-    whose metadata task and connections would then live on (and reconnect)
-    for the rest of the campaign. (A producer's sender has the same unguarded
-    await.)
+    aiokafka's ``Fetcher.close()`` awaits a cancelled fetch unguarded, so a
+    consumer stopped while a fetch backs off after a lost connection raises
+    that CancelledError (aio-libs/aiokafka#647) before closing its network
+    client, whose metadata task and connections would then live on (and
+    reconnect). A second ``stop()`` is a no-op. (A producer's sender has the
+    same unguarded await.)
     """
-    if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
-        return False
-    if getattr(client, "_closed", True) is False:
-        await client.stop()
-        return True
     network = client._client if isinstance(client, AIOKafkaConsumer) else client.client
     if network._sync_task is None:  # closed, or never started
         return False
@@ -187,6 +181,21 @@ async def close_leftover(client: object) -> bool:
     await asyncio.gather(*fetches, return_exceptions=True)
     await network.close()
     return True
+
+
+async def close_leftover(client: object) -> bool:
+    """Stop a consumer or producer the service left running; True if it had to.
+
+    Also finishes a ``stop()`` of the service's that raised halfway (see
+    :func:`finish_broken_stop`): otherwise its client would reconnect for the
+    rest of the campaign.
+    """
+    if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
+        return False
+    if getattr(client, "_closed", True) is False:
+        await client.stop()
+        return True
+    return await finish_broken_stop(client)
 
 
 _PATCHES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
