@@ -16,9 +16,9 @@ from __future__ import annotations
 import statistics
 import time
 
-import brokers
 from benchmarks import Figure, Options, private_cache, spread
 from brokers import _local
+from harness._drivers import driver
 from harness._message import BrokerKind
 
 NAME = "broker_ready"
@@ -27,7 +27,7 @@ _TARGETS: dict[BrokerKind, str] = {"kafka": "< 10", "rabbitmq": "< 8"}
 
 def _one_start(kind: BrokerKind) -> tuple[float, float, float]:
     """Cold start, cached lease and stop, in seconds, of a private broker of ``kind``."""
-    recipe = brokers.recipe(kind)
+    recipe = driver(kind).recipe()
     with private_cache():
         began = time.perf_counter()
         _local.acquire(recipe)

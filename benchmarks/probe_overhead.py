@@ -50,6 +50,7 @@ import brokers
 from benchmarks import Figure, Options, spread
 from harness._bench import Round, bench, mann_whitney_p
 from harness._broker import BrokerInfo
+from harness._drivers import driver
 from harness._flow import Flow
 from harness._history import Kind
 from harness._message import BrokerKind, Message
@@ -172,7 +173,7 @@ async def _toggled(kind: BrokerKind, broker: BrokerInfo, *, pairs: int) -> Figur
                 if probes:
                     brokers.install_client_probes(kind)
                 else:
-                    brokers.uninstall_client_probes(kind)
+                    driver(kind).uninstall_client_probes()
                 gc.collect()
                 for number in range(_SKIPPED):
                     await _round_trip(live, number, seen)

@@ -19,10 +19,11 @@ import brokers
 from brokers import _local
 from harness._bench import add_bench_arguments, positive_int
 from harness._broker import BrokerInfo
+from harness._drivers import BROKER_KINDS, check_kind, driver, drivers
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow
 from harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
-from harness._message import BROKER_KINDS, BrokerKind
+from harness._message import BrokerKind
 from harness._redact import redact_url
 from harness._schedule import faults_of, messages_of
 
@@ -30,7 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
 def _kinds(names: Sequence[str]) -> list[BrokerKind]:
-    return [brokers.check_kind(name) for name in names] or list(BROKER_KINDS)
+    return [check_kind(name) for name in names] or list(BROKER_KINDS)
 
 
 def describe(info: BrokerInfo) -> str:
@@ -42,11 +43,10 @@ def describe(info: BrokerInfo) -> str:
 def _brokers_up(kinds: list[BrokerKind]) -> int:
     for kind in kinds:
         print(f"starting {kind} ...", flush=True)
-        info = _local.acquire(brokers.recipe(kind), pinned=True)
+        info = _local.acquire(driver(kind).recipe(), pinned=True)
         print(describe(info))
-    print(
-        f"stop them with: harness brokers down; or export {' and '.join(brokers.URL_ENV.values())}"
-    )
+    names = " and ".join(driver(kind).url_env for kind in kinds)
+    print(f"stop them with: harness brokers down; or export {names}")
     return EXIT_OK
 
 
@@ -105,7 +105,7 @@ def _print_example(example: Example) -> None:
 
 def _fuzz(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
-    url = args.kafka_bootstrap if flow.broker == "kafka" else args.amqp_url
+    url = broker_url(args, flow.broker)
     faults: bool | list[str] = False
     if args.faults:
         faults = True if args.faults == "all" else args.faults.split(",")
@@ -163,6 +163,25 @@ def fuzz_json(report: FuzzReport) -> dict[str, object]:
     }
 
 
+def add_broker_url_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per broker kind naming an existing broker (``--kafka-bootstrap``...)."""
+    for each in drivers():
+        parser.add_argument(
+            each.url_option,
+            default=None,
+            metavar=each.url_metavar,
+            help=f"use this {each.title} broker (e.g. {each.url_example}) instead of starting"
+            f" one (env {each.url_env})",
+        )
+
+
+def broker_url(args: argparse.Namespace, kind: BrokerKind) -> str | None:
+    """The URL given with ``kind``'s option of :func:`add_broker_url_arguments`, if any."""
+    dest = driver(kind).url_option.lstrip("-").replace("-", "_")
+    url: str | None = getattr(args, dest, None)
+    return url
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
@@ -177,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "show which local brokers run, with their URLs"),
     ):
         sub = actions.add_parser(action, help=help_text)
-        sub.add_argument("kinds", nargs="*", metavar="KIND", help="kafka, rabbitmq (default both)")
+        sub.add_argument(
+            "kinds", nargs="*", metavar="KIND", help=f"{', '.join(BROKER_KINDS)} (default all)"
+        )
 
     fuzz_parser = commands.add_parser(
         "fuzz", help="search for message sequences and faults that break a flow's checks"
@@ -217,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz_parser.add_argument(
         "--verbose", action="store_true", help="show the drivers' and services' logs"
     )
-    fuzz_parser.add_argument("--kafka-bootstrap", default=None, metavar="HOST:PORT")
-    fuzz_parser.add_argument("--amqp-url", default=None, metavar="URL")
+    add_broker_url_arguments(fuzz_parser)
 
     bench_parser = commands.add_parser(
         "bench", help="time a flow's service: throughput, latency percentiles, lag"
@@ -226,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench_parser)
 
     demo = commands.add_parser("demo", help="the main job, on brokers the harness starts itself")
-    demo.add_argument("kinds", nargs="*", metavar="KIND", help="kafka, rabbitmq (default both)")
+    demo.add_argument(
+        "kinds", nargs="*", metavar="KIND", help=f"{', '.join(BROKER_KINDS)} (default all)"
+    )
     return parser
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from harness._checks import Check, Verdict, no_loss
+from harness._drivers import BROKER_KINDS, driver
 from harness._errors import InvalidArgument
 from harness._history import History
-from harness._message import BROKER_KINDS, BrokerKind, Endpoints, Message
+from harness._message import BrokerKind, Endpoints, Message
 from harness._schedule import Step
 
 Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
@@ -59,6 +60,7 @@ class Flow:
             raise InvalidArgument(
                 f"Flow(broker={self.broker!r}) is invalid: use one of {', '.join(BROKER_KINDS)}"
             )
+        broker_driver = driver(self.broker)
         if (
             not isinstance(self.partitions, int)
             or isinstance(self.partitions, bool)
@@ -67,10 +69,7 @@ class Flow:
             raise InvalidArgument(
                 f"partitions={self.partitions!r} is invalid: a topic needs at least one partition"
             )
-        if self.broker == "rabbitmq" and self.partitions != 1:
-            raise InvalidArgument(
-                f"partitions={self.partitions} is invalid for RabbitMQ: queues have no partitions"
-            )
+        broker_driver.check_flow(partitions=self.partitions)
         for name in ("settle", "quiet", "start_timeout", "stop_timeout", "timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -9,14 +9,13 @@ instance and a crash cuts only that instance's connections.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import re
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from harness._broker import BrokerInfo
+from harness._drivers import BrokerDriver, ProxyAddress, driver
 from harness._errors import BrokerError, BrokerUnavailable, InvalidArgument, ServiceError
 from harness._flow import Flow
 from harness._history import History, Kind
@@ -24,9 +23,6 @@ from harness._message import Endpoints
 from harness._probes import Recorder, current_recorder
 from harness._proxy import FaultProxy
 from harness._redact import redact_url
-
-if TYPE_CHECKING:
-    from brokers.rabbitmq import RabbitAdapter
 
 State = Literal["running", "crashed", "stopped"]
 
@@ -45,51 +41,11 @@ class Instance:
         return f"sut{self.number}"
 
 
-def proxy_addresses(info: BrokerInfo) -> list[tuple[int, str, int]]:
-    """(listen port, upstream host, upstream port) of each proxy the broker allows.
-
-    Kafka needs listeners advertised at the proxies (``proxyN.advertised`` in
-    the broker's extra, from a broker the harness started); a RabbitMQ proxy
-    can listen anywhere, so it allows as many as wanted.
-    """
-    if info.kind == "kafka":
-        found = []
-        for n in range(16):
-            listen, advertised = (
-                info.extra.get(f"proxy{n}.listen"),
-                info.extra.get(f"proxy{n}.advertised"),
-            )
-            if not (listen and advertised):
-                break
-            host, _, port = listen.rpartition(":")
-            found.append((int(advertised.rpartition(":")[2]), host, int(port)))
-        return found
-    match = re.match(r"^amqps?://(?:[^@/]*@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?", info.url)
-    if match is None:
-        return []
-    from brokers._local import free_port  # a port picker, not a driver
-
-    amqp_port = int(match["port"] or 5672)
-    return [(free_port(), match["host"], amqp_port) for _ in range(8)]
-
-
-def _through(endpoints: Endpoints, info: BrokerInfo, listen_port: int) -> Endpoints:
-    if info.kind == "kafka":
-        return dataclasses.replace(endpoints, bootstrap_servers=f"127.0.0.1:{listen_port}")
-    url = re.sub(
-        r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{listen_port}", info.url
-    )
-    return dataclasses.replace(endpoints, amqp_url=url)
-
-
 def check_broker_restartable(info: BrokerInfo) -> None:
     """Raise InvalidArgument with the fix unless ``info`` is a broker a restart fault can hit."""
     if info.provider != "local":
-        option = (
-            "--kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
-            if info.kind == "kafka"
-            else "--amqp-url / HARNESS_AMQP_URL"
-        )
+        chosen = driver(info.kind)
+        option = f"{chosen.url_option} / {chosen.url_env}"
         raise InvalidArgument(
             f"broker restart faults need a broker the harness started itself, and"
             f" {redact_url(info.url)} is provider={info.provider!r}: let the harness start"
@@ -139,10 +95,12 @@ class Instances:
     proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
-    _free_proxies: list[tuple[int, str, int]] = field(default_factory=list)
+    _free_proxies: list[ProxyAddress] = field(default_factory=list)
+    _driver: BrokerDriver = field(init=False)
 
     def __post_init__(self) -> None:
-        self._free_proxies = proxy_addresses(self.info) if self.proxied else []
+        self._driver = driver(self.info.kind)
+        self._free_proxies = self._driver.proxy_addresses(self.info) if self.proxied else []
 
     async def add(self) -> Instance:
         """Start one more instance."""
@@ -160,7 +118,7 @@ class Instances:
                 self.history.record(Kind.NOTE, "harness", detail=f"no fault proxy: {exc}")
             else:
                 proxy = candidate
-                endpoints = _through(self.endpoints, self.info, listen)
+                endpoints = self._driver.through_proxy(self.endpoints, self.info, listen)
         instance = Instance(number, endpoints, proxy)
         self.instances.append(instance)
         await self.start(instance)
@@ -292,12 +250,12 @@ class Instances:
         Bounded by ``deadline`` (time.monotonic), the run's. The services are
         left to reconnect by themselves, as they would in production.
 
-        RabbitMQ: the harness's taps read the firehose, whose queue dies with
-        the broker, so the running instances are held off the broker (their
+        Where the driver says so (its taps live on the broker, like RabbitMQ's
+        firehose queue), the running instances are held off the broker (their
         proxies cut and refusing) from before the stop until the harness's
-        adapters have reconnected, resumed the firehose and reported what it
-        missed; only then may the services reconnect. Kafka's taps read the
-        log and miss nothing: its instances are not held.
+        own clients have reconnected and reported what their taps missed; only
+        then may the services reconnect. Taps that read a log (Kafka's) miss
+        nothing: there the instances are not held.
         """
         check_broker_restartable(self.info)
         how = "hard" if hard else "graceful"
@@ -309,20 +267,18 @@ class Instances:
             )
         from brokers import restart_local  # the broker side, loaded only when used
 
-        adapters: list[RabbitAdapter] = []
-        held: list[tuple[Instance, FaultProxy]] = []
-        if self.info.kind == "rabbitmq":
-            from brokers.rabbitmq import open_adapters
-
-            adapters = open_adapters(self.info)
-            held = [
+        around = self._driver.broker_restart(self.info)
+        held = (
+            [
                 (instance, self._needs_proxy(instance, "BrokerRestart"))
                 for instance in self.instances
                 if instance.state == "running"
             ]
+            if around.holds_services
+            else []
+        )
         self.history.record(Kind.FAULT, "harness", lane="broker", detail=f"broker restart ({how})")
-        for adapter in adapters:
-            await adapter.prepare_for_restart()
+        await around.before()
         for _, proxy in held:
             proxy.hold()
         report = await asyncio.to_thread(
@@ -339,9 +295,9 @@ class Instances:
                 + ")"
             ),
         )
-        if not held and not adapters:
+        if not around.holds_services:
             return
-        reconciled = [found for adapter in adapters for found in await adapter.reconnect()]
+        missed = await around.after()
         for instance, proxy in held:
             if instance.state == "running":  # a crashed one stays cut off
                 proxy.release()
@@ -350,7 +306,7 @@ class Instances:
             "harness",
             lane="broker",
             detail="taps reconnected, services let through; "
-            + ("; ".join(map(str, reconciled)) or "no tapped queue to reconcile"),
+            + ("; ".join(missed) or "no tapped queue to reconcile"),
         )
 
     def latency(self, instance: Instance, ms: float) -> None:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import NamedTuple, Self
 
 from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec
+from harness._drivers import driver
 from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from harness._message import Endpoints
 
@@ -31,17 +32,7 @@ class Fresh(NamedTuple):
 
 
 def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
-    prefix = f"h-{run_id}"
-    return Endpoints(
-        kind=info.kind,
-        input=f"{prefix}-in",
-        output=f"{prefix}-out",
-        dead_letter=f"{prefix}-dlq",
-        bootstrap_servers=info.url if info.kind == "kafka" else None,
-        amqp_url=info.url if info.kind == "rabbitmq" else None,
-        group_id=f"{prefix}-group" if info.kind == "kafka" else None,
-        kafka_options=info.client_options if info.kind == "kafka" else {},
-    )
+    return driver(info.kind).endpoints(info, prefix=f"h-{run_id}")
 
 
 def destination_specs(endpoints: Endpoints, partitions: int) -> list[DestinationSpec]:

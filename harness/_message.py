@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
+from harness._drivers import BROKER_KINDS, check_kind, driver
 from harness._errors import InvalidArgument
 from harness._redact import redact_options, redact_url
 
-BrokerKind = Literal["kafka", "rabbitmq"]
-BROKER_KINDS: tuple[BrokerKind, ...] = ("kafka", "rabbitmq")
+#: A broker kind: a key of the driver registry (see harness._drivers).
+BrokerKind = str
 
 #: Header stamped on every input message the harness publishes; services that
 #: copy headers to their outputs are correlated through it automatically.
@@ -96,7 +96,4 @@ class Endpoints:
     def __post_init__(self) -> None:
         if self.kind not in BROKER_KINDS:
             raise InvalidArgument(f"kind={self.kind!r} is invalid: use one of {BROKER_KINDS}")
-        if self.kind == "kafka" and not self.bootstrap_servers:
-            raise InvalidArgument("kind='kafka' needs bootstrap_servers='host:port'")
-        if self.kind == "rabbitmq" and not self.amqp_url:
-            raise InvalidArgument("kind='rabbitmq' needs amqp_url='amqp://user:pass@host:port/'")
+        driver(check_kind(self.kind)).check_endpoints(self)

@@ -21,6 +21,7 @@ from pathlib import Path
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo, TapRecord
 from harness._checks import Anomaly, Verdict
+from harness._drivers import driver
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow, RunResult
 from harness._history import History, Kind
@@ -333,7 +334,7 @@ async def _tap_destinations(
     stack: AsyncExitStack,
 ) -> None:
     taps = [(endpoints.output, Kind.OUTPUT), (endpoints.dead_letter, Kind.DEAD_LETTERED)]
-    if endpoints.kind == "rabbitmq":  # the firehose shows the broker's own deliveries
+    if driver(endpoints.kind).taps_deliveries:
         taps.append((endpoints.input, Kind.DELIVERED))
     for name, kind in taps:
         await stack.enter_async_context(

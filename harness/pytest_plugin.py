@@ -15,40 +15,37 @@ import pytest
 
 import brokers
 from harness._broker import BrokerInfo
+from harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
 from harness._flow import Flow, RunResult
 from harness._message import BrokerKind, Message
 
 _MARKERS = {
-    "kafka": "the test needs a Kafka broker (the kafka_broker fixture)",
-    "rabbitmq": "the test needs a RabbitMQ broker (the rabbitmq_broker fixture)",
+    **{
+        kind: f"the test needs a {driver(kind).title} broker (the {kind}_broker fixture)"
+        for kind in BROKER_KINDS
+    },
     "docker": "the test needs a Docker engine (testcontainers); it skips when none answers",
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "message-flow harness: which brokers to test against")
-    group.addoption(
-        "--kafka-bootstrap",
-        default=None,
-        metavar="HOST:PORT",
-        help="use this Kafka broker instead of starting one (env HARNESS_KAFKA_BOOTSTRAP)",
-    )
-    group.addoption(
-        "--kafka-option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a security setting for the --kafka-bootstrap broker, repeatable: security_protocol,"
-        " sasl_mechanism, sasl_username, sasl_password, ssl_cafile, ssl_certfile, ssl_keyfile,"
-        " ssl_password, ssl_check_hostname (env HARNESS_KAFKA_<NAME>; prefer the environment"
-        " for passwords)",
-    )
-    group.addoption(
-        "--amqp-url",
-        default=None,
-        metavar="URL",
-        help="use this RabbitMQ broker instead of starting one (env HARNESS_AMQP_URL)",
-    )
+    for each in drivers():
+        group.addoption(
+            each.url_option,
+            default=None,
+            metavar=each.url_metavar,
+            help=f"use this {each.title} broker (e.g. {each.url_example}) instead of starting"
+            f" one (env {each.url_env})",
+        )
+        if each.settings_option is not None:
+            group.addoption(
+                each.settings_option,
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help=each.settings_help,
+            )
     group.addoption(
         "--broker-provider",
         default="auto",
@@ -60,11 +57,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _settings(config: pytest.Config, chosen: BrokerDriver) -> dict[str, str] | None:
+    if chosen.settings_option is None:
+        return None
+    return chosen.parse_settings(config.getoption(chosen.settings_option) or [])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in _MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     try:
-        brokers.parse_kafka_settings(config.getoption("--kafka-option") or [])
+        for each in drivers():
+            _settings(config, each)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from exc
     provider = config.getoption("--broker-provider")
@@ -75,27 +79,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _provide(request: pytest.FixtureRequest, kind: BrokerKind) -> Iterator[BrokerInfo]:
-    option = brokers.URL_OPTION[kind]
-    settings = brokers.parse_kafka_settings(request.config.getoption("--kafka-option") or [])
+    chosen = driver(kind)
     with brokers.provision(
         kind,
-        url=request.config.getoption(option),
+        url=request.config.getoption(chosen.url_option),
         provider=request.config.getoption("--broker-provider"),
-        kafka_settings=settings if kind == "kafka" else None,
+        settings=_settings(request.config, chosen),
     ) as info:
         yield info
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
-    """A running Kafka broker for the whole session (given by URL, or started locally)."""
-    yield from _provide(request, "kafka")
+def _broker_fixture(kind: BrokerKind) -> object:
+    def provide(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
+        yield from _provide(request, kind)
+
+    provide.__doc__ = (
+        f"A running {driver(kind).title} broker for the whole session"
+        " (given by URL, or started locally)."
+    )
+    return pytest.fixture(scope="session", name=f"{kind}_broker")(provide)
 
 
-@pytest.fixture(scope="session")
-def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
-    """A running RabbitMQ broker for the whole session (given by URL, or started locally)."""
-    yield from _provide(request, "rabbitmq")
+# One session fixture per broker kind: ``kafka_broker``, ``rabbitmq_broker``...
+for _kind in BROKER_KINDS:
+    globals()[f"{_kind}_broker"] = _broker_fixture(_kind)
 
 
 class FlowCheck:

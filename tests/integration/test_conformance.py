@@ -25,6 +25,7 @@ from harness import (
     TapRecord,
     eventually,
 )
+from harness._drivers import driver
 
 pytestmark = pytest.mark.asyncio
 
@@ -220,5 +221,5 @@ async def test_unreachable_broker_fails_fast_with_the_fix(any_broker: BrokerInfo
         async with brokers.adapter(info, timeout=3.0):
             pass
     assert time.monotonic() - started < 10.0
-    assert brokers.URL_ENV[any_broker.kind] in str(caught.value)
+    assert driver(any_broker.kind).url_env in str(caught.value)
     assert "pw" not in str(caught.value)

@@ -12,7 +12,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from brokers import kafka_probes, rabbitmq_probes
+from brokers.kafka import _probes as kafka_probes
+from brokers.rabbitmq import _probes as rabbitmq_probes
 from harness._history import Event, History, Kind
 from harness._probes import Recorder, current_recorder
 

@@ -10,6 +10,7 @@ import pytest
 
 import brokers
 from brokers._tls import Pki, make_pki
+from brokers.kafka._settings import kafka_client_options, parse_kafka_settings
 from brokers.rabbitmq import management_url
 from harness import BrokerInfo, Endpoints, InvalidArgument
 from harness._redact import redact_options
@@ -21,11 +22,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def test_no_settings_means_plaintext() -> None:
-    assert brokers.kafka_client_options({}) == {}
+    assert kafka_client_options({}) == {}
 
 
 def test_sasl_ssl_settings_become_aiokafka_arguments(pki: Pki) -> None:
-    options = brokers.kafka_client_options(
+    options = kafka_client_options(
         {
             "security_protocol": "sasl_ssl",
             "sasl_mechanism": "scram-sha-512",
@@ -68,25 +69,25 @@ def test_sasl_ssl_settings_become_aiokafka_arguments(pki: Pki) -> None:
 )
 def test_settings_that_do_not_fit_name_the_fix(settings: dict[str, str], names: str) -> None:
     with pytest.raises(InvalidArgument, match=names):
-        brokers.kafka_client_options(settings)
+        kafka_client_options(settings)
 
 
 def test_a_ca_file_that_is_no_certificate_is_named(tmp_path: Path) -> None:
     junk = tmp_path / "ca.pem"
     junk.write_text("not a certificate")
     with pytest.raises(InvalidArgument, match="ssl_cafile"):
-        brokers.kafka_client_options({"security_protocol": "SSL", "ssl_cafile": str(junk)})
+        kafka_client_options({"security_protocol": "SSL", "ssl_cafile": str(junk)})
 
 
 def test_option_values_parse_and_bad_ones_hide_secrets() -> None:
-    assert brokers.parse_kafka_settings(["security_protocol=SSL", "ssl-cafile = /ca.pem"]) == {
+    assert parse_kafka_settings(["security_protocol=SSL", "ssl-cafile = /ca.pem"]) == {
         "security_protocol": "SSL",
         "ssl_cafile": "/ca.pem",
     }
     with pytest.raises(InvalidArgument, match="NAME=VALUE"):
-        brokers.parse_kafka_settings(["security_protocol"])
+        parse_kafka_settings(["security_protocol"])
     with pytest.raises(InvalidArgument) as caught:
-        brokers.parse_kafka_settings(["sasl_passwrd_typo=hunter2"])
+        parse_kafka_settings(["sasl_passwrd_typo=hunter2"])
     assert "hunter2" not in str(caught.value)
 
 
@@ -97,9 +98,7 @@ def test_environment_settings_reach_broker_info_and_are_masked(
     monkeypatch.setenv("HARNESS_KAFKA_SASL_USERNAME", "alice")
     monkeypatch.setenv("HARNESS_KAFKA_SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("HARNESS_KAFKA_SSL_CAFILE", str(pki.ca))
-    info = brokers.info_from_url(
-        "kafka", "10.0.0.5:9093", kafka_settings={"sasl_mechanism": "PLAIN"}
-    )
+    info = brokers.info_from_url("kafka", "10.0.0.5:9093", settings={"sasl_mechanism": "PLAIN"})
     assert info.client_options["sasl_plain_password"] == "hunter2"
     assert info.client_options["sasl_mechanism"] == "PLAIN"
     assert "hunter2" not in repr(info)
@@ -119,11 +118,11 @@ def test_environment_settings_reach_broker_info_and_are_masked(
 def test_kafka_options_are_for_a_broker_given_by_url() -> None:
     with (
         pytest.raises(InvalidArgument, match="--kafka-bootstrap"),
-        brokers.provision("kafka", provider="local", kafka_settings={"security_protocol": "SSL"}),
+        brokers.provision("kafka", provider="local", settings={"security_protocol": "SSL"}),
     ):
         pass
     with pytest.raises(InvalidArgument, match="Kafka only"):
-        brokers.info_from_url("rabbitmq", "amqp://h/", kafka_settings={"security_protocol": "SSL"})
+        brokers.info_from_url("rabbitmq", "amqp://h/", settings={"security_protocol": "SSL"})
 
 
 def test_amqps_urls_pass_through_and_are_checked(pki: Pki) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 import brokers
 from harness import Endpoints, Flow, InvalidArgument, Message, checks, fuzz
+from harness._drivers import check_kind
 from harness._redact import redact_url
 
 
@@ -76,13 +77,13 @@ def test_endpoints_need_the_address_of_their_broker() -> None:
 )
 def test_broker_urls_of_the_wrong_shape_are_rejected(kind: str, url: str, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match) as caught:
-        brokers.info_from_url(brokers.check_kind(kind), url)
+        brokers.info_from_url(check_kind(kind), url)
     assert "secret" not in str(caught.value)
 
 
 def test_unknown_broker_kind_and_provider_are_rejected() -> None:
     with pytest.raises(InvalidArgument, match="broker='kafak' is invalid"):
-        brokers.check_kind("kafak")
+        check_kind("kafak")
     with (
         pytest.raises(InvalidArgument, match="provider='cloud' is invalid"),
         brokers.provision("kafka", provider="cloud"),  # type: ignore[arg-type]

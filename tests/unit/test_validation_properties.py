@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import brokers
-from brokers.kafka import _check_topic_name
-from brokers.rabbitmq import _validate_queue_name
+from brokers.kafka._adapter import _check_topic_name
+from brokers.rabbitmq._adapter import _validate_queue_name
 from harness import BrokerInfo, Endpoints, Flow, InvalidArgument, Message, checks
 from harness._cli import main
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 import brokers
 from brokers._tls import make_pki
 from brokers.kafka import KafkaAdapter, secure_info, secure_settings
+from brokers.kafka._settings import KAFKA_SETTINGS, kafka_client_options
 from harness import (
     BrokerInfo,
     BrokerUnavailable,
@@ -55,7 +56,7 @@ def _secure(info: BrokerInfo, **changes: str) -> BrokerInfo:
         kind="kafka",
         url=info.extra["sasl_ssl"],
         provider="url",
-        client_options=brokers.kafka_client_options({**settings, **changes}),
+        client_options=kafka_client_options({**settings, **changes}),
     )
 
 
@@ -98,7 +99,7 @@ async def test_environment_and_provision_carry_the_settings(
     settings = secure_settings(tls_kafka)
     assert settings is not None
     for name, value in settings.items():
-        monkeypatch.setenv(brokers.KAFKA_SETTINGS[name], value)
+        monkeypatch.setenv(KAFKA_SETTINGS[name], value)
     with brokers.provision("kafka", url=tls_kafka.extra["sasl_ssl"], provider="url") as info:
         assert info.client_options["sasl_mechanism"] == "PLAIN"
         assert settings["sasl_password"] not in repr(info)

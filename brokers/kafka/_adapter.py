@@ -44,10 +44,10 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from brokers import kafka_client_options
 from brokers._local import LaunchPlan, cache_dir, free_port
 from brokers._tls import make_pki, openssl_available
-from brokers.kafka_probes import finish_broken_stop
+from brokers.kafka._probes import finish_broken_stop
+from brokers.kafka._settings import kafka_client_options
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,

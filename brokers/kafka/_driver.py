@@ -1,0 +1,119 @@
+"""The Kafka driver: what the core asks of a Kafka broker, each answer loaded when asked."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from brokers.kafka import _settings
+from harness._drivers import BrokerDriver, ProxyAddress
+from harness._errors import InvalidArgument
+from harness._message import Endpoints
+
+if TYPE_CHECKING:
+    from brokers._local import LocalRecipe
+    from harness._broker import BrokerAdapter, BrokerInfo
+
+#: How many fault proxies a broker the harness started advertises listeners for, at most.
+_MAX_PROXIES = 16
+
+
+class KafkaDriver(BrokerDriver):
+    kind = "kafka"
+    title = "Kafka"
+    url_env = _settings.URL_ENV
+    url_option = _settings.URL_OPTION
+    url_example = "127.0.0.1:9092"
+    url_metavar = "HOST:PORT"
+    settings_option = _settings.KAFKA_OPTION
+    settings_help = (
+        "a security setting for the --kafka-bootstrap broker, repeatable: "
+        + ", ".join(_settings.KAFKA_SETTINGS)
+        + " (env HARNESS_KAFKA_<NAME>; prefer the environment for passwords)"
+    )
+
+    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
+        return Endpoints(
+            kind=self.kind,
+            input=f"{prefix}-in",
+            output=f"{prefix}-out",
+            dead_letter=f"{prefix}-dlq",
+            bootstrap_servers=info.url,
+            group_id=f"{prefix}-group",
+            kafka_options=info.client_options,
+        )
+
+    def check_endpoints(self, endpoints: Endpoints) -> None:
+        if not endpoints.bootstrap_servers:
+            raise InvalidArgument("kind='kafka' needs bootstrap_servers='host:port'")
+
+    def info_from_url(self, url: str, *, settings: Mapping[str, str] | None = None) -> BrokerInfo:
+        return _settings.info_from_url(url, settings=settings)
+
+    def parse_settings(self, items: Sequence[str]) -> dict[str, str]:
+        return _settings.parse_kafka_settings(items)
+
+    def recipe(self) -> LocalRecipe:
+        from brokers.kafka._adapter import KafkaRecipe
+
+        return KafkaRecipe()
+
+    def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
+        from brokers.kafka._adapter import start_container
+
+        return start_container()
+
+    def adapter(self, info: BrokerInfo, *, timeout: float = 10.0) -> BrokerAdapter:
+        from brokers.kafka._adapter import KafkaAdapter
+
+        return KafkaAdapter(info, timeout=timeout)
+
+    def install_client_probes(self) -> None:
+        from brokers.kafka import _probes
+
+        _probes.install()
+
+    def uninstall_client_probes(self) -> None:
+        from brokers.kafka import _probes
+
+        _probes.uninstall()
+
+    def detach_randomness(self) -> None:
+        # aiokafka picks nodes and shuffles fetches with the global ``random``.
+        import aiokafka.client
+        import aiokafka.conn
+        import aiokafka.consumer.fetcher
+        import aiokafka.partitioner
+
+        private = random.Random()
+        for module in (
+            aiokafka.client,
+            aiokafka.conn,
+            aiokafka.consumer.fetcher,
+            aiokafka.partitioner,
+        ):
+            if getattr(module, "random", None) is random:
+                module.random = private
+
+    async def close_leftover(self, client: object) -> bool:
+        from brokers.kafka import _probes
+
+        return await _probes.close_leftover(client)
+
+    def proxy_addresses(self, info: BrokerInfo) -> list[ProxyAddress]:
+        # Clients connect to the *advertised* listeners: a proxy works only where
+        # the broker advertises a listener at it (brokers the harness started).
+        found = []
+        for n in range(_MAX_PROXIES):
+            listen = info.extra.get(f"proxy{n}.listen")
+            advertised = info.extra.get(f"proxy{n}.advertised")
+            if not (listen and advertised):
+                break
+            host, _, port = listen.rpartition(":")
+            found.append((int(advertised.rpartition(":")[2]), host, int(port)))
+        return found
+
+    def through_proxy(self, endpoints: Endpoints, info: BrokerInfo, port: int) -> Endpoints:
+        return dataclasses.replace(endpoints, bootstrap_servers=f"127.0.0.1:{port}")

@@ -1,0 +1,27 @@
+"""RabbitMQ: the driver, and the adapter, firehose tap, local node and container behind it.
+
+Importing this package imports no aio-pika: the driver loads what it needs
+when asked, and the public names below are loaded on first use.
+"""
+
+from brokers._lazy import lazy_exports
+from brokers.rabbitmq._driver import RabbitDriver
+
+driver = RabbitDriver()
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "DEAD_LETTER_EXCHANGE": "brokers.rabbitmq._adapter",
+    "KEY_HEADER": "brokers.rabbitmq._adapter",
+    "RabbitAdapter": "brokers.rabbitmq._adapter",
+    "RabbitRecipe": "brokers.rabbitmq._adapter",
+    "Reconciled": "brokers.rabbitmq._adapter",
+    "ctl_env": "brokers.rabbitmq._adapter",
+    "management_url": "brokers.rabbitmq._adapter",
+    "open_adapters": "brokers.rabbitmq._adapter",
+    "rabbitmqctl": "brokers.rabbitmq._adapter",
+    "secure_url": "brokers.rabbitmq._adapter",
+    "start_container": "brokers.rabbitmq._adapter",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ("RabbitDriver", "driver", *_EXPORTS)

@@ -1,0 +1,170 @@
+"""The RabbitMQ driver: what the core asks of a RabbitMQ broker, each answer loaded when asked."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+from brokers._local import free_port
+from harness._broker import BrokerInfo
+from harness._drivers import BrokerDriver, BrokerRestart, ProxyAddress
+from harness._errors import InvalidArgument
+from harness._message import Endpoints
+from harness._redact import redact_url
+
+if TYPE_CHECKING:
+    from brokers._local import LocalRecipe
+    from brokers.rabbitmq._adapter import RabbitAdapter
+    from harness._broker import BrokerAdapter
+
+URL_ENV = "HARNESS_AMQP_URL"
+URL_OPTION = "--amqp-url"
+#: Query options of an amqps:// URL that name files (aiormq reads them).
+_AMQP_FILE_OPTIONS = ("cafile", "capath", "certfile", "keyfile")
+_AMQP_TLS_OPTIONS = (*_AMQP_FILE_OPTIONS, "cadata", "no_verify_ssl")
+_HOST_AND_PORT = re.compile(r"^amqps?://(?:[^@/]*@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?")
+#: A RabbitMQ proxy can listen anywhere: this many per run is plenty for its instances.
+_PROXIES = 8
+
+
+class _RabbitRestart(BrokerRestart):
+    """The firehose queue the taps read dies with the broker.
+
+    So the services are held off the broker until the harness's adapters have
+    reconnected, resumed the firehose and reported what it missed.
+    """
+
+    holds_services: ClassVar[bool] = True
+
+    def __init__(self, adapters: list[RabbitAdapter]) -> None:
+        self._adapters = adapters
+
+    async def before(self) -> None:
+        for adapter in self._adapters:
+            await adapter.prepare_for_restart()
+
+    async def after(self) -> list[str]:
+        return [str(found) for adapter in self._adapters for found in await adapter.reconnect()]
+
+
+class RabbitDriver(BrokerDriver):
+    kind = "rabbitmq"
+    title = "RabbitMQ"
+    url_env = URL_ENV
+    url_option = URL_OPTION
+    url_example = "amqp://guest:guest@127.0.0.1:5672/"
+    taps_deliveries = True
+
+    def check_flow(self, *, partitions: int) -> None:
+        if partitions != 1:
+            raise InvalidArgument(
+                f"partitions={partitions} is invalid for RabbitMQ: queues have no partitions"
+            )
+
+    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
+        return Endpoints(
+            kind=self.kind,
+            input=f"{prefix}-in",
+            output=f"{prefix}-out",
+            dead_letter=f"{prefix}-dlq",
+            amqp_url=info.url,
+        )
+
+    def check_endpoints(self, endpoints: Endpoints) -> None:
+        if not endpoints.amqp_url:
+            raise InvalidArgument("kind='rabbitmq' needs amqp_url='amqp://user:pass@host:port/'")
+
+    def info_from_url(self, url: str, *, settings: Mapping[str, str] | None = None) -> BrokerInfo:
+        """An AMQP URL carries its own TLS settings (``amqps://...?cafile=...``)."""
+        if settings:
+            raise InvalidArgument(
+                "--kafka-option applies to Kafka only: give RabbitMQ's TLS settings in the URL"
+                " (amqps://user:pass@host:5671/vhost?cafile=/path/ca.pem)"
+            )
+        url = url.strip()
+        if not re.match(r"^amqps?://[^/]+", url):
+            raise InvalidArgument(
+                f"{URL_OPTION}={redact_url(url)!r} is invalid:"
+                " give amqp://user:password@host:port/vhost (or amqps://)"
+            )
+        _check_tls_options(url)
+        return BrokerInfo(kind=self.kind, url=url, provider="url")
+
+    def recipe(self) -> LocalRecipe:
+        from brokers.rabbitmq._adapter import RabbitRecipe
+
+        return RabbitRecipe()
+
+    def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
+        from brokers.rabbitmq._adapter import start_container
+
+        return start_container()
+
+    def adapter(self, info: BrokerInfo, *, timeout: float = 10.0) -> BrokerAdapter:
+        from brokers.rabbitmq._adapter import RabbitAdapter
+
+        return RabbitAdapter(info, timeout=timeout)
+
+    def install_client_probes(self) -> None:
+        from brokers.rabbitmq import _probes
+
+        _probes.install()
+
+    def uninstall_client_probes(self) -> None:
+        from brokers.rabbitmq import _probes
+
+        _probes.uninstall()
+
+    def detach_randomness(self) -> None:
+        # aiormq draws consumer tags and message ids from the global ``random``.
+        import aiormq.channel
+
+        if getattr(aiormq.channel, "getrandbits", None) is random.getrandbits:
+            aiormq.channel.getrandbits = random.Random().getrandbits  # type: ignore[attr-defined]
+
+    async def close_leftover(self, client: object) -> bool:
+        from brokers.rabbitmq import _probes
+
+        return await _probes.close_leftover(client)
+
+    def proxy_addresses(self, info: BrokerInfo) -> list[ProxyAddress]:
+        match = _HOST_AND_PORT.match(info.url)
+        if match is None:
+            return []
+        amqp_port = int(match["port"] or 5672)
+        return [(free_port(), match["host"], amqp_port) for _ in range(_PROXIES)]
+
+    def through_proxy(self, endpoints: Endpoints, info: BrokerInfo, port: int) -> Endpoints:
+        url = re.sub(
+            r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{port}", info.url
+        )
+        return dataclasses.replace(endpoints, amqp_url=url)
+
+    def broker_restart(self, info: BrokerInfo) -> BrokerRestart:
+        from brokers.rabbitmq._adapter import open_adapters
+
+        return _RabbitRestart(open_adapters(info))
+
+
+def _check_tls_options(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    tls_options = [name for name in _AMQP_TLS_OPTIONS if name in query]
+    if parts.scheme == "amqp" and tls_options:
+        raise InvalidArgument(
+            f"{URL_OPTION}={redact_url(url)!r}: {tls_options[0]} only applies to TLS:"
+            " use amqps:// (and the broker's TLS port, usually 5671)"
+        )
+    for name in _AMQP_FILE_OPTIONS:
+        for path in query.get(name, []):
+            exists = os.path.isdir(path) if name == "capath" else os.path.isfile(path)
+            if not exists:
+                raise InvalidArgument(
+                    f"{URL_OPTION}={redact_url(url)!r}: {name}={path!r} does not"
+                    " exist: give the path of a PEM file readable here"
+                )

@@ -1,0 +1,164 @@
+"""One driver per broker kind, found by name: everything kind-specific sits behind it.
+
+The core asks :func:`driver` for the kind a flow names and never compares a
+kind string itself. A driver module (``brokers.<kind>``) exposes ``driver``,
+an instance of :class:`BrokerDriver`, and imports no client library until a
+method needs it, so looking a driver up costs nothing. A new broker is one
+new folder under ``brokers/`` and one line in :data:`DRIVER_MODULES`.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from harness._errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from brokers._local import LocalRecipe
+    from harness._broker import BrokerAdapter, BrokerInfo
+    from harness._message import Endpoints
+
+#: The registry: broker kind -> the module whose ``driver`` serves it.
+DRIVER_MODULES: Mapping[str, str] = {
+    "kafka": "brokers.kafka",
+    "rabbitmq": "brokers.rabbitmq",
+}
+BROKER_KINDS: tuple[str, ...] = tuple(DRIVER_MODULES)
+
+#: (listen port, upstream host, upstream port) of one fault proxy.
+ProxyAddress = tuple[int, str, int]
+
+
+class BrokerRestart:
+    """What a broker kind needs around a restart of a broker the harness started.
+
+    The core stops and starts the broker; the driver says whether the running
+    services must be held off it until :meth:`after` returns (a tap that lives
+    on the broker must be back first, or it misses what they do meanwhile).
+    """
+
+    #: Hold the services' connections (their proxies) from before the stop until after.
+    holds_services: ClassVar[bool] = False
+
+    async def before(self) -> None:
+        """Prepare the harness's own clients for the broker going away."""
+
+    async def after(self) -> list[str]:
+        """Reconnect the harness's own clients; what they missed, one line each."""
+        return []
+
+
+class BrokerDriver(abc.ABC):
+    """Everything the core needs to know about one kind of broker."""
+
+    #: The name flows use (``Flow(broker=...)``) and the registry's key.
+    kind: ClassVar[str]
+    #: The broker's name in sentences ("Kafka").
+    title: ClassVar[str]
+    #: The environment variable and the pytest/CLI option naming an existing broker.
+    url_env: ClassVar[str]
+    url_option: ClassVar[str]
+    #: What a URL of this kind looks like, for help texts and error messages.
+    url_example: ClassVar[str]
+    url_metavar: ClassVar[str] = "URL"
+    #: The option for driver settings (security) of a broker given by URL, if any, and its help.
+    settings_option: ClassVar[str | None] = None
+    settings_help: ClassVar[str] = ""
+
+    #: The broker itself reports deliveries to consumers (RabbitMQ's firehose):
+    #: a run then taps its input for them too, seeing what no client probe sees.
+    taps_deliveries: ClassVar[bool] = False
+
+    # --- flows and endpoints ------------------------------------------------
+
+    def check_flow(self, *, partitions: int) -> None:
+        """Raise InvalidArgument if a flow asks for what this broker cannot do."""
+        return None
+
+    @abc.abstractmethod
+    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
+        """A run's endpoints on ``info``, every name starting with ``prefix``."""
+
+    @abc.abstractmethod
+    def check_endpoints(self, endpoints: Endpoints) -> None:
+        """Raise InvalidArgument if ``endpoints`` lacks what a service of this kind needs."""
+
+    # --- getting a broker ---------------------------------------------------
+
+    @abc.abstractmethod
+    def info_from_url(self, url: str, *, settings: Mapping[str, str] | None = None) -> BrokerInfo:
+        """Describe an existing broker, rejecting a URL or settings of the wrong shape."""
+
+    def parse_settings(self, items: Sequence[str]) -> dict[str, str]:
+        """``NAME=VALUE`` items of :attr:`settings_option` as settings."""
+        if items:
+            raise InvalidArgument(f"{self.title} takes no settings option: drop {items[0]!r}")
+        return {}
+
+    @abc.abstractmethod
+    def recipe(self) -> LocalRecipe:
+        """How to start a broker of this kind as a local process."""
+
+    @abc.abstractmethod
+    def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
+        """A broker in a container (testcontainers) and the function that stops it."""
+
+    # --- talking to it ------------------------------------------------------
+
+    @abc.abstractmethod
+    def adapter(self, info: BrokerInfo, *, timeout: float = 10.0) -> BrokerAdapter:
+        """An unopened adapter: ``async with driver.adapter(info) as a``."""
+
+    # --- the service's own clients -------------------------------------------
+
+    @abc.abstractmethod
+    def install_client_probes(self) -> None:
+        """Patch the client library so runs record what in-process services do (idempotent)."""
+
+    @abc.abstractmethod
+    def uninstall_client_probes(self) -> None:
+        """Undo :meth:`install_client_probes`."""
+
+    @abc.abstractmethod
+    def detach_randomness(self) -> None:
+        """Keep the client library off the global ``random`` generator (idempotent)."""
+
+    @abc.abstractmethod
+    async def close_leftover(self, client: object) -> bool:
+        """Close one client a stopped service left open; whether it was open."""
+
+    # --- faults -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def proxy_addresses(self, info: BrokerInfo) -> list[ProxyAddress]:
+        """The fault proxies ``info`` allows, one per service instance at most."""
+
+    @abc.abstractmethod
+    def through_proxy(self, endpoints: Endpoints, info: BrokerInfo, port: int) -> Endpoints:
+        """``endpoints`` with the broker's address replaced by the proxy on ``port``."""
+
+    def broker_restart(self, info: BrokerInfo) -> BrokerRestart:
+        """What a restart of ``info`` needs around it (by default: nothing)."""
+        return BrokerRestart()
+
+
+def check_kind(kind: object) -> str:
+    """``kind`` if a driver serves it, else InvalidArgument listing the kinds."""
+    if isinstance(kind, str) and kind in DRIVER_MODULES:
+        return kind
+    raise InvalidArgument(f"broker={kind!r} is invalid: use one of {', '.join(BROKER_KINDS)}")
+
+
+def driver(kind: str) -> BrokerDriver:
+    """The driver of ``kind`` (its module is imported on first use, like anyio's backends)."""
+    module = importlib.import_module(DRIVER_MODULES[check_kind(kind)])
+    found: BrokerDriver = module.driver
+    return found
+
+
+def drivers() -> list[BrokerDriver]:
+    """Every registered driver, in registry order."""
+    return [driver(kind) for kind in BROKER_KINDS]
