@@ -1,4 +1,21 @@
-"""Test asynchronous Kafka and RabbitMQ services against real brokers."""
+"""Test asynchronous Kafka and RabbitMQ services against real brokers.
+
+This file pulls together the friendly public API; the work happens in the
+private modules behind it, in layers that import only downwards:
+
+- what flows: ``_message`` (Message, Endpoints), ``_schedule`` (the steps of
+  a run), ``_history`` (the recorded events), ``_checks`` (history -> verdicts);
+- the broker boundary: ``_drivers`` (one BrokerDriver per kind, found by
+  name) and ``_broker`` (the adapter interface); the drivers themselves live
+  in the ``brokers`` package, one folder per kind, and nothing here imports
+  a client library;
+- one run: ``_isolation`` (fresh destinations), ``_instances`` (the service's
+  instances and their faults, through ``_proxy``), ``_probes`` (client-side
+  recording), ``_runner`` (schedule -> history -> verdicts);
+- many runs: the fuzzer (Hypothesis search, then shrinking), ``stateful``,
+  the bench, and ``_report`` (what a person reads);
+- the edges: ``_cli`` (the ``harness`` command) and ``pytest_plugin``.
+"""
 
 from harness import checks, schedule, stateful, strategies
 from harness._bench import BenchResult, bench

@@ -32,7 +32,7 @@ class BrokerInfo:
     ``client_options`` are keyword arguments every Kafka client for this
     broker gets (aiokafka's ``security_protocol``, ``sasl_mechanism``,
     ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``), from
-    ``brokers.kafka_client_options``; the services under test get them as
+    ``brokers.kafka._settings.kafka_client_options``; the services under test get them as
     ``Endpoints.kafka_options``. An AMQP URL carries its TLS settings itself
     (``amqps://...?cafile=...``). The repr masks passwords.
     """
