@@ -1359,8 +1359,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OLD.json",
         help="compare with an earlier --json result; exit 1 if slower",
     )
-    parser.add_argument("--kafka-bootstrap", default=None, metavar="HOST:PORT")
-    parser.add_argument("--amqp-url", default=None, metavar="URL")
+    from harness._cli import add_broker_url_arguments
+
+    add_broker_url_arguments(parser)
     parser.add_argument(
         "--verbose", action="store_true", help="show the drivers' and services' logs"
     )
@@ -1369,13 +1370,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     """``harness bench``: 0 done, 1 inputs without output or significantly slower than
     ``--compare``; a HarnessError (exit 2 in the CLI) for usage and broker errors."""
-    from harness._cli import load_flow
+    from harness._cli import broker_url, load_flow
 
     flow = load_flow(args.flow)
     baseline = BenchResult.load(args.compare) if args.compare else None
-    kafka_bootstrap = getattr(args, "kafka_bootstrap", None)
-    amqp_url = getattr(args, "amqp_url", None)
-    url = kafka_bootstrap if flow.broker == "kafka" else amqp_url
+    url = broker_url(args, flow.broker)
     with brokers.provision(flow.broker, url=url) as info:
         print(f"benching {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
         result = asyncio.run(
