@@ -170,8 +170,7 @@ def add_broker_url_arguments(parser: argparse.ArgumentParser) -> None:
             each.url_option,
             default=None,
             metavar=each.url_metavar,
-            help=f"use this {each.title} broker (e.g. {each.url_example}) instead of starting"
-            f" one (env {each.url_env})",
+            help=each.url_help,
         )
 
 

@@ -86,6 +86,14 @@ class BrokerDriver(abc.ABC):
     def check_endpoints(self, endpoints: Endpoints) -> None:
         """Raise InvalidArgument if ``endpoints`` lacks what a service of this kind needs."""
 
+    @property
+    def url_help(self) -> str:
+        """Help for :attr:`url_option`, in the CLI and in pytest."""
+        return (
+            f"use this {self.title} broker (e.g. {self.url_example}) instead of starting one"
+            f" (env {self.url_env})"
+        )
+
     # --- getting a broker ---------------------------------------------------
 
     @abc.abstractmethod
@@ -114,21 +122,26 @@ class BrokerDriver(abc.ABC):
 
     # --- the service's own clients -------------------------------------------
 
-    @abc.abstractmethod
+    #: The module that probes the client library: its ``install()``, ``uninstall()``
+    #: and ``close_leftover(client) -> bool`` serve the three methods below.
+    probes_module: ClassVar[str]
+
     def install_client_probes(self) -> None:
         """Patch the client library so runs record what in-process services do (idempotent)."""
+        importlib.import_module(self.probes_module).install()
 
-    @abc.abstractmethod
     def uninstall_client_probes(self) -> None:
         """Undo :meth:`install_client_probes`."""
+        importlib.import_module(self.probes_module).uninstall()
+
+    async def close_leftover(self, client: object) -> bool:
+        """Close one client a stopped service left open; whether it was open."""
+        closed: bool = await importlib.import_module(self.probes_module).close_leftover(client)
+        return closed
 
     @abc.abstractmethod
     def detach_randomness(self) -> None:
         """Keep the client library off the global ``random`` generator (idempotent)."""
-
-    @abc.abstractmethod
-    async def close_leftover(self, client: object) -> bool:
-        """Close one client a stopped service left open; whether it was open."""
 
     # --- faults -------------------------------------------------------------
 

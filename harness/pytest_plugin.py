@@ -35,8 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             each.url_option,
             default=None,
             metavar=each.url_metavar,
-            help=f"use this {each.title} broker (e.g. {each.url_example}) instead of starting"
-            f" one (env {each.url_env})",
+            help=each.url_help,
         )
         if each.settings_option is not None:
             group.addoption(

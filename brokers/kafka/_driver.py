@@ -24,6 +24,7 @@ class KafkaDriver(BrokerDriver):
     kind = "kafka"
     title = "Kafka"
     url_env = _settings.URL_ENV
+    probes_module = "brokers.kafka._probes"
     url_option = _settings.URL_OPTION
     url_example = "127.0.0.1:9092"
     url_metavar = "HOST:PORT"
@@ -70,16 +71,6 @@ class KafkaDriver(BrokerDriver):
 
         return KafkaAdapter(info, timeout=timeout)
 
-    def install_client_probes(self) -> None:
-        from brokers.kafka import _probes
-
-        _probes.install()
-
-    def uninstall_client_probes(self) -> None:
-        from brokers.kafka import _probes
-
-        _probes.uninstall()
-
     def detach_randomness(self) -> None:
         # aiokafka picks nodes and shuffles fetches with the global ``random``.
         import aiokafka.client
@@ -96,11 +87,6 @@ class KafkaDriver(BrokerDriver):
         ):
             if getattr(module, "random", None) is random:
                 module.random = private
-
-    async def close_leftover(self, client: object) -> bool:
-        from brokers.kafka import _probes
-
-        return await _probes.close_leftover(client)
 
     def proxy_addresses(self, info: BrokerInfo) -> list[ProxyAddress]:
         # Clients connect to the *advertised* listeners: a proxy works only where

@@ -56,6 +56,7 @@ class RabbitDriver(BrokerDriver):
     kind = "rabbitmq"
     title = "RabbitMQ"
     url_env = URL_ENV
+    probes_module = "brokers.rabbitmq._probes"
     url_option = URL_OPTION
     url_example = "amqp://guest:guest@127.0.0.1:5672/"
     taps_deliveries = True
@@ -110,27 +111,12 @@ class RabbitDriver(BrokerDriver):
 
         return RabbitAdapter(info, timeout=timeout)
 
-    def install_client_probes(self) -> None:
-        from brokers.rabbitmq import _probes
-
-        _probes.install()
-
-    def uninstall_client_probes(self) -> None:
-        from brokers.rabbitmq import _probes
-
-        _probes.uninstall()
-
     def detach_randomness(self) -> None:
         # aiormq draws consumer tags and message ids from the global ``random``.
         import aiormq.channel
 
         if getattr(aiormq.channel, "getrandbits", None) is random.getrandbits:
             aiormq.channel.getrandbits = random.Random().getrandbits  # type: ignore[attr-defined]
-
-    async def close_leftover(self, client: object) -> bool:
-        from brokers.rabbitmq import _probes
-
-        return await _probes.close_leftover(client)
 
     def proxy_addresses(self, info: BrokerInfo) -> list[ProxyAddress]:
         match = _HOST_AND_PORT.match(info.url)
