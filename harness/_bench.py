@@ -60,6 +60,7 @@ from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 import brokers
 from harness._broker import BrokerAdapter, BrokerInfo
+from harness._cli_args import non_negative_int, positive_int, positive_rate
 from harness._errors import HarnessTimeout, InvalidArgument
 from harness._flow import Flow
 from harness._history import History, Kind
@@ -1275,37 +1276,6 @@ def terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 # --- the command: harness bench MODULE:FLOW -------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (shared by every harness command)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give a whole number >= 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give a whole number >= 0")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give messages per second > 0")
-    return value
-
-
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``harness bench`` (what :func:`bench_command` reads)."""
     parser.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myservice.tests:flow")
@@ -1319,7 +1289,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     pacing = parser.add_mutually_exclusive_group()
     pacing.add_argument(
         "--rate",
-        type=_rate,
+        type=positive_rate,
         default=None,
         metavar="R",
         help="publish at R msg/s, open loop (default: as fast as possible)",
@@ -1340,14 +1310,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--warmup",
-        type=_count,
+        type=non_negative_int,
         default=100,
         metavar="N",
         help="unmeasured inputs first, per round (default 100)",
     )
-    parser.add_argument("--payload-size", type=_count, default=100, metavar="BYTES")
+    parser.add_argument("--payload-size", type=non_negative_int, default=100, metavar="BYTES")
     parser.add_argument(
-        "--keys", type=_count, default=10, metavar="K", help="distinct keys (0: no key; default 10)"
+        "--keys",
+        type=non_negative_int,
+        default=10,
+        metavar="K",
+        help="distinct keys (0: no key; default 10)",
     )
     parser.add_argument("--json", default=None, metavar="FILE", help="write the result")
     parser.add_argument(

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import brokers
 from brokers import _local
-from harness._bench import add_bench_arguments, positive_int
+from harness._bench import add_bench_arguments
 from harness._broker import BrokerInfo
+from harness._cli_args import positive_int
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow
 from harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
