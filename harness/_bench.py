@@ -1340,12 +1340,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def bench_command(args: argparse.Namespace) -> int:
+def bench_command(flow: Flow, args: argparse.Namespace) -> int:
     """``harness bench``: 0 done, 1 inputs without output or significantly slower than
-    ``--compare``; a HarnessError (exit 2 in the CLI) for usage and broker errors."""
-    from harness._cli import load_flow
+    ``--compare``; a HarnessError (exit 2 in the CLI) for usage and broker errors.
 
-    flow = load_flow(args.flow)
+    ``flow`` is the Flow that ``args.flow`` names: the CLI loads it (this module
+    does not import the CLI, which imports it).
+    """
     baseline = BenchResult.load(args.compare) if args.compare else None
     kafka_bootstrap = getattr(args, "kafka_bootstrap", None)
     amqp_url = getattr(args, "amqp_url", None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import brokers
 from brokers import _local
-from harness._bench import add_bench_arguments
+from harness._bench import add_bench_arguments, bench_command
 from harness._broker import BrokerInfo
 from harness._cli_args import positive_int
 from harness._errors import HarnessError, InvalidArgument
@@ -244,9 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fuzz":
             return _fuzz(args)
         if args.command == "bench":
-            from harness._bench import bench_command
-
-            return bench_command(args)
+            return bench_command(load_flow(args.flow), args)
         kinds = _kinds(args.kinds)
         if args.command == "brokers":
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}
