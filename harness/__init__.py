@@ -1,7 +1,8 @@
 """Test asynchronous Kafka and RabbitMQ services against real brokers."""
 
 from harness import checks, schedule, stateful, strategies
-from harness._bench import BenchResult, bench
+from harness._bench.result import BenchResult
+from harness._bench.run import bench
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,

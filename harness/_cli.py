@@ -17,7 +17,7 @@ from pathlib import Path
 
 import brokers
 from brokers import _local
-from harness._bench import add_bench_arguments, bench_command
+from harness._bench.command import add_bench_arguments, bench_command
 from harness._broker import BrokerInfo
 from harness._cli_args import positive_int
 from harness._errors import HarnessError, InvalidArgument

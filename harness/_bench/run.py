@@ -1,0 +1,185 @@
+"""``bench()``: check the options, run the service once per round, and gather the rounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import brokers
+from harness._bench.analysis import analyze
+from harness._bench.drivers import Driver, inputs
+from harness._bench.result import BenchResult, Round
+from harness._broker import BrokerAdapter, BrokerInfo
+from harness._errors import InvalidArgument
+from harness._flow import Flow
+from harness._runner import LiveRun
+
+
+async def bench(
+    flow: Flow,
+    *,
+    messages: int = 1000,
+    rate: float | None = None,
+    in_flight: int | None = None,
+    payload_size: int = 100,
+    keys: int = 10,
+    broker: BrokerInfo | None = None,
+    warmup: int = 100,
+    rounds: int = 1,
+) -> BenchResult:
+    """Time ``flow``'s service: throughput, publish → output latency, in-service time, lag.
+
+    Each of ``rounds`` runs the service afresh, publishes ``warmup`` inputs and
+    waits for their outputs (not measured), then publishes ``messages``
+    measured inputs (as fast as possible, at ``rate`` msg/s, or with at most
+    ``in_flight`` unanswered) and waits for their outputs, bounded by the
+    flow's ``quiet`` and ``timeout``. Without ``broker``, a local one is leased.
+    """
+    _validate(messages, rate, in_flight, payload_size, keys, warmup, rounds)
+    if broker is None:
+        with brokers.provision(flow.broker) as info:
+            return await bench(
+                flow,
+                messages=messages,
+                rate=rate,
+                in_flight=in_flight,
+                payload_size=payload_size,
+                keys=keys,
+                broker=info,
+                warmup=warmup,
+                rounds=rounds,
+            )
+    measured: list[Round] = []
+    async with brokers.adapter(broker) as adapter:
+        for _ in range(rounds):
+            measured.append(
+                await _round(
+                    flow,
+                    broker,
+                    adapter,
+                    messages=messages,
+                    rate=rate,
+                    in_flight=in_flight,
+                    payload_size=payload_size,
+                    keys=keys,
+                    warmup=warmup,
+                )
+            )
+    return BenchResult(
+        flow=flow.label,
+        broker=flow.broker,
+        messages=messages,
+        rate=None if rate is None else float(rate),
+        in_flight=in_flight,
+        payload_size=payload_size,
+        keys=keys,
+        warmup=warmup,
+        probes=flow.probes,
+        rounds=tuple(measured),
+        host=_host(),
+    )
+
+
+def _direct(broker: BrokerInfo) -> BrokerInfo:
+    """``broker`` without its Kafka fault-proxy listeners, so the service connects directly.
+
+    A bench injects no faults, and a proxy would add a hop, in this very event
+    loop, to every request of the service (RabbitMQ services still get one:
+    the runner puts a proxy in front of every RabbitMQ instance).
+    """
+    extra = {k: v for k, v in broker.extra.items() if not k.startswith("proxy")}
+    return dataclasses.replace(broker, extra=extra)
+
+
+async def _round(
+    flow: Flow,
+    broker: BrokerInfo,
+    adapter: BrokerAdapter,
+    *,
+    messages: int,
+    rate: float | None,
+    in_flight: int | None,
+    payload_size: int,
+    keys: int,
+    warmup: int,
+) -> Round:
+    # The run's deadline must outlast publishing at the slowest expected pace.
+    pace = rate if rate is not None else 200.0
+    timed = dataclasses.replace(flow, timeout=flow.timeout + (messages + warmup) / pace)
+    async with LiveRun(timed, broker=_direct(broker), adapter=adapter) as live:
+        driver = Driver(live)
+        if warmup:
+            warm = [driver.stamp(m) for m in inputs(warmup, payload_size=payload_size, keys=keys)]
+            await driver.fastest(warm)
+            await driver.await_outputs(
+                [hid for hid, _ in warm], quiet=flow.quiet, what=f"warm-up of {flow.label}"
+            )
+        stamped = [
+            driver.stamp(m)
+            for m in inputs(messages, payload_size=payload_size, keys=keys, start=warmup)
+        ]
+        measured = [hid for hid, _ in stamped]
+        cpu_began = time.process_time()
+        if rate is not None:
+            await driver.at_rate(stamped, rate)
+        elif in_flight is not None:
+            await driver.closed_loop(stamped, in_flight, quiet=flow.quiet)
+        else:
+            await driver.fastest(stamped)
+        await driver.await_outputs(measured, quiet=flow.quiet, what="", strict=False)
+        cpu_seconds = time.process_time() - cpu_began
+        result = await live.finish()
+    return analyze(
+        result.history,
+        measured,
+        due_ns=driver.due_ns,
+        ended_by=result.ended_by,
+        cpu_seconds=cpu_seconds,
+    )
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"{name}={value!r} is invalid: give a whole number >= {minimum}")
+    return value
+
+
+def _validate(
+    messages: int,
+    rate: float | None,
+    in_flight: int | None,
+    payload_size: int,
+    keys: int,
+    warmup: int,
+    rounds: int,
+) -> None:
+    _check_count("messages", messages, minimum=1)
+    _check_count("payload_size", payload_size, minimum=0)
+    _check_count("keys", keys, minimum=0)
+    _check_count("warmup", warmup, minimum=0)
+    _check_count("rounds", rounds, minimum=1)
+    if in_flight is not None:
+        _check_count("in_flight", in_flight, minimum=1)
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise InvalidArgument(f"rate={rate!r} is invalid: give messages per second, e.g. 500")
+        if not 0 < rate < math.inf:
+            raise InvalidArgument(f"rate={rate!r} is invalid: give a positive number of msg/s")
+        if in_flight is not None:
+            raise InvalidArgument(
+                f"rate={rate!r} and in_flight={in_flight!r} are exclusive: a fixed rate is"
+                " open loop, in_flight is closed loop; give one"
+            )
+
+
+def _host() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
