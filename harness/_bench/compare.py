@@ -137,8 +137,17 @@ class Comparison:
 def compare(a: BenchResult, b: BenchResult) -> Comparison:
     """Compare ``b`` against ``a`` round by round (method in :class:`Comparison`)."""
 
-    def per_round(result: BenchResult, percentile: float) -> tuple[float, ...]:
-        return tuple(r.latency.at(percentile) / 1000 for r in result.rounds if r.latency)
+    def latency(percentile: float) -> MetricComparison:
+        def per_round(result: BenchResult) -> tuple[float, ...]:
+            return tuple(r.latency.at(percentile) / 1000 for r in result.rounds if r.latency)
+
+        return MetricComparison(
+            name=f"p{percentile:g} latency",
+            unit="ms",
+            a=per_round(a),
+            b=per_round(b),
+            higher_is_better=False,
+        )
 
     return Comparison(
         a=a,
@@ -150,18 +159,6 @@ def compare(a: BenchResult, b: BenchResult) -> Comparison:
             b=b.throughputs,
             higher_is_better=True,
         ),
-        latency_p50=MetricComparison(
-            name="p50 latency",
-            unit="ms",
-            a=per_round(a, 50.0),
-            b=per_round(b, 50.0),
-            higher_is_better=False,
-        ),
-        latency_p99=MetricComparison(
-            name="p99 latency",
-            unit="ms",
-            a=per_round(a, 99.0),
-            b=per_round(b, 99.0),
-            higher_is_better=False,
-        ),
+        latency_p50=latency(50.0),
+        latency_p99=latency(99.0),
     )

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import brokers
@@ -16,6 +17,7 @@ from harness._bench.result import BenchResult, Round
 from harness._broker import BrokerAdapter, BrokerInfo
 from harness._errors import InvalidArgument
 from harness._flow import Flow
+from harness._message import Message
 from harness._runner import LiveRun
 
 
@@ -39,45 +41,74 @@ async def bench(
     ``in_flight`` unanswered) and waits for their outputs, bounded by the
     flow's ``quiet`` and ``timeout``. Without ``broker``, a local one is leased.
     """
-    _validate(messages, rate, in_flight, payload_size, keys, warmup, rounds)
-    if broker is None:
-        with brokers.provision(flow.broker) as info:
-            return await bench(
-                flow,
-                messages=messages,
-                rate=rate,
-                in_flight=in_flight,
-                payload_size=payload_size,
-                keys=keys,
-                broker=info,
-                warmup=warmup,
-                rounds=rounds,
-            )
-    measured: list[Round] = []
-    async with brokers.adapter(broker) as adapter:
-        for _ in range(rounds):
-            measured.append(
-                await _round(
-                    flow,
-                    broker,
-                    adapter,
-                    messages=messages,
-                    rate=rate,
-                    in_flight=in_flight,
-                    payload_size=payload_size,
-                    keys=keys,
-                    warmup=warmup,
-                )
-            )
-    return BenchResult(
-        flow=flow.label,
-        broker=flow.broker,
+    settings = _Settings(
         messages=messages,
-        rate=None if rate is None else float(rate),
+        rate=rate,
         in_flight=in_flight,
         payload_size=payload_size,
         keys=keys,
         warmup=warmup,
+        rounds=rounds,
+    )
+    if broker is None:
+        with brokers.provision(flow.broker) as info:
+            return await _rounds(flow, settings, info)
+    return await _rounds(flow, settings, broker)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Settings:
+    """The options of one ``bench()``, checked when made."""
+
+    messages: int
+    rate: float | None
+    in_flight: int | None
+    payload_size: int
+    keys: int
+    warmup: int
+    rounds: int
+
+    def __post_init__(self) -> None:
+        _check_count("messages", self.messages, minimum=1)
+        _check_count("payload_size", self.payload_size, minimum=0)
+        _check_count("keys", self.keys, minimum=0)
+        _check_count("warmup", self.warmup, minimum=0)
+        _check_count("rounds", self.rounds, minimum=1)
+        rate, in_flight = self.rate, self.in_flight
+        if in_flight is not None:
+            _check_count("in_flight", in_flight, minimum=1)
+        if rate is not None:
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise InvalidArgument(
+                    f"rate={rate!r} is invalid: give messages per second, e.g. 500"
+                )
+            if not 0 < rate < math.inf:
+                raise InvalidArgument(f"rate={rate!r} is invalid: give a positive number of msg/s")
+            if in_flight is not None:
+                raise InvalidArgument(
+                    f"rate={rate!r} and in_flight={in_flight!r} are exclusive: a fixed rate is"
+                    " open loop, in_flight is closed loop; give one"
+                )
+
+    def inputs(self, count: int, *, start: int = 0) -> list[Message]:
+        """``count`` inputs of this bench's payload size and keys, numbered from ``start``."""
+        return inputs(count, payload_size=self.payload_size, keys=self.keys, start=start)
+
+
+async def _rounds(flow: Flow, settings: _Settings, broker: BrokerInfo) -> BenchResult:
+    measured: list[Round] = []
+    async with brokers.adapter(broker) as adapter:
+        for _ in range(settings.rounds):
+            measured.append(await _round(flow, settings, broker, adapter))
+    return BenchResult(
+        flow=flow.label,
+        broker=flow.broker,
+        messages=settings.messages,
+        rate=None if settings.rate is None else float(settings.rate),
+        in_flight=settings.in_flight,
+        payload_size=settings.payload_size,
+        keys=settings.keys,
+        warmup=settings.warmup,
         probes=flow.probes,
         rounds=tuple(measured),
         host=_host(),
@@ -96,38 +127,31 @@ def _direct(broker: BrokerInfo) -> BrokerInfo:
 
 
 async def _round(
-    flow: Flow,
-    broker: BrokerInfo,
-    adapter: BrokerAdapter,
-    *,
-    messages: int,
-    rate: float | None,
-    in_flight: int | None,
-    payload_size: int,
-    keys: int,
-    warmup: int,
+    flow: Flow, settings: _Settings, broker: BrokerInfo, adapter: BrokerAdapter
 ) -> Round:
+    """One run of the service: warm up, publish the measured inputs, read their figures."""
     # The run's deadline must outlast publishing at the slowest expected pace.
-    pace = rate if rate is not None else 200.0
-    timed = dataclasses.replace(flow, timeout=flow.timeout + (messages + warmup) / pace)
+    pace = settings.rate if settings.rate is not None else 200.0
+    timed = dataclasses.replace(
+        flow, timeout=flow.timeout + (settings.messages + settings.warmup) / pace
+    )
     async with LiveRun(timed, broker=_direct(broker), adapter=adapter) as live:
         driver = Driver(live)
-        if warmup:
-            warm = [driver.stamp(m) for m in inputs(warmup, payload_size=payload_size, keys=keys)]
+        if settings.warmup:
+            warm = [driver.stamp(m) for m in settings.inputs(settings.warmup)]
             await driver.fastest(warm)
             await driver.await_outputs(
                 [hid for hid, _ in warm], quiet=flow.quiet, what=f"warm-up of {flow.label}"
             )
         stamped = [
-            driver.stamp(m)
-            for m in inputs(messages, payload_size=payload_size, keys=keys, start=warmup)
+            driver.stamp(m) for m in settings.inputs(settings.messages, start=settings.warmup)
         ]
         measured = [hid for hid, _ in stamped]
         cpu_began = time.process_time()
-        if rate is not None:
-            await driver.at_rate(stamped, rate)
-        elif in_flight is not None:
-            await driver.closed_loop(stamped, in_flight, quiet=flow.quiet)
+        if settings.rate is not None:
+            await driver.at_rate(stamped, settings.rate)
+        elif settings.in_flight is not None:
+            await driver.closed_loop(stamped, settings.in_flight, quiet=flow.quiet)
         else:
             await driver.fastest(stamped)
         await driver.await_outputs(measured, quiet=flow.quiet, what="", strict=False)
@@ -146,34 +170,6 @@ def _check_count(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgument(f"{name}={value!r} is invalid: give a whole number >= {minimum}")
     return value
-
-
-def _validate(
-    messages: int,
-    rate: float | None,
-    in_flight: int | None,
-    payload_size: int,
-    keys: int,
-    warmup: int,
-    rounds: int,
-) -> None:
-    _check_count("messages", messages, minimum=1)
-    _check_count("payload_size", payload_size, minimum=0)
-    _check_count("keys", keys, minimum=0)
-    _check_count("warmup", warmup, minimum=0)
-    _check_count("rounds", rounds, minimum=1)
-    if in_flight is not None:
-        _check_count("in_flight", in_flight, minimum=1)
-    if rate is not None:
-        if isinstance(rate, bool) or not isinstance(rate, int | float):
-            raise InvalidArgument(f"rate={rate!r} is invalid: give messages per second, e.g. 500")
-        if not 0 < rate < math.inf:
-            raise InvalidArgument(f"rate={rate!r} is invalid: give a positive number of msg/s")
-        if in_flight is not None:
-            raise InvalidArgument(
-                f"rate={rate!r} and in_flight={in_flight!r} are exclusive: a fixed rate is"
-                " open loop, in_flight is closed loop; give one"
-            )
 
 
 def _host() -> dict[str, Any]:
