@@ -1,7 +1,7 @@
 """Probe overhead: a consumer's throughput with client probes on against off, per broker.
 
 The zoo's correct service (``kafka_correct``, ``rabbitmq_correct``) is timed
-with :func:`harness._bench.bench` as ``Flow(probes=True)`` and
+with :func:`harness._bench.run.bench` as ``Flow(probes=True)`` and
 ``Flow(probes=False)`` in the same process, in interleaved rounds (on, off,
 off, on, ...: drift in the machine's speed hits both alike), each round a
 fresh run of the service. "Off" means the patched driver methods find no
@@ -48,7 +48,9 @@ import time
 
 import brokers
 from benchmarks import Figure, Options, spread
-from harness._bench import Round, bench, mann_whitney_p
+from harness._bench.result import Round
+from harness._bench.run import bench
+from harness._bench.stats import mann_whitney_p
 from harness._broker import BrokerInfo
 from harness._drivers import driver
 from harness._flow import Flow

@@ -18,7 +18,8 @@ private modules behind it, in layers that import only downwards:
 """
 
 from harness import checks, schedule, stateful, strategies
-from harness._bench import BenchResult, bench
+from harness._bench.result import BenchResult
+from harness._bench.run import bench
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import brokers
 from brokers import _local
-from harness._bench import add_bench_arguments, positive_int
+from harness._bench.command import add_bench_arguments, bench_command
 from harness._broker import BrokerInfo
-from harness._drivers import BROKER_KINDS, check_kind, driver, drivers
+from harness._cli_args import add_broker_url_arguments, broker_url, positive_int
+from harness._drivers import BROKER_KINDS, check_kind, driver
 from harness._errors import HarnessError, InvalidArgument
 from harness._flow import Flow
 from harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
@@ -163,24 +164,6 @@ def fuzz_json(report: FuzzReport) -> dict[str, object]:
     }
 
 
-def add_broker_url_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per broker kind naming an existing broker (``--kafka-bootstrap``...)."""
-    for each in drivers():
-        parser.add_argument(
-            each.url_option,
-            default=None,
-            metavar=each.url_metavar,
-            help=each.url_help,
-        )
-
-
-def broker_url(args: argparse.Namespace, kind: BrokerKind) -> str | None:
-    """The URL given with ``kind``'s option of :func:`add_broker_url_arguments`, if any."""
-    dest = driver(kind).url_option.lstrip("-").replace("-", "_")
-    url: str | None = getattr(args, dest, None)
-    return url
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
@@ -264,9 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fuzz":
             return _fuzz(args)
         if args.command == "bench":
-            from harness._bench import bench_command
-
-            return bench_command(args)
+            return bench_command(load_flow(args.flow), args)
         kinds = _kinds(args.kinds)
         if args.command == "brokers":
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}

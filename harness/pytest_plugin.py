@@ -144,7 +144,7 @@ def flow_bench(request: pytest.FixtureRequest) -> object:
     latency percentiles, in-service time, lag), writes its JSON and SVG next
     to the test's temporary files and lists it at the end of the session.
     """
-    from harness._bench import make_flow_bench
+    from harness._bench.fixture import make_flow_bench
 
     return make_flow_bench(request)
 
@@ -152,7 +152,7 @@ def flow_bench(request: pytest.FixtureRequest) -> object:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     import sys
 
-    if "harness._bench" in sys.modules:  # only sessions that timed something
-        from harness._bench import terminal_summary
+    if "harness._bench.fixture" in sys.modules:  # only sessions that timed something
+        from harness._bench.fixture import terminal_summary
 
         terminal_summary(terminalreporter)

@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness import BrokerInfo, Flow
-from harness._bench import (
-    BenchResult,
-    add_bench_arguments,
-    bench,
-    bench_command,
-    make_flow_bench,
-)
+from harness._bench.command import add_bench_arguments, bench_command
+from harness._bench.fixture import make_flow_bench
+from harness._bench.result import BenchResult
+from harness._bench.run import bench
+from harness._cli import load_flow
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 
@@ -92,13 +90,12 @@ def test_bench_command_writes_json_and_svg_and_compares(
     first, picture = tmp_path / "first.json", tmp_path / "first.svg"
     common = ["tests.integration.test_bench_live:KAFKA_FLOW", "--messages", "30", "--warmup", "5"]
     common += ["--kafka-bootstrap", kafka_broker.url]
-    assert (
-        bench_command(parser.parse_args([*common, "--json", str(first), "--svg", str(picture)]))
-        == 0
-    )
+    written = parser.parse_args([*common, "--json", str(first), "--svg", str(picture)])
+    assert bench_command(load_flow(written.flow), written) == 0
     assert BenchResult.load(first).messages == 30
     assert picture.read_text().startswith("<svg")
-    assert bench_command(parser.parse_args([*common, "--compare", str(first)])) == 0
+    compared = parser.parse_args([*common, "--compare", str(first)])
+    assert bench_command(load_flow(compared.flow), compared) == 0
     printed = capsys.readouterr().out
     assert "bench kafka_correct on kafka: 30 messages x 1 round" in printed
     assert "no significant difference (only 1 round on one side" in printed

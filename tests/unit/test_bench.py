@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 
 from harness import Flow, InvalidArgument, Kind
-from harness._bench import (
-    FORMAT,
-    BenchResult,
-    Distribution,
-    Round,
-    Sample,
-    add_bench_arguments,
-    analyze,
-    bench,
-    compare,
-    inputs,
-    mann_whitney_p,
-)
+from harness._bench.analysis import analyze
+from harness._bench.command import add_bench_arguments
+from harness._bench.compare import compare
+from harness._bench.publishers import inputs
+from harness._bench.result import FORMAT, BenchResult, Round, Sample
+from harness._bench.run import bench
+from harness._bench.stats import Distribution, mann_whitney_p
 from tests.unit.histories import Script
 from tests.zoo.kafka_services import kafka_correct
 
@@ -367,9 +361,10 @@ def test_command_line_options() -> None:
 _CONFTEST = """
 import pytest
 
-import harness._bench as bench_module
+import harness._bench.fixture as bench_module
 from harness import BrokerInfo
-from harness._bench import BenchResult, Distribution, Round
+from harness._bench.result import BenchResult, Round
+from harness._bench.stats import Distribution
 
 
 async def fake_bench(flow, *, broker, messages=1000, **options):

@@ -1,0 +1,164 @@
+"""Which of two bench results is faster: a Mann-Whitney test per figure, round by round."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Literal
+
+from harness._bench.result import BenchResult
+from harness._bench.stats import mann_whitney_p
+
+#: A p-value below this makes a difference between two results significant.
+ALPHA = 0.05
+
+
+Side = Literal["a", "b"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricComparison:
+    """One figure of two results, round by round."""
+
+    name: str
+    unit: str
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    higher_is_better: bool
+
+    @property
+    def p_value(self) -> float:
+        return mann_whitney_p(self.a, self.b)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < ALPHA
+
+    @property
+    def ratio(self) -> float:
+        """median(b) / median(a)."""
+        if not self.a or not self.b:
+            return math.nan
+        base = statistics.median(self.a)
+        return statistics.median(self.b) / base if base else math.inf
+
+    @property
+    def better(self) -> Side | None:
+        """The side whose figure is better, when the difference is significant."""
+        if not self.significant:
+            return None
+        b_higher = statistics.median(self.b) > statistics.median(self.a)
+        return "b" if b_higher == self.higher_is_better else "a"
+
+    def __str__(self) -> str:
+        def figures(values: tuple[float, ...]) -> str:
+            if not values:
+                return "-"
+            if len(values) == 1:
+                return f"{values[0]:,.0f}"
+            return f"{statistics.median(values):,.0f} [{min(values):,.0f}..{max(values):,.0f}]"
+
+        verdict = f"{self.better} is better" if self.better else "within the noise"
+        return (
+            f"{self.name}: a {figures(self.a)} {self.unit}, b {figures(self.b)} {self.unit},"
+            f" b/a {self.ratio:.3f}, p={self.p_value:.3f} ({verdict})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """Which of two bench results is faster, and whether the difference is beyond the noise.
+
+    Method: each round is one independent sample. For throughput and for the
+    rounds' p50 and p99 latencies, a two-sided Mann-Whitney U test on the
+    per-round figures of ``a`` against ``b``; a difference is significant when
+    p < 0.05. With few rounds nothing can be significant: 3 rounds against 3
+    give p >= 0.1, 4 against 4 p >= 0.029, so use ``rounds >= 4`` on both
+    sides. ``faster`` judges throughput when both ran as fast as possible (or
+    closed loop), and p50 latency when either ran at a fixed rate, where
+    throughput only repeats the rate.
+    """
+
+    a: BenchResult
+    b: BenchResult
+    throughput: MetricComparison
+    latency_p50: MetricComparison
+    latency_p99: MetricComparison
+
+    @property
+    def deciding(self) -> MetricComparison:
+        if self.a.rate is not None or self.b.rate is not None:
+            return self.latency_p50
+        return self.throughput
+
+    @property
+    def faster(self) -> Side | None:
+        """ "a" or "b" when one is significantly faster; None when within the noise."""
+        return self.deciding.better
+
+    @property
+    def settings_differ(self) -> list[str]:
+        names = ("flow", "broker", "messages", "rate", "in_flight", "payload_size", "keys")
+        return [
+            f"{name} {getattr(self.a, name)!r} vs {getattr(self.b, name)!r}"
+            for name in names
+            if getattr(self.a, name) != getattr(self.b, name)
+        ]
+
+    def summary(self) -> str:
+        deciding = self.deciding
+        if self.faster is None:
+            minimum = min(len(deciding.a), len(deciding.b))
+            verdict = "no significant difference" + (
+                f" (only {minimum} round{'s' if minimum != 1 else ''} on one side: use"
+                " rounds >= 4 on both)"
+                if minimum < 4
+                else ""
+            )
+        else:
+            verdict = f"{self.faster} is faster ({deciding.name}, p={deciding.p_value:.3f})"
+        lines = [
+            f"a: {self.a.flow} on {self.a.broker}, {len(self.a.rounds)} rounds;"
+            f" b: {self.b.flow} on {self.b.broker}, {len(self.b.rounds)} rounds: {verdict}",
+            f"  {self.throughput}",
+            f"  {self.latency_p50}",
+            f"  {self.latency_p99}",
+        ]
+        differ = self.settings_differ
+        if differ:
+            lines.append("  note: different settings: " + "; ".join(differ))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def compare(a: BenchResult, b: BenchResult) -> Comparison:
+    """Compare ``b`` against ``a`` round by round (method in :class:`Comparison`)."""
+
+    def latency(percentile: float) -> MetricComparison:
+        def per_round(result: BenchResult) -> tuple[float, ...]:
+            return tuple(r.latency.at(percentile) / 1000 for r in result.rounds if r.latency)
+
+        return MetricComparison(
+            name=f"p{percentile:g} latency",
+            unit="ms",
+            a=per_round(a),
+            b=per_round(b),
+            higher_is_better=False,
+        )
+
+    return Comparison(
+        a=a,
+        b=b,
+        throughput=MetricComparison(
+            name="throughput",
+            unit="msg/s",
+            a=a.throughputs,
+            b=b.throughputs,
+            higher_is_better=True,
+        ),
+        latency_p50=latency(50.0),
+        latency_p99=latency(99.0),
+    )
