@@ -23,31 +23,19 @@ from benchmarks import (
     private_cache,
     quiet_logging,
 )
+from harness._cli_args import positive_int
+from harness._drivers import check_kind
+from harness._errors import InvalidArgument
 from harness._message import BrokerKind
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give a whole number >= 1")
-    return value
-
-
 def _kinds(text: str) -> tuple[BrokerKind, ...]:
-    found: list[BrokerKind] = []
-    for name in text.split(","):
-        if name == "kafka":
-            found.append("kafka")
-        elif name == "rabbitmq":
-            found.append("rabbitmq")
-        else:
-            raise argparse.ArgumentTypeError(f"{name!r} is invalid: use kafka, rabbitmq or both")
-    return tuple(found)
+    try:
+        return tuple(check_kind(name) for name in text.split(","))
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,63 +61,63 @@ def build_parser() -> argparse.ArgumentParser:
     sizes = parser.add_argument_group("sizes")
     sizes.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="K",
         help=f"probe overhead rounds per setting (default {defaults.rounds})",
     )
     sizes.add_argument(
         "--round-trip-messages",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"default {defaults.round_trip_messages}",
     )
     sizes.add_argument(
         "--batch-messages",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="probe overhead, batched (default kafka 4000, rabbitmq 400)",
     )
     sizes.add_argument(
         "--fuzz-examples",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"without faults (default {defaults.fuzz_examples})",
     )
     sizes.add_argument(
         "--fault-examples",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"per fault kind (default {defaults.fault_examples})",
     )
     sizes.add_argument(
         "--false-alarm-examples",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"zoo detection, per correct service (default {defaults.false_alarm_examples})",
     )
     sizes.add_argument(
         "--ready-rounds",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="K",
         help=f"cold starts per broker (default {defaults.ready_rounds})",
     )
     sizes.add_argument(
         "--tap-kafka",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="records for the Kafka tap (default 200000)",
     )
     sizes.add_argument(
         "--tap-rabbitmq",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="messages for the RabbitMQ tap (default 50000)",
