@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._message import BROKER_KINDS, BrokerKind
+from harness._drivers import BROKER_KINDS
+from harness._message import BrokerKind
 
 #: In the order ``python -m benchmarks`` runs them: cheap first, private brokers last.
 BENCHMARKS = (
