@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from inspect import Parameter
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,22 @@ def test_record_keeps_a_time_taken_earlier() -> None:
 
 def test_record_rejects_a_field_events_do_not_have() -> None:
     with pytest.raises(TypeError, match="colour"):
-        History().record(Kind.NOTE, "harness", colour="red")  # type: ignore[call-arg]
+        History().record(Kind.NOTE, "harness", colour="red")
+
+
+def test_record_and_add_take_events_fields_by_name_and_in_order() -> None:
+    # Both are written from Event's fields at import: a field added to Event is one edit.
+    details = list(Event._fields[3:])
+    record = inspect.signature(History.record).parameters
+    assert list(record) == ["self", "kind", "source", "at_ns", *details]
+    assert {record[name].kind for name in ["at_ns", *details]} == {Parameter.KEYWORD_ONLY}
+    assert all(record[name].default is None for name in ["at_ns", *details])
+    add = inspect.signature(History.add).parameters
+    assert list(add) == ["self", "kind", "source", *details]
+    assert {parameter.kind for parameter in add.values()} == {Parameter.POSITIONAL_ONLY}
+    assert all(add[name].default is None for name in details)
+    assert History.record.__qualname__ == "History.record"
+    assert History.add.__doc__
 
 
 def test_add_records_the_event_record_would() -> None:
