@@ -15,10 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from harness._errors import InvalidArgument
 from harness._message import Message
+
+if TYPE_CHECKING:
+    from harness._broker import TapRecord
 
 
 class Kind(StrEnum):
@@ -147,6 +150,26 @@ class History:
 
     record: ClassVar[_Record] = _recording["record"]
     add: ClassVar[_Add] = _recording["add"]
+
+    def record_tap(self, kind: Kind, record: TapRecord, harness_id: str | None) -> Event:
+        """Append what a broker-side tap saw, as an event of ``kind`` at the tap's receipt time.
+
+        ``harness_id`` is the input the record concerns, as the run correlates it
+        (``record.message.harness_id`` for a message that kept the harness's header).
+        """
+        message = record.message
+        return self.record(
+            kind,
+            "tap",
+            at_ns=record.seen_ns,
+            harness_id=harness_id,
+            destination=record.destination,
+            key=message.key,
+            partition=record.partition,
+            offset=record.offset,
+            redelivered=record.redelivered,
+            message=message,
+        )
 
     def append(self, event: Event) -> None:
         self.events.append(event)

@@ -14,7 +14,7 @@ from histories import MS, Script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import HARNESS_ID_HEADER, InvalidArgument, Message
+from harness import HARNESS_ID_HEADER, InvalidArgument, Message, TapRecord
 from harness._history import Event, History, Kind
 
 FORMAT = "message-flow-harness/history/1"
@@ -92,6 +92,37 @@ def test_add_records_the_event_record_would() -> None:
     assert added == recorded
     assert type(added) is Event
     assert history.events == [added, recorded]
+
+
+def test_record_tap_keeps_the_brokers_metadata_and_the_taps_time() -> None:
+    message = Message(value=b"v", key=b"k", headers={HARNESS_ID_HEADER: b"a"})
+    landed = TapRecord(
+        event="landed",
+        destination="out",
+        message=message,
+        seen_ns=150,
+        partition=2,
+        offset=7,
+        broker_timestamp_ms=1,
+        redelivered=False,
+        exchange="x",
+        routing_key="r",
+    )
+    history = History()
+    event = history.record_tap(Kind.OUTPUT, landed, "b")
+    assert history.events == [event]
+    assert event == Event(
+        kind=Kind.OUTPUT,
+        at_ns=150,
+        source="tap",
+        harness_id="b",  # as the run correlates it, not necessarily the header's
+        destination="out",
+        key=b"k",
+        partition=2,
+        offset=7,
+        redelivered=False,
+        message=message,
+    )
 
 
 def test_add_and_record_leave_unset_fields_none() -> None:
