@@ -59,18 +59,7 @@ def _recording(history: History, wanted: int, done: asyncio.Event) -> Callable[[
     def on_record(record: TapRecord) -> None:
         if record.event != "landed":
             return
-        history.record(
-            Kind.OUTPUT,
-            "tap",
-            at_ns=record.seen_ns,
-            harness_id=record.message.harness_id,
-            destination=record.destination,
-            key=record.message.key,
-            partition=record.partition,
-            offset=record.offset,
-            redelivered=record.redelivered,
-            message=record.message,
-        )
+        history.record_tap(Kind.OUTPUT, record, record.message.harness_id)
         state["count"] += 1
         if state["count"] == wanted:
             done.set()

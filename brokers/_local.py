@@ -31,6 +31,14 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
+from brokers._process import (
+    PINNED,
+    RESTART_GRACE,
+    RESTART_PROTOCOL,
+    owner_alive,
+    owner_token,
+    read_tail,
+)
 from harness._broker import BrokerInfo
 from harness._errors import BrokerError, BrokerStartError, InvalidArgument
 from harness._message import BrokerKind
@@ -96,7 +104,6 @@ def cache_dir() -> Path:
 #   owners/      one file per lease: "<pid>-<start time>" or "pinned"
 #   exit.json    why the broker stopped, with its log tail (kept for diagnosis)
 
-PINNED = "pinned"
 _LOCK_TIMEOUT = 900.0  # another process may be resolving jars and starting the broker
 _STOP_TIMEOUT = 30.0
 
@@ -109,31 +116,6 @@ def run_dir(kind: BrokerKind) -> Path:
 
 def _lock(kind: BrokerKind) -> FileLock:
     return FileLock(str(run_dir(kind).parent / f"{kind}.lock"), timeout=_LOCK_TIMEOUT)
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against pid reuse), or None if it is gone.
-
-    A zombie (dead, not yet reaped by its parent) counts as gone.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name may contain spaces and parentheses: split after the last ")"
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else fields[19]
-
-
-def owner_token(pid: int) -> str:
-    return f"{pid}-{process_start_time(pid)}"
-
-
-def owner_alive(token: str) -> bool:
-    if token == PINNED:
-        return True
-    pid, _, started = token.partition("-")
-    return pid.isdigit() and process_start_time(int(pid)) == started
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -243,8 +225,6 @@ def restart(
     harness did not start, BrokerError (naming the broker's log) if it does not
     come back.
     """
-    from brokers._supervisor import RESTART_GRACE, RESTART_PROTOCOL
-
     began = time.monotonic()
     directory = _restart_dir(info)
     budget = recipe.start_timeout + RESTART_GRACE if timeout is None else timeout
@@ -418,21 +398,11 @@ def _await_ready(
             f" see its log at {info.extra.get('log', info.extra.get('workdir'))}"
         )
     if outcome[0] is not None:
-        log_tail = _tail(Path(info.extra["log"])) if "log" in info.extra else ""
+        log_tail = read_tail(Path(info.extra["log"])) if "log" in info.extra else ""
         raise BrokerStartError(
             f"the local {recipe.kind} broker did not become ready: {outcome[0]}"
             + (f"\nLast log lines:\n{log_tail}" if log_tail else "")
         ) from outcome[0]
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _stop_locked(kind: BrokerKind) -> None:

@@ -29,14 +29,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from brokers._local import _tail, owner_alive, owner_token
+from brokers._process import RESTART_GRACE, RESTART_PROTOCOL, owner_alive, owner_token, read_tail
 
 _POLL = 0.2
 _TERM_GRACE = 15.0
-#: A graceful restart waits this long for the broker to exit before killing it.
-RESTART_GRACE = 30.0
-#: launched.json's ``restartable``: the restart signals this supervisor understands.
-RESTART_PROTOCOL = 1
 
 
 def daemonize() -> None:
@@ -125,7 +121,7 @@ def main(directory: Path) -> int:
             {
                 "reason": reason,
                 "returncode": broker.returncode,
-                "log_tail": _tail(log) or _tail(workdir / "broker.out"),
+                "log_tail": read_tail(log) or read_tail(workdir / "broker.out"),
             }
         )
     )

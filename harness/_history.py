@@ -15,10 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from harness._errors import InvalidArgument
 from harness._message import Message
+
+if TYPE_CHECKING:
+    from harness._broker import TapRecord
 
 
 class Kind(StrEnum):
@@ -64,103 +67,109 @@ class Event(NamedTuple):
     message: Message | None = None
 
 
-_new_tuple = tuple.__new__  # builds an Event from its 13 fields, without NamedTuple's checks
+_new_tuple = tuple.__new__  # builds an Event from its fields, without NamedTuple's checks
 _now_ns = time.perf_counter_ns
+#: The fields after ``kind``, ``at_ns`` and ``source`` (which the templates below spell out).
+_DETAILS = Event._fields[3:]
+assert Event._fields[:3] == ("kind", "at_ns", "source")
+
+
+def define_from_fields(template: str, *, owner: str, scope: dict[str, Any]) -> dict[str, Any]:
+    """The functions ``template`` defines, with Event's details written in: once, at import.
+
+    ``Event`` is the one list of an event's fields; the ways of recording one
+    are written from it, the way ``dataclasses`` writes ``__init__``. In the
+    template, ``{details}`` becomes the details as parameters with their
+    defaults (``harness_id=None, destination=None, ...``) and ``{values}``
+    their names in Event's order. The result is the code one would write by
+    hand (parameters bound by the interpreter, one tuple built positionally),
+    so the probes' hot paths pay nothing for it. ``scope`` is the globals the
+    bodies see (the calling module's); ``owner`` is the class they go into.
+    """
+    details = ", ".join(
+        f"{name}=_defaults[{name!r}]" if name in Event._field_defaults else name
+        for name in _DETAILS
+    )
+    defined: dict[str, Any] = {"_defaults": Event._field_defaults}
+    exec(template.format(details=details, values=", ".join(_DETAILS)), scope, defined)
+    del defined["_defaults"]
+    for function in defined.values():
+        function.__qualname__ = f"{owner}.{function.__name__}"
+    return defined
+
+
+# What a type checker sees of the written methods. It cannot read Event's fields into a
+# signature, so the details are ``Any`` to it; a wrong name is still a TypeError naming it.
+class _Record(Protocol):
+    def __call__(
+        self, kind: Kind, source: str, *, at_ns: int | None = None, **details: Any
+    ) -> Event: ...
+
+
+class _Add(Protocol):
+    def __call__(self, kind: Kind, source: str, /, *details: Any) -> Event: ...
+
+
+_RECORDING = '''
+def record(self, kind, source, *, at_ns=None, {details}):
+    """Append an event stamped now (or at ``at_ns``, a perf_counter_ns taken earlier).
+
+    The details are keyword-only parameters, not ``**details``: binding them
+    builds no dict, and a field events do not have is a TypeError naming it.
+    """
+    # Positional construction: a probe pays this inside the consumer it watches.
+    event = _new_tuple(Event, (kind, _now_ns() if at_ns is None else at_ns, source, {values}))
+    self.events.append(event)
+    return event
+
+def add(self, kind, source, {details}, /):
+    """:meth:`record` stamped now, its fields positional in ``Event``'s order.
+
+    For the probes' hot paths (once per delivered or sent record): positional
+    arguments are the cheapest call CPython makes. The same event as
+    ``record(kind, source, harness_id=..., ...)``.
+    """
+    event = _new_tuple(Event, (kind, _now_ns(), source, {values}))
+    self.events.append(event)
+    return event
+'''
+_recording = define_from_fields(_RECORDING, owner="History", scope=globals())
 
 
 @dataclass(slots=True)
 class History:
-    """An append-only list of events, in the order they were recorded."""
+    """An append-only list of events, in the order they were recorded.
+
+    :meth:`record` (the details by keyword) and :meth:`add` (positional, for
+    the probes' hot paths) are written from ``Event``'s fields: see
+    :data:`_RECORDING`.
+    """
 
     events: list[Event] = field(default_factory=list)
     started_ns: int = field(default_factory=time.perf_counter_ns)
 
-    def record(
-        self,
-        kind: Kind,
-        source: str,
-        *,
-        at_ns: int | None = None,
-        harness_id: str | None = None,
-        destination: str | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-        lane: str | None = None,
-        redelivered: bool | None = None,
-        requeue: bool | None = None,
-        detail: str | None = None,
-        message: Message | None = None,
-    ) -> Event:
-        """Append an event stamped now (or at ``at_ns``, a perf_counter_ns taken earlier).
+    record: ClassVar[_Record] = _recording["record"]
+    add: ClassVar[_Add] = _recording["add"]
 
-        The details are keyword-only parameters, not ``**details``: binding them
-        builds no dict, and a field events do not have is a TypeError naming it.
+    def record_tap(self, kind: Kind, record: TapRecord, harness_id: str | None) -> Event:
+        """Append what a broker-side tap saw, as an event of ``kind`` at the tap's receipt time.
+
+        ``harness_id`` is the input the record concerns, as the run correlates it
+        (``record.message.harness_id`` for a message that kept the harness's header).
         """
-        # Positional construction: a probe pays this inside the consumer it watches.
-        event: Event = _new_tuple(
-            Event,
-            (
-                kind,
-                _now_ns() if at_ns is None else at_ns,
-                source,
-                harness_id,
-                destination,
-                key,
-                partition,
-                offset,
-                lane,
-                redelivered,
-                requeue,
-                detail,
-                message,
-            ),
+        message = record.message
+        return self.record(
+            kind,
+            "tap",
+            at_ns=record.seen_ns,
+            harness_id=harness_id,
+            destination=record.destination,
+            key=message.key,
+            partition=record.partition,
+            offset=record.offset,
+            redelivered=record.redelivered,
+            message=message,
         )
-        self.events.append(event)
-        return event
-
-    def add(
-        self,
-        kind: Kind,
-        source: str,
-        harness_id: str | None = None,
-        destination: str | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-        lane: str | None = None,
-        redelivered: bool | None = None,
-        requeue: bool | None = None,
-        detail: str | None = None,
-        message: Message | None = None,
-        /,
-    ) -> Event:
-        """:meth:`record` stamped now, its fields positional in ``Event``'s order.
-
-        For the probes' hot paths (once per delivered or sent record): positional
-        arguments are the cheapest call CPython makes. The same event as
-        ``record(kind, source, harness_id=..., ...)``.
-        """
-        event: Event = _new_tuple(
-            Event,
-            (
-                kind,
-                _now_ns(),
-                source,
-                harness_id,
-                destination,
-                key,
-                partition,
-                offset,
-                lane,
-                redelivered,
-                requeue,
-                detail,
-                message,
-            ),
-        )
-        self.events.append(event)
-        return event
 
     def append(self, event: Event) -> None:
         self.events.append(event)

@@ -13,13 +13,24 @@ import itertools
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from harness._history import History, Kind
+from harness._history import History, Kind, define_from_fields
 from harness._message import HARNESS_ID_HEADER, Message
 
 Correlate = Callable[[Message], str | None]
 _BYTES = (bytes, bytearray)  # a tuple: ``bytes | bytearray`` would build a union per call
+
+
+class _ProbeRecord(Protocol):
+    def __call__(self, kind: Kind, **details: Any) -> None: ...
+
+
+_PROBE_RECORDING = '''
+def record(self, kind, *, {details}):
+    """Record a probe's event, stamped now (the hot paths call ``history.add`` directly)."""
+    self.history.add(kind, "probe", {values})
+'''
 
 
 @dataclass(slots=True)
@@ -32,6 +43,11 @@ class Recorder:
     clients: list[Any] = field(default_factory=list)
     _lanes: dict[int, str] = field(default_factory=dict)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    #: ``record(kind, harness_id=..., lane=..., ...)``: Event's details by keyword.
+    record: ClassVar[_ProbeRecord] = define_from_fields(
+        _PROBE_RECORDING, owner="Recorder", scope=globals()
+    )["record"]
 
     def lane(self, client: object, role: str) -> str:
         """A stable, readable name per client (``consumer-1``), tracked for crash faults."""
@@ -66,37 +82,6 @@ class Recorder:
         if self.correlate is not None and message is not None:
             return self.correlate(message())
         return None
-
-    def record(
-        self,
-        kind: Kind,
-        *,
-        harness_id: str | None = None,
-        destination: str | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-        lane: str | None = None,
-        redelivered: bool | None = None,
-        requeue: bool | None = None,
-        detail: str | None = None,
-        message: Message | None = None,
-    ) -> None:
-        """Record a probe's event, stamped now (the hot paths call ``history.add`` directly)."""
-        self.history.add(
-            kind,
-            "probe",
-            harness_id,
-            destination,
-            key,
-            partition,
-            offset,
-            lane,
-            redelivered,
-            requeue,
-            detail,
-            message,
-        )
 
 
 current_recorder: ContextVar[Recorder | None] = ContextVar("harness_recorder", default=None)

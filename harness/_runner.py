@@ -52,18 +52,7 @@ def _tap_to_history(
             return  # the input's own landing is the harness's publish, recorded already
         if kind is not Kind.DELIVERED and record.event != "landed":
             return
-        history.record(
-            kind,
-            "tap",
-            at_ns=record.seen_ns,
-            harness_id=harness_id(record.message),
-            destination=record.destination,
-            key=record.message.key,
-            partition=record.partition,
-            offset=record.offset,
-            redelivered=record.redelivered,
-            message=record.message,
-        )
+        history.record_tap(kind, record, harness_id(record.message))
 
     return on_record
 

@@ -124,18 +124,8 @@ def _tap_into(history: History, counts: Counter[str]) -> Callable[[TapRecord], N
 
     def on_record(record: TapRecord) -> None:
         counts[record.event] += 1
-        history.record(
-            Kind.OUTPUT if record.event == "landed" else Kind.DELIVERED,
-            "tap",
-            at_ns=record.seen_ns,
-            harness_id=record.message.harness_id,
-            destination=record.destination,
-            key=record.message.key,
-            partition=record.partition,
-            offset=record.offset,
-            redelivered=record.redelivered,
-            message=record.message,
-        )
+        kind = Kind.OUTPUT if record.event == "landed" else Kind.DELIVERED
+        history.record_tap(kind, record, record.message.harness_id)
 
     return on_record
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from inspect import Parameter
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from histories import MS, Script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import HARNESS_ID_HEADER, InvalidArgument, Message
+from harness import HARNESS_ID_HEADER, InvalidArgument, Message, TapRecord
 from harness._history import Event, History, Kind
 
 FORMAT = "message-flow-harness/history/1"
@@ -48,7 +50,22 @@ def test_record_keeps_a_time_taken_earlier() -> None:
 
 def test_record_rejects_a_field_events_do_not_have() -> None:
     with pytest.raises(TypeError, match="colour"):
-        History().record(Kind.NOTE, "harness", colour="red")  # type: ignore[call-arg]
+        History().record(Kind.NOTE, "harness", colour="red")
+
+
+def test_record_and_add_take_events_fields_by_name_and_in_order() -> None:
+    # Both are written from Event's fields at import: a field added to Event is one edit.
+    details = list(Event._fields[3:])
+    record = inspect.signature(History.record).parameters
+    assert list(record) == ["self", "kind", "source", "at_ns", *details]
+    assert {record[name].kind for name in ["at_ns", *details]} == {Parameter.KEYWORD_ONLY}
+    assert all(record[name].default is None for name in ["at_ns", *details])
+    add = inspect.signature(History.add).parameters
+    assert list(add) == ["self", "kind", "source", *details]
+    assert {parameter.kind for parameter in add.values()} == {Parameter.POSITIONAL_ONLY}
+    assert all(add[name].default is None for name in details)
+    assert History.record.__qualname__ == "History.record"
+    assert History.add.__doc__
 
 
 def test_add_records_the_event_record_would() -> None:
@@ -75,6 +92,37 @@ def test_add_records_the_event_record_would() -> None:
     assert added == recorded
     assert type(added) is Event
     assert history.events == [added, recorded]
+
+
+def test_record_tap_keeps_the_brokers_metadata_and_the_taps_time() -> None:
+    message = Message(value=b"v", key=b"k", headers={HARNESS_ID_HEADER: b"a"})
+    landed = TapRecord(
+        event="landed",
+        destination="out",
+        message=message,
+        seen_ns=150,
+        partition=2,
+        offset=7,
+        broker_timestamp_ms=1,
+        redelivered=False,
+        exchange="x",
+        routing_key="r",
+    )
+    history = History()
+    event = history.record_tap(Kind.OUTPUT, landed, "b")
+    assert history.events == [event]
+    assert event == Event(
+        kind=Kind.OUTPUT,
+        at_ns=150,
+        source="tap",
+        harness_id="b",  # as the run correlates it, not necessarily the header's
+        destination="out",
+        key=b"k",
+        partition=2,
+        offset=7,
+        redelivered=False,
+        message=message,
+    )
 
 
 def test_add_and_record_leave_unset_fields_none() -> None:

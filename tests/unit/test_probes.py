@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+from inspect import Parameter
+
+import pytest
+
 from harness import History, Kind, Message
+from harness._history import Event
 from harness._probes import Recorder
 
 
@@ -54,6 +60,14 @@ def test_record_is_history_record_with_source_probe() -> None:
         lane="c",
     )
     assert probed == expected
+
+
+def test_record_takes_events_details_by_name() -> None:
+    parameters = inspect.signature(Recorder.record).parameters
+    assert list(parameters) == ["self", "kind", *Event._fields[3:]]
+    assert {parameters[name].kind for name in Event._fields[3:]} == {Parameter.KEYWORD_ONLY}
+    with pytest.raises(TypeError, match="at_ns"):
+        Recorder(History()).record(Kind.NOTE, at_ns=1)  # probes record now
 
 
 def test_harness_id_takes_the_first_matching_header_and_survives_bad_utf8() -> None:
