@@ -29,7 +29,7 @@ import time
 import unittest
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ from harness._instances import check_broker_restartable
 from harness._isolation import Isolation
 from harness._message import Message
 from harness._redact import redact_url
+from harness._report import FuzzReport as FuzzReport  # re-exported: harness._fuzz.FuzzReport
+from harness._report import write_failure
 from harness._runner import LiveRun, run_flow
 from harness._schedule import Publish, Step, faults_of, messages_of
 from harness.strategies import messages as message_lists
@@ -87,48 +89,6 @@ class Example:
     ok: bool
     seconds: float
     phase: str
-
-
-@dataclass(kw_only=True)
-class FuzzReport:
-    """What a fuzz campaign found: pass/fail, the minimal failing run, how it reproduces."""
-
-    flow: Flow
-    examples: int
-    elapsed: float
-    seed: int | None
-    minimal: RunResult | None = None
-    first_failure_at: int | None = None  # the example number that first failed
-    reruns: list[bool] = field(default_factory=list)  # True where the re-run failed again
-    flaky: bool = False
-    timeline_path: Path | None = None
-    history_path: Path | None = None
-    flow_reference: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.minimal is None
-
-    @property
-    def examples_per_second(self) -> float:
-        return self.examples / self.elapsed if self.elapsed else 0.0
-
-    @property
-    def violations(self) -> list[str]:
-        return [] if self.minimal is None else [str(v) for v in self.minimal.failures()]
-
-    def reproduction(self) -> str:
-        """The minimal failing schedule as a ready-to-paste pytest test."""
-        if self.minimal is None:
-            return ""
-        from harness._report import reproduction_test
-
-        return reproduction_test(self.flow, self.minimal.schedule, self.flow_reference)
-
-    def summary(self) -> str:
-        from harness._report import fuzz_summary
-
-        return fuzz_summary(self)
 
 
 def _fail(result: RunResult) -> None:
@@ -574,9 +534,7 @@ async def _campaign(
             )
             report.reruns.append(not again.ok)
         if report_dir is not None:
-            from harness._report import write_failure
-
-            report.history_path, report.timeline_path = write_failure(report, report_dir)
+            write_failure(report, report_dir)
     return report
 
 
