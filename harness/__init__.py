@@ -39,9 +39,10 @@ from harness._errors import (
     ServiceError,
 )
 from harness._flow import Flow, RunResult
-from harness._fuzz import ChecksFailed, FuzzReport, fuzz
+from harness._fuzz import ChecksFailed, fuzz
 from harness._history import Event, History, Kind
 from harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from harness._report import FuzzReport
 from harness._runner import run
 from harness._waiting import eventually
 

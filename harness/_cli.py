@@ -141,27 +141,11 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 
 def fuzz_json(report: FuzzReport) -> dict[str, object]:
-    """The fuzz report as JSON: the public contract of ``harness fuzz --json``."""
-    minimal = report.minimal
-    return {
-        "flow": report.flow.label,
-        "broker": report.flow.broker,
-        "ok": report.ok,
-        "examples": report.examples,
-        "elapsed_s": round(report.elapsed, 3),
-        "seed": report.seed,
-        "violations": [
-            {"check": v.check, "anomalies": [{"kind": a.kind, "text": a.text} for a in v.anomalies]}
-            for v in (minimal.failures() if minimal else [])
-        ],
-        "minimal_example": [repr(step) for step in minimal.schedule] if minimal else None,
-        "reruns": len(report.reruns),
-        "reruns_failed": sum(report.reruns),
-        "flaky": report.flaky,
-        "history": str(report.history_path) if report.history_path else None,
-        "timeline": str(report.timeline_path) if report.timeline_path else None,
-        "reproduction": report.reproduction() or None,
-    }
+    """The fuzz report as JSON: the public contract of ``harness fuzz --json``.
+
+    The report directory's JSON has the same schema: both are :meth:`FuzzReport.to_json`.
+    """
+    return report.to_json()
 
 
 def build_parser() -> argparse.ArgumentParser:

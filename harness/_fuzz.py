@@ -1,4 +1,4 @@
-"""``fuzz(flow)``: Hypothesis searches schedules on a real broker, then shrinks what fails.
+"""``fuzz(flow)``: a :class:`Campaign` lets Hypothesis search schedules on a real broker.
 
 Hypothesis drives the search from a worker thread; every example is one
 run (a :class:`LiveRun`) on the caller's event loop, on connections reused
@@ -10,15 +10,11 @@ service started) while Hypothesis is still choosing its schedule.
 a thread of its own with its own seed, on the same loop, connections and
 isolation: the examples overlap one another's waits (pauses, silences,
 round trips) on the machine's cores. The first failure stops the others
-and is shrunk alone.
-
-Real brokers are not deterministic: a failure may not repeat while it is
-being shrunk. Shrinking deletes steps first (delta debugging on the
-schedule), then hands over to Hypothesis's shrinker. A candidate must pass
-several runs in a row to count as passing and fail twice to count as
-failing; the fuzzer keeps the smallest failing run it has seen, so a flaky
-failure ends the search with that run instead of an error, and then re-runs
-the minimal schedule several times to say how reliably it fails.
+and is shrunk alone, by the campaign's :class:`~harness._shrink.Shrinker`
+(how a failure that may not repeat is shrunk is told there). A flaky
+failure ends the search with the smallest failing run seen instead of an
+error; the campaign then re-runs the minimal schedule several times to say
+how reliably it fails, and writes the report (harness._report).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ import time
 import unittest
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +43,11 @@ from harness._instances import check_broker_restartable
 from harness._isolation import Isolation
 from harness._message import Message
 from harness._redact import redact_url
+from harness._report import FuzzReport as FuzzReport  # re-exported: harness._fuzz.FuzzReport
+from harness._report import write_failure
 from harness._runner import LiveRun, run_flow
-from harness._schedule import Publish, Step, faults_of, messages_of
+from harness._schedule import Publish, Step
+from harness._shrink import Shrinker
 from harness.strategies import messages as message_lists
 from harness.strategies import schedules
 
@@ -89,48 +88,6 @@ class Example:
     phase: str
 
 
-@dataclass(kw_only=True)
-class FuzzReport:
-    """What a fuzz campaign found: pass/fail, the minimal failing run, how it reproduces."""
-
-    flow: Flow
-    examples: int
-    elapsed: float
-    seed: int | None
-    minimal: RunResult | None = None
-    first_failure_at: int | None = None  # the example number that first failed
-    reruns: list[bool] = field(default_factory=list)  # True where the re-run failed again
-    flaky: bool = False
-    timeline_path: Path | None = None
-    history_path: Path | None = None
-    flow_reference: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.minimal is None
-
-    @property
-    def examples_per_second(self) -> float:
-        return self.examples / self.elapsed if self.elapsed else 0.0
-
-    @property
-    def violations(self) -> list[str]:
-        return [] if self.minimal is None else [str(v) for v in self.minimal.failures()]
-
-    def reproduction(self) -> str:
-        """The minimal failing schedule as a ready-to-paste pytest test."""
-        if self.minimal is None:
-            return ""
-        from harness._report import reproduction_test
-
-        return reproduction_test(self.flow, self.minimal.schedule, self.flow_reference)
-
-    def summary(self) -> str:
-        from harness._report import fuzz_summary
-
-        return fuzz_summary(self)
-
-
 def _fail(result: RunResult) -> None:
     """Raise a failed example's ChecksFailed, always from here.
 
@@ -138,68 +95,6 @@ def _fail(result: RunResult) -> None:
     keeps a failure answered from memory the same failure as a run one.
     """
     raise ChecksFailed(result)
-
-
-def _judge(run: Callable[[], RunResult], tries: int) -> RunResult:
-    """Run a shrink candidate until it passes ``tries`` times in a row or fails twice.
-
-    Real brokers are noisy both ways. A race that shows one time in three must
-    not be shrunk away, so a candidate counts as passing only after ``tries``
-    passes in a row; and a candidate that failed once by luck must not become
-    the minimal example (it would not fail again when the user runs it), so a
-    failure counts only once it repeats within ``tries`` more runs. Returns
-    the failing run if it repeated, else the last passing one.
-    """
-    failures = 0
-    passes_in_a_row = 0
-    while True:
-        result = run()
-        if result.ok:
-            passes_in_a_row += 1
-            if passes_in_a_row == tries:
-                return result
-        else:
-            failures += 1
-            if failures == 2:
-                return result
-            passes_in_a_row = 0
-
-
-def _delete_steps(
-    schedule: Sequence[Step],
-    fails: Callable[[tuple[Step, ...]], bool],
-    time_left: Callable[[], bool],
-) -> tuple[Step, ...]:
-    """Delete the steps a failure does not need, in chunks of halving size, last first.
-
-    Delta debugging on the schedule itself: every deletion leaves a valid
-    schedule (a fault on an instance that is gone does nothing), and fewer
-    steps make each later run cheaper. Stops when no single step can go or
-    the time is up; returns what is left.
-    """
-    kept = tuple(schedule)
-    chunk = max(1, len(kept) // 2)
-    while len(kept) > 1:
-        deleted = False
-        end = len(kept)
-        while end > 0:
-            if not time_left():
-                return kept
-            start = max(0, end - chunk)
-            candidate = kept[:start] + kept[end:]
-            if candidate and fails(candidate):
-                kept, deleted = candidate, True
-            end = start
-        if chunk == 1 and not deleted:
-            break
-        chunk = max(1, min(chunk // 2, len(kept) // 2))
-    return kept
-
-
-def _size(schedule: Sequence[Step]) -> tuple[int, int, int]:
-    """How big a failing schedule is, smallest first (the order shrinking works towards)."""
-    messages = messages_of(schedule)
-    return (len(schedule), len(faults_of(schedule)), sum(len(m.value) for m in messages))
 
 
 def check_fuzz_arguments(
@@ -283,7 +178,7 @@ async def fuzz(
             brokers.adapter(info) as adapter,
             Isolation(adapter, flow.partitions, ahead=workers + 1) as isolation,
         ):
-            return await _campaign(
+            campaign = Campaign(
                 flow,
                 adapter,
                 isolation,
@@ -302,6 +197,7 @@ async def fuzz(
                 flow_reference=flow_reference,
                 workers=workers,
             )
+            return await campaign.run()
 
     if broker is not None:
         return await on(broker)
@@ -309,201 +205,127 @@ async def fuzz(
         return await on(leased)
 
 
-async def _campaign(
-    flow: Flow,
-    adapter: BrokerAdapter,
-    isolation: Isolation,
-    broker: BrokerInfo,
-    *,
-    max_examples: int,
-    seed: int | None,
-    faults: bool | Sequence[str],
-    producers: int,
-    shrink_seconds: float,
-    shrink_tries: int,
-    reruns: int,
-    replay_only: bool,
-    database: Path | None,
-    report_dir: Path | None,
-    progress: Callable[[Example], None] | None,
-    flow_reference: str | None,
-    workers: int,
-) -> FuzzReport:
-    loop = asyncio.get_running_loop()
-    messages = flow.messages if flow.messages is not None else message_lists()
-    strategy = schedules(messages=messages, faults=faults, producers=producers)
-    started = time.monotonic()
-    state: dict[str, Any] = {
-        "count": 0,
-        "best": None,
-        "first_failure": None,
-        "first_failure_at": None,
-        "finder": None,  # the thread of the worker whose failure is being shrunk
-    }
-    shared = threading.Lock()  # the workers' threads update ``state`` under it
-    stop = threading.Event()  # the search is over, or the caller cancelled it: end quickly
+class Campaign:
+    """One fuzz campaign on an open adapter: the search, then the minimal failure's re-runs.
 
-    in_flight: set[asyncio.Task[Any]] = set()
-    # The next examples' runs, entered (destinations, taps, the service started)
-    # while Hypothesis chooses their schedules: instance 0 starts before the
-    # first step whatever the schedule, and the worker's last example has ended.
-    # Any worker takes any of them: a run is not tied to a schedule until played.
-    entering: list[asyncio.Task[LiveRun]] = []
+    Its Hypothesis tests run in threads of their own (one per worker) and play
+    each example on the campaign's event loop; the run state they share lives
+    in these attributes, counts under ``_lock``. What fails goes to
+    ``shrinker``, which keeps the smallest failure and bounds the shrinking.
+    """
 
-    async def enter() -> LiveRun:
-        live = LiveRun(
-            flow, broker=broker, adapter=adapter, faults=bool(faults), isolation=isolation
+    def __init__(
+        self,
+        flow: Flow,
+        adapter: BrokerAdapter,
+        isolation: Isolation,
+        broker: BrokerInfo,
+        *,
+        max_examples: int,
+        seed: int | None,
+        faults: bool | Sequence[str],
+        producers: int,
+        shrink_seconds: float,
+        shrink_tries: int,
+        reruns: int,
+        replay_only: bool,
+        database: Path | None,
+        report_dir: Path | None,
+        progress: Callable[[Example], None] | None,
+        flow_reference: str | None,
+        workers: int,
+    ) -> None:
+        self.flow, self.adapter, self.isolation, self.broker = flow, adapter, isolation, broker
+        self.max_examples, self.seed, self.faults = max_examples, seed, faults
+        self.reruns, self.replay_only, self.workers = reruns, replay_only, workers
+        self.database, self.report_dir = database, report_dir
+        self.progress, self.flow_reference = progress, flow_reference
+        messages = flow.messages if flow.messages is not None else message_lists()
+        self.strategy = schedules(messages=messages, faults=faults, producers=producers)
+        self.loop = asyncio.get_running_loop()
+        self.started = time.monotonic()
+        self.examples = 0  # examples run so far, search and shrinking
+        self.first_failure_at: int | None = None  # the example number that first failed
+        self.finder: int | None = None  # the thread of the worker whose failure is being shrunk
+        self._lock = threading.Lock()  # the workers' threads update the counts above under it
+        self.stop = threading.Event()  # the search is over, or the caller cancelled it: end quickly
+        self.shrinker = Shrinker(seconds=shrink_seconds, tries=shrink_tries, stop=self.stop)
+        # Every example's task and the next runs being entered, so a cancel can wait for them.
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        # The next examples' runs, entered (destinations, taps, the service started)
+        # while Hypothesis chooses their schedules: instance 0 starts before the
+        # first step whatever the schedule, and the worker's last example has ended.
+        # Any worker takes any of them: a run is not tied to a schedule until played.
+        self.entering: list[asyncio.Task[LiveRun]] = []
+
+    async def run(self) -> FuzzReport:
+        """Search, shrink the first failure, re-run the minimal one; the report."""
+        # Import the driver probes here, not first in the worker thread: CPython 3.11
+        # can fail compiling on two threads at once ("AST constructor recursion depth").
+        if self.flow.probes:
+            brokers.install_client_probes(self.broker.kind)
+        brokers.detach_driver_randomness(self.broker.kind)
+        flaky = False
+        try:
+            await self._search()
+        except _CampaignAborted as aborted:
+            raise await self._ended_by(aborted.error) from None
+        except ChecksFailed as failure:
+            self.shrinker.keep(failure.result)
+        except Flaky:
+            flaky = True  # the failure did not repeat: report the smallest one seen
+            if self.shrinker.smallest is None:
+                raise
+        except unittest.SkipTest:
+            pass  # replay_only with nothing saved: Hypothesis ran no example
+        except BaseException as exc:
+            found = checks_failed_in(exc)
+            if found is None:
+                raise
+            self.shrinker.keep(found.result)
+        report = FuzzReport(
+            flow=self.flow,
+            examples=self.examples,
+            elapsed=time.monotonic() - self.started,
+            seed=self.seed,
+            minimal=self.shrinker.smallest,
+            first_failure_at=self.first_failure_at,
+            flaky=flaky,
+            flow_reference=self.flow_reference,
         )
+        if report.minimal is not None:
+            await self._rerun(report.minimal, report.reruns)
+            if self.report_dir is not None:
+                write_failure(report, self.report_dir)
+        return report
+
+    # --- the search: Hypothesis's tests in threads --------------------------------------
+
+    async def _search(self) -> None:
+        """Every worker's search; on the way out, cancel or leave the runs in flight."""
         try:
-            await live.__aenter__()  # leaves nothing behind if it fails
-        except HarnessError as exc:
-            live.keep_partial(exc, None)
+            await self._run_workers()
+        except asyncio.CancelledError:
+            # Ctrl-C or a cancelled caller: end the search, and let the example in
+            # flight delete its destinations while the adapter is still open.
+            self.stop.set()
+            for task in self.in_flight:
+                task.cancel()
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
             raise
-        return live
-
-    def enter_next() -> None:
-        if not stop.is_set():
-            task = asyncio.create_task(enter(), name="harness: next example")
-            entering.append(task)
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-
-    async def leave_unused() -> None:
-        """Stop the run entered for an example that never came."""
-        for task in entering:
-            # Let it finish entering (bounded by the service's start timeout): a
-            # client cancelled halfway through connecting may leave its socket behind.
-            [live] = await asyncio.gather(task, return_exceptions=True)
-            if isinstance(live, LiveRun):
-                await live.__aexit__(None, None, None)
-        entering.clear()
-
-    async def tracked(schedule: list[Step]) -> RunResult:
-        """One example on the loop, known to the campaign so a cancel can wait for its cleanup."""
-        if stop.is_set():
-            # Submitted by the search thread as the campaign was being cancelled:
-            # run nothing, or it would create destinations after the cleanup.
-            raise asyncio.CancelledError
-        task = asyncio.current_task()
-        assert task is not None
-        in_flight.add(task)
-        try:
-            live = await (entering.pop() if entering else enter())
-            result = await live.play(schedule)  # tears the run down, whatever happens
-            enter_next()
-            return result
         finally:
-            in_flight.discard(task)
+            self.stop.set()  # the search is over: enter no next example
+            await self._leave_unused_runs()
 
-    # Every schedule seen failing (the first once, a shrink candidate twice), by its repr.
-    failed: dict[str, RunResult] = {}
-
-    def run_once(schedule: Sequence[Step]) -> RunResult:
-        """One run of ``schedule`` on the loop, from a search thread."""
-        with shared:
-            state["count"] += 1
-        future = asyncio.run_coroutine_threadsafe(tracked(list(schedule)), loop)
-        try:
-            return future.result(timeout=flow.timeout * 3 + 60)
-        except HarnessError as error:
-            stop.set()
-            raise _CampaignAborted(error) from None
-        except BaseException:
-            future.cancel()
-            raise
-
-    def shrink_time_left() -> bool:
-        return not stop.is_set() and time.monotonic() - state["first_failure"] <= shrink_seconds
-
-    def tried(schedule: Sequence[Step], phase: str) -> RunResult:
-        """Run a search example once, or judge a shrink candidate; keep what fails."""
-        began = time.monotonic()
-        if phase == "search":
-            result = run_once(schedule)
-        else:
-            result = _judge(lambda: run_once(schedule), shrink_tries)
-        if progress is not None:
-            took = time.monotonic() - began
-            example = Example(state["count"], result.schedule, result.ok, took, phase)
-            loop.call_soon_threadsafe(progress, example)
-        if not result.ok:
-            with shared:
-                failed[repr(result.schedule)] = result
-                state["best"] = _smaller(state["best"], result)
-        return result
-
-    def found_first() -> bool:
-        """Claim the first failure for this worker's thread; False if another has."""
-        with shared:
-            if state["finder"] is not None:
-                return False
-            state["first_failure"] = time.monotonic()
-            state["first_failure_at"] = state["count"]
-            state["finder"] = threading.get_ident()
-            return True
-
-    def run_one(schedule: list[Step]) -> None:
-        """Hypothesis's test: raise ChecksFailed when the schedule fails."""
-        if stop.is_set():
-            return
-        if state["finder"] is not None:
-            if state["finder"] != threading.get_ident():
-                raise _Stopped  # another worker is shrinking its failure
-            seen_failing = failed.get(repr(tuple(schedule)))
-            if seen_failing is not None:
-                # Answered without running it again: Hypothesis replays a failure
-                # before shrinking it and gives up on shrinking at once if that
-                # replay passes, as a race that shows one time in five often does.
-                # How reliably the minimal schedule fails is what the re-runs
-                # after the search measure.
-                _fail(seen_failing)
-            if not shrink_time_left():
-                return  # out of shrinking time: what was not seen failing counts as passing
-            result = tried(schedule, "shrink")
-        else:
-            result = tried(schedule, "search")
-            if not result.ok:
-                if not found_first():
-                    raise _Stopped  # found at the same time as another worker's: kept as seen
-                # Steps first, then Hypothesis: its shrinker starts by simplifying
-                # each key and choice, which on slow examples (a rebalance takes
-                # seconds) spends the budget before it deletes anything.
-                _delete_steps(
-                    result.schedule,
-                    lambda candidate: not tried(candidate, "shrink").ok,
-                    shrink_time_left,
-                )
-        if not result.ok:
-            _fail(result)
-
-    # The database key: the flow's, the same for every worker (saved failures are shared).
-    run_one._hypothesis_internal_add_digest = flow.label.encode()  # type: ignore[attr-defined]
-
-    def search(worker: int) -> Callable[[], None]:
-        """Worker ``worker``'s Hypothesis test: its share of the examples, its own seed."""
-        replayed = (Phase.explicit, Phase.reuse) if worker == 0 else ()  # saved ones: once
-        test = settings(
-            max_examples=max_examples // workers + (worker < max_examples % workers),
-            deadline=None,
-            phases=(*replayed, Phase.shrink)
-            if replay_only
-            else (*replayed, Phase.generate, Phase.shrink),
-            database=DirectoryBasedExampleDatabase(str(database)) if database else None,
-            suppress_health_check=list(HealthCheck),
-            print_blob=False,
-            report_multiple_bugs=False,
-            derandomize=False,
-        )(given(strategy)(run_one))
-        if seed is not None:
-            test = hypothesis_seed(seed + worker)(test)
-        return test
-
-    async def searches() -> None:
+    async def _run_workers(self) -> None:
         """Run every worker's search in a thread of its own; raise what ended them."""
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-search")
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="harness-search")
         try:
             ended = await asyncio.gather(
-                *(loop.run_in_executor(pool, search(n)) for n in range(workers)),
+                *(
+                    self.loop.run_in_executor(pool, self._worker_search(n))
+                    for n in range(self.workers)
+                ),
                 return_exceptions=True,
             )
         finally:
@@ -514,105 +336,198 @@ async def _campaign(
         if raised:
             raise raised[0]
 
-    # Import the driver probes here, not first in the worker thread: CPython 3.11
-    # can fail compiling on two threads at once ("AST constructor recursion depth").
-    if flow.probes:
-        brokers.install_client_probes(broker.kind)
-    brokers.detach_driver_randomness(broker.kind)
-    flaky = False
-    try:
+    def _worker_search(self, worker: int) -> Callable[[], None]:
+        """Worker ``worker``'s Hypothesis test: its share of the examples, its own seed."""
+
+        def test_schedule(schedule: list[Step]) -> None:
+            self._hypothesis_test(schedule)
+
+        # The database key: the flow's, the same for every worker (saved failures are shared).
+        test_schedule._hypothesis_internal_add_digest = self.flow.label.encode()  # type: ignore[attr-defined]
+        replayed = (Phase.explicit, Phase.reuse) if worker == 0 else ()  # saved ones: once
+        workers, max_examples = self.workers, self.max_examples
+        test = settings(
+            max_examples=max_examples // workers + (worker < max_examples % workers),
+            deadline=None,
+            phases=(*replayed, Phase.shrink)
+            if self.replay_only
+            else (*replayed, Phase.generate, Phase.shrink),
+            database=DirectoryBasedExampleDatabase(str(self.database)) if self.database else None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            report_multiple_bugs=False,
+            derandomize=False,
+        )(given(self.strategy)(test_schedule))
+        if self.seed is not None:
+            test = hypothesis_seed(self.seed + worker)(test)
+        return test
+
+    def _hypothesis_test(self, schedule: list[Step]) -> None:
+        """Hypothesis's test function: raise ChecksFailed when the schedule fails."""
+        if self.stop.is_set():
+            return
+        if self.finder is not None:
+            if self.finder != threading.get_ident():
+                raise _Stopped  # another worker is shrinking its failure
+            seen_failing = self.shrinker.seen_failing(schedule)
+            if seen_failing is not None:
+                # Answered without running it again: Hypothesis replays a failure
+                # before shrinking it and gives up on shrinking at once if that
+                # replay passes, as a race that shows one time in five often does.
+                # How reliably the minimal schedule fails is what the re-runs
+                # after the search measure.
+                _fail(seen_failing)
+            if not self.shrinker.time_left():
+                return  # out of shrinking time: what was not seen failing counts as passing
+            result = self._judge_candidate(schedule)
+        else:
+            result = self._search_example(schedule)
+            if not result.ok:
+                if not self._claim_first_failure():
+                    raise _Stopped  # found at the same time as another worker's: kept as seen
+                # Deleting steps keeps every smaller failure it judges; Hypothesis's
+                # shrinker then starts from the failure raised below.
+                self.shrinker.delete_steps(
+                    result.schedule, lambda candidate: not self._judge_candidate(candidate).ok
+                )
+        if not result.ok:
+            _fail(result)
+
+    def _claim_first_failure(self) -> bool:
+        """Claim the first failure for this worker's thread; False if another has."""
+        with self._lock:
+            if self.finder is not None:
+                return False
+            self.shrinker.start()
+            self.first_failure_at = self.examples
+            self.finder = threading.get_ident()
+            return True
+
+    # --- one example, from a search thread ----------------------------------------------
+
+    def _search_example(self, schedule: Sequence[Step]) -> RunResult:
+        """A search example: one run of ``schedule``."""
+        began = time.monotonic()
+        return self._reported(self._run_example(schedule), began, "search")
+
+    def _judge_candidate(self, schedule: Sequence[Step]) -> RunResult:
+        """A shrink candidate: re-run ``schedule`` until the shrinker can judge it."""
+        began = time.monotonic()
+        judged = self.shrinker.judge(lambda: self._run_example(schedule))
+        return self._reported(judged, began, "shrink")
+
+    def _reported(self, result: RunResult, began: float, phase: str) -> RunResult:
+        """Tell ``progress`` about an example (on the loop); give a failure to the shrinker."""
+        if self.progress is not None:
+            took = time.monotonic() - began
+            example = Example(self.examples, result.schedule, result.ok, took, phase)
+            self.loop.call_soon_threadsafe(self.progress, example)
+        self.shrinker.keep(result)
+        return result
+
+    def _run_example(self, schedule: Sequence[Step]) -> RunResult:
+        """One run of ``schedule`` on the loop, waited for from a search thread, counted."""
+        with self._lock:
+            self.examples += 1
+        future = asyncio.run_coroutine_threadsafe(self._play(list(schedule)), self.loop)
         try:
-            await searches()
-        except asyncio.CancelledError:
-            # Ctrl-C or a cancelled caller: end the search, and let the example in
-            # flight delete its destinations while the adapter is still open.
-            stop.set()
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            return future.result(timeout=self.flow.timeout * 3 + 60)
+        except HarnessError as error:
+            self.stop.set()
+            raise _CampaignAborted(error) from None
+        except BaseException:
+            future.cancel()
             raise
+
+    # --- on the loop: the live runs ------------------------------------------------------
+
+    async def _play(self, schedule: list[Step]) -> RunResult:
+        """Play ``schedule`` on an entered run (in ``in_flight``: a cancel awaits its cleanup)."""
+        if self.stop.is_set():
+            # Submitted by the search thread as the campaign was being cancelled:
+            # run nothing, or it would create destinations after the cleanup.
+            raise asyncio.CancelledError
+        task = asyncio.current_task()
+        assert task is not None
+        self.in_flight.add(task)
+        try:
+            live = await (self.entering.pop() if self.entering else self._enter_run())
+            result = await live.play(schedule)  # tears the run down, whatever happens
+            self._enter_next_run()
+            return result
         finally:
-            stop.set()  # the search is over: enter no next example
-            await leave_unused()
-    except _CampaignAborted as aborted:
-        elapsed = time.monotonic() - started
-        raise await _campaign_error(
-            aborted.error, flow, broker, state["count"], elapsed, seed, report_dir
-        ) from None
-    except ChecksFailed as failure:
-        state["best"] = _smaller(state["best"], failure.result)
-    except Flaky:
-        flaky = True  # the failure did not repeat: report the smallest one seen
-        if state["best"] is None:
-            raise
-    except unittest.SkipTest:
-        pass  # replay_only with nothing saved: Hypothesis ran no example
-    except BaseException as exc:
-        found = checks_failed_in(exc)
-        if found is None:
-            raise
-        state["best"] = _smaller(state["best"], found.result)
-    elapsed = time.monotonic() - started
-    report = FuzzReport(
-        flow=flow,
-        examples=state["count"],
-        elapsed=elapsed,
-        seed=seed,
-        minimal=state["best"],
-        first_failure_at=state["first_failure_at"],
-        flaky=flaky,
-        flow_reference=flow_reference,
-    )
-    if report.minimal is not None:
-        for _ in range(reruns):
-            again = await run_flow(
-                flow,
-                report.minimal.schedule,
-                broker=broker,
-                adapter=adapter,
-                isolation=isolation,
-            )
-            report.reruns.append(not again.ok)
-        if report_dir is not None:
-            from harness._report import write_failure
+            self.in_flight.discard(task)
 
-            report.history_path, report.timeline_path = write_failure(report, report_dir)
-    return report
-
-
-async def _campaign_error(
-    error: HarnessError,
-    flow: Flow,
-    broker: BrokerInfo,
-    examples: int,
-    elapsed: float,
-    seed: int | None,
-    report_dir: Path | None,
-) -> HarnessError:
-    """The error that ends a campaign, naming a lost broker, with the partial history kept."""
-    # Whatever failed first (a service, a tap, a publish), say so if the broker is gone.
-    try:
-        await asyncio.to_thread(brokers.check_reachable, broker, timeout=5.0)
-    except BrokerUnavailable as lost:
-        replacement = BrokerUnavailable(
-            f"the {broker.kind} broker at {redact_url(broker.url)} stopped answering during"
-            f" example {examples} of the campaign ({error}); {lost}"
+    async def _enter_run(self) -> LiveRun:
+        """A run entered (destinations, taps, the service started), ready for a schedule."""
+        live = LiveRun(
+            self.flow,
+            broker=self.broker,
+            adapter=self.adapter,
+            faults=bool(self.faults),
+            isolation=self.isolation,
         )
-        replacement.history, replacement.__cause__ = error.history, error
-        error = replacement
-    error.add_note(
-        f"fuzz {flow.label}: {examples} examples in {elapsed:.1f} s before this (seed {seed})"
-    )
-    if report_dir is not None and isinstance(error.history, History):
-        error.history_path = error.history.dump(report_dir / f"{flow.label}-partial.json")
-        error.add_note(f"partial history: {error.history_path}")
-    return error
+        try:
+            await live.__aenter__()  # leaves nothing behind if it fails
+        except HarnessError as exc:
+            live.keep_partial(exc, None)
+            raise
+        return live
 
+    def _enter_next_run(self) -> None:
+        """Start entering the next example's run while Hypothesis chooses its schedule."""
+        if not self.stop.is_set():
+            task = asyncio.create_task(self._enter_run(), name="harness: next example")
+            self.entering.append(task)
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
 
-def _smaller(best: RunResult | None, other: RunResult) -> RunResult:
-    if best is None or _size(other.schedule) < _size(best.schedule):
-        return other
-    return best
+    async def _leave_unused_runs(self) -> None:
+        """Stop the runs entered for examples that never came."""
+        for task in self.entering:
+            # Let it finish entering (bounded by the service's start timeout): a
+            # client cancelled halfway through connecting may leave its socket behind.
+            [live] = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(live, LiveRun):
+                await live.__aexit__(None, None, None)
+        self.entering.clear()
+
+    # --- after the search -----------------------------------------------------------------
+
+    async def _rerun(self, minimal: RunResult, failed_again: list[bool]) -> None:
+        """Re-run the minimal schedule ``reruns`` times: how reliably it fails."""
+        for _ in range(self.reruns):
+            again = await run_flow(
+                self.flow,
+                minimal.schedule,
+                broker=self.broker,
+                adapter=self.adapter,
+                isolation=self.isolation,
+            )
+            failed_again.append(not again.ok)
+
+    async def _ended_by(self, error: HarnessError) -> HarnessError:
+        """The error that ends the campaign, naming a lost broker, with the partial history kept."""
+        elapsed = time.monotonic() - self.started
+        broker, flow, examples = self.broker, self.flow, self.examples
+        # Whatever failed first (a service, a tap, a publish), say so if the broker is gone.
+        try:
+            await asyncio.to_thread(brokers.check_reachable, broker, timeout=5.0)
+        except BrokerUnavailable as lost:
+            replacement = BrokerUnavailable(
+                f"the {broker.kind} broker at {redact_url(broker.url)} stopped answering during"
+                f" example {examples} of the campaign ({error}); {lost}"
+            )
+            replacement.history, replacement.__cause__ = error.history, error
+            error = replacement
+        error.add_note(
+            f"fuzz {flow.label}: {examples} examples in {elapsed:.1f} s before this"
+            f" (seed {self.seed})"
+        )
+        if self.report_dir is not None and isinstance(error.history, History):
+            error.history_path = error.history.dump(self.report_dir / f"{flow.label}-partial.json")
+            error.add_note(f"partial history: {error.history_path}")
+        return error
 
 
 def checks_failed_in(exc: BaseException) -> ChecksFailed | None:

@@ -1,4 +1,9 @@
-"""What a person reads about a failure: summary, reproduction test, history JSON, timeline SVG."""
+"""What a person reads about a fuzz campaign: the report, its JSON, a reproduction, a timeline.
+
+:class:`FuzzReport` is what :func:`harness.fuzz` returns; :meth:`FuzzReport.to_json`
+is the one JSON schema of a fuzz report (``harness fuzz --json`` and the
+report directory both write it).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,92 @@ import html
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from harness._flow import Flow, RunResult
 from harness._history import Event, History, Kind
 from harness._schedule import Step, faults_of, messages_of
 
-if TYPE_CHECKING:
-    from harness._flow import Flow
-    from harness._fuzz import FuzzReport
+#: The ``format`` of a fuzz report's JSON: bumped when a field changes meaning or goes.
+FORMAT = "message-flow-harness/fuzz/1"
+
+
+@dataclass(kw_only=True)
+class FuzzReport:
+    """What a fuzz campaign found: pass/fail, the minimal failing run, how it reproduces."""
+
+    flow: Flow
+    examples: int
+    elapsed: float
+    seed: int | None
+    minimal: RunResult | None = None
+    first_failure_at: int | None = None  # the example number that first failed
+    reruns: list[bool] = field(default_factory=list)  # True where the re-run failed again
+    flaky: bool = False
+    timeline_path: Path | None = None
+    history_path: Path | None = None
+    flow_reference: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.minimal is None
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def violations(self) -> list[str]:
+        return [] if self.minimal is None else [str(v) for v in self.minimal.failures()]
+
+    def reproduction(self) -> str:
+        """The minimal failing schedule as a ready-to-paste pytest test."""
+        if self.minimal is None:
+            return ""
+        return reproduction_test(self.flow, self.minimal.schedule, self.flow_reference)
+
+    def summary(self) -> str:
+        return fuzz_summary(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON (:data:`FORMAT`): what ``--json`` and the report directory hold.
+
+        ``history`` and ``timeline`` are the paths of the files written to the
+        report directory (None without one); ``minimal_history`` is the minimal
+        run's history itself (:meth:`History.to_json`). A passing report has
+        the same fields, empty or None.
+        """
+        minimal = self.minimal
+        return {
+            "format": FORMAT,
+            "flow": self.flow.label,
+            "broker": self.flow.broker,
+            "ok": self.ok,
+            "examples": self.examples,
+            "elapsed_s": round(self.elapsed, 3),
+            "seed": self.seed,
+            "first_failure_at": self.first_failure_at,
+            "violations": [
+                {
+                    "check": v.check,
+                    "anomalies": [
+                        {"kind": a.kind, "text": a.text, "ids": list(a.harness_ids)}
+                        for a in v.anomalies
+                    ],
+                }
+                for v in (minimal.failures() if minimal else [])
+            ],
+            "minimal_example": [repr(step) for step in minimal.schedule] if minimal else None,
+            "reruns": len(self.reruns),
+            "reruns_failed": sum(self.reruns),
+            "flaky": self.flaky,
+            "history": str(self.history_path) if self.history_path else None,
+            "timeline": str(self.timeline_path) if self.timeline_path else None,
+            "reproduction": self.reproduction() or None,
+            "minimal_history": minimal.history.to_json() if minimal else None,
+        }
 
 
 def _identifier(text: str) -> str:
@@ -83,42 +165,19 @@ def fuzz_summary(report: FuzzReport) -> str:
     return "\n".join(lines)
 
 
-def write_failure(report: FuzzReport, directory: Path) -> tuple[Path, Path]:
-    """Write the minimal run's history (JSON, with the report) and its timeline (SVG)."""
+def write_failure(report: FuzzReport, directory: Path) -> None:
+    """Write the report with the minimal run's history (JSON) and its timeline (SVG).
+
+    Sets the report's ``history_path`` and ``timeline_path`` first, so the
+    JSON written names both files, as ``--json`` does.
+    """
     assert report.minimal is not None
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"{_identifier(report.flow.label)}-{report.minimal.endpoints.input}"
-    history_path = directory / f"{stem}.json"
-    history_path.write_text(
-        json.dumps(
-            {
-                "flow": report.flow.label,
-                "broker": report.flow.broker,
-                "ok": False,
-                "examples": report.examples,
-                "seed": report.seed,
-                "reruns_failed": sum(report.reruns),
-                "reruns": len(report.reruns),
-                "flaky": report.flaky,
-                "schedule": [repr(step) for step in report.minimal.schedule],
-                "violations": [
-                    {
-                        "check": v.check,
-                        "anomalies": [
-                            {"kind": a.kind, "text": a.text, "ids": list(a.harness_ids)}
-                            for a in v.anomalies
-                        ],
-                    }
-                    for v in report.minimal.failures()
-                ],
-                "history": report.minimal.history.to_json(),
-            },
-            indent=1,
-        )
-    )
-    timeline_path = directory / f"{stem}.svg"
-    timeline_path.write_text(timeline_svg(report.minimal.history, title=report.flow.label))
-    return history_path, timeline_path
+    report.history_path = directory / f"{stem}.json"
+    report.timeline_path = directory / f"{stem}.svg"
+    report.timeline_path.write_text(timeline_svg(report.minimal.history, title=report.flow.label))
+    report.history_path.write_text(json.dumps(report.to_json(), indent=1))
 
 
 # --- the timeline picture ------------------------------------------------------------

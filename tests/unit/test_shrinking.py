@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness._fuzz import _delete_steps, _judge
+from harness._shrink import delete_steps, judge
 
 
 def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:
@@ -39,7 +39,7 @@ def test_a_candidate_fails_only_when_its_failure_repeats(
     outcomes: str, tries: int, runs: int, fails: bool
 ) -> None:
     run, made = scripted(outcomes)
-    result = _judge(run, tries)
+    result = judge(run, tries)
     assert len(made) == runs
     assert result.ok is not fails
     assert result.run == runs  # the run that decided it is the one reported
@@ -76,7 +76,7 @@ def test_deleting_steps_leaves_only_what_the_failure_needs(
         tried.append(candidate)
         return fails(candidate)
 
-    kept = _delete_steps(schedule, judged, lambda: True)  # type: ignore[arg-type]
+    kept = delete_steps(schedule, judged, lambda: True)  # type: ignore[arg-type]
     assert kept == required
     assert all(candidate for candidate in tried)  # never the empty schedule
     assert len(tried) <= most_runs
@@ -90,7 +90,7 @@ def test_deleting_steps_stops_when_the_time_is_up() -> None:
         tried.append(candidate)
         return True  # any schedule fails: without the bound this would delete all but one
 
-    kept = _delete_steps(tuple("abcdefgh"), judged, lambda: next(clock))  # type: ignore[arg-type]
+    kept = delete_steps(tuple("abcdefgh"), judged, lambda: next(clock))  # type: ignore[arg-type]
     # The first half went (the second half is then all there is, so it stays);
     # the time ran out before the quarters.
     assert tried == [tuple("abcd")]

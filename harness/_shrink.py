@@ -1,0 +1,143 @@
+"""Shrinking a failure found on a noisy broker: judge candidates, delete steps, keep the smallest.
+
+The search (:mod:`harness._fuzz`) hands its first failure to a
+:class:`Shrinker`, as Hypothesis's engine hands one to its shrinker. Real
+brokers are not deterministic: a failure may not repeat while it is being
+shrunk. Shrinking deletes steps first (delta debugging on the schedule),
+then hands over to Hypothesis's shrinker. A candidate must pass several runs
+in a row to count as passing and fail twice to count as failing; the
+shrinker keeps the smallest failing run it has seen, so a flaky failure ends
+the search with that run instead of an error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from harness._flow import RunResult
+from harness._schedule import Step, faults_of, messages_of
+
+
+def judge(run: Callable[[], RunResult], tries: int) -> RunResult:
+    """Run a shrink candidate until it passes ``tries`` times in a row or fails twice.
+
+    Real brokers are noisy both ways. A race that shows one time in three must
+    not be shrunk away, so a candidate counts as passing only after ``tries``
+    passes in a row; and a candidate that failed once by luck must not become
+    the minimal example (it would not fail again when the user runs it), so a
+    failure counts only once it repeats within ``tries`` more runs. Returns
+    the failing run if it repeated, else the last passing one.
+    """
+    failures = 0
+    passes_in_a_row = 0
+    while True:
+        result = run()
+        if result.ok:
+            passes_in_a_row += 1
+            if passes_in_a_row == tries:
+                return result
+        else:
+            failures += 1
+            if failures == 2:
+                return result
+            passes_in_a_row = 0
+
+
+def delete_steps(
+    schedule: Sequence[Step],
+    fails: Callable[[tuple[Step, ...]], bool],
+    time_left: Callable[[], bool],
+) -> tuple[Step, ...]:
+    """Delete the steps a failure does not need, in chunks of halving size, last first.
+
+    Delta debugging on the schedule itself: every deletion leaves a valid
+    schedule (a fault on an instance that is gone does nothing), and fewer
+    steps make each later run cheaper. Stops when no single step can go or
+    the time is up; returns what is left.
+    """
+    kept = tuple(schedule)
+    chunk = max(1, len(kept) // 2)
+    while len(kept) > 1:
+        deleted = False
+        end = len(kept)
+        while end > 0:
+            if not time_left():
+                return kept
+            start = max(0, end - chunk)
+            candidate = kept[:start] + kept[end:]
+            if candidate and fails(candidate):
+                kept, deleted = candidate, True
+            end = start
+        if chunk == 1 and not deleted:
+            break
+        chunk = max(1, min(chunk // 2, len(kept) // 2))
+    return kept
+
+
+def size(schedule: Sequence[Step]) -> tuple[int, int, int]:
+    """How big a failing schedule is, smallest first (the order shrinking works towards)."""
+    messages = messages_of(schedule)
+    return (len(schedule), len(faults_of(schedule)), sum(len(m.value) for m in messages))
+
+
+def smaller(best: RunResult | None, other: RunResult) -> RunResult:
+    """The smaller of two failing runs by :func:`size` (``best`` when they tie)."""
+    if best is None or size(other.schedule) < size(best.schedule):
+        return other
+    return best
+
+
+class Shrinker:
+    """One campaign's shrinking: its time bound, every failure seen, the smallest of them.
+
+    The search threads share it: what it keeps is updated under its lock.
+    ``stop`` is the campaign's: once set, no time is left.
+    """
+
+    def __init__(self, *, seconds: float, tries: int, stop: threading.Event) -> None:
+        self.seconds = seconds
+        self.tries = tries
+        self.stop = stop
+        self.started: float | None = None  # when the first failure was claimed
+        self.smallest: RunResult | None = None
+        # Every schedule seen failing (the first once, a shrink candidate twice), by its repr.
+        self._failed: dict[str, RunResult] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """The first failure was found: shrinking's time runs from now."""
+        self.started = time.monotonic()
+
+    def time_left(self) -> bool:
+        if self.stop.is_set() or self.started is None:
+            return False
+        return time.monotonic() - self.started <= self.seconds
+
+    def keep(self, result: RunResult) -> None:
+        """Remember a failing run by its schedule, and keep it if it is the smallest yet."""
+        if result.ok:
+            return
+        with self._lock:
+            self._failed[repr(result.schedule)] = result
+            self.smallest = smaller(self.smallest, result)
+
+    def seen_failing(self, schedule: Sequence[Step]) -> RunResult | None:
+        """The run of ``schedule`` seen failing, if any (answered without running it again)."""
+        return self._failed.get(repr(tuple(schedule)))
+
+    def judge(self, run: Callable[[], RunResult]) -> RunResult:
+        """:func:`judge` a candidate with this campaign's ``tries``."""
+        return judge(run, self.tries)
+
+    def delete_steps(
+        self, schedule: Sequence[Step], fails: Callable[[tuple[Step, ...]], bool]
+    ) -> tuple[Step, ...]:
+        """The first shrinking pass, before Hypothesis's: :func:`delete_steps` within the time.
+
+        Steps first, then Hypothesis: its shrinker starts by simplifying each
+        key and choice, which on slow examples (a rebalance takes seconds)
+        spends the budget before it deletes anything.
+        """
+        return delete_steps(schedule, fails, self.time_left)
