@@ -11,10 +11,10 @@ driver = KafkaDriver()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "KAFKA_VERSION": "brokers.kafka._adapter",
+    "KAFKA_VERSION": "brokers.kafka._jars",
     "KafkaAdapter": "brokers.kafka._adapter",
     "KafkaRecipe": "brokers.kafka._adapter",
-    "ensure_jars": "brokers.kafka._adapter",
+    "ensure_jars": "brokers.kafka._jars",
     "secure_info": "brokers.kafka._adapter",
     "secure_settings": "brokers.kafka._adapter",
     "start_container": "brokers.kafka._adapter",

@@ -19,7 +19,6 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 import uuid
 import warnings
@@ -44,8 +43,9 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from brokers._local import LaunchPlan, cache_dir, free_port
+from brokers._local import LaunchPlan, free_port
 from brokers._tls import make_pki, openssl_available
+from brokers.kafka._jars import KAFKA_VERSION, ensure_jars, jar_root, jars_ready
 from brokers.kafka._probes import finish_broken_stop
 from brokers.kafka._settings import kafka_client_options
 from harness._broker import (
@@ -74,10 +74,6 @@ __all__ = (
     "start_container",
 )
 
-#: Broker and tools share one version: Maven Central has kafka-tools only up to 4.3.1.
-KAFKA_VERSION = "4.3.1"
-#: The log4j-core version kafka-server 4.3.1 brings in; its SLF4J binding must match it.
-LOG4J_VERSION = "2.25.4"
 #: Largest message the local broker accepts and the adapter sends (1 MiB payloads fit easily).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: The image testcontainers' KafkaContainer is tested with (KRaft needs cp-kafka >= 7.0).
@@ -900,134 +896,6 @@ class KafkaAdapter(BrokerAdapter):
         return None
 
 
-# --------------------------------------------------------------------------- jars
-
-
-_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.harness</groupId>
-  <artifactId>kafka-jars</artifactId>
-  <version>{KAFKA_VERSION}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{KAFKA_VERSION}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-tools</artifactId>
-      <version>{KAFKA_VERSION}</version>
-    </dependency>
-    <!-- Kafka {KAFKA_VERSION} logs through SLF4J 1.7 (slf4j-api 1.7.36) to log4j2:
-         log4j-slf4j-impl is the SLF4J 1.x binding (log4j-slf4j2-impl would be ignored). -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-_EXPECTED_JARS = (
-    f"kafka_2.13-{KAFKA_VERSION}.jar",
-    f"kafka-tools-{KAFKA_VERSION}.jar",
-    f"kafka-clients-{KAFKA_VERSION}.jar",
-    f"log4j-core-{LOG4J_VERSION}.jar",
-    f"log4j-slf4j-impl-{LOG4J_VERSION}.jar",
-)
-_COMPLETE = ".complete"
-
-
-def _jar_root() -> Path:
-    return cache_dir() / f"kafka-{KAFKA_VERSION}"
-
-
-def _jars_ready() -> bool:
-    return (_jar_root() / _COMPLETE).is_file()
-
-
-def ensure_jars(*, timeout: float = 900.0) -> Path:
-    """Kafka's jars, resolved from Maven Central once per cache directory; returns the libs dir.
-
-    Safe to call from several processes at once: one resolves while the others
-    wait on a file lock, and a half-finished download is never used because it
-    is built in a temporary directory and renamed into place when complete.
-    """
-    from filelock import FileLock, Timeout
-
-    root = _jar_root()
-    if _jars_ready():
-        return root / "libs"
-    lock = FileLock(str(root.with_name(root.name + ".lock")))
-    try:
-        with lock.acquire(timeout=timeout):
-            if not _jars_ready():
-                _resolve_jars(root, timeout=timeout)
-    except Timeout as err:
-        raise BrokerStartError(
-            f"waited {timeout:g} s for another process resolving Kafka jars into {root}: "
-            f"if none is running, delete {lock.lock_file}"
-        ) from err
-    return root / "libs"
-
-
-def _resolve_jars(root: Path, *, timeout: float) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerStartError(
-            f"Maven (mvn) is needed once to fetch Kafka {KAFKA_VERSION}'s jars into {root}: "
-            "install it (apt-get install maven) or fill the cache on a machine that has it"
-        )
-    # Holding the lock, any partial directory is a leftover of a killed process.
-    for leftover in root.parent.glob(f"{root.name}.*.partial"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", suffix=".partial", dir=root.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the jars from other users of the cache
-    try:
-        (staging / "pom.xml").write_text(_POM)
-        argv = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(staging / "pom.xml"),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging / 'libs'}",
-        ]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as err:
-            raise BrokerStartError(
-                f"Maven did not resolve Kafka {KAFKA_VERSION}'s jars within {timeout:g} s: "
-                "check access to Maven Central (proxy settings in ~/.m2/settings.xml)"
-            ) from err
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-            raise BrokerStartError(
-                f"Maven failed to resolve Kafka {KAFKA_VERSION}'s jars (exit {done.returncode}): "
-                f"check access to Maven Central. Its output ends with:\n{tail}"
-            )
-        missing = [jar for jar in _EXPECTED_JARS if not (staging / "libs" / jar).is_file()]
-        if missing:
-            raise BrokerStartError(
-                f"Maven resolved Kafka {KAFKA_VERSION} without {', '.join(missing)}: "
-                f"LOG4J_VERSION={LOG4J_VERSION} must match the log4j-core that Kafka brings in"
-            )
-        (staging / _COMPLETE).write_text(f"kafka {KAFKA_VERSION}, log4j {LOG4J_VERSION}\n")
-        if root.exists():  # a layout from an older harness without the marker
-            shutil.rmtree(root)
-        staging.rename(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- local broker
 
 #: The broker's JVM: a bounded heap; the serial collector, since a test broker
@@ -1239,9 +1107,9 @@ class KafkaRecipe:
                 f"{java} is Java {major}; Kafka {KAFKA_VERSION} needs Java 17 or newer: "
                 "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
             )
-        if not _jars_ready() and shutil.which("mvn") is None:
+        if not jars_ready() and shutil.which("mvn") is None:
             raise BrokerStartError(
-                f"Kafka {KAFKA_VERSION}'s jars are not cached in {_jar_root()} and Maven (mvn) "
+                f"Kafka {KAFKA_VERSION}'s jars are not cached in {jar_root()} and Maven (mvn) "
                 "is not on PATH to fetch them: apt-get install maven, then run "
                 '`python -c "from brokers.kafka import ensure_jars; ensure_jars()"`'
             )
