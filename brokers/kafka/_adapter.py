@@ -31,22 +31,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
-from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
-from aiokafka.protocol.types import (
-    CompactArray,
-    CompactString,
-    Int16,
-    Int32,
-    Schema,
-    TaggedFields,
-)
 
 from brokers._local import LaunchPlan, free_port
 from brokers._tls import make_pki, openssl_available
 from brokers.kafka._jars import KAFKA_VERSION, ensure_jars, jar_root, jars_ready
 from brokers.kafka._probes import finish_broken_stop
+from brokers.kafka._protocol import (
+    ASK_AGAIN,
+    COORDINATOR_NOT_READY,
+    GROUP_ID_NOT_FOUND,
+    DeleteGroups,
+)
 from brokers.kafka._settings import kafka_client_options
 from harness._broker import (
     BrokerAdapter,
@@ -255,52 +252,6 @@ async def _stop_consumer(consumer: Any, within: float) -> None:
     if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
         # stop() broke off inside Fetcher.close(), before it closed the client.
         await _bounded(finish_broken_stop(consumer), within)
-
-
-# aiokafka has no DeleteGroups call: the request and response, version 2 (flexible).
-_GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP = 69, 68
-# A just-started broker has no group coordinator until it has made its offsets
-# topic, and a coordinator may be loading or moving: each passes, so ask again.
-_COORDINATOR_NOT_READY = (
-    kafka_errors.GroupLoadInProgressError,
-    kafka_errors.GroupCoordinatorNotAvailableError,
-    kafka_errors.NotCoordinatorForGroupError,
-)
-#: Answers to a group deletion that mean "ask again shortly".
-_ASK_AGAIN = (_NON_EMPTY_GROUP, *(error.errno for error in _COORDINATOR_NOT_READY))
-
-
-class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
-    API_KEY = 42
-    API_VERSION = 2
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        (
-            "results",
-            CompactArray(
-                ("group_id", CompactString("utf-8")), ("error_code", Int16), ("tags", TaggedFields)
-            ),
-        ),
-        ("tags", TaggedFields),
-    )
-
-
-class _DeleteGroupsRequestV2(RequestStruct):  # type: ignore[misc]
-    FLEXIBLE_VERSION = True
-    API_KEY = 42
-    API_VERSION = 2
-    RESPONSE_TYPE = _DeleteGroupsResponseV2
-    SCHEMA = Schema(("groups_names", CompactArray(CompactString("utf-8"))), ("tags", TaggedFields))
-
-
-class _DeleteGroups(Request[_DeleteGroupsRequestV2]):  # type: ignore[misc]
-    API_KEY = 42
-
-    def __init__(self, groups: list[str]) -> None:
-        self.groups = groups
-
-    def build(self, request_struct_class: type[_DeleteGroupsRequestV2]) -> _DeleteGroupsRequestV2:
-        return request_struct_class(groups_names=self.groups, tags={})
 
 
 @dataclass(eq=False)
@@ -627,16 +578,14 @@ class KafkaAdapter(BrokerAdapter):
                 while True:
                     try:
                         node = await admin.find_coordinator(group_id)
-                        response = await admin._send_request_to_node(
-                            node, _DeleteGroups([group_id])
-                        )
+                        response = await admin._send_request_to_node(node, DeleteGroups([group_id]))
                         [result] = response.to_object()["results"]
                         code = result["error_code"]
-                    except _COORDINATOR_NOT_READY as not_ready:
+                    except COORDINATOR_NOT_READY as not_ready:
                         code = not_ready.errno
-                    if code in (0, _GROUP_ID_NOT_FOUND):
+                    if code in (0, GROUP_ID_NOT_FOUND):
                         return
-                    if code not in _ASK_AGAIN:
+                    if code not in ASK_AGAIN:
                         raise DestinationError(
                             f"deleting consumer group {group_id!r} failed"
                             f" ({kafka_errors.for_code(code).__name__})"
