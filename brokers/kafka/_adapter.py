@@ -17,12 +17,11 @@ import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.conn import create_conn
-from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 
 from brokers._local import LaunchPlan, free_port
 from brokers._tls import make_pki, openssl_available
+from brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded, stop_consumer
+from brokers.kafka._diagnose import diagnose
+from brokers.kafka._errors import URL_FIX, describe, translate
 from brokers.kafka._jars import KAFKA_VERSION, ensure_jars, jar_root, jars_ready
-from brokers.kafka._probes import finish_broken_stop
 from brokers.kafka._protocol import (
     ASK_AGAIN,
     COORDINATOR_NOT_READY,
@@ -71,17 +70,12 @@ __all__ = (
     "start_container",
 )
 
-#: Largest message the local broker accepts and the adapter sends (1 MiB payloads fit easily).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: The image testcontainers' KafkaContainer is tested with (KRaft needs cp-kafka >= 7.0).
 DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"
 
-_URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249
 _POLL_S = 0.05
-#: How long closing waits for TLS connections' closing handshakes (loopback: a few ms).
-_TLS_CLOSE_S = 0.1
 #: ListOffsets' timestamp for "the log end offset".
 _LATEST = -1
 
@@ -104,154 +98,6 @@ def _check_topic_name(name: object) -> str:
             "and '-' (and not '.' or '..' alone)"
         )
     return name
-
-
-def _describe(err: BaseException) -> str:
-    name, text = type(err).__name__, str(err).strip()
-    if not text:
-        return name
-    # aiokafka's messages often start with the class name already.
-    return text if name in text.split(":")[0] else f"{name}: {text}"
-
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    kafka_errors.KafkaConnectionError,
-    kafka_errors.NodeNotReadyError,
-    kafka_errors.NoBrokersAvailable,
-    kafka_errors.KafkaTimeoutError,
-    kafka_errors.RequestTimedOutError,
-    kafka_errors.BrokerNotAvailableError,
-    kafka_errors.ProducerClosed,
-    OSError,
-)
-
-
-async def _bounded(step: Awaitable[object], within: float) -> BaseException | None:
-    """Run a cleanup step for at most ``within`` seconds; return what went wrong, never raise.
-
-    A CancelledError that is not aimed at us is returned too: aiokafka's close
-    methods cancel their own tasks and await them, which can leak one out
-    (aio-libs/aiokafka#647, #983).
-    """
-    try:
-        async with asyncio.timeout(within):
-            await step
-    except asyncio.CancelledError as err:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
-        return err
-    except Exception as err:
-        return err
-    return None
-
-
-_SETTINGS_FIX = "HARNESS_KAFKA_* or --kafka-option, see README 'Brokers: yours or ours'"
-
-
-async def _diagnose(info: BrokerInfo, *, within: float) -> str | None:
-    """Why connecting failed, when it is a TLS or SASL mismatch; None when it is not that.
-
-    aiokafka reports every bootstrap failure as "Unable to bootstrap": one bare
-    connection (bounded by ``within``) to the first bootstrap server tells
-    a wrong CA, a wrong password or TLS against a plain port apart.
-    """
-    options = info.client_options
-    protocol = str(options.get("security_protocol", "PLAINTEXT"))
-    host, _, port_text = info.url.split(",")[0].strip().rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    where = f"{host}:{port_text}"
-    try:
-        async with asyncio.timeout(within):
-            conn = await create_conn(
-                host,
-                int(port_text),
-                client_id="harness-diagnose",
-                request_timeout_ms=int(within * 1000),
-                **options,
-            )
-            try:
-                await conn.send(MetadataRequest([]))
-            finally:
-                # close() hands back a future: a TLS connection closes only after its
-                # shutdown round trip, which a loop that ends first would cut off,
-                # leaving the socket open until the garbage collector finds it.
-                await _bounded(conn.close(), within)
-    except ssl.SSLCertVerificationError as err:
-        message = err.verify_message or str(err)
-        if "mismatch" in message:
-            return (
-                f"the TLS certificate of {where} does not name {host!r} ({message}): connect"
-                " by a name the certificate holds, or set ssl_check_hostname=false"
-            )
-        return (
-            f"the TLS certificate of {where} is not trusted ({message}): set ssl_cafile"
-            f" ({_SETTINGS_FIX}) to the PEM file of the CA that signed it"
-        )
-    except (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError) as err:
-        return (
-            f"SASL {options.get('sasl_mechanism')} login as {options.get('sasl_plain_username')!r}"
-            f" was refused ({_describe(err)}): check sasl_username, sasl_password and"
-            f" sasl_mechanism ({_SETTINGS_FIX})"
-        )
-    except kafka_errors.UnsupportedSaslMechanismError as err:
-        return (
-            f"{where} does not offer SASL mechanism {options.get('sasl_mechanism')}"
-            f" ({_describe(err)}): set sasl_mechanism to one it enables"
-        )
-    except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
-        if protocol.endswith("SSL"):
-            if isinstance(err, ssl.SSLError) or not await _speaks_tls(host, port_text, within):
-                return (
-                    f"{where} does not speak TLS ({_describe(err)}): it is a PLAINTEXT or"
-                    f" SASL_PLAINTEXT listener, so use that security_protocol, or the broker's"
-                    " TLS port"
-                )
-            if not protocol.startswith("SASL_"):
-                return (
-                    f"{where} closed the connection after the TLS handshake"
-                    f" ({_describe(err)}): the listener probably wants SASL, so set"
-                    f" security_protocol=SASL_SSL with sasl_username and sasl_password"
-                    f" ({_SETTINGS_FIX})"
-                )
-            return None
-        if await _speaks_tls(host, port_text, within):
-            sasl = protocol.startswith("SASL_")
-            return (
-                f"{where} is a TLS listener and security_protocol is {protocol}: set"
-                f" security_protocol={'SASL_SSL' if sasl else 'SSL or SASL_SSL'}"
-                f" and ssl_cafile ({_SETTINGS_FIX})"
-            )
-        if not protocol.startswith("SASL_") and isinstance(err, kafka_errors.KafkaConnectionError):
-            return (
-                f"{where} closed the connection ({_describe(err)}): if the listener wants SASL,"
-                f" set security_protocol=SASL_PLAINTEXT with sasl_username and sasl_password"
-                f" ({_SETTINGS_FIX})"
-            )
-    return None
-
-
-async def _speaks_tls(host: str, port: str, within: float) -> bool:
-    """Whether ``host:port`` completes a TLS handshake (certificate not checked)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        async with asyncio.timeout(within):
-            _, writer = await asyncio.open_connection(host, int(port), ssl=context)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def _stop_consumer(consumer: Any, within: float) -> None:
-    """Stop an aiokafka consumer, bounded, and close its connections even if stop() broke off."""
-    if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
-        # stop() broke off inside Fetcher.close(), before it closed the client.
-        await _bounded(finish_broken_stop(consumer), within)
 
 
 @dataclass(eq=False)
@@ -317,22 +163,22 @@ class KafkaAdapter(BrokerAdapter):
                 await admin.start()
                 await producer.start()
         except BaseException as err:
-            await _bounded(producer.stop(), self._timeout)
-            await _bounded(admin.close(), self._timeout)
+            await bounded(producer.stop(), self._timeout)
+            await bounded(admin.close(), self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
                 why = None
                 if not isinstance(err, TimeoutError):  # a silent server is no TLS mismatch
                     # One bound for the whole diagnosis: open() stays within 2 x timeout.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(min(self._timeout, 5.0)):
-                            why = await _diagnose(self.info, within=min(self._timeout, 5.0))
+                            why = await diagnose(self.info, within=min(self._timeout, 5.0))
                 if why is not None:
                     raise BrokerUnavailable(
                         f"cannot connect to Kafka at {self.info.url}: {why}"
                     ) from err
                 raise BrokerUnavailable(
                     f"no Kafka broker answers at {self.info.url} within {self._timeout:g} s "
-                    f"({_describe(err)}): {_URL_FIX}"
+                    f"({describe(err)}): {URL_FIX}"
                 ) from err
             raise
         self._admin, self._producer = admin, producer
@@ -345,18 +191,18 @@ class KafkaAdapter(BrokerAdapter):
         for tap in list(self._taps):
             await self._stop_tap(tap)
         while self._idle_tap_consumers:
-            await _stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
+            await stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
         for extra in self._extra_producers.values():
-            await _bounded(extra.stop(), self._timeout)
+            await bounded(extra.stop(), self._timeout)
         self._extra_producers.clear()
         if self._producer is not None:
-            await _bounded(self._producer.stop(), self._timeout)
+            await bounded(self._producer.stop(), self._timeout)
         if self._admin is not None:
-            await _bounded(self._admin.close(), self._timeout)
+            await bounded(self._admin.close(), self._timeout)
         if "ssl_context" in self.info.client_options:
             # aiokafka closes a TLS connection without waiting for TLS's closing
             # handshake; let it finish, or a loop that ends now leaves the sockets open.
-            await asyncio.sleep(_TLS_CLOSE_S)
+            await asyncio.sleep(TLS_CLOSE_S)
 
     def _clients(self) -> tuple[Any, Any]:
         if self._producer is None or self._closed:
@@ -368,28 +214,7 @@ class KafkaAdapter(BrokerAdapter):
 
     def _translate(self, err: BaseException, doing: str) -> HarnessError:
         """A driver error (or our own deadline) as the harness error a caller can act on."""
-        if isinstance(err, TimeoutError):
-            return BrokerUnavailable(
-                f"Kafka at {self.info.url} did not finish {doing} within {self._timeout:g} s: "
-                f"is the broker alive? ({_URL_FIX})"
-            )
-        if isinstance(err, _CONNECTION_ERRORS):
-            return BrokerUnavailable(
-                f"lost Kafka at {self.info.url} while {doing} ({_describe(err)}): "
-                f"is the broker alive? ({_URL_FIX})"
-            )
-        if isinstance(
-            err, kafka_errors.MessageSizeTooLargeError | kafka_errors.RecordTooLargeError
-        ):
-            return DestinationError(
-                f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): keep a message "
-                f"under {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB with its key and headers "
-                "(and the broker's message.max.bytes)"
-            )
-        return DestinationError(
-            f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): "
-            "see the message and the broker's log"
-        )
+        return translate(err, doing, url=self.info.url, timeout=self._timeout)
 
     # ----------------------------------------------------------------- topics
 
@@ -706,7 +531,7 @@ class KafkaAdapter(BrokerAdapter):
                 try:
                     await client.start()
                 except BaseException:
-                    await _bounded(client.stop(), self._timeout)
+                    await bounded(client.stop(), self._timeout)
                     raise
                 self._extra_producers[number] = client
         return client
@@ -750,7 +575,7 @@ class KafkaAdapter(BrokerAdapter):
                     consumer.seek(tp, 0)
         except BaseException as err:
             if consumer is not None:
-                await _stop_consumer(consumer, self._timeout)
+                await stop_consumer(consumer, self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
                 raise self._translate(err, f"starting a tap on topic {name!r}") from err
             raise
@@ -839,7 +664,7 @@ class KafkaAdapter(BrokerAdapter):
             live.consumer.unsubscribe()  # healthy: keep it for the next tap
             self._idle_tap_consumers.append(live.consumer)
             return None
-        await _stop_consumer(live.consumer, self._timeout)
+        await stop_consumer(live.consumer, self._timeout)
         if live.task.done() and not live.task.cancelled():
             return live.task.exception()
         return None
@@ -899,7 +724,7 @@ def _java_major(java: str) -> int:
         )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise BrokerStartError(
-            f"{java} -version failed ({_describe(err)}): check the Java install"
+            f"{java} -version failed ({describe(err)}): check the Java install"
         ) from err
     found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
     if found is None:
@@ -1226,7 +1051,7 @@ async def _await_round_trip(info: BrokerInfo, *, within: float) -> None:
         await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
     raise BrokerStartError(
         f"Kafka at {info.url} did not complete a produce-and-consume round trip within "
-        f"{within:g} s; last error: {_describe(last) if last else 'none'}"
+        f"{within:g} s; last error: {describe(last) if last else 'none'}"
     ) from last
 
 
@@ -1306,7 +1131,7 @@ def start_container(*, timeout: float = 120.0) -> tuple[BrokerInfo, Callable[[],
         if isinstance(err, Exception):
             raise BrokerStartError(
                 f"the Kafka container ({DOCKER_IMAGE}) did not start within {timeout:g} s "
-                f"({_describe(err)}): check `docker logs` and that the image can be pulled"
+                f"({describe(err)}): check `docker logs` and that the image can be pulled"
             ) from err
         raise
     return info, stop
@@ -1332,7 +1157,7 @@ def _require_docker() -> None:
             finally:
                 client.client.close()
         except Exception as err:
-            reason = _describe(err)
+            reason = describe(err)
         if reason:
             gc.collect()
     if reason:
