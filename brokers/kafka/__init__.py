@@ -13,11 +13,11 @@ driver = KafkaDriver()
 _EXPORTS = {
     "KAFKA_VERSION": "brokers.kafka._jars",
     "KafkaAdapter": "brokers.kafka._adapter",
-    "KafkaRecipe": "brokers.kafka._adapter",
+    "KafkaRecipe": "brokers.kafka._recipe",
     "ensure_jars": "brokers.kafka._jars",
-    "secure_info": "brokers.kafka._adapter",
-    "secure_settings": "brokers.kafka._adapter",
-    "start_container": "brokers.kafka._adapter",
+    "secure_info": "brokers.kafka._secure",
+    "secure_settings": "brokers.kafka._secure",
+    "start_container": "brokers.kafka._docker",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ("KafkaDriver", "driver", *_EXPORTS)
