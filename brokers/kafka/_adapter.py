@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.offset import OffsetRequest
 
-from brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded, stop_consumer
+from brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded
 from brokers.kafka._diagnose import diagnose
 from brokers.kafka._errors import URL_FIX, describe, translate
 from brokers.kafka._protocol import (
@@ -30,13 +28,13 @@ from brokers.kafka._protocol import (
     GROUP_ID_NOT_FOUND,
     DeleteGroups,
 )
+from brokers.kafka._tap import Taps
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
     PublishReceipt,
     TapCallback,
-    TapRecord,
     check_producer,
 )
 from harness._errors import BrokerUnavailable, DestinationError, HarnessError, InvalidArgument
@@ -66,12 +64,6 @@ def _check_topic_name(name: object) -> str:
     return name
 
 
-@dataclass(eq=False)
-class _LiveTap:
-    consumer: Any
-    task: asyncio.Task[None]
-
-
 class KafkaAdapter(BrokerAdapter):
     """Topics, publishing and taps on one Kafka cluster, every call bounded by ``timeout``.
 
@@ -98,8 +90,7 @@ class KafkaAdapter(BrokerAdapter):
         self._producer: Any = None
         self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
         self._producers_lock = asyncio.Lock()
-        self._taps: set[_LiveTap] = set()
-        self._idle_tap_consumers: list[Any] = []
+        self._taps = Taps(info, timeout=self._timeout, clients=self._clients)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -154,10 +145,7 @@ class KafkaAdapter(BrokerAdapter):
         if self._closed:
             return
         self._closed = True
-        for tap in list(self._taps):
-            await self._stop_tap(tap)
-        while self._idle_tap_consumers:
-            await stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
+        await self._taps.close()
         for extra in self._extra_producers.values():
             await bounded(extra.stop(), self._timeout)
         self._extra_producers.clear()
@@ -522,115 +510,4 @@ class KafkaAdapter(BrokerAdapter):
         partition. If that task fails (including ``on_record`` raising), leaving
         the ``async with`` raises its exception.
         """
-        return self._tap(_check_topic_name(destination), on_record)
-
-    @contextlib.asynccontextmanager
-    async def _tap(self, name: str, on_record: TapCallback) -> AsyncIterator[None]:
-        # A consumer another tap is done with skips a start (bootstrap and metadata).
-        consumer = self._idle_tap_consumers.pop() if self._idle_tap_consumers else None
-        try:
-            async with asyncio.timeout(self._timeout):
-                partitions = await self._partitions_of(name)
-                if consumer is None:
-                    consumer = self._new_tap_consumer()
-                    await consumer.start()
-                consumer.assign(partitions)
-                # Offset 0 is the beginning, or out of range after retention, which
-                # auto_offset_reset="earliest" turns into the beginning: no round trip.
-                for tp in partitions:
-                    consumer.seek(tp, 0)
-        except BaseException as err:
-            if consumer is not None:
-                await stop_consumer(consumer, self._timeout)
-            if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
-                raise self._translate(err, f"starting a tap on topic {name!r}") from err
-            raise
-        live = _LiveTap(
-            consumer=consumer,
-            task=asyncio.create_task(
-                self._pump(consumer, name, on_record), name=f"kafka-tap {name}"
-            ),
-        )
-        self._taps.add(live)
-        try:
-            yield
-        except BaseException as body_error:
-            failure = await self._stop_tap(live)
-            if failure is not None:
-                body_error.add_note(f"the Kafka tap on {name!r} had failed too: {failure!r}")
-            raise
-        failure = await self._stop_tap(live)
-        if failure is not None:
-            raise failure
-
-    def _new_tap_consumer(self) -> Any:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self.info.url,
-            client_id="harness-tap",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_uncommitted",
-            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            request_timeout_ms=int(self._timeout * 1000),
-            # A new topic's leader is unknown until a metadata refresh: retry soon,
-            # not after the default 100 ms, so a tap goes live quickly.
-            retry_backoff_ms=10,
-            fetch_max_wait_ms=50,
-            **self.info.client_options,
-        )
-
-    async def _partitions_of(self, name: str) -> list[TopicPartition]:
-        admin, producer = self._clients()
-        known = producer.client.cluster.partitions_for_topic(name)  # fresh after create()
-        if not known:
-            # All-topics metadata: asking for this one topic would create it
-            # on a broker with auto.create.topics.enable.
-            found = [t for t in await admin.describe_topics(None) if t["topic"] == name]
-            if not found:
-                raise DestinationError(
-                    f"cannot tap topic {name!r} on {self.info.url}: it does not exist; "
-                    "create it first"
-                )
-            known = {p["partition"] for p in found[0]["partitions"]}
-        return [TopicPartition(name, partition) for partition in sorted(known)]
-
-    async def _pump(self, consumer: Any, name: str, on_record: TapCallback) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except kafka_errors.KafkaError as err:
-                raise self._translate(err, f"tapping topic {name!r}") from err
-            seen_ns = time.perf_counter_ns()
-            for tp, records in batches.items():
-                for record in records:
-                    on_record(
-                        TapRecord(
-                            event="landed",
-                            destination=name,
-                            message=Message(
-                                value=b"" if record.value is None else record.value,
-                                key=record.key,
-                                headers={k: b"" if v is None else v for k, v in record.headers},
-                            ),
-                            seen_ns=seen_ns,
-                            partition=tp.partition,
-                            offset=record.offset,
-                            broker_timestamp_ms=record.timestamp,
-                        )
-                    )
-
-    async def _stop_tap(self, live: _LiveTap) -> BaseException | None:
-        """Stop a tap's task and consumer (bounded); return the task's failure, if any."""
-        self._taps.discard(live)
-        live.task.cancel()
-        await asyncio.wait([live.task], timeout=self._timeout)
-        if live.task.cancelled() and not self._closed:
-            live.consumer.unsubscribe()  # healthy: keep it for the next tap
-            self._idle_tap_consumers.append(live.consumer)
-            return None
-        await stop_consumer(live.consumer, self._timeout)
-        if live.task.done() and not live.task.cancelled():
-            return live.task.exception()
-        return None
+        return self._taps.tap(_check_topic_name(destination), on_record)
