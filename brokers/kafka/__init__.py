@@ -2,6 +2,15 @@
 
 Importing this package imports no aiokafka: the driver loads what it needs
 when asked, and the public names below are loaded on first use.
+
+The modules, one job each: ``_driver`` (what the core asks), ``_settings`` (a
+broker given by URL and its security settings), ``_adapter`` (topics, groups,
+publishing) with ``_tap`` (its taps), ``_protocol`` (DeleteGroups), ``_errors``
+(aiokafka errors as harness errors), ``_diagnose`` (TLS/SASL mismatches) and
+``_clients`` (stopping aiokafka clients safely); ``_jars`` (Kafka from Maven
+Central), ``_recipe`` (the local KRaft broker), ``_secure`` (its SASL_SSL
+listener) and ``_ready`` (its readiness round trip); ``_docker`` (a container);
+``_probes`` (the service's own clients).
 """
 
 from brokers._lazy import lazy_exports
