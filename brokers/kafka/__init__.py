@@ -2,6 +2,15 @@
 
 Importing this package imports no aiokafka: the driver loads what it needs
 when asked, and the public names below are loaded on first use.
+
+The modules, one job each: ``_driver`` (what the core asks), ``_settings`` (a
+broker given by URL and its security settings), ``_adapter`` (topics, groups,
+publishing) with ``_tap`` (its taps), ``_protocol`` (DeleteGroups), ``_errors``
+(aiokafka errors as harness errors), ``_diagnose`` (TLS/SASL mismatches) and
+``_clients`` (stopping aiokafka clients safely); ``_jars`` (Kafka from Maven
+Central), ``_recipe`` (the local KRaft broker), ``_secure`` (its SASL_SSL
+listener) and ``_ready`` (its readiness round trip); ``_docker`` (a container);
+``_probes`` (the service's own clients).
 """
 
 from brokers._lazy import lazy_exports
@@ -11,13 +20,13 @@ driver = KafkaDriver()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "KAFKA_VERSION": "brokers.kafka._adapter",
+    "KAFKA_VERSION": "brokers.kafka._jars",
     "KafkaAdapter": "brokers.kafka._adapter",
-    "KafkaRecipe": "brokers.kafka._adapter",
-    "ensure_jars": "brokers.kafka._adapter",
-    "secure_info": "brokers.kafka._adapter",
-    "secure_settings": "brokers.kafka._adapter",
-    "start_container": "brokers.kafka._adapter",
+    "KafkaRecipe": "brokers.kafka._recipe",
+    "ensure_jars": "brokers.kafka._jars",
+    "secure_info": "brokers.kafka._secure",
+    "secure_settings": "brokers.kafka._secure",
+    "start_container": "brokers.kafka._docker",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ("KafkaDriver", "driver", *_EXPORTS)

@@ -1,99 +1,50 @@
-"""Kafka: the adapter the core talks to, a local KRaft broker, and a Docker provider.
+"""The adapter the core talks to on a Kafka cluster: topics, consumer groups, publishing, taps.
 
-* :class:`KafkaAdapter` administers topics, publishes and taps through aiokafka
-  and translates its errors into :mod:`harness._errors`.
-* :class:`KafkaRecipe` runs Apache Kafka's own jars (resolved once from Maven
-  Central by :func:`ensure_jars`) as a single-node KRaft broker tuned for tests.
-* :func:`start_container` starts a broker with testcontainers where Docker runs.
+:class:`KafkaAdapter` does it through aiokafka (one admin client, one
+producer, and one group-less consumer per tap), bounds every call, and
+translates aiokafka's errors into :mod:`harness._errors` (see
+:mod:`brokers.kafka._errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import gc
-import os
 import re
-import secrets
-import shutil
-import ssl
-import subprocess
-import tempfile
-import time
-import uuid
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.conn import create_conn
-from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
-from aiokafka.protocol.types import (
-    CompactArray,
-    CompactString,
-    Int16,
-    Int32,
-    Schema,
-    TaggedFields,
-)
 
-from brokers._local import LaunchPlan, cache_dir, free_port
-from brokers._tls import make_pki, openssl_available
-from brokers.kafka._probes import finish_broken_stop
-from brokers.kafka._settings import kafka_client_options
+from brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded
+from brokers.kafka._diagnose import diagnose
+from brokers.kafka._errors import URL_FIX, describe, translate
+from brokers.kafka._protocol import (
+    ASK_AGAIN,
+    COORDINATOR_NOT_READY,
+    GROUP_ID_NOT_FOUND,
+    DeleteGroups,
+)
+from brokers.kafka._tap import Taps
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
     PublishReceipt,
     TapCallback,
-    TapRecord,
     check_producer,
 )
-from harness._errors import (
-    BrokerStartError,
-    BrokerUnavailable,
-    DestinationError,
-    HarnessError,
-    InvalidArgument,
-)
+from harness._errors import BrokerUnavailable, DestinationError, HarnessError, InvalidArgument
 from harness._message import BrokerKind, Message
 
-__all__ = (
-    "KAFKA_VERSION",
-    "KafkaAdapter",
-    "KafkaRecipe",
-    "ensure_jars",
-    "start_container",
-)
-
-#: Broker and tools share one version: Maven Central has kafka-tools only up to 4.3.1.
-KAFKA_VERSION = "4.3.1"
-#: The log4j-core version kafka-server 4.3.1 brings in; its SLF4J binding must match it.
-LOG4J_VERSION = "2.25.4"
-#: Largest message the local broker accepts and the adapter sends (1 MiB payloads fit easily).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-#: The image testcontainers' KafkaContainer is tested with (KRaft needs cp-kafka >= 7.0).
-DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"
-
-_URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249
 _POLL_S = 0.05
-#: How long closing waits for TLS connections' closing handshakes (loopback: a few ms).
-_TLS_CLOSE_S = 0.1
 #: ListOffsets' timestamp for "the log end offset".
 _LATEST = -1
-
-
-# --------------------------------------------------------------------------- adapter
 
 
 def _check_topic_name(name: object) -> str:
@@ -111,206 +62,6 @@ def _check_topic_name(name: object) -> str:
             "and '-' (and not '.' or '..' alone)"
         )
     return name
-
-
-def _describe(err: BaseException) -> str:
-    name, text = type(err).__name__, str(err).strip()
-    if not text:
-        return name
-    # aiokafka's messages often start with the class name already.
-    return text if name in text.split(":")[0] else f"{name}: {text}"
-
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    kafka_errors.KafkaConnectionError,
-    kafka_errors.NodeNotReadyError,
-    kafka_errors.NoBrokersAvailable,
-    kafka_errors.KafkaTimeoutError,
-    kafka_errors.RequestTimedOutError,
-    kafka_errors.BrokerNotAvailableError,
-    kafka_errors.ProducerClosed,
-    OSError,
-)
-
-
-async def _bounded(step: Awaitable[object], within: float) -> BaseException | None:
-    """Run a cleanup step for at most ``within`` seconds; return what went wrong, never raise.
-
-    A CancelledError that is not aimed at us is returned too: aiokafka's close
-    methods cancel their own tasks and await them, which can leak one out
-    (aio-libs/aiokafka#647, #983).
-    """
-    try:
-        async with asyncio.timeout(within):
-            await step
-    except asyncio.CancelledError as err:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
-        return err
-    except Exception as err:
-        return err
-    return None
-
-
-_SETTINGS_FIX = "HARNESS_KAFKA_* or --kafka-option, see README 'Brokers: yours or ours'"
-
-
-async def _diagnose(info: BrokerInfo, *, within: float) -> str | None:
-    """Why connecting failed, when it is a TLS or SASL mismatch; None when it is not that.
-
-    aiokafka reports every bootstrap failure as "Unable to bootstrap": one bare
-    connection (bounded by ``within``) to the first bootstrap server tells
-    a wrong CA, a wrong password or TLS against a plain port apart.
-    """
-    options = info.client_options
-    protocol = str(options.get("security_protocol", "PLAINTEXT"))
-    host, _, port_text = info.url.split(",")[0].strip().rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    where = f"{host}:{port_text}"
-    try:
-        async with asyncio.timeout(within):
-            conn = await create_conn(
-                host,
-                int(port_text),
-                client_id="harness-diagnose",
-                request_timeout_ms=int(within * 1000),
-                **options,
-            )
-            try:
-                await conn.send(MetadataRequest([]))
-            finally:
-                # close() hands back a future: a TLS connection closes only after its
-                # shutdown round trip, which a loop that ends first would cut off,
-                # leaving the socket open until the garbage collector finds it.
-                await _bounded(conn.close(), within)
-    except ssl.SSLCertVerificationError as err:
-        message = err.verify_message or str(err)
-        if "mismatch" in message:
-            return (
-                f"the TLS certificate of {where} does not name {host!r} ({message}): connect"
-                " by a name the certificate holds, or set ssl_check_hostname=false"
-            )
-        return (
-            f"the TLS certificate of {where} is not trusted ({message}): set ssl_cafile"
-            f" ({_SETTINGS_FIX}) to the PEM file of the CA that signed it"
-        )
-    except (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError) as err:
-        return (
-            f"SASL {options.get('sasl_mechanism')} login as {options.get('sasl_plain_username')!r}"
-            f" was refused ({_describe(err)}): check sasl_username, sasl_password and"
-            f" sasl_mechanism ({_SETTINGS_FIX})"
-        )
-    except kafka_errors.UnsupportedSaslMechanismError as err:
-        return (
-            f"{where} does not offer SASL mechanism {options.get('sasl_mechanism')}"
-            f" ({_describe(err)}): set sasl_mechanism to one it enables"
-        )
-    except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
-        if protocol.endswith("SSL"):
-            if isinstance(err, ssl.SSLError) or not await _speaks_tls(host, port_text, within):
-                return (
-                    f"{where} does not speak TLS ({_describe(err)}): it is a PLAINTEXT or"
-                    f" SASL_PLAINTEXT listener, so use that security_protocol, or the broker's"
-                    " TLS port"
-                )
-            if not protocol.startswith("SASL_"):
-                return (
-                    f"{where} closed the connection after the TLS handshake"
-                    f" ({_describe(err)}): the listener probably wants SASL, so set"
-                    f" security_protocol=SASL_SSL with sasl_username and sasl_password"
-                    f" ({_SETTINGS_FIX})"
-                )
-            return None
-        if await _speaks_tls(host, port_text, within):
-            sasl = protocol.startswith("SASL_")
-            return (
-                f"{where} is a TLS listener and security_protocol is {protocol}: set"
-                f" security_protocol={'SASL_SSL' if sasl else 'SSL or SASL_SSL'}"
-                f" and ssl_cafile ({_SETTINGS_FIX})"
-            )
-        if not protocol.startswith("SASL_") and isinstance(err, kafka_errors.KafkaConnectionError):
-            return (
-                f"{where} closed the connection ({_describe(err)}): if the listener wants SASL,"
-                f" set security_protocol=SASL_PLAINTEXT with sasl_username and sasl_password"
-                f" ({_SETTINGS_FIX})"
-            )
-    return None
-
-
-async def _speaks_tls(host: str, port: str, within: float) -> bool:
-    """Whether ``host:port`` completes a TLS handshake (certificate not checked)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        async with asyncio.timeout(within):
-            _, writer = await asyncio.open_connection(host, int(port), ssl=context)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def _stop_consumer(consumer: Any, within: float) -> None:
-    """Stop an aiokafka consumer, bounded, and close its connections even if stop() broke off."""
-    if isinstance(await _bounded(consumer.stop(), within), asyncio.CancelledError):
-        # stop() broke off inside Fetcher.close(), before it closed the client.
-        await _bounded(finish_broken_stop(consumer), within)
-
-
-# aiokafka has no DeleteGroups call: the request and response, version 2 (flexible).
-_GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP = 69, 68
-# A just-started broker has no group coordinator until it has made its offsets
-# topic, and a coordinator may be loading or moving: each passes, so ask again.
-_COORDINATOR_NOT_READY = (
-    kafka_errors.GroupLoadInProgressError,
-    kafka_errors.GroupCoordinatorNotAvailableError,
-    kafka_errors.NotCoordinatorForGroupError,
-)
-#: Answers to a group deletion that mean "ask again shortly".
-_ASK_AGAIN = (_NON_EMPTY_GROUP, *(error.errno for error in _COORDINATOR_NOT_READY))
-
-
-class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
-    API_KEY = 42
-    API_VERSION = 2
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        (
-            "results",
-            CompactArray(
-                ("group_id", CompactString("utf-8")), ("error_code", Int16), ("tags", TaggedFields)
-            ),
-        ),
-        ("tags", TaggedFields),
-    )
-
-
-class _DeleteGroupsRequestV2(RequestStruct):  # type: ignore[misc]
-    FLEXIBLE_VERSION = True
-    API_KEY = 42
-    API_VERSION = 2
-    RESPONSE_TYPE = _DeleteGroupsResponseV2
-    SCHEMA = Schema(("groups_names", CompactArray(CompactString("utf-8"))), ("tags", TaggedFields))
-
-
-class _DeleteGroups(Request[_DeleteGroupsRequestV2]):  # type: ignore[misc]
-    API_KEY = 42
-
-    def __init__(self, groups: list[str]) -> None:
-        self.groups = groups
-
-    def build(self, request_struct_class: type[_DeleteGroupsRequestV2]) -> _DeleteGroupsRequestV2:
-        return request_struct_class(groups_names=self.groups, tags={})
-
-
-@dataclass(eq=False)
-class _LiveTap:
-    consumer: Any
-    task: asyncio.Task[None]
 
 
 class KafkaAdapter(BrokerAdapter):
@@ -339,8 +90,7 @@ class KafkaAdapter(BrokerAdapter):
         self._producer: Any = None
         self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
         self._producers_lock = asyncio.Lock()
-        self._taps: set[_LiveTap] = set()
-        self._idle_tap_consumers: list[Any] = []
+        self._taps = Taps(info, timeout=self._timeout, clients=self._clients)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -370,22 +120,22 @@ class KafkaAdapter(BrokerAdapter):
                 await admin.start()
                 await producer.start()
         except BaseException as err:
-            await _bounded(producer.stop(), self._timeout)
-            await _bounded(admin.close(), self._timeout)
+            await bounded(producer.stop(), self._timeout)
+            await bounded(admin.close(), self._timeout)
             if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
                 why = None
                 if not isinstance(err, TimeoutError):  # a silent server is no TLS mismatch
                     # One bound for the whole diagnosis: open() stays within 2 x timeout.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(min(self._timeout, 5.0)):
-                            why = await _diagnose(self.info, within=min(self._timeout, 5.0))
+                            why = await diagnose(self.info, within=min(self._timeout, 5.0))
                 if why is not None:
                     raise BrokerUnavailable(
                         f"cannot connect to Kafka at {self.info.url}: {why}"
                     ) from err
                 raise BrokerUnavailable(
                     f"no Kafka broker answers at {self.info.url} within {self._timeout:g} s "
-                    f"({_describe(err)}): {_URL_FIX}"
+                    f"({describe(err)}): {URL_FIX}"
                 ) from err
             raise
         self._admin, self._producer = admin, producer
@@ -395,21 +145,18 @@ class KafkaAdapter(BrokerAdapter):
         if self._closed:
             return
         self._closed = True
-        for tap in list(self._taps):
-            await self._stop_tap(tap)
-        while self._idle_tap_consumers:
-            await _stop_consumer(self._idle_tap_consumers.pop(), self._timeout)
+        await self._taps.close()
         for extra in self._extra_producers.values():
-            await _bounded(extra.stop(), self._timeout)
+            await bounded(extra.stop(), self._timeout)
         self._extra_producers.clear()
         if self._producer is not None:
-            await _bounded(self._producer.stop(), self._timeout)
+            await bounded(self._producer.stop(), self._timeout)
         if self._admin is not None:
-            await _bounded(self._admin.close(), self._timeout)
+            await bounded(self._admin.close(), self._timeout)
         if "ssl_context" in self.info.client_options:
             # aiokafka closes a TLS connection without waiting for TLS's closing
             # handshake; let it finish, or a loop that ends now leaves the sockets open.
-            await asyncio.sleep(_TLS_CLOSE_S)
+            await asyncio.sleep(TLS_CLOSE_S)
 
     def _clients(self) -> tuple[Any, Any]:
         if self._producer is None or self._closed:
@@ -421,28 +168,7 @@ class KafkaAdapter(BrokerAdapter):
 
     def _translate(self, err: BaseException, doing: str) -> HarnessError:
         """A driver error (or our own deadline) as the harness error a caller can act on."""
-        if isinstance(err, TimeoutError):
-            return BrokerUnavailable(
-                f"Kafka at {self.info.url} did not finish {doing} within {self._timeout:g} s: "
-                f"is the broker alive? ({_URL_FIX})"
-            )
-        if isinstance(err, _CONNECTION_ERRORS):
-            return BrokerUnavailable(
-                f"lost Kafka at {self.info.url} while {doing} ({_describe(err)}): "
-                f"is the broker alive? ({_URL_FIX})"
-            )
-        if isinstance(
-            err, kafka_errors.MessageSizeTooLargeError | kafka_errors.RecordTooLargeError
-        ):
-            return DestinationError(
-                f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): keep a message "
-                f"under {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB with its key and headers "
-                "(and the broker's message.max.bytes)"
-            )
-        return DestinationError(
-            f"Kafka at {self.info.url} refused {doing} ({_describe(err)}): "
-            "see the message and the broker's log"
-        )
+        return translate(err, doing, url=self.info.url, timeout=self._timeout)
 
     # ----------------------------------------------------------------- topics
 
@@ -631,16 +357,14 @@ class KafkaAdapter(BrokerAdapter):
                 while True:
                     try:
                         node = await admin.find_coordinator(group_id)
-                        response = await admin._send_request_to_node(
-                            node, _DeleteGroups([group_id])
-                        )
+                        response = await admin._send_request_to_node(node, DeleteGroups([group_id]))
                         [result] = response.to_object()["results"]
                         code = result["error_code"]
-                    except _COORDINATOR_NOT_READY as not_ready:
+                    except COORDINATOR_NOT_READY as not_ready:
                         code = not_ready.errno
-                    if code in (0, _GROUP_ID_NOT_FOUND):
+                    if code in (0, GROUP_ID_NOT_FOUND):
                         return
-                    if code not in _ASK_AGAIN:
+                    if code not in ASK_AGAIN:
                         raise DestinationError(
                             f"deleting consumer group {group_id!r} failed"
                             f" ({kafka_errors.for_code(code).__name__})"
@@ -761,7 +485,7 @@ class KafkaAdapter(BrokerAdapter):
                 try:
                     await client.start()
                 except BaseException:
-                    await _bounded(client.stop(), self._timeout)
+                    await bounded(client.stop(), self._timeout)
                     raise
                 self._extra_producers[number] = client
         return client
@@ -786,737 +510,4 @@ class KafkaAdapter(BrokerAdapter):
         partition. If that task fails (including ``on_record`` raising), leaving
         the ``async with`` raises its exception.
         """
-        return self._tap(_check_topic_name(destination), on_record)
-
-    @contextlib.asynccontextmanager
-    async def _tap(self, name: str, on_record: TapCallback) -> AsyncIterator[None]:
-        # A consumer another tap is done with skips a start (bootstrap and metadata).
-        consumer = self._idle_tap_consumers.pop() if self._idle_tap_consumers else None
-        try:
-            async with asyncio.timeout(self._timeout):
-                partitions = await self._partitions_of(name)
-                if consumer is None:
-                    consumer = self._new_tap_consumer()
-                    await consumer.start()
-                consumer.assign(partitions)
-                # Offset 0 is the beginning, or out of range after retention, which
-                # auto_offset_reset="earliest" turns into the beginning: no round trip.
-                for tp in partitions:
-                    consumer.seek(tp, 0)
-        except BaseException as err:
-            if consumer is not None:
-                await _stop_consumer(consumer, self._timeout)
-            if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
-                raise self._translate(err, f"starting a tap on topic {name!r}") from err
-            raise
-        live = _LiveTap(
-            consumer=consumer,
-            task=asyncio.create_task(
-                self._pump(consumer, name, on_record), name=f"kafka-tap {name}"
-            ),
-        )
-        self._taps.add(live)
-        try:
-            yield
-        except BaseException as body_error:
-            failure = await self._stop_tap(live)
-            if failure is not None:
-                body_error.add_note(f"the Kafka tap on {name!r} had failed too: {failure!r}")
-            raise
-        failure = await self._stop_tap(live)
-        if failure is not None:
-            raise failure
-
-    def _new_tap_consumer(self) -> Any:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self.info.url,
-            client_id="harness-tap",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_uncommitted",
-            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            request_timeout_ms=int(self._timeout * 1000),
-            # A new topic's leader is unknown until a metadata refresh: retry soon,
-            # not after the default 100 ms, so a tap goes live quickly.
-            retry_backoff_ms=10,
-            fetch_max_wait_ms=50,
-            **self.info.client_options,
-        )
-
-    async def _partitions_of(self, name: str) -> list[TopicPartition]:
-        admin, producer = self._clients()
-        known = producer.client.cluster.partitions_for_topic(name)  # fresh after create()
-        if not known:
-            # All-topics metadata: asking for this one topic would create it
-            # on a broker with auto.create.topics.enable.
-            found = [t for t in await admin.describe_topics(None) if t["topic"] == name]
-            if not found:
-                raise DestinationError(
-                    f"cannot tap topic {name!r} on {self.info.url}: it does not exist; "
-                    "create it first"
-                )
-            known = {p["partition"] for p in found[0]["partitions"]}
-        return [TopicPartition(name, partition) for partition in sorted(known)]
-
-    async def _pump(self, consumer: Any, name: str, on_record: TapCallback) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except kafka_errors.KafkaError as err:
-                raise self._translate(err, f"tapping topic {name!r}") from err
-            seen_ns = time.perf_counter_ns()
-            for tp, records in batches.items():
-                for record in records:
-                    on_record(
-                        TapRecord(
-                            event="landed",
-                            destination=name,
-                            message=Message(
-                                value=b"" if record.value is None else record.value,
-                                key=record.key,
-                                headers={k: b"" if v is None else v for k, v in record.headers},
-                            ),
-                            seen_ns=seen_ns,
-                            partition=tp.partition,
-                            offset=record.offset,
-                            broker_timestamp_ms=record.timestamp,
-                        )
-                    )
-
-    async def _stop_tap(self, live: _LiveTap) -> BaseException | None:
-        """Stop a tap's task and consumer (bounded); return the task's failure, if any."""
-        self._taps.discard(live)
-        live.task.cancel()
-        await asyncio.wait([live.task], timeout=self._timeout)
-        if live.task.cancelled() and not self._closed:
-            live.consumer.unsubscribe()  # healthy: keep it for the next tap
-            self._idle_tap_consumers.append(live.consumer)
-            return None
-        await _stop_consumer(live.consumer, self._timeout)
-        if live.task.done() and not live.task.cancelled():
-            return live.task.exception()
-        return None
-
-
-# --------------------------------------------------------------------------- jars
-
-
-_POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.harness</groupId>
-  <artifactId>kafka-jars</artifactId>
-  <version>{KAFKA_VERSION}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{KAFKA_VERSION}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka-tools</artifactId>
-      <version>{KAFKA_VERSION}</version>
-    </dependency>
-    <!-- Kafka {KAFKA_VERSION} logs through SLF4J 1.7 (slf4j-api 1.7.36) to log4j2:
-         log4j-slf4j-impl is the SLF4J 1.x binding (log4j-slf4j2-impl would be ignored). -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J_VERSION}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-_EXPECTED_JARS = (
-    f"kafka_2.13-{KAFKA_VERSION}.jar",
-    f"kafka-tools-{KAFKA_VERSION}.jar",
-    f"kafka-clients-{KAFKA_VERSION}.jar",
-    f"log4j-core-{LOG4J_VERSION}.jar",
-    f"log4j-slf4j-impl-{LOG4J_VERSION}.jar",
-)
-_COMPLETE = ".complete"
-
-
-def _jar_root() -> Path:
-    return cache_dir() / f"kafka-{KAFKA_VERSION}"
-
-
-def _jars_ready() -> bool:
-    return (_jar_root() / _COMPLETE).is_file()
-
-
-def ensure_jars(*, timeout: float = 900.0) -> Path:
-    """Kafka's jars, resolved from Maven Central once per cache directory; returns the libs dir.
-
-    Safe to call from several processes at once: one resolves while the others
-    wait on a file lock, and a half-finished download is never used because it
-    is built in a temporary directory and renamed into place when complete.
-    """
-    from filelock import FileLock, Timeout
-
-    root = _jar_root()
-    if _jars_ready():
-        return root / "libs"
-    lock = FileLock(str(root.with_name(root.name + ".lock")))
-    try:
-        with lock.acquire(timeout=timeout):
-            if not _jars_ready():
-                _resolve_jars(root, timeout=timeout)
-    except Timeout as err:
-        raise BrokerStartError(
-            f"waited {timeout:g} s for another process resolving Kafka jars into {root}: "
-            f"if none is running, delete {lock.lock_file}"
-        ) from err
-    return root / "libs"
-
-
-def _resolve_jars(root: Path, *, timeout: float) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerStartError(
-            f"Maven (mvn) is needed once to fetch Kafka {KAFKA_VERSION}'s jars into {root}: "
-            "install it (apt-get install maven) or fill the cache on a machine that has it"
-        )
-    # Holding the lock, any partial directory is a leftover of a killed process.
-    for leftover in root.parent.glob(f"{root.name}.*.partial"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", suffix=".partial", dir=root.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the jars from other users of the cache
-    try:
-        (staging / "pom.xml").write_text(_POM)
-        argv = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(staging / "pom.xml"),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging / 'libs'}",
-        ]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as err:
-            raise BrokerStartError(
-                f"Maven did not resolve Kafka {KAFKA_VERSION}'s jars within {timeout:g} s: "
-                "check access to Maven Central (proxy settings in ~/.m2/settings.xml)"
-            ) from err
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-            raise BrokerStartError(
-                f"Maven failed to resolve Kafka {KAFKA_VERSION}'s jars (exit {done.returncode}): "
-                f"check access to Maven Central. Its output ends with:\n{tail}"
-            )
-        missing = [jar for jar in _EXPECTED_JARS if not (staging / "libs" / jar).is_file()]
-        if missing:
-            raise BrokerStartError(
-                f"Maven resolved Kafka {KAFKA_VERSION} without {', '.join(missing)}: "
-                f"LOG4J_VERSION={LOG4J_VERSION} must match the log4j-core that Kafka brings in"
-            )
-        (staging / _COMPLETE).write_text(f"kafka {KAFKA_VERSION}, log4j {LOG4J_VERSION}\n")
-        if root.exists():  # a layout from an older harness without the marker
-            shutil.rmtree(root)
-        staging.rename(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- local broker
-
-#: The broker's JVM: a bounded heap; the serial collector, since a test broker
-#: on a small machine gains nothing from G1's background threads.
-_BROKER_JVM = (
-    "-Xms256m",
-    "-Xmx1g",
-    "-XX:+UseSerialGC",
-    "-XX:-UsePerfData",
-    "-Djava.awt.headless=true",
-    "-Djava.net.preferIPv4Stack=true",
-)
-#: The one-shot storage formatter: C1 only, as it exits before C2 would pay off.
-_TOOL_JVM = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData")
-_BROKER_MAIN = "kafka.Kafka"
-#: Listeners PROXY0, PROXY1 for the fault proxy (see KafkaRecipe).
-_PROXY_LISTENERS = 2
-_STORAGE_TOOL = "kafka.tools.StorageTool"
-
-_LOG4J2 = """\
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-logger.kafka_request.name = kafka.request.logger
-logger.kafka_request.level = warn
-"""
-
-
-def _java() -> str:
-    """The java the broker will run with: $JAVA_HOME's, else the one on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise BrokerStartError(
-            "Java is not on PATH: the local Kafka broker needs Java 17 or newer "
-            "(apt-get install openjdk-17-jre-headless), or give a broker with --kafka-bootstrap"
-        )
-    return found
-
-
-def _java_major(java: str) -> int:
-    try:
-        done = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise BrokerStartError(
-            f"{java} -version failed ({_describe(err)}): check the Java install"
-        ) from err
-    found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
-    if found is None:
-        raise BrokerStartError(
-            f"cannot tell the version of {java} from {done.stderr.strip()!r}: "
-            "install Java 17 or newer (apt-get install openjdk-17-jre-headless)"
-        )
-    major = int(found.group(1))
-    # Java 8 and older report "1.8.0_…".
-    return int(found.group(2) or 0) if major == 1 else major
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    """``count`` free ports, no two alike (the OS may hand out a just-released port again)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def _cluster_id() -> str:
-    """A fresh cluster id in Kafka's format (a UUID, URL-safe base64, unpadded).
-
-    Never one starting with "-" (one in 64 would): the storage tool would read
-    it as an option, and Kafka's own Uuid.randomUuid() avoids them too.
-    """
-    while True:
-        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not found.startswith("-"):
-            return found
-
-
-@dataclass(frozen=True, kw_only=True)
-class _SecureListener:
-    """The SASL_SSL listener of a local broker: TLS with the test CA, SASL PLAIN and SCRAM."""
-
-    port: int
-    keystore: Path
-    ca: Path
-    username: str
-    password: str
-
-
-_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-_PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
-_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
-
-
-def _secure_properties(secure: _SecureListener) -> dict[str, object]:
-    prefix = "listener.name.sasl_ssl."
-    settings: dict[str, object] = {
-        f"{prefix}sasl.enabled.mechanisms": ",".join(("PLAIN", *_SCRAM_MECHANISMS)),
-        f"{prefix}plain.sasl.jaas.config": (
-            f'{_PLAIN_LOGIN} required user_{secure.username}="{secure.password}";'
-        ),
-        f"{prefix}ssl.keystore.type": "PEM",
-        f"{prefix}ssl.keystore.location": secure.keystore,
-        f"{prefix}ssl.truststore.type": "PEM",
-        f"{prefix}ssl.truststore.location": secure.ca,
-        # A client certificate is checked when given (mutual TLS), not required.
-        f"{prefix}ssl.client.auth": "requested",
-    }
-    for mechanism in _SCRAM_MECHANISMS:
-        settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = f"{_SCRAM_LOGIN} required;"
-    return settings
-
-
-def _server_properties(
-    *,
-    data: Path,
-    client: int,
-    controller: int,
-    proxies: Mapping[str, tuple[int, int]],
-    secure: _SecureListener | None = None,
-) -> str:
-    listeners = [f"PLAINTEXT://127.0.0.1:{client}", f"CONTROLLER://127.0.0.1:{controller}"]
-    advertised = [f"PLAINTEXT://127.0.0.1:{client}"]
-    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-    for name, (listen, advertise) in proxies.items():
-        listeners.append(f"{name}://127.0.0.1:{listen}")
-        # Clients that bootstrap here are sent to the fault proxy's port.
-        advertised.append(f"{name}://127.0.0.1:{advertise}")
-        protocols.append(f"{name}:PLAINTEXT")
-    if secure is not None:
-        listeners.append(f"SASL_SSL://127.0.0.1:{secure.port}")
-        advertised.append(f"SASL_SSL://127.0.0.1:{secure.port}")
-        protocols.append("SASL_SSL:SASL_SSL")
-    settings: dict[str, object] = {
-        "process.roles": "broker,controller",
-        "node.id": 1,
-        "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listeners": ",".join(listeners),
-        "advertised.listeners": ",".join(advertised),
-        "listener.security.protocol.map": ",".join(protocols),
-        "log.dirs": data,
-        # Tests create their topics explicitly; a typo must fail, not create one.
-        "auto.create.topics.enable": "false",
-        "delete.topic.enable": "true",
-        "num.partitions": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        # The first group join would otherwise wait 3 s.
-        "group.initial.rebalance.delay.ms": 0,
-        # Services under test use 1-2 s session timeouts so crashes cost little.
-        "group.min.session.timeout.ms": 500,
-        "offsets.topic.replication.factor": 1,
-        "offsets.topic.num.partitions": 4,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "transaction.state.log.num.partitions": 4,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
-        "share.coordinator.state.topic.num.partitions": 4,
-        "message.max.bytes": MAX_MESSAGE_BYTES,
-        "replica.fetch.max.bytes": MAX_MESSAGE_BYTES,
-        # Small segments, but a batch must fit in one: Kafka rejects batches
-        # larger than the segment, so twice the largest message.
-        "log.segment.bytes": 2 * MAX_MESSAGE_BYTES,
-        "log.index.size.max.bytes": 1024 * 1024,
-        "num.network.threads": 2,
-        "num.io.threads": 4,
-        "num.recovery.threads.per.data.dir": 1,
-        "background.threads": 4,
-    }
-    if secure is not None:
-        settings |= _secure_properties(secure)
-    return "".join(f"{key}={value}\n" for key, value in settings.items())
-
-
-class KafkaRecipe:
-    """A single-node KRaft Kafka (broker and controller in one JVM) for tests.
-
-    Besides the client listener it has two listeners for a fault proxy:
-    ``PROXY<i>`` listens on ``extra["proxy<i>.listen"]`` but is advertised as
-    ``extra["proxy<i>.advertised"]``, a port a TCP proxy binds and forwards to
-    the listen port, so clients that bootstrap through the proxy stay on it.
-    """
-
-    kind: BrokerKind = "kafka"
-    #: Cold start with cached jars takes about 6 s on 2 cores: format ~1.5 s, then
-    #: JVM start, KRaft election and the first round trip ~4.5 s.
-    start_timeout: float = 60.0
-
-    def check_prerequisites(self) -> None:
-        """Java >= 17, and Maven if Kafka's jars are not cached yet."""
-        java = _java()
-        major = _java_major(java)
-        if major < 17:
-            raise BrokerStartError(
-                f"{java} is Java {major}; Kafka {KAFKA_VERSION} needs Java 17 or newer: "
-                "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
-            )
-        if not _jars_ready() and shutil.which("mvn") is None:
-            raise BrokerStartError(
-                f"Kafka {KAFKA_VERSION}'s jars are not cached in {_jar_root()} and Maven (mvn) "
-                "is not on PATH to fetch them: apt-get install maven, then run "
-                '`python -c "from brokers.kafka import ensure_jars; ensure_jars()"`'
-            )
-
-    def prepare(self, workdir: Path) -> LaunchPlan:
-        """Write server.properties and a log4j2 config into ``workdir`` and format storage."""
-        workdir = workdir.resolve()  # the broker resolves relative paths against its own cwd
-        libs = ensure_jars()
-        java = _java()
-        classpath = str(libs / "*")
-        data = workdir / "data"
-        log = workdir / "kafka.log"
-        properties = workdir / "server.properties"
-        log_config = workdir / "log4j2.properties"
-
-        ports = _distinct_free_ports(3 + 2 * _PROXY_LISTENERS)
-        client, controller = ports[0], ports[1]
-        proxies = {
-            f"PROXY{i}": (ports[2 + 2 * i], ports[3 + 2 * i]) for i in range(_PROXY_LISTENERS)
-        }
-        secure = _make_secure_listener(workdir, ports[-1])
-        properties.write_text(
-            _server_properties(
-                data=data, client=client, controller=controller, proxies=proxies, secure=secure
-            )
-        )
-        log_config.write_text(_LOG4J2.format(log=log))
-        log_option = f"-Dlog4j2.configurationFile={log_config}"
-
-        fmt = [java, *_TOOL_JVM, log_option, "-cp", classpath, _STORAGE_TOOL, "format"]
-        fmt += ["--cluster-id", _cluster_id(), "--config", str(properties)]
-        if secure is not None:
-            for mechanism in _SCRAM_MECHANISMS:
-                scram = f"name={secure.username},password={secure.password}"
-                fmt += ["--add-scram", f"{mechanism}=[{scram}]"]
-        try:
-            done = subprocess.run(
-                fmt, cwd=workdir, capture_output=True, text=True, timeout=60, check=False
-            )
-        except subprocess.TimeoutExpired as err:
-            raise BrokerStartError(
-                f"formatting Kafka storage in {data} took over 60 s: is the machine overloaded?"
-            ) from err
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-            raise BrokerStartError(
-                f"formatting Kafka storage in {data} failed (exit {done.returncode}); "
-                f"check {properties}. The tool said:\n{tail}"
-            )
-
-        extra = {"log": str(log), "data": str(workdir)}
-        for i, (listen, advertise) in enumerate(proxies.values()):
-            extra[f"proxy{i}.listen"] = f"127.0.0.1:{listen}"
-            extra[f"proxy{i}.advertised"] = f"127.0.0.1:{advertise}"
-        if secure is not None:
-            tls = secure.keystore.parent
-            extra |= {
-                "sasl_ssl": f"127.0.0.1:{secure.port}",
-                "sasl_ssl.ca": str(secure.ca),
-                "sasl_ssl.username": secure.username,
-                "sasl_ssl.password_file": str(tls / _PASSWORD_FILE),
-                "sasl_ssl.client_cert": str(tls / "client.pem"),
-                "sasl_ssl.client_key": str(tls / "client.key"),
-            }
-        return LaunchPlan(
-            argv=[java, *_BROKER_JVM, log_option, "-cp", classpath, _BROKER_MAIN, str(properties)],
-            url=f"127.0.0.1:{client}",
-            extra=extra,
-        )
-
-    def wait_ready(self, info: BrokerInfo, timeout: float) -> None:
-        """Retry create, publish, tap and delete of a scratch topic until it works or time is up.
-
-        Then connect once through the SASL_SSL listener, so a broken TLS set-up
-        fails here rather than in a test.
-        """
-        started = time.monotonic()
-        asyncio.run(_await_round_trip(info, within=timeout))
-        secure = secure_info(info)
-        if secure is not None:
-            left = max(1.0, timeout - (time.monotonic() - started))
-            asyncio.run(_await_connect(secure, within=left))
-
-
-_PASSWORD_FILE = "sasl-password"
-
-
-def _make_secure_listener(workdir: Path, port: int) -> _SecureListener | None:
-    """Certificates and a SASL password for the SASL_SSL listener (None without openssl)."""
-    if not openssl_available():
-        return None
-    tls = workdir / "tls"
-    pki = make_pki(tls)
-    password = secrets.token_hex(16)
-    password_file = tls / _PASSWORD_FILE
-    password_file.write_text(password)
-    password_file.chmod(0o600)
-    return _SecureListener(
-        port=port, keystore=pki.server_keystore, ca=pki.ca, username="harness", password=password
-    )
-
-
-def secure_settings(info: BrokerInfo, *, mechanism: str = "PLAIN") -> dict[str, str] | None:
-    """Settings (``brokers.KAFKA_SETTINGS``) for the SASL_SSL listener of a broker the harness
-    started, or None when it has none (an older or external broker, or no openssl).
-
-    ``mechanism`` is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512: the listener takes each.
-    """
-    extra = info.extra
-    if "sasl_ssl" not in extra:
-        return None
-    return {
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": mechanism,
-        "sasl_username": extra["sasl_ssl.username"],
-        "sasl_password": Path(extra["sasl_ssl.password_file"]).read_text().strip(),
-        "ssl_cafile": extra["sasl_ssl.ca"],
-    }
-
-
-def secure_info(info: BrokerInfo, *, mechanism: str = "PLAIN") -> BrokerInfo | None:
-    """``info`` as seen through its SASL_SSL listener (see :func:`secure_settings`), or None."""
-    settings = secure_settings(info, mechanism=mechanism)
-    if settings is None:
-        return None
-    return BrokerInfo(
-        kind="kafka",
-        url=info.extra["sasl_ssl"],
-        provider=info.provider,
-        client_options=kafka_client_options(settings),
-    )
-
-
-async def _await_connect(info: BrokerInfo, *, within: float) -> None:
-    """Open an adapter (metadata through every client) until it works or ``within`` passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            async with KafkaAdapter(info, timeout=max(1.0, min(10.0, deadline - loop.time()))):
-                return
-        except BrokerUnavailable as err:
-            if loop.time() >= deadline:
-                raise BrokerStartError(
-                    f"Kafka's SASL_SSL listener at {info.url} did not accept a connection"
-                    f" within {within:g} s: {err}"
-                ) from err
-        await asyncio.sleep(0.2)
-
-
-async def _await_round_trip(info: BrokerInfo, *, within: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last: BaseException | None = None
-    while (remaining := deadline - loop.time()) > 0:
-        try:
-            async with asyncio.timeout(remaining):
-                # Until the port opens, a cheap connect says "not yet" without
-                # aiokafka logging an error for every attempt.
-                await _port_open(info.url)
-                await _round_trip(info, within=min(remaining, 10.0))
-            return
-        except (HarnessError, TimeoutError, OSError) as err:
-            last = err
-        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
-    raise BrokerStartError(
-        f"Kafka at {info.url} did not complete a produce-and-consume round trip within "
-        f"{within:g} s; last error: {_describe(last) if last else 'none'}"
-    ) from last
-
-
-async def _port_open(url: str) -> None:
-    host, _, port = url.split(",")[0].strip().rpartition(":")
-    _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-async def _round_trip(info: BrokerInfo, *, within: float) -> None:
-    """Create a scratch topic, publish one record, see it through a tap, delete the topic."""
-    name = f"harness-ready-{uuid.uuid4().hex[:12]}"
-    async with KafkaAdapter(info, timeout=within) as adapter:
-        await adapter.create(DestinationSpec(name=name))
-        try:
-            seen = asyncio.Event()
-            async with adapter.tap(name, lambda record: seen.set()):
-                await adapter.publish(name, Message(b"ready"))
-                async with asyncio.timeout(within):
-                    await seen.wait()
-        finally:
-            with contextlib.suppress(HarnessError, TimeoutError):
-                await adapter.delete(name)
-
-
-# --------------------------------------------------------------------------- docker
-
-
-def start_container(*, timeout: float = 120.0) -> tuple[BrokerInfo, Callable[[], None]]:
-    """Start a KRaft Kafka container (testcontainers); return its info and a stop function.
-
-    Raises BrokerUnavailable when no Docker engine answers, BrokerStartError
-    when the container does not come up or fails a round trip in ``timeout``.
-    """
-    _require_docker()
-    from testcontainers.community.kafka import KafkaContainer
-
-    container = KafkaContainer(image=DOCKER_IMAGE).with_kraft()
-    # The same test-friendly settings as the local broker (see _server_properties).
-    for key, value in {
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-        "KAFKA_MESSAGE_MAX_BYTES": str(MAX_MESSAGE_BYTES),
-        "KAFKA_REPLICA_FETCH_MAX_BYTES": str(MAX_MESSAGE_BYTES),
-    }.items():
-        container.with_env(key, value)
-
-    stopped = False
-
-    def stop() -> None:
-        nonlocal stopped
-        if not stopped:
-            stopped = True
-            container.stop()
-
-    started = time.monotonic()
-    try:
-        container.start(timeout=max(1, int(timeout)))
-        info = BrokerInfo(
-            kind="kafka",
-            url=container.get_bootstrap_server(),
-            provider="docker",
-            extra={"image": DOCKER_IMAGE, "container": str(container.get_wrapped_container().id)},
-        )
-        remaining = max(1.0, timeout - (time.monotonic() - started))
-        asyncio.run(_await_round_trip(info, within=remaining))
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            stop()
-        if isinstance(err, HarnessError):
-            raise
-        if isinstance(err, Exception):
-            raise BrokerStartError(
-                f"the Kafka container ({DOCKER_IMAGE}) did not start within {timeout:g} s "
-                f"({_describe(err)}): check `docker logs` and that the image can be pulled"
-            ) from err
-        raise
-    return info, stop
-
-
-def _require_docker() -> None:
-    from testcontainers.core.docker_client import DockerClient, get_docker_host
-
-    fix = "start Docker or set DOCKER_HOST, or use the local Kafka broker that needs only Java"
-    host = get_docker_host() or "unix:///var/run/docker.sock"
-    socket_path = Path(host.removeprefix("unix://"))
-    if host.startswith("unix://") and not socket_path.exists():
-        raise BrokerUnavailable(f"no Docker engine answers: {socket_path} does not exist: {fix}")
-    reason = ""
-    # docker-py drops the socket of a failed connection without closing it;
-    # collect it here, quietly, rather than in whatever test runs next.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = DockerClient()
-            try:
-                client.client.ping()
-            finally:
-                client.client.close()
-        except Exception as err:
-            reason = _describe(err)
-        if reason:
-            gc.collect()
-    if reason:
-        raise BrokerUnavailable(f"no Docker engine answers at {host} ({reason}): {fix}")
+        return self._taps.tap(_check_topic_name(destination), on_record)

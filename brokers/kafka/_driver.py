@@ -57,12 +57,12 @@ class KafkaDriver(BrokerDriver):
         return _settings.parse_kafka_settings(items)
 
     def recipe(self) -> LocalRecipe:
-        from brokers.kafka._adapter import KafkaRecipe
+        from brokers.kafka._recipe import KafkaRecipe
 
         return KafkaRecipe()
 
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
-        from brokers.kafka._adapter import start_container
+        from brokers.kafka._docker import start_container
 
         return start_container()
 

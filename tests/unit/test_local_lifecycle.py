@@ -163,7 +163,7 @@ def test_failed_readiness_stops_the_broker_and_says_why() -> None:
 def test_a_kafka_cluster_id_never_starts_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
     import uuid
 
-    from brokers.kafka import _adapter as kafka
+    from brokers.kafka import _recipe as kafka
 
     dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # encodes as "-AAA..."
     plain = uuid.UUID(int=1)
