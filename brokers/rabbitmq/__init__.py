@@ -11,16 +11,16 @@ driver = RabbitDriver()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "DEAD_LETTER_EXCHANGE": "brokers.rabbitmq._adapter",
-    "KEY_HEADER": "brokers.rabbitmq._adapter",
+    "DEAD_LETTER_EXCHANGE": "brokers.rabbitmq._codec",
+    "KEY_HEADER": "brokers.rabbitmq._codec",
     "RabbitAdapter": "brokers.rabbitmq._adapter",
     "RabbitRecipe": "brokers.rabbitmq._adapter",
     "Reconciled": "brokers.rabbitmq._adapter",
     "ctl_env": "brokers.rabbitmq._adapter",
-    "management_url": "brokers.rabbitmq._adapter",
+    "management_url": "brokers.rabbitmq._urls",
     "open_adapters": "brokers.rabbitmq._adapter",
     "rabbitmqctl": "brokers.rabbitmq._adapter",
-    "secure_url": "brokers.rabbitmq._adapter",
+    "secure_url": "brokers.rabbitmq._urls",
     "start_container": "brokers.rabbitmq._adapter",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
-import decimal
 import functools
 import http.client
 import json
@@ -63,6 +61,28 @@ from aiormq.abc import DeliveredMessage
 
 from brokers._local import LaunchPlan, free_port
 from brokers._tls import make_pki, openssl_available
+from brokers.rabbitmq._codec import (
+    _DEAD_LETTER_ROUTER,
+    _MAX_NAME_BYTES,
+    _MAX_TRACEABLE_BYTES,
+    DEAD_LETTER_EXCHANGE,
+    TRACE_EXCHANGE,
+    _decode_message,
+    _encode_headers,
+    _some,
+    _validate_queue_name,
+)
+from brokers.rabbitmq._urls import (
+    _MANAGEMENT_ENV,
+    _URL_FIX,
+    _check_url,
+    _credentials,
+    _speaks_tls,
+    _ssl_context,
+    _vhost_of,
+    management_url,
+    secure_url,
+)
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -84,158 +104,28 @@ from harness._message import BrokerKind, Message
 from harness._redact import redact_url
 
 __all__ = (
-    "DEAD_LETTER_EXCHANGE",
-    "KEY_HEADER",
     "RabbitAdapter",
     "RabbitRecipe",
     "Reconciled",
     "ctl_env",
-    "management_url",
     "open_adapters",
     "rabbitmqctl",
-    "secure_url",
     "start_container",
 )
 
-#: Header that carries ``Message.key`` (AMQP messages have no key).
-KEY_HEADER: Final = "x-harness-key"
-#: Fanout exchange every dead letter goes through (the queues' policies name it).
-DEAD_LETTER_EXCHANGE: Final = "harness.dead-letters"
-#: Direct exchange behind it that routes a dead letter to the queue its routing key names.
-_DEAD_LETTER_ROUTER: Final = "harness.dead-letter"
 #: Policies that wire a queue's dead-lettering are named this plus the queue's name.
 _POLICY_PREFIX: Final = "harness-dlx-"
-TRACE_EXCHANGE: Final = "amq.rabbitmq.trace"
 #: Marks the message a tap publishes to itself to prove the firehose is live.
 _SENTINEL_HEADER: Final = "x-harness-tap-sentinel"
-_MAX_NAME_BYTES: Final = 255
-# The firehose traces a delivery with routing key "deliver.<queue>", a short string
-# too: a longer queue name makes the broker kill the tap's connection.
-_MAX_TRACEABLE_BYTES: Final = _MAX_NAME_BYTES - len("deliver.")
-_URL_FIX: Final = "check the option --amqp-url / the environment variable HARNESS_AMQP_URL"
-_MANAGEMENT_ENV: Final = "HARNESS_RABBITMQ_MANAGEMENT_URL"
 
 RABBITMQ_BIN: Final = Path("/usr/lib/rabbitmq/bin")
 _INSTALL_FIX: Final = "install it with `apt-get install rabbitmq-server`"
 _CTL_TIMEOUT: Final = 30.0
 
 
-# --------------------------------------------------------------------------- URLs
-
-
-def _vhost_of(url: str) -> str:
-    # Same rule as aiormq: no path or "/" is the default vhost, else the unquoted path.
-    path = urllib.parse.urlsplit(url).path
-    if path in ("", "/"):
-        return "/"
-    return urllib.parse.unquote(path[1:])
-
-
-def _credentials(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    user = urllib.parse.unquote(parts.username) if parts.username is not None else "guest"
-    password = urllib.parse.unquote(parts.password) if parts.password is not None else "guest"
-    return user, password
-
-
-def management_url(info: BrokerInfo) -> str:
-    """The management HTTP API base URL for ``info``.
-
-    $HARNESS_RABBITMQ_MANAGEMENT_URL wins, then ``info.extra["management"]``,
-    else ``http://<amqp host>:15672/`` (``https://<amqp host>:15671/`` for an
-    ``amqps://`` URL: the management plugin's usual TLS port). Credentials may
-    be given in the URL; without them the AMQP URL's are used. An https API is
-    checked with the AMQP URL's TLS options (``cafile``, ``no_verify_ssl``...).
-    """
-    configured = os.environ.get(_MANAGEMENT_ENV) or info.extra.get("management")
-    if configured:
-        return configured
-    parts = urllib.parse.urlsplit(info.url)
-    host = parts.hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.scheme == "amqps":
-        return f"https://{host}:15671/"
-    return f"http://{host}:15672/"
-
-
-def secure_url(info: BrokerInfo, *, client_cert: bool = False) -> str | None:
-    """The ``amqps://`` URL of a node the harness started (None if it has no TLS listener).
-
-    Same user, password and vhost as ``info.url``, trusting the node's CA
-    (``cafile=``); with ``client_cert`` it also presents a client certificate.
-    """
-    extra = info.extra
-    if "amqps_port" not in extra:
-        return None
-    parts = urllib.parse.urlsplit(info.url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    query = {"cafile": extra["tls.ca"]}
-    if client_cert:
-        query |= {"certfile": extra["tls.client_cert"], "keyfile": extra["tls.client_key"]}
-    netloc = (
-        f"{userinfo}@127.0.0.1:{extra['amqps_port']}"
-        if userinfo
-        else f"127.0.0.1:{extra['amqps_port']}"
-    )
-    return urllib.parse.urlunsplit(
-        ("amqps", netloc, parts.path or "/", urllib.parse.urlencode(query, safe="/"), "")
-    )
-
-
-def _tls_options(url: str) -> dict[str, str]:
-    """The TLS query options of an AMQP URL (the ones aiormq reads)."""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    names = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
-    return {name: query[name][-1] for name in names if name in query}
-
-
-def _ssl_context(url: str) -> ssl.SSLContext:
-    """An SSL context built from an AMQP URL's query the way aiormq builds its own."""
-    options = _tls_options(url)
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=options.get("cafile"), capath=options.get("capath")
-    )
-    if "certfile" in options:
-        context.load_cert_chain(options["certfile"], options.get("keyfile"))
-    if options.get("no_verify_ssl", "0") != "0":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _speaks_tls(host: str, port: int, within: float) -> bool:
-    """Whether ``host:port`` completes a TLS handshake (certificate not checked), blocking."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection((host, port), timeout=within) as raw,
-            context.wrap_socket(raw, server_hostname=host),
-        ):
-            return True
-    except OSError:
-        return False
-
-
-# ----------------------------------------------------------------------- messages
-
-
-# The AMQP 0-9-1 queue-name domain; the client library refuses any other character
-# even though RabbitMQ itself would take any UTF-8.
-_QUEUE_NAME: Final = re.compile(r"[A-Za-z0-9\-_.:@#,/+ ]+")
-
-
 #: The management API's web server refuses a request line over 8,000 bytes (HTTP 414):
 #: an existence check asks for its names in chunks whose pattern stays well below.
 _LOOKUP_PATTERN_BYTES = 3000
-
-
-def _some(names: Sequence[str]) -> str:
-    """Up to three of ``names`` for a message, and how many more (a batch may be hundreds)."""
-    shown = ", ".join(map(repr, names[:3]))
-    return shown if len(names) <= 3 else f"{shown} and {len(names) - 3} more"
 
 
 def _name_chunks(names: Sequence[str]) -> list[list[str]]:
@@ -250,81 +140,6 @@ def _name_chunks(names: Sequence[str]) -> list[list[str]]:
         chunks[-1].append(name)
         size += cost
     return chunks if chunks[0] else []
-
-
-def _validate_queue_name(
-    name: object, *, what: str = "queue name", limit: int = _MAX_NAME_BYTES
-) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidArgument(f"{what}={name!r} is invalid: pass a non-empty str")
-    size = len(name.encode("utf-8"))
-    if size > limit:
-        why = (
-            f"RabbitMQ queue names are at most {_MAX_NAME_BYTES} bytes"
-            if limit == _MAX_NAME_BYTES
-            else f"the firehose can only trace queues of at most {limit} bytes"
-        )
-        raise InvalidArgument(f"{what}={name[:40]!r}... is {size} bytes long: {why}")
-    if not _QUEUE_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"{what}={name!r} is invalid: AMQP queue names may only hold ASCII letters, "
-            "digits, spaces and -_.:@#,/+"
-        )
-    if name.startswith("amq."):
-        raise InvalidArgument(
-            f"{what}={name!r} is invalid: names starting with 'amq.' are reserved by RabbitMQ"
-        )
-    return name
-
-
-def _encode_headers(message: Message) -> dict[str, Any]:
-    if KEY_HEADER in message.headers:
-        raise InvalidArgument(
-            f"header {KEY_HEADER!r} is reserved: it carries Message.key on RabbitMQ; "
-            "pass the key as Message(key=...) instead"
-        )
-    # pamqp encodes bytearray (not bytes) as an AMQP byte array ('x').
-    headers: dict[str, Any] = {name: bytearray(value) for name, value in message.headers.items()}
-    if message.key is not None:
-        headers[KEY_HEADER] = bytearray(message.key)
-    return headers
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return value
-
-
-def _header_bytes(value: object) -> bytes:
-    """An AMQP header value as bytes; tables and arrays (``x-death``) become JSON."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    if isinstance(value, datetime.datetime):
-        return value.isoformat().encode()
-    if isinstance(value, int | float | decimal.Decimal):
-        return str(value).encode()
-    return json.dumps(_jsonable(value), sort_keys=True).encode()
-
-
-def _decode_message(body: bytes, headers: Mapping[str, Any] | None) -> Message:
-    decoded = {str(name): _header_bytes(value) for name, value in (headers or {}).items()}
-    key = decoded.pop(KEY_HEADER, None)
-    return Message(value=bytes(body), key=key, headers=decoded)
 
 
 # ------------------------------------------------------------------------ adapter
@@ -413,18 +228,7 @@ class RabbitAdapter(BrokerAdapter):
             raise InvalidArgument(
                 f"info.kind={info.kind!r} is invalid: RabbitAdapter needs 'rabbitmq'"
             )
-        parts = urllib.parse.urlsplit(info.url)
-        try:
-            parts.port  # noqa: B018 - parsing it is the check
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"url={redact_url(info.url)!r} has an invalid port ({exc}); " + _URL_FIX
-            ) from exc
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise InvalidArgument(
-                f"url={redact_url(info.url)!r} is invalid: use amqp://user:pass@host:port/vhost; "
-                + _URL_FIX
-            )
+        _check_url(info.url)
         if not timeout > 0:
             raise InvalidArgument(
                 f"timeout={timeout!r} is invalid: pass a positive number of seconds"
