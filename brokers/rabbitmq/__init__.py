@@ -18,7 +18,7 @@ _EXPORTS = {
     "Reconciled": "brokers.rabbitmq._adapter",
     "ctl_env": "brokers.rabbitmq._adapter",
     "management_url": "brokers.rabbitmq._urls",
-    "open_adapters": "brokers.rabbitmq._adapter",
+    "open_adapters": "brokers.rabbitmq._connection",
     "rabbitmqctl": "brokers.rabbitmq._adapter",
     "secure_url": "brokers.rabbitmq._urls",
     "start_container": "brokers.rabbitmq._adapter",

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import http.client
 import json
 import os
@@ -44,15 +43,14 @@ import subprocess
 import threading
 import time
 import urllib.parse
-import weakref
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 import aio_pika
 import aiormq.exceptions
@@ -72,12 +70,19 @@ from brokers.rabbitmq._codec import (
     _some,
     _validate_queue_name,
 )
+from brokers.rabbitmq._connection import (
+    _OPEN_ADAPTERS,
+    _close_quietly,
+    _connect_amqp,
+    _explain_failure,
+    _finish_before_cancel,
+    _why_failed,
+)
 from brokers.rabbitmq._urls import (
     _MANAGEMENT_ENV,
     _URL_FIX,
     _check_url,
     _credentials,
-    _speaks_tls,
     _ssl_context,
     _vhost_of,
     management_url,
@@ -108,7 +113,6 @@ __all__ = (
     "RabbitRecipe",
     "Reconciled",
     "ctl_env",
-    "open_adapters",
     "rabbitmqctl",
     "start_container",
 )
@@ -140,78 +144,6 @@ def _name_chunks(names: Sequence[str]) -> list[list[str]]:
         chunks[-1].append(name)
         size += cost
     return chunks if chunks[0] else []
-
-
-# ------------------------------------------------------------------------ adapter
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-def _finish_before_cancel(
-    method: Callable[_P, Awaitable[_T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Let an administrative call finish (it is bounded) before a cancel takes effect.
-
-    aiormq abandons an RPC cut short by a cancel while the broker carries it
-    out; the next one on that channel number then kills the whole connection
-    ("second 'channel.open' seen"). One cancelled run must not take the
-    adapter's connection, shared by every run, down with it.
-    """
-
-    @functools.wraps(method)
-    async def finishing(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        call = asyncio.ensure_future(method(*args, **kwargs))
-        try:
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            await asyncio.wait([call])
-            if not call.cancelled():
-                call.exception()  # retrieved: the cancel is what the caller hears of
-            raise
-
-    return finishing
-
-
-async def _connect_amqp(url: str, *, within: float) -> AbstractConnection:
-    """``aio_pika.connect``, except that a failed attempt closes what it opened.
-
-    aio-pika leaves the ``Connection`` of a failed attempt open, and its
-    ``__del__`` schedules a ``close()``: collected while no loop runs (say,
-    between two tests), that coroutine is never awaited, a RuntimeWarning at
-    whatever moment the garbage collector picks.
-    """
-    connection = aio_pika.Connection(aio_pika.connection.make_url(url))
-    try:
-        await connection.connect(timeout=within)
-    except BaseException:
-        await _close_quietly(connection, within=within)
-        raise
-    return connection
-
-
-async def _close_quietly(connection: AbstractConnection, *, within: float) -> None:
-    # A dead broker (or a connection never made) leaves nothing to release:
-    # closing must not fail nor hang.
-    with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-        async with asyncio.timeout(within):
-            await connection.close()
-
-
-def open_adapters(info: BrokerInfo) -> list[RabbitAdapter]:
-    """The adapters open on ``info``'s broker (same URL) in the running event loop.
-
-    A broker restart fault reconnects them once the broker is back (see
-    :meth:`RabbitAdapter.reconnect`): the run's own, and any other that shares
-    the broker in this loop, such as a fuzz campaign's.
-    """
-    loop = asyncio.get_running_loop()
-    return [
-        adapter
-        for adapter in list(_OPEN_ADAPTERS)
-        if adapter.info.url == info.url and adapter._loop is loop and not adapter._closing
-    ]
 
 
 class RabbitAdapter(BrokerAdapter):
@@ -268,7 +200,9 @@ class RabbitAdapter(BrokerAdapter):
         try:
             connection, channel = await self._connect()
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            raise BrokerUnavailable(await self._explain(exc)) from exc
+            raise BrokerUnavailable(
+                await _explain_failure(exc, url=self.info.url, within=self._timeout)
+            ) from exc
         self._install(connection, channel)
 
     async def _connect(self) -> tuple[AbstractConnection, AbstractChannel]:
@@ -380,8 +314,8 @@ class RabbitAdapter(BrokerAdapter):
             log = self.info.extra.get("log")
             raise BrokerUnavailable(
                 f"cannot reconnect to RabbitMQ at {self._where} after a broker restart"
-                f" ({self._why(exc)}): check that the broker came back"
-                + (f" (its log: {log})" if log else "")
+                f" ({_why_failed(exc, url=self.info.url, within=self._timeout)}):"
+                " check that the broker came back" + (f" (its log: {log})" if log else "")
             ) from exc
         self._install(connection, channel)
         firehose = self._firehose
@@ -408,55 +342,6 @@ class RabbitAdapter(BrokerAdapter):
         if self._closing or connection is None:
             return False
         return self._lost is not None or not connection.connected.is_set()
-
-    async def _explain(self, exc: BaseException) -> str:
-        """Why connecting failed, telling TLS mismatches (a wrong CA, TLS on a plain port
-        or plain on a TLS port) apart from an absent broker."""
-        parts = urllib.parse.urlsplit(self.info.url)
-        text = f"{exc} {exc.__cause__ or ''}"
-        if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-            detail = text.partition("certificate verify failed:")[2].partition("(_ssl")[0]
-            return (
-                f"cannot connect to RabbitMQ at {self._where}: its TLS certificate is not trusted"
-                f" ({detail.strip() or text.strip()}): add cafile=/path/ca.pem (the PEM file of"
-                " the CA that signed it) to the URL's query; no_verify_ssl=1 skips the check"
-                " (test brokers only)"
-            )
-        if parts.scheme == "amqps" and (isinstance(exc, ssl.SSLError) or "[SSL" in text):
-            return (
-                f"cannot connect to RabbitMQ at {self._where}: the port does not speak TLS"
-                f" ({str(exc).strip()}): it is a plain AMQP port, so use amqp://, or RabbitMQ's"
-                " TLS port (usually 5671)"
-            )
-        auth = aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError
-        # A silent server is no TLS mismatch (and must not cost a second timeout).
-        silent = isinstance(exc, TimeoutError)
-        if parts.scheme == "amqp" and not isinstance(exc, auth) and parts.hostname and not silent:
-            within = min(self._timeout, 5.0)
-            if await asyncio.to_thread(_speaks_tls, parts.hostname, parts.port or 5672, within):
-                return (
-                    f"cannot connect to RabbitMQ at {self._where}: that port speaks TLS, so use"
-                    " amqps://user:pass@host:port/vhost?cafile=/path/ca.pem"
-                )
-        return self._unavailable_text(exc)
-
-    def _unavailable_text(self, exc: BaseException) -> str:
-        return f"no RabbitMQ broker answers at {self._where}: {self._why(exc)}; {_URL_FIX}"
-
-    def _why(self, exc: BaseException) -> str:
-        if isinstance(exc, TimeoutError):
-            why = f"no answer within {self._timeout:g} s"
-        elif isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-            why = f"the login was refused ({exc}); check the user and password"
-        elif isinstance(exc, aiormq.exceptions.AuthenticationError):
-            why = f"no common authentication mechanism ({exc!r})"
-        elif isinstance(
-            exc, aiormq.exceptions.InvalidFrameError | aiormq.exceptions.ConnectionNotAllowed
-        ):
-            why = f"the broker refused vhost {self._vhost!r} (missing vhost or no permission)"
-        else:
-            why = f"{type(exc).__name__}: {exc}"
-        return why
 
     async def close(self) -> None:
         """Close the connection (and with it every tap); safe to call twice."""
@@ -1047,10 +932,6 @@ def _identity(message_id: object, message: Message) -> int:
     return hash(
         (_text(message_id), message.value, message.key, tuple(sorted(message.headers.items())))
     )
-
-
-#: Every adapter open in this process, for :func:`open_adapters`.
-_OPEN_ADAPTERS: Final[weakref.WeakSet[RabbitAdapter]] = weakref.WeakSet()
 
 
 class _Firehose:

@@ -146,7 +146,7 @@ class RabbitDriver(BrokerDriver):
         return dataclasses.replace(endpoints, amqp_url=url)
 
     def broker_restart(self, info: BrokerInfo) -> BrokerRestart:
-        from brokers.rabbitmq._adapter import open_adapters
+        from brokers.rabbitmq._connection import open_adapters
 
         return _RabbitRestart(open_adapters(info))
 
