@@ -14,14 +14,14 @@ _EXPORTS = {
     "DEAD_LETTER_EXCHANGE": "brokers.rabbitmq._codec",
     "KEY_HEADER": "brokers.rabbitmq._codec",
     "RabbitAdapter": "brokers.rabbitmq._adapter",
-    "RabbitRecipe": "brokers.rabbitmq._adapter",
+    "RabbitRecipe": "brokers.rabbitmq._node",
     "Reconciled": "brokers.rabbitmq._adapter",
-    "ctl_env": "brokers.rabbitmq._adapter",
+    "ctl_env": "brokers.rabbitmq._node",
     "management_url": "brokers.rabbitmq._urls",
     "open_adapters": "brokers.rabbitmq._connection",
-    "rabbitmqctl": "brokers.rabbitmq._adapter",
+    "rabbitmqctl": "brokers.rabbitmq._node",
     "secure_url": "brokers.rabbitmq._urls",
-    "start_container": "brokers.rabbitmq._adapter",
+    "start_container": "brokers.rabbitmq._docker",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ("RabbitDriver", "driver", *_EXPORTS)
