@@ -15,7 +15,7 @@ _EXPORTS = {
     "KEY_HEADER": "brokers.rabbitmq._codec",
     "RabbitAdapter": "brokers.rabbitmq._adapter",
     "RabbitRecipe": "brokers.rabbitmq._node",
-    "Reconciled": "brokers.rabbitmq._adapter",
+    "Reconciled": "brokers.rabbitmq._firehose",
     "ctl_env": "brokers.rabbitmq._node",
     "management_url": "brokers.rabbitmq._urls",
     "open_adapters": "brokers.rabbitmq._connection",
