@@ -29,17 +29,10 @@ Mapping of the harness model onto AMQP 0-9-1:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import http.client
-import json
-import re
-import ssl
-import threading
-import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
@@ -63,14 +56,11 @@ from brokers.rabbitmq._connection import (
     _why_failed,
 )
 from brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
+from brokers.rabbitmq._management import ManagementClient
 from brokers.rabbitmq._urls import (
-    _MANAGEMENT_ENV,
     _URL_FIX,
     _check_url,
-    _credentials,
-    _ssl_context,
     _vhost_of,
-    management_url,
 )
 from harness._broker import (
     BrokerAdapter,
@@ -81,7 +71,6 @@ from harness._broker import (
     check_producer,
 )
 from harness._errors import (
-    BrokerError,
     BrokerUnavailable,
     DestinationError,
     InvalidArgument,
@@ -90,28 +79,6 @@ from harness._message import BrokerKind, Message
 from harness._redact import redact_url
 
 __all__ = ("RabbitAdapter",)
-
-#: Policies that wire a queue's dead-lettering are named this plus the queue's name.
-_POLICY_PREFIX: Final = "harness-dlx-"
-
-
-#: The management API's web server refuses a request line over 8,000 bytes (HTTP 414):
-#: an existence check asks for its names in chunks whose pattern stays well below.
-_LOOKUP_PATTERN_BYTES = 3000
-
-
-def _name_chunks(names: Sequence[str]) -> list[list[str]]:
-    """``names`` in order, cut where a chunk's escaped, URL-quoted pattern would grow too long."""
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for name in names:
-        cost = len(urllib.parse.quote(re.escape(name), safe="")) + 3  # and its "|"
-        if chunks[-1] and size + cost > _LOOKUP_PATTERN_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(name)
-        size += cost
-    return chunks if chunks[0] else []
 
 
 class RabbitAdapter(BrokerAdapter):
@@ -140,8 +107,9 @@ class RabbitAdapter(BrokerAdapter):
         self._connection: AbstractConnection | None = None
         self._channels: dict[int, AbstractChannel] = {}  # publishing channels, by producer
         self._idle_admin_channels: list[AbstractChannel] = []  # see _scratch_channel
-        self._http_idle: list[http.client.HTTPConnection] = []  # see _http_exchange
-        self._http_lock = threading.Lock()  # they are taken and kept from worker threads
+        self._management = ManagementClient(
+            info, timeout=self._timeout, in_use=lambda: self._connection is not None
+        )
         self._last_channel_number = 1  # the connection's first channel: see _open_channel
         self._closing = False
         self._lost: BaseException | None = None
@@ -321,7 +289,7 @@ class RabbitAdapter(BrokerAdapter):
         connection, self._connection = self._connection, None
         self._channels.clear()
         self._idle_admin_channels.clear()
-        self._close_http()
+        self._management.close()
         if connection is not None:
             await _close_quietly(connection, within=self._timeout)
 
@@ -421,32 +389,6 @@ class RabbitAdapter(BrokerAdapter):
         if not channel.is_closed:
             idle.append(channel)
 
-    async def _existing(self, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` are queues on the vhost: one management API call a chunk."""
-        # Asked of the management API, not by passive declares: the broker answers
-        # a missing queue by closing the channel, and under load aiormq can drop
-        # its close-ok reply (a full write queue), leaving that channel number
-        # half-closed on the broker for good.
-        found = await asyncio.gather(*map(self._existing_among, _name_chunks(names)))
-        return set().union(*found)
-
-    async def _existing_among(self, names: Sequence[str]) -> set[str]:
-        pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
-        query = urllib.parse.urlencode(
-            {
-                "page": 1,
-                "page_size": len(names),
-                "use_regex": "true",
-                "columns": "name",
-                "name": pattern,
-            }
-        )
-        found = await self._call_management(
-            "GET", "queues/{vhost}?" + query, f"look up queue(s) {_some(names)}"
-        )
-        items = found.get("items", []) if isinstance(found, dict) else []
-        return {item["name"] for item in items if item.get("name") in names}
-
     # -- destinations
 
     async def create(self, spec: DestinationSpec) -> None:
@@ -476,7 +418,7 @@ class RabbitAdapter(BrokerAdapter):
                     spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
                 )
         async with self._translated(f"creating queue(s) {_some(names)}"):
-            existing = await self._existing(names)
+            existing = await self._management.existing(names)
             taken = [name for name in names if name in existing]
             if taken or len(set(names)) < len(names):
                 name = taken[0] if taken else names[0]
@@ -502,7 +444,7 @@ class RabbitAdapter(BrokerAdapter):
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             outside = sorted(dead_letters - set(names))
             if outside:  # dead-letter queues made earlier, or outside the harness
-                found = await self._existing(outside)
+                found = await self._management.existing(outside)
                 async with self._scratch_channel() as channel:
                     for dead_letter in (name for name in outside if name in found):
                         dead = await channel.declare_queue(dead_letter, passive=True)
@@ -522,20 +464,7 @@ class RabbitAdapter(BrokerAdapter):
         self._dead_letters_wired = True
 
     async def _set_dead_letter_policy(self, name: str, dead_letter: str) -> None:
-        await self._call_management(
-            "PUT",
-            self._policy_path(name),
-            f"set the dead-letter policy of {name!r}",
-            {
-                "pattern": f"^{re.escape(name)}$",
-                "apply-to": "queues",
-                "priority": 100,
-                "definition": {
-                    "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                    "dead-letter-routing-key": dead_letter,
-                },
-            },
-        )
+        await self._management.set_dead_letter_policy(name, dead_letter)
         self._policies.add(name)
 
     async def delete(self, name: str) -> None:
@@ -562,164 +491,15 @@ class RabbitAdapter(BrokerAdapter):
             except aiormq.exceptions.ChannelNotFoundEntity:
                 pass  # brokers that answer 404 for a missing queue
         if name in self._policies or name not in self._created:
-            await self._call_management(
-                "DELETE",
-                self._policy_path(name),
-                f"delete the dead-letter policy of {name!r}",
-                absent_ok=True,  # a queue made without one, or already deleted
-            )
+            await self._management.delete_dead_letter_policy(name)
         self._policies.discard(name)
         self._created.discard(name)
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
         """Queue names on this vhost starting with ``prefix``, from the management HTTP API."""
         self._require_connection()
-        payload = await self._call_management(
-            "GET", "queues/{vhost}?columns=name", "list the queues"
-        )
-        if not isinstance(payload, list):
-            where = redact_url(management_url(self.info))
-            raise BrokerError(f"the RabbitMQ management API at {where} answered {payload!r:.200}")
-        names = [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
+        names = await self._management.queue_names()
         return sorted(name for name in names if name.startswith(prefix))
-
-    def _management(
-        self,
-        base: str,
-        method: str,
-        path: str,
-        doing: str,
-        body: object = None,
-        *,
-        absent_ok: bool = False,
-    ) -> object:
-        """One management HTTP API call (``{vhost}`` in ``path`` is filled in), blocking."""
-        parts = urllib.parse.urlsplit(base)
-        if parts.password is not None:
-            user, password = _credentials(base)
-        else:
-            user, password = _credentials(self.info.url)
-        vhost = urllib.parse.quote(self._vhost, safe="")
-        target = f"{parts.path.rstrip('/')}/api/{path.format(vhost=vhost)}"
-        headers = {
-            "Authorization": "Basic "
-            + base64.b64encode(f"{user}:{password}".encode()).decode("ascii"),
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        payload = None if body is None else json.dumps(body).encode()
-        where = redact_url(base)
-        try:
-            status, reason, raw = self._http_exchange(parts, method, target, payload, headers)
-        except ssl.SSLCertVerificationError as exc:
-            raise BrokerUnavailable(
-                f"the TLS certificate of the RabbitMQ management API at {where} is not"
-                f" trusted ({exc.verify_message}): add cafile=/path/ca.pem (the CA that"
-                " signed it) to the AMQP URL's query, or point"
-                f" ${_MANAGEMENT_ENV} at the API"
-            ) from exc
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} does not speak TLS ({exc}):"
-                f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
-            ) from exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} does not answer ({exc}): "
-                + _management_fix()
-            ) from exc
-        if status in (401, 403):
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} refused user {user!r} "
-                f"(HTTP {status}): put credentials with the management tag in "
-                f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
-            )
-        if status == 404 and absent_ok:
-            return None
-        if status >= 300:
-            raise DestinationError(
-                f"the RabbitMQ management API at {where} could not {doing} on "
-                f"vhost {self._vhost!r}: HTTP {status} {reason}"
-            )
-        return json.loads(raw) if raw else None
-
-    def _http_exchange(
-        self,
-        parts: urllib.parse.SplitResult,
-        method: str,
-        target: str,
-        payload: bytes | None,
-        headers: dict[str, str],
-    ) -> tuple[int, str, bytes]:
-        """Send one request on a kept-alive connection: status, reason and body.
-
-        Connections are kept between calls: a campaign makes several calls an
-        example, and a new connection each time (TCP, and TLS for https) costs
-        more than the call. A kept connection the server has closed meanwhile
-        (say, the broker restarted) is replaced by a new one, and the others
-        kept as long go too. Direct: an ``http_proxy`` from the environment
-        must not see broker traffic.
-        """
-        for attempt in range(2):
-            with self._http_lock:
-                kept = self._http_idle.pop() if self._http_idle and not attempt else None
-            connection = kept or self._http_connection(parts)
-            try:
-                connection.request(method, target, body=payload, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if isinstance(exc, ConnectionError) and kept is not None:
-                    self._close_http()
-                    continue  # closed on the server's side while kept: a new one
-                raise
-            with self._http_lock:
-                if response.will_close or self._connection is None:  # or the adapter closed
-                    connection.close()
-                else:
-                    self._http_idle.append(connection)
-            return response.status, response.reason, raw
-        raise AssertionError("unreachable: the second attempt returns or raises")
-
-    def _close_http(self) -> None:
-        with self._http_lock:
-            idle, self._http_idle = self._http_idle, []
-        for connection in idle:
-            connection.close()
-
-    def _http_connection(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
-        host = parts.hostname or "127.0.0.1"
-        if parts.scheme != "https":
-            return http.client.HTTPConnection(host, parts.port, timeout=self._timeout)
-        try:
-            context = _ssl_context(self.info.url)
-        except (ssl.SSLError, OSError) as exc:
-            raise InvalidArgument(
-                f"the TLS options of {self._where} cannot be loaded ({exc}): fix cafile,"
-                " certfile and keyfile in the URL's query"
-            ) from exc
-        return http.client.HTTPSConnection(host, parts.port, timeout=self._timeout, context=context)
-
-    async def _call_management(
-        self, method: str, path: str, doing: str, body: object = None, *, absent_ok: bool = False
-    ) -> object:
-        """One management API call off the loop; ``absent_ok``: a 404 answers None."""
-        base = management_url(self.info)
-        try:
-            async with asyncio.timeout(self._timeout + 1.0):
-                return await asyncio.to_thread(
-                    self._management, base, method, path, doing, body, absent_ok=absent_ok
-                )
-        except TimeoutError as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {redact_url(base)} did not answer within "
-                f"{self._timeout:g} s: {_management_fix()}"
-            ) from exc
-
-    @staticmethod
-    def _policy_path(name: str) -> str:
-        return "policies/{vhost}/" + urllib.parse.quote(f"{_POLICY_PREFIX}{name}", safe="")
 
     # -- traffic
 
@@ -849,10 +629,3 @@ def _reply(exc: aiormq.exceptions.AMQPError) -> str:
     # aiormq puts (reply_code, reply_text) in args; the text names the cause.
     texts = [str(arg) for arg in exc.args if isinstance(arg, str)]
     return texts[-1] if texts else repr(exc)
-
-
-def _management_fix() -> str:
-    return (
-        "enable the rabbitmq_management plugin (`rabbitmq-plugins enable rabbitmq_management`) "
-        f"or point ${_MANAGEMENT_ENV} at it (http://user:pass@host:15672/)"
-    )
