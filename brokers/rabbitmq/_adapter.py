@@ -1,29 +1,12 @@
-"""RabbitMQ: the aio-pika adapter, a private local node, and a Docker provider.
+"""The RabbitMQ adapter: queue administration, publishing, taps, and carrying them over restarts.
 
-Mapping of the harness model onto AMQP 0-9-1:
-
-* a destination is a durable classic queue; messages are published through
-  the default exchange with the queue name as routing key, persistent, with
-  publisher confirms and ``mandatory`` (an unroutable message is an error);
-* header values are sent as AMQP byte arrays; ``Message.key`` has no AMQP
-  equivalent and travels in the :data:`KEY_HEADER` header, so it round-trips
-  through the broker (and through services that copy headers);
-* dead-lettering goes through the fanout exchange :data:`DEAD_LETTER_EXCHANGE`
-  rather than the default exchange: RabbitMQ's firehose does not trace
-  dead-lettered messages, so the firehose binds its own queue to that
-  exchange, once, and sees every dead letter with its target queue's name as
-  routing key. The fanout passes them on to a direct exchange that routes
-  them by that name (every queue :meth:`RabbitAdapter.create` makes is bound
-  to it with its own name): no binding per tapped queue;
-* the tap is RabbitMQ's firehose tracer (``amq.rabbitmq.trace``): it observes
-  publishes and deliveries without consuming anything. It must be on for the
-  vhost (``rabbitmqctl trace_on -p VHOST``); nodes the harness starts have it
-  on from boot;
-* a broker restart (a ``BrokerRestart`` fault) drops the adapter's connection
-  and the firehose's exclusive queue with the traces it still held:
-  :meth:`RabbitAdapter.prepare_for_restart` and :meth:`RabbitAdapter.reconnect`
-  carry the adapter and its live taps across it, and report what the taps
-  missed from what sits in the queues nobody consumes.
+:class:`RabbitAdapter` is what the core talks to on one vhost (see
+``brokers/rabbitmq/__init__.py`` for how the harness's model maps onto AMQP):
+it owns the aio-pika connection and its channels, creates and deletes queues
+with their dead-letter wiring (asking its :class:`ManagementClient` what
+exists and for the policies), publishes with confirms, starts the shared
+firehose that feeds its taps, and reconnects after a broker restart fault,
+turning driver errors into the harness's own on the way.
 """
 
 from __future__ import annotations
@@ -525,12 +508,7 @@ class RabbitAdapter(BrokerAdapter):
                 f"partition={partition!r} is invalid for RabbitMQ queue {destination!r}: "
                 "queues have no partitions; pass partition=None"
             )
-        if not isinstance(destination, str) or len(destination.encode()) > _MAX_NAME_BYTES:
-            raise InvalidArgument(
-                f"destination={destination!r:.60} is invalid: pass a queue name of at most "
-                f"{_MAX_NAME_BYTES} bytes"
-            )
-        [receipt] = await self.publish_many(destination, [message])
+        [receipt] = await self.publish_many(destination, [message])  # which checks the name
         return receipt
 
     async def publish_many(
