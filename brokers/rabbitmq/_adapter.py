@@ -40,11 +40,7 @@ from brokers.rabbitmq._connection import (
 )
 from brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
 from brokers.rabbitmq._management import ManagementClient
-from brokers.rabbitmq._urls import (
-    _URL_FIX,
-    _check_url,
-    _vhost_of,
-)
+from brokers.rabbitmq._urls import _URL_FIX, _check_url, _vhost_of
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
@@ -53,11 +49,7 @@ from harness._broker import (
     TapCallback,
     check_producer,
 )
-from harness._errors import (
-    BrokerUnavailable,
-    DestinationError,
-    InvalidArgument,
-)
+from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from harness._message import BrokerKind, Message
 from harness._redact import redact_url
 
