@@ -1,402 +1,59 @@
-"""RabbitMQ: the aio-pika adapter, a private local node, and a Docker provider.
+"""The RabbitMQ adapter: queue administration, publishing, taps, and carrying them over restarts.
 
-Mapping of the harness model onto AMQP 0-9-1:
-
-* a destination is a durable classic queue; messages are published through
-  the default exchange with the queue name as routing key, persistent, with
-  publisher confirms and ``mandatory`` (an unroutable message is an error);
-* header values are sent as AMQP byte arrays; ``Message.key`` has no AMQP
-  equivalent and travels in the :data:`KEY_HEADER` header, so it round-trips
-  through the broker (and through services that copy headers);
-* dead-lettering goes through the fanout exchange :data:`DEAD_LETTER_EXCHANGE`
-  rather than the default exchange: RabbitMQ's firehose does not trace
-  dead-lettered messages, so the firehose binds its own queue to that
-  exchange, once, and sees every dead letter with its target queue's name as
-  routing key. The fanout passes them on to a direct exchange that routes
-  them by that name (every queue :meth:`RabbitAdapter.create` makes is bound
-  to it with its own name): no binding per tapped queue;
-* the tap is RabbitMQ's firehose tracer (``amq.rabbitmq.trace``): it observes
-  publishes and deliveries without consuming anything. It must be on for the
-  vhost (``rabbitmqctl trace_on -p VHOST``); nodes the harness starts have it
-  on from boot;
-* a broker restart (a ``BrokerRestart`` fault) drops the adapter's connection
-  and the firehose's exclusive queue with the traces it still held:
-  :meth:`RabbitAdapter.prepare_for_restart` and :meth:`RabbitAdapter.reconnect`
-  carry the adapter and its live taps across it, and report what the taps
-  missed from what sits in the queues nobody consumes.
+:class:`RabbitAdapter` is what the core talks to on one vhost (see
+``brokers/rabbitmq/__init__.py`` for how the harness's model maps onto AMQP):
+it owns the aio-pika connection and its channels, creates and deletes queues
+with their dead-letter wiring (asking its :class:`ManagementClient` what
+exists and for the policies), publishes with confirms, starts the shared
+firehose that feeds its taps, and reconnects after a broker restart fault,
+turning driver errors into the harness's own on the way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import datetime
-import decimal
-import functools
-import http.client
-import json
-import os
-import re
-import secrets
-import shutil
-import socket
-import ssl
-import subprocess
-import threading
-import time
-import urllib.parse
-import weakref
-from array import array
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aiormq.abc import DeliveredMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from brokers._local import LaunchPlan, free_port
-from brokers._tls import make_pki, openssl_available
+from brokers.rabbitmq._codec import (
+    _DEAD_LETTER_ROUTER,
+    _MAX_NAME_BYTES,
+    _MAX_TRACEABLE_BYTES,
+    DEAD_LETTER_EXCHANGE,
+    _encode_headers,
+    _some,
+    _validate_queue_name,
+)
+from brokers.rabbitmq._connection import (
+    _OPEN_ADAPTERS,
+    _close_quietly,
+    _connect_amqp,
+    _explain_failure,
+    _finish_before_cancel,
+    _why_failed,
+)
+from brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
+from brokers.rabbitmq._management import ManagementClient
+from brokers.rabbitmq._urls import _URL_FIX, _check_url, _vhost_of
 from harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
     PublishReceipt,
     TapCallback,
-    TapEvent,
-    TapRecord,
     check_producer,
 )
-from harness._errors import (
-    BrokerError,
-    BrokerStartError,
-    BrokerUnavailable,
-    DestinationError,
-    InvalidArgument,
-)
+from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from harness._message import BrokerKind, Message
 from harness._redact import redact_url
 
-__all__ = (
-    "DEAD_LETTER_EXCHANGE",
-    "KEY_HEADER",
-    "RabbitAdapter",
-    "RabbitRecipe",
-    "Reconciled",
-    "ctl_env",
-    "management_url",
-    "open_adapters",
-    "rabbitmqctl",
-    "secure_url",
-    "start_container",
-)
-
-#: Header that carries ``Message.key`` (AMQP messages have no key).
-KEY_HEADER: Final = "x-harness-key"
-#: Fanout exchange every dead letter goes through (the queues' policies name it).
-DEAD_LETTER_EXCHANGE: Final = "harness.dead-letters"
-#: Direct exchange behind it that routes a dead letter to the queue its routing key names.
-_DEAD_LETTER_ROUTER: Final = "harness.dead-letter"
-#: Policies that wire a queue's dead-lettering are named this plus the queue's name.
-_POLICY_PREFIX: Final = "harness-dlx-"
-TRACE_EXCHANGE: Final = "amq.rabbitmq.trace"
-#: Marks the message a tap publishes to itself to prove the firehose is live.
-_SENTINEL_HEADER: Final = "x-harness-tap-sentinel"
-_MAX_NAME_BYTES: Final = 255
-# The firehose traces a delivery with routing key "deliver.<queue>", a short string
-# too: a longer queue name makes the broker kill the tap's connection.
-_MAX_TRACEABLE_BYTES: Final = _MAX_NAME_BYTES - len("deliver.")
-_URL_FIX: Final = "check the option --amqp-url / the environment variable HARNESS_AMQP_URL"
-_MANAGEMENT_ENV: Final = "HARNESS_RABBITMQ_MANAGEMENT_URL"
-
-RABBITMQ_BIN: Final = Path("/usr/lib/rabbitmq/bin")
-_INSTALL_FIX: Final = "install it with `apt-get install rabbitmq-server`"
-_CTL_TIMEOUT: Final = 30.0
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-def _vhost_of(url: str) -> str:
-    # Same rule as aiormq: no path or "/" is the default vhost, else the unquoted path.
-    path = urllib.parse.urlsplit(url).path
-    if path in ("", "/"):
-        return "/"
-    return urllib.parse.unquote(path[1:])
-
-
-def _credentials(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    user = urllib.parse.unquote(parts.username) if parts.username is not None else "guest"
-    password = urllib.parse.unquote(parts.password) if parts.password is not None else "guest"
-    return user, password
-
-
-def management_url(info: BrokerInfo) -> str:
-    """The management HTTP API base URL for ``info``.
-
-    $HARNESS_RABBITMQ_MANAGEMENT_URL wins, then ``info.extra["management"]``,
-    else ``http://<amqp host>:15672/`` (``https://<amqp host>:15671/`` for an
-    ``amqps://`` URL: the management plugin's usual TLS port). Credentials may
-    be given in the URL; without them the AMQP URL's are used. An https API is
-    checked with the AMQP URL's TLS options (``cafile``, ``no_verify_ssl``...).
-    """
-    configured = os.environ.get(_MANAGEMENT_ENV) or info.extra.get("management")
-    if configured:
-        return configured
-    parts = urllib.parse.urlsplit(info.url)
-    host = parts.hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.scheme == "amqps":
-        return f"https://{host}:15671/"
-    return f"http://{host}:15672/"
-
-
-def secure_url(info: BrokerInfo, *, client_cert: bool = False) -> str | None:
-    """The ``amqps://`` URL of a node the harness started (None if it has no TLS listener).
-
-    Same user, password and vhost as ``info.url``, trusting the node's CA
-    (``cafile=``); with ``client_cert`` it also presents a client certificate.
-    """
-    extra = info.extra
-    if "amqps_port" not in extra:
-        return None
-    parts = urllib.parse.urlsplit(info.url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    query = {"cafile": extra["tls.ca"]}
-    if client_cert:
-        query |= {"certfile": extra["tls.client_cert"], "keyfile": extra["tls.client_key"]}
-    netloc = (
-        f"{userinfo}@127.0.0.1:{extra['amqps_port']}"
-        if userinfo
-        else f"127.0.0.1:{extra['amqps_port']}"
-    )
-    return urllib.parse.urlunsplit(
-        ("amqps", netloc, parts.path or "/", urllib.parse.urlencode(query, safe="/"), "")
-    )
-
-
-def _tls_options(url: str) -> dict[str, str]:
-    """The TLS query options of an AMQP URL (the ones aiormq reads)."""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    names = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
-    return {name: query[name][-1] for name in names if name in query}
-
-
-def _ssl_context(url: str) -> ssl.SSLContext:
-    """An SSL context built from an AMQP URL's query the way aiormq builds its own."""
-    options = _tls_options(url)
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=options.get("cafile"), capath=options.get("capath")
-    )
-    if "certfile" in options:
-        context.load_cert_chain(options["certfile"], options.get("keyfile"))
-    if options.get("no_verify_ssl", "0") != "0":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _speaks_tls(host: str, port: int, within: float) -> bool:
-    """Whether ``host:port`` completes a TLS handshake (certificate not checked), blocking."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection((host, port), timeout=within) as raw,
-            context.wrap_socket(raw, server_hostname=host),
-        ):
-            return True
-    except OSError:
-        return False
-
-
-# ----------------------------------------------------------------------- messages
-
-
-# The AMQP 0-9-1 queue-name domain; the client library refuses any other character
-# even though RabbitMQ itself would take any UTF-8.
-_QUEUE_NAME: Final = re.compile(r"[A-Za-z0-9\-_.:@#,/+ ]+")
-
-
-#: The management API's web server refuses a request line over 8,000 bytes (HTTP 414):
-#: an existence check asks for its names in chunks whose pattern stays well below.
-_LOOKUP_PATTERN_BYTES = 3000
-
-
-def _some(names: Sequence[str]) -> str:
-    """Up to three of ``names`` for a message, and how many more (a batch may be hundreds)."""
-    shown = ", ".join(map(repr, names[:3]))
-    return shown if len(names) <= 3 else f"{shown} and {len(names) - 3} more"
-
-
-def _name_chunks(names: Sequence[str]) -> list[list[str]]:
-    """``names`` in order, cut where a chunk's escaped, URL-quoted pattern would grow too long."""
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for name in names:
-        cost = len(urllib.parse.quote(re.escape(name), safe="")) + 3  # and its "|"
-        if chunks[-1] and size + cost > _LOOKUP_PATTERN_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(name)
-        size += cost
-    return chunks if chunks[0] else []
-
-
-def _validate_queue_name(
-    name: object, *, what: str = "queue name", limit: int = _MAX_NAME_BYTES
-) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidArgument(f"{what}={name!r} is invalid: pass a non-empty str")
-    size = len(name.encode("utf-8"))
-    if size > limit:
-        why = (
-            f"RabbitMQ queue names are at most {_MAX_NAME_BYTES} bytes"
-            if limit == _MAX_NAME_BYTES
-            else f"the firehose can only trace queues of at most {limit} bytes"
-        )
-        raise InvalidArgument(f"{what}={name[:40]!r}... is {size} bytes long: {why}")
-    if not _QUEUE_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"{what}={name!r} is invalid: AMQP queue names may only hold ASCII letters, "
-            "digits, spaces and -_.:@#,/+"
-        )
-    if name.startswith("amq."):
-        raise InvalidArgument(
-            f"{what}={name!r} is invalid: names starting with 'amq.' are reserved by RabbitMQ"
-        )
-    return name
-
-
-def _encode_headers(message: Message) -> dict[str, Any]:
-    if KEY_HEADER in message.headers:
-        raise InvalidArgument(
-            f"header {KEY_HEADER!r} is reserved: it carries Message.key on RabbitMQ; "
-            "pass the key as Message(key=...) instead"
-        )
-    # pamqp encodes bytearray (not bytes) as an AMQP byte array ('x').
-    headers: dict[str, Any] = {name: bytearray(value) for name, value in message.headers.items()}
-    if message.key is not None:
-        headers[KEY_HEADER] = bytearray(message.key)
-    return headers
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return value
-
-
-def _header_bytes(value: object) -> bytes:
-    """An AMQP header value as bytes; tables and arrays (``x-death``) become JSON."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    if isinstance(value, datetime.datetime):
-        return value.isoformat().encode()
-    if isinstance(value, int | float | decimal.Decimal):
-        return str(value).encode()
-    return json.dumps(_jsonable(value), sort_keys=True).encode()
-
-
-def _decode_message(body: bytes, headers: Mapping[str, Any] | None) -> Message:
-    decoded = {str(name): _header_bytes(value) for name, value in (headers or {}).items()}
-    key = decoded.pop(KEY_HEADER, None)
-    return Message(value=bytes(body), key=key, headers=decoded)
-
-
-# ------------------------------------------------------------------------ adapter
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-def _finish_before_cancel(
-    method: Callable[_P, Awaitable[_T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Let an administrative call finish (it is bounded) before a cancel takes effect.
-
-    aiormq abandons an RPC cut short by a cancel while the broker carries it
-    out; the next one on that channel number then kills the whole connection
-    ("second 'channel.open' seen"). One cancelled run must not take the
-    adapter's connection, shared by every run, down with it.
-    """
-
-    @functools.wraps(method)
-    async def finishing(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        call = asyncio.ensure_future(method(*args, **kwargs))
-        try:
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            await asyncio.wait([call])
-            if not call.cancelled():
-                call.exception()  # retrieved: the cancel is what the caller hears of
-            raise
-
-    return finishing
-
-
-async def _connect_amqp(url: str, *, within: float) -> AbstractConnection:
-    """``aio_pika.connect``, except that a failed attempt closes what it opened.
-
-    aio-pika leaves the ``Connection`` of a failed attempt open, and its
-    ``__del__`` schedules a ``close()``: collected while no loop runs (say,
-    between two tests), that coroutine is never awaited, a RuntimeWarning at
-    whatever moment the garbage collector picks.
-    """
-    connection = aio_pika.Connection(aio_pika.connection.make_url(url))
-    try:
-        await connection.connect(timeout=within)
-    except BaseException:
-        await _close_quietly(connection, within=within)
-        raise
-    return connection
-
-
-async def _close_quietly(connection: AbstractConnection, *, within: float) -> None:
-    # A dead broker (or a connection never made) leaves nothing to release:
-    # closing must not fail nor hang.
-    with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-        async with asyncio.timeout(within):
-            await connection.close()
-
-
-def open_adapters(info: BrokerInfo) -> list[RabbitAdapter]:
-    """The adapters open on ``info``'s broker (same URL) in the running event loop.
-
-    A broker restart fault reconnects them once the broker is back (see
-    :meth:`RabbitAdapter.reconnect`): the run's own, and any other that shares
-    the broker in this loop, such as a fuzz campaign's.
-    """
-    loop = asyncio.get_running_loop()
-    return [
-        adapter
-        for adapter in list(_OPEN_ADAPTERS)
-        if adapter.info.url == info.url and adapter._loop is loop and not adapter._closing
-    ]
+__all__ = ("RabbitAdapter",)
 
 
 class RabbitAdapter(BrokerAdapter):
@@ -413,18 +70,7 @@ class RabbitAdapter(BrokerAdapter):
             raise InvalidArgument(
                 f"info.kind={info.kind!r} is invalid: RabbitAdapter needs 'rabbitmq'"
             )
-        parts = urllib.parse.urlsplit(info.url)
-        try:
-            parts.port  # noqa: B018 - parsing it is the check
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"url={redact_url(info.url)!r} has an invalid port ({exc}); " + _URL_FIX
-            ) from exc
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise InvalidArgument(
-                f"url={redact_url(info.url)!r} is invalid: use amqp://user:pass@host:port/vhost; "
-                + _URL_FIX
-            )
+        _check_url(info.url)
         if not timeout > 0:
             raise InvalidArgument(
                 f"timeout={timeout!r} is invalid: pass a positive number of seconds"
@@ -436,8 +82,9 @@ class RabbitAdapter(BrokerAdapter):
         self._connection: AbstractConnection | None = None
         self._channels: dict[int, AbstractChannel] = {}  # publishing channels, by producer
         self._idle_admin_channels: list[AbstractChannel] = []  # see _scratch_channel
-        self._http_idle: list[http.client.HTTPConnection] = []  # see _http_exchange
-        self._http_lock = threading.Lock()  # they are taken and kept from worker threads
+        self._management = ManagementClient(
+            info, timeout=self._timeout, in_use=lambda: self._connection is not None
+        )
         self._last_channel_number = 1  # the connection's first channel: see _open_channel
         self._closing = False
         self._lost: BaseException | None = None
@@ -464,7 +111,9 @@ class RabbitAdapter(BrokerAdapter):
         try:
             connection, channel = await self._connect()
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            raise BrokerUnavailable(await self._explain(exc)) from exc
+            raise BrokerUnavailable(
+                await _explain_failure(exc, url=self.info.url, within=self._timeout)
+            ) from exc
         self._install(connection, channel)
 
     async def _connect(self) -> tuple[AbstractConnection, AbstractChannel]:
@@ -576,8 +225,8 @@ class RabbitAdapter(BrokerAdapter):
             log = self.info.extra.get("log")
             raise BrokerUnavailable(
                 f"cannot reconnect to RabbitMQ at {self._where} after a broker restart"
-                f" ({self._why(exc)}): check that the broker came back"
-                + (f" (its log: {log})" if log else "")
+                f" ({_why_failed(exc, url=self.info.url, within=self._timeout)}):"
+                " check that the broker came back" + (f" (its log: {log})" if log else "")
             ) from exc
         self._install(connection, channel)
         firehose = self._firehose
@@ -605,55 +254,6 @@ class RabbitAdapter(BrokerAdapter):
             return False
         return self._lost is not None or not connection.connected.is_set()
 
-    async def _explain(self, exc: BaseException) -> str:
-        """Why connecting failed, telling TLS mismatches (a wrong CA, TLS on a plain port
-        or plain on a TLS port) apart from an absent broker."""
-        parts = urllib.parse.urlsplit(self.info.url)
-        text = f"{exc} {exc.__cause__ or ''}"
-        if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-            detail = text.partition("certificate verify failed:")[2].partition("(_ssl")[0]
-            return (
-                f"cannot connect to RabbitMQ at {self._where}: its TLS certificate is not trusted"
-                f" ({detail.strip() or text.strip()}): add cafile=/path/ca.pem (the PEM file of"
-                " the CA that signed it) to the URL's query; no_verify_ssl=1 skips the check"
-                " (test brokers only)"
-            )
-        if parts.scheme == "amqps" and (isinstance(exc, ssl.SSLError) or "[SSL" in text):
-            return (
-                f"cannot connect to RabbitMQ at {self._where}: the port does not speak TLS"
-                f" ({str(exc).strip()}): it is a plain AMQP port, so use amqp://, or RabbitMQ's"
-                " TLS port (usually 5671)"
-            )
-        auth = aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError
-        # A silent server is no TLS mismatch (and must not cost a second timeout).
-        silent = isinstance(exc, TimeoutError)
-        if parts.scheme == "amqp" and not isinstance(exc, auth) and parts.hostname and not silent:
-            within = min(self._timeout, 5.0)
-            if await asyncio.to_thread(_speaks_tls, parts.hostname, parts.port or 5672, within):
-                return (
-                    f"cannot connect to RabbitMQ at {self._where}: that port speaks TLS, so use"
-                    " amqps://user:pass@host:port/vhost?cafile=/path/ca.pem"
-                )
-        return self._unavailable_text(exc)
-
-    def _unavailable_text(self, exc: BaseException) -> str:
-        return f"no RabbitMQ broker answers at {self._where}: {self._why(exc)}; {_URL_FIX}"
-
-    def _why(self, exc: BaseException) -> str:
-        if isinstance(exc, TimeoutError):
-            why = f"no answer within {self._timeout:g} s"
-        elif isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-            why = f"the login was refused ({exc}); check the user and password"
-        elif isinstance(exc, aiormq.exceptions.AuthenticationError):
-            why = f"no common authentication mechanism ({exc!r})"
-        elif isinstance(
-            exc, aiormq.exceptions.InvalidFrameError | aiormq.exceptions.ConnectionNotAllowed
-        ):
-            why = f"the broker refused vhost {self._vhost!r} (missing vhost or no permission)"
-        else:
-            why = f"{type(exc).__name__}: {exc}"
-        return why
-
     async def close(self) -> None:
         """Close the connection (and with it every tap); safe to call twice."""
         self._closing = True
@@ -664,7 +264,7 @@ class RabbitAdapter(BrokerAdapter):
         connection, self._connection = self._connection, None
         self._channels.clear()
         self._idle_admin_channels.clear()
-        self._close_http()
+        self._management.close()
         if connection is not None:
             await _close_quietly(connection, within=self._timeout)
 
@@ -764,32 +364,6 @@ class RabbitAdapter(BrokerAdapter):
         if not channel.is_closed:
             idle.append(channel)
 
-    async def _existing(self, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` are queues on the vhost: one management API call a chunk."""
-        # Asked of the management API, not by passive declares: the broker answers
-        # a missing queue by closing the channel, and under load aiormq can drop
-        # its close-ok reply (a full write queue), leaving that channel number
-        # half-closed on the broker for good.
-        found = await asyncio.gather(*map(self._existing_among, _name_chunks(names)))
-        return set().union(*found)
-
-    async def _existing_among(self, names: Sequence[str]) -> set[str]:
-        pattern = "^(" + "|".join(re.escape(name) for name in names) + ")$"
-        query = urllib.parse.urlencode(
-            {
-                "page": 1,
-                "page_size": len(names),
-                "use_regex": "true",
-                "columns": "name",
-                "name": pattern,
-            }
-        )
-        found = await self._call_management(
-            "GET", "queues/{vhost}?" + query, f"look up queue(s) {_some(names)}"
-        )
-        items = found.get("items", []) if isinstance(found, dict) else []
-        return {item["name"] for item in items if item.get("name") in names}
-
     # -- destinations
 
     async def create(self, spec: DestinationSpec) -> None:
@@ -819,7 +393,7 @@ class RabbitAdapter(BrokerAdapter):
                     spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
                 )
         async with self._translated(f"creating queue(s) {_some(names)}"):
-            existing = await self._existing(names)
+            existing = await self._management.existing(names)
             taken = [name for name in names if name in existing]
             if taken or len(set(names)) < len(names):
                 name = taken[0] if taken else names[0]
@@ -845,7 +419,7 @@ class RabbitAdapter(BrokerAdapter):
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             outside = sorted(dead_letters - set(names))
             if outside:  # dead-letter queues made earlier, or outside the harness
-                found = await self._existing(outside)
+                found = await self._management.existing(outside)
                 async with self._scratch_channel() as channel:
                     for dead_letter in (name for name in outside if name in found):
                         dead = await channel.declare_queue(dead_letter, passive=True)
@@ -865,20 +439,7 @@ class RabbitAdapter(BrokerAdapter):
         self._dead_letters_wired = True
 
     async def _set_dead_letter_policy(self, name: str, dead_letter: str) -> None:
-        await self._call_management(
-            "PUT",
-            self._policy_path(name),
-            f"set the dead-letter policy of {name!r}",
-            {
-                "pattern": f"^{re.escape(name)}$",
-                "apply-to": "queues",
-                "priority": 100,
-                "definition": {
-                    "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                    "dead-letter-routing-key": dead_letter,
-                },
-            },
-        )
+        await self._management.set_dead_letter_policy(name, dead_letter)
         self._policies.add(name)
 
     async def delete(self, name: str) -> None:
@@ -905,164 +466,15 @@ class RabbitAdapter(BrokerAdapter):
             except aiormq.exceptions.ChannelNotFoundEntity:
                 pass  # brokers that answer 404 for a missing queue
         if name in self._policies or name not in self._created:
-            await self._call_management(
-                "DELETE",
-                self._policy_path(name),
-                f"delete the dead-letter policy of {name!r}",
-                absent_ok=True,  # a queue made without one, or already deleted
-            )
+            await self._management.delete_dead_letter_policy(name)
         self._policies.discard(name)
         self._created.discard(name)
 
     async def list_destinations(self, prefix: str = "") -> list[str]:
         """Queue names on this vhost starting with ``prefix``, from the management HTTP API."""
         self._require_connection()
-        payload = await self._call_management(
-            "GET", "queues/{vhost}?columns=name", "list the queues"
-        )
-        if not isinstance(payload, list):
-            where = redact_url(management_url(self.info))
-            raise BrokerError(f"the RabbitMQ management API at {where} answered {payload!r:.200}")
-        names = [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
+        names = await self._management.queue_names()
         return sorted(name for name in names if name.startswith(prefix))
-
-    def _management(
-        self,
-        base: str,
-        method: str,
-        path: str,
-        doing: str,
-        body: object = None,
-        *,
-        absent_ok: bool = False,
-    ) -> object:
-        """One management HTTP API call (``{vhost}`` in ``path`` is filled in), blocking."""
-        parts = urllib.parse.urlsplit(base)
-        if parts.password is not None:
-            user, password = _credentials(base)
-        else:
-            user, password = _credentials(self.info.url)
-        vhost = urllib.parse.quote(self._vhost, safe="")
-        target = f"{parts.path.rstrip('/')}/api/{path.format(vhost=vhost)}"
-        headers = {
-            "Authorization": "Basic "
-            + base64.b64encode(f"{user}:{password}".encode()).decode("ascii"),
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        payload = None if body is None else json.dumps(body).encode()
-        where = redact_url(base)
-        try:
-            status, reason, raw = self._http_exchange(parts, method, target, payload, headers)
-        except ssl.SSLCertVerificationError as exc:
-            raise BrokerUnavailable(
-                f"the TLS certificate of the RabbitMQ management API at {where} is not"
-                f" trusted ({exc.verify_message}): add cafile=/path/ca.pem (the CA that"
-                " signed it) to the AMQP URL's query, or point"
-                f" ${_MANAGEMENT_ENV} at the API"
-            ) from exc
-        except ssl.SSLError as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} does not speak TLS ({exc}):"
-                f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
-            ) from exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} does not answer ({exc}): "
-                + _management_fix()
-            ) from exc
-        if status in (401, 403):
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} refused user {user!r} "
-                f"(HTTP {status}): put credentials with the management tag in "
-                f"${_MANAGEMENT_ENV} (http://user:pass@host:port/)"
-            )
-        if status == 404 and absent_ok:
-            return None
-        if status >= 300:
-            raise DestinationError(
-                f"the RabbitMQ management API at {where} could not {doing} on "
-                f"vhost {self._vhost!r}: HTTP {status} {reason}"
-            )
-        return json.loads(raw) if raw else None
-
-    def _http_exchange(
-        self,
-        parts: urllib.parse.SplitResult,
-        method: str,
-        target: str,
-        payload: bytes | None,
-        headers: dict[str, str],
-    ) -> tuple[int, str, bytes]:
-        """Send one request on a kept-alive connection: status, reason and body.
-
-        Connections are kept between calls: a campaign makes several calls an
-        example, and a new connection each time (TCP, and TLS for https) costs
-        more than the call. A kept connection the server has closed meanwhile
-        (say, the broker restarted) is replaced by a new one, and the others
-        kept as long go too. Direct: an ``http_proxy`` from the environment
-        must not see broker traffic.
-        """
-        for attempt in range(2):
-            with self._http_lock:
-                kept = self._http_idle.pop() if self._http_idle and not attempt else None
-            connection = kept or self._http_connection(parts)
-            try:
-                connection.request(method, target, body=payload, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                if isinstance(exc, ConnectionError) and kept is not None:
-                    self._close_http()
-                    continue  # closed on the server's side while kept: a new one
-                raise
-            with self._http_lock:
-                if response.will_close or self._connection is None:  # or the adapter closed
-                    connection.close()
-                else:
-                    self._http_idle.append(connection)
-            return response.status, response.reason, raw
-        raise AssertionError("unreachable: the second attempt returns or raises")
-
-    def _close_http(self) -> None:
-        with self._http_lock:
-            idle, self._http_idle = self._http_idle, []
-        for connection in idle:
-            connection.close()
-
-    def _http_connection(self, parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
-        host = parts.hostname or "127.0.0.1"
-        if parts.scheme != "https":
-            return http.client.HTTPConnection(host, parts.port, timeout=self._timeout)
-        try:
-            context = _ssl_context(self.info.url)
-        except (ssl.SSLError, OSError) as exc:
-            raise InvalidArgument(
-                f"the TLS options of {self._where} cannot be loaded ({exc}): fix cafile,"
-                " certfile and keyfile in the URL's query"
-            ) from exc
-        return http.client.HTTPSConnection(host, parts.port, timeout=self._timeout, context=context)
-
-    async def _call_management(
-        self, method: str, path: str, doing: str, body: object = None, *, absent_ok: bool = False
-    ) -> object:
-        """One management API call off the loop; ``absent_ok``: a 404 answers None."""
-        base = management_url(self.info)
-        try:
-            async with asyncio.timeout(self._timeout + 1.0):
-                return await asyncio.to_thread(
-                    self._management, base, method, path, doing, body, absent_ok=absent_ok
-                )
-        except TimeoutError as exc:
-            raise BrokerUnavailable(
-                f"the RabbitMQ management API at {redact_url(base)} did not answer within "
-                f"{self._timeout:g} s: {_management_fix()}"
-            ) from exc
-
-    @staticmethod
-    def _policy_path(name: str) -> str:
-        return "policies/{vhost}/" + urllib.parse.quote(f"{_POLICY_PREFIX}{name}", safe="")
 
     # -- traffic
 
@@ -1088,12 +500,7 @@ class RabbitAdapter(BrokerAdapter):
                 f"partition={partition!r} is invalid for RabbitMQ queue {destination!r}: "
                 "queues have no partitions; pass partition=None"
             )
-        if not isinstance(destination, str) or len(destination.encode()) > _MAX_NAME_BYTES:
-            raise InvalidArgument(
-                f"destination={destination!r:.60} is invalid: pass a queue name of at most "
-                f"{_MAX_NAME_BYTES} bytes"
-            )
-        [receipt] = await self.publish_many(destination, [message])
+        [receipt] = await self.publish_many(destination, [message])  # which checks the name
         return receipt
 
     async def publish_many(
@@ -1192,842 +599,3 @@ def _reply(exc: aiormq.exceptions.AMQPError) -> str:
     # aiormq puts (reply_code, reply_text) in args; the text names the cause.
     texts = [str(arg) for arg in exc.args if isinstance(arg, str)]
     return texts[-1] if texts else repr(exc)
-
-
-def _management_fix() -> str:
-    return (
-        "enable the rabbitmq_management plugin (`rabbitmq-plugins enable rabbitmq_management`) "
-        f"or point ${_MANAGEMENT_ENV} at it (http://user:pass@host:15672/)"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Reconciled:
-    """What :meth:`RabbitAdapter.reconnect` found in one tapped queue after a restart."""
-
-    queue: str
-    held: int = 0  # messages the queue holds
-    reported: int = 0  # of those, reported ``landed`` now: the taps had missed their traces
-    gone: int = 0  # landings the taps had reported that the queue no longer holds
-    skipped: str | None = None  # why the queue was not read
-
-    def __str__(self) -> str:
-        if self.skipped is not None:
-            return f"{self.queue}: not read ({self.skipped})"
-        text = f"{self.queue}: {self.held} held, {self.reported} missed by the tap reported now"
-        if self.gone:
-            text += f", {self.gone} reported before and gone (not kept through the restart)"
-        return text
-
-
-class _Seen:
-    """What the firehose reported landing on one tapped queue, to reconcile after a restart.
-
-    ``landed`` holds one identity hash per landing (8 bytes each), until the
-    queue turns out to be one reconciling must not read (``why_not``).
-    """
-
-    __slots__ = ("landed", "why_not")
-
-    def __init__(self) -> None:
-        self.landed: array[int] | None = array("q")
-        self.why_not: str | None = None
-
-    def exclude(self, why: str) -> None:
-        if self.landed is not None:
-            self.landed, self.why_not = None, why
-
-
-def _identity(message_id: object, message: Message) -> int:
-    """A message's identity across its trace and a later basic.get: message id, body, headers."""
-    return hash(
-        (_text(message_id), message.value, message.key, tuple(sorted(message.headers.items())))
-    )
-
-
-#: Every adapter open in this process, for :func:`open_adapters`.
-_OPEN_ADAPTERS: Final[weakref.WeakSet[RabbitAdapter]] = weakref.WeakSet()
-
-
-class _Firehose:
-    """The adapter's one firehose consumer, shared by all its taps.
-
-    One server-named queue bound to every publish and delivery trace of the
-    vhost and to the dead-letter fanout. Each trace is decoded once, and only
-    when a tapped queue is concerned, however many taps are live; a new tap
-    costs no call to the broker at all (a run starts three). Consumed with
-    aiormq's own consumer, not aio-pika's: each trace would otherwise cost a
-    second task and an ``IncomingMessage``, and a run brings a few dozen.
-    After a broker restart :meth:`resume` starts it again on the adapter's new
-    connection, and :meth:`reconcile` reports what the lost queue's traces
-    would have.
-    """
-
-    def __init__(self, adapter: RabbitAdapter) -> None:
-        self._adapter = adapter
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._token = secrets.token_hex(8)
-        self._live = asyncio.Event()
-        self._taps: dict[str, list[_FirehoseTap]] = {}
-        self._seen: dict[str, _Seen] = {}
-        # The broker's name for the adapter's connection ("host:port -> host:port"),
-        # from the sentinel's trace: deliveries to it are reconcile()'s own reads.
-        self._connection_name: str | None = None
-        self.lost: BaseException | None = None
-        self._closing = False
-
-    @property
-    def usable(self) -> bool:
-        channel = self._channel
-        return self.lost is None and channel is not None and not channel.is_closed
-
-    async def start(self) -> None:
-        """Open the channel and queue, and wait until a sentinel publish is traced."""
-        adapter = self._adapter
-        async with adapter._translated("starting the firehose tap consumer"):
-            channel = await adapter._open_channel(publisher_confirms=True, on_return_raises=True)
-            self._channel = channel
-            channel.close_callbacks.add(self._on_channel_closed)
-            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            self._queue = queue
-            await queue.bind(TRACE_EXCHANGE, routing_key="publish.#")
-            await queue.bind(TRACE_EXCHANGE, routing_key="deliver.#")
-            await adapter._wire_dead_letters(channel)
-            await queue.bind(DEAD_LETTER_EXCHANGE, routing_key="")  # a fanout: every dead letter
-            underlay = await channel.get_underlay_channel()
-            await underlay.basic_consume(queue.name, self._on_message, no_ack=True)
-            sentinel = aio_pika.Message(body=b"", headers={_SENTINEL_HEADER: self._token})
-            await channel.default_exchange.publish(sentinel, routing_key=queue.name, mandatory=True)
-        try:
-            async with asyncio.timeout(adapter._timeout):
-                await self._live.wait()
-        except TimeoutError as exc:
-            vhost = adapter._vhost
-            raise DestinationError(
-                f"firehose tracing is off on vhost {vhost!r} at {adapter._where}: a tap's "
-                f"sentinel message was not traced within {adapter._timeout:g} s; turn it on "
-                f"with `rabbitmqctl trace_on -p {vhost}` or the management API "
-                f"(PUT /api/vhosts/{urllib.parse.quote(vhost, safe='')} with "
-                '{"tracing": true})'
-            ) from exc
-
-    async def resume(self) -> None:
-        """Start again on the adapter's new connection after a broker restart, taps and all."""
-        self._channel, self._queue = None, None  # died with the old connection
-        self._closing = False
-        self.lost = None
-        self._live = asyncio.Event()
-        self._token = secrets.token_hex(8)
-        self._connection_name = None
-        try:
-            await self.start()
-        except BaseException as exc:
-            self.lost = exc  # the taps must not carry on as if nothing happened
-            raise
-
-    async def close(self) -> None:
-        self._closing = True
-        channel, self._channel = self._channel, None
-        if channel is None or channel.is_closed:
-            return
-        # The exclusive, auto-delete queue goes away with its channel's consumer
-        # (deleting it first would have the broker cancel the consumer, noisily).
-        with contextlib.suppress(TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError):
-            async with asyncio.timeout(self._adapter._timeout):
-                await channel.close()
-
-    def add(self, tap: _FirehoseTap) -> None:
-        """Hand ``tap`` its queue's traces and dead letters from now on."""
-        taps = self._taps.setdefault(tap.destination, [])
-        taps.append(tap)
-        if len(taps) == 1:
-            self._seen[tap.destination] = _Seen()
-
-    def remove(self, tap: _FirehoseTap) -> None:
-        taps = self._taps.get(tap.destination, [])
-        if tap in taps:
-            taps.remove(tap)
-        if not taps:
-            self._taps.pop(tap.destination, None)
-            self._seen.pop(tap.destination, None)
-
-    # -- reconciling after a restart
-
-    def tapped(self) -> list[str]:
-        """The queues with live taps."""
-        return list(self._taps)
-
-    def mark_consumed(self, name: str) -> None:
-        seen = self._seen.get(name)
-        if seen is not None:
-            seen.exclude("it had consumers when the restart began")
-
-    def published_to(self, name: str) -> None:
-        """The adapter publishes to ``name``: its landings are the harness's own, never missed."""
-        seen = self._seen.get(name)
-        if seen is not None:
-            seen.exclude("the harness publishes to it")
-
-    async def reconcile(self) -> list[Reconciled]:
-        """Report ``landed`` what the unconsumed tapped queues hold and the taps never saw."""
-        found: list[Reconciled] = []
-        for name in self.tapped():
-            seen = self._seen.get(name)
-            if seen is None:
-                continue  # its last tap left meanwhile
-            if seen.landed is None:
-                found.append(Reconciled(name, skipped=seen.why_not))
-                continue
-            held = await self._read(name)
-            if held is None:
-                found.append(Reconciled(name, skipped="the queue does not exist"))
-                continue
-            unmatched = Counter(seen.landed)
-            missed: list[tuple[int, AbstractIncomingMessage, Message]] = []
-            for message in held:
-                decoded = _decode_message(message.body, message.headers)
-                identity = _identity(message.message_id, decoded)
-                if unmatched[identity] > 0:
-                    unmatched[identity] -= 1
-                else:
-                    missed.append((identity, message, decoded))
-            if seen.landed is not None and name in self._taps:  # still tracked and tapped
-                seen.landed.extend(identity for identity, _, _ in missed)
-                for _, message, decoded in missed:
-                    record = TapRecord(
-                        event="landed",
-                        destination=name,
-                        message=decoded,
-                        seen_ns=time.perf_counter_ns(),
-                        exchange=message.exchange,
-                        routing_key=message.routing_key,
-                    )
-                    for tap in list(self._taps.get(name, ())):
-                        tap.deliver(record)
-            gone = sum(n for n in unmatched.values() if n > 0)
-            found.append(Reconciled(name, len(held), len(missed), gone))
-        return found
-
-    async def _read(self, name: str) -> list[AbstractIncomingMessage] | None:
-        """What queue ``name`` holds, in order, left in it (None if it does not exist).
-
-        basic.get without ack, one message at a time, then one nack of them all
-        with requeue: the broker puts them back where they were.
-        """
-        adapter = self._adapter
-        async with adapter._translated(f"reading queue {name!r} after a broker restart"):
-            try:
-                async with adapter._scratch_channel() as channel:
-                    queue = await channel.declare_queue(name, passive=True)
-                    result = queue.declaration_result
-                    count = 0 if result is None else int(result.message_count or 0)
-                    held: list[AbstractIncomingMessage] = []
-                    while len(held) < count:
-                        message = await queue.get(no_ack=False, fail=False)
-                        if message is None:
-                            break
-                        held.append(message)
-                    if held:
-                        await held[-1].nack(multiple=True, requeue=True)
-                    return held
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return None
-
-    # -- traces
-
-    def _on_channel_closed(self, channel: object, exc: BaseException | None) -> None:
-        if channel is not self._channel:
-            return  # the channel of before a restart
-        if not self._closing and not self._adapter._closing:
-            self.lost = exc or ConnectionError("the broker closed the firehose channel")
-
-    async def _on_message(self, message: DeliveredMessage) -> None:
-        try:
-            self._route(message, time.perf_counter_ns())
-        except Exception as exc:  # a trace we cannot read: every tap must say so
-            for taps in self._taps.values():
-                for tap in taps:
-                    tap.fail(exc)
-
-    def _route(self, message: DeliveredMessage, seen_ns: int) -> None:
-        if message.exchange == DEAD_LETTER_EXCHANGE:
-            # Every dead letter of the vhost: its routing key names the target queue.
-            queue = message.routing_key or ""
-            if queue not in self._taps:
-                return
-            amqp = message.header.properties
-            decoded = _decode_message(message.body, amqp.headers)
-            self._count_landed([queue], amqp.message_id, decoded)
-            self._dispatch(
-                queue,
-                lambda queue: TapRecord(
-                    event="landed",
-                    destination=queue,
-                    message=decoded,
-                    seen_ns=seen_ns,
-                    exchange=DEAD_LETTER_EXCHANGE,
-                    routing_key=message.routing_key,
-                ),
-            )
-            return
-        if message.exchange != TRACE_EXCHANGE:
-            return  # the sentinel's own copy, published straight to the queue
-        routing_key = message.routing_key or ""
-        trace: Mapping[str, Any] = message.header.properties.headers or {}
-        if routing_key.startswith("deliver."):
-            queues = [routing_key.removeprefix("deliver.")]
-            event: TapEvent = "delivered"
-        elif routing_key.startswith("publish."):
-            queues = _routed_queues(trace)
-            event = "landed"
-            if not self._live.is_set() and self._queue is not None and self._queue.name in queues:
-                self._connection_name = _text(trace.get("connection"))
-                self._live.set()  # the sentinel: tracing is on
-        else:
-            return
-        if not any(queue in self._taps for queue in queues):
-            return  # not ours: do not even decode it
-        if event == "delivered":
-            if (
-                self._connection_name is not None
-                and _text(trace.get("connection")) == self._connection_name
-            ):
-                return  # reconcile() reading a queue: nobody else's delivery
-            for queue in queues:
-                seen = self._seen.get(queue)
-                if seen is not None:
-                    seen.exclude("a consumer takes messages from it")
-        properties = trace.get("properties")
-        if not isinstance(properties, Mapping):
-            properties = {}
-        headers = properties.get("headers")
-        if not isinstance(headers, Mapping):
-            headers = None
-        decoded = _decode_message(message.body, headers)
-        if event == "landed":
-            self._count_landed(queues, properties.get("message_id"), decoded)
-        routing_keys = trace.get("routing_keys")
-        first_key = routing_keys[0] if isinstance(routing_keys, list) and routing_keys else None
-        redelivered = bool(trace.get("redelivered")) if event == "delivered" else None
-        for queue in queues:
-            self._dispatch(
-                queue,
-                lambda queue: TapRecord(
-                    event=event,
-                    destination=queue,
-                    message=decoded,
-                    seen_ns=seen_ns,
-                    redelivered=redelivered,
-                    exchange=_text(trace.get("exchange_name")),
-                    routing_key=_text(first_key),
-                ),
-            )
-
-    def _count_landed(self, queues: list[str], message_id: object, message: Message) -> None:
-        identity: int | None = None
-        for queue in queues:
-            seen = self._seen.get(queue)
-            if seen is not None and seen.landed is not None:
-                if identity is None:
-                    identity = _identity(message_id, message)
-                seen.landed.append(identity)
-
-    def _dispatch(self, queue: str, record: Callable[[str], TapRecord]) -> None:
-        taps = self._taps.get(queue)
-        if not taps:
-            return
-        built = record(queue)
-        for tap in list(taps):
-            tap.deliver(built)
-
-
-def _routed_queues(trace: Mapping[str, Any]) -> list[str]:
-    """The queues a traced publish went to."""
-    routed = trace.get("routed_queues")
-    if isinstance(routed, list):
-        return [name for name in map(_text, routed) if name is not None]
-    # Brokers before 3.7 do not say where a publish went: trust the default exchange.
-    keys = trace.get("routing_keys")
-    if _text(trace.get("exchange_name")) == "" and isinstance(keys, list):
-        return [name for name in map(_text, keys) if name is not None]
-    return []
-
-
-class _FirehoseTap(AbstractAsyncContextManager[None]):
-    """One tap on one queue, fed by the adapter's shared :class:`_Firehose`."""
-
-    def __init__(self, adapter: RabbitAdapter, destination: str, on_record: TapCallback) -> None:
-        self._adapter = adapter
-        self.destination = destination
-        self._on_record = on_record
-        self._firehose: _Firehose | None = None
-        self._error: BaseException | None = None
-
-    async def __aenter__(self) -> None:
-        firehose = await self._adapter._shared_firehose()
-        firehose.add(self)
-        self._firehose = firehose
-
-    def deliver(self, record: TapRecord) -> None:
-        if self._error is not None:
-            return
-        try:
-            self._on_record(record)
-        except Exception as exc:  # re-raised from __aexit__, never lost
-            self._error = exc
-
-    def fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        firehose, self._firehose = self._firehose, None
-        if firehose is None:
-            return
-        lost = firehose.lost
-        if lost is None and not self._adapter._closing:
-            if self._adapter._is_lost():
-                lost = self._adapter._lost or ConnectionError("the connection closed")
-            elif not firehose.usable:
-                lost = ConnectionError("the broker closed the tap's channel")
-        firehose.remove(self)
-        problem: BaseException | None = self._error
-        if problem is None and lost is not None:
-            problem = BrokerUnavailable(
-                f"the firehose tap on queue {self.destination!r} lost its channel to "
-                f"{self._adapter._where} ({lost!r}): records after that were missed"
-            )
-            problem.__cause__ = lost
-        if problem is None:
-            return
-        if exc is not None:
-            exc.add_note(f"the tap on queue {self.destination!r} also failed: {problem!r}")
-            return
-        raise problem
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
-
-# ------------------------------------------------------------------- local node
-
-
-def _epmd_names(port: int, *, timeout: float) -> list[str]:
-    """Node names registered with the epmd on 127.0.0.1:``port`` (empty if none answers)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"\x00\x01n")  # NAMES_REQ: length 1, then 'n'
-            chunks = []
-            while chunk := sock.recv(4096):
-                chunks.append(chunk)
-    except OSError:
-        return []
-    text = b"".join(chunks)[4:].decode("utf-8", "replace")
-    return [line.split()[1] for line in text.splitlines() if line.startswith("name ")]
-
-
-def _tail(path: Path, *, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
-
-
-# Booting loads about 1,100 modules one after the other (RabbitMQ scans every module
-# for boot steps), which costs a JIT-compiling VM 4-8 s on two cores. Loading them in
-# parallel from the start, while the node does its other work, takes about 3 s off.
-# Erlang terms evaluated with file:script/1; failure only forfeits the speed-up.
-_PRELOAD_SCRIPT: Final = """\
-spawn(fun() ->
-    try
-        Props = fun(App) ->
-            case code:where_is_file(atom_to_list(App) ++ ".app") of
-                non_existing -> [];
-                Path ->
-                    case file:consult(Path) of
-                        {ok, [{application, _, P}]} -> P;
-                        _ -> []
-                    end
-            end
-        end,
-        Closure = fun
-            Closure([], Seen) -> Seen;
-            Closure([App | Rest], Seen) ->
-                case lists:member(App, Seen) of
-                    true -> Closure(Rest, Seen);
-                    false ->
-                        P = Props(App),
-                        Deps = proplists:get_value(applications, P, [])
-                            ++ proplists:get_value(included_applications, P, []),
-                        Closure(Deps ++ Rest, [App | Seen])
-                end
-        end,
-        Apps = Closure([rabbitmq_prelaunch, rabbit, rabbitmq_management], []),
-        Modules = [proplists:get_value(modules, Props(A), []) || A <- Apps],
-        code:ensure_modules_loaded(lists:append(Modules))
-    catch _:_ -> ok
-    end
-end).
-"""
-
-
-def ctl_env(info: BrokerInfo) -> dict[str, str]:
-    """Environment additions that let ``rabbitmqctl`` reach a :class:`RabbitRecipe` node."""
-    try:
-        node, data, epmd_port = info.extra["node"], info.extra["data"], info.extra["epmd_port"]
-    except KeyError as exc:
-        raise InvalidArgument(
-            f"info.extra lacks {exc.args[0]!r}: rabbitmqctl can only reach a node the harness "
-            "started itself (provider 'local')"
-        ) from exc
-    workdir = Path(data)
-    return {
-        "HOME": str(workdir),  # the Erlang cookie lives in $HOME
-        "RABBITMQ_NODENAME": node,
-        "ERL_EPMD_PORT": epmd_port,
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        # Every Erlang VM in this family listens for distribution on loopback only
-        # and never spawns a daemon epmd of its own.
-        "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false",
-        # The CLI's own distribution port: any free one, not the fixed 35672-35682 range.
-        "RABBITMQ_CTL_DIST_PORT_MIN": "0",
-        "RABBITMQ_CTL_DIST_PORT_MAX": "0",
-        "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
-        "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq.conf"),
-        "RABBITMQ_ADVANCED_CONFIG_FILE": str(workdir / "advanced.config"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
-        "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(workdir / "log"),
-        "RABBITMQ_PID_FILE": str(workdir / "rabbitmq.pid"),
-        "ERL_CRASH_DUMP": str(workdir / "erl_crash.dump"),
-    }
-
-
-def rabbitmqctl(info: BrokerInfo, *args: str, timeout: float = _CTL_TIMEOUT) -> str:
-    """Run ``rabbitmqctl ARGS`` against a harness-started node; return its output.
-
-    Raises BrokerError with the tool's output when it fails or exceeds ``timeout``.
-    """
-    argv = [str(RABBITMQ_BIN / "rabbitmqctl"), *args]
-    try:
-        done = subprocess.run(
-            argv,
-            env={**os.environ, **ctl_env(info)},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BrokerError(
-            f"`rabbitmqctl {' '.join(args)}` did not finish within {timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        raise BrokerError(f"cannot run {argv[0]} ({exc}): {_INSTALL_FIX}") from exc
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).strip()[-2000:]
-        raise BrokerError(
-            f"`rabbitmqctl {' '.join(args)}` failed with exit code {done.returncode}:\n{output}"
-        )
-    return done.stdout
-
-
-class RabbitRecipe:
-    """A private RabbitMQ node from Debian's rabbitmq-server, everything inside one workdir.
-
-    Bound to 127.0.0.1 (AMQP, management, Erlang distribution, its own epmd),
-    with the management plugin on and firehose tracing on for vhost "/" from boot
-    (so it survives a broker restart).
-    """
-
-    kind: BrokerKind = "rabbitmq"
-    start_timeout: float = 60.0
-
-    def check_prerequisites(self) -> None:
-        """Raise BrokerStartError unless rabbitmq-server and epmd are installed."""
-        server = RABBITMQ_BIN / "rabbitmq-server"
-        if not os.access(server, os.X_OK):
-            raise BrokerStartError(f"{server} is missing: {_INSTALL_FIX}")
-        if shutil.which("epmd") is None:
-            raise BrokerStartError(f"epmd (Erlang) is not on PATH: {_INSTALL_FIX}")
-
-    def prepare(self, workdir: Path) -> LaunchPlan:
-        """Pick free loopback ports and write config, plugins, cookie and certificates.
-
-        Besides plain AMQP and HTTP there is an AMQPS listener and an HTTPS
-        management listener with a throw-away CA (see :func:`secure_url`);
-        a client certificate is checked when given, not required.
-        """
-        ports: list[int] = []
-        while len(ports) < 6:
-            port = free_port()
-            if port not in ports:
-                ports.append(port)
-        amqp_port, dist_port, epmd_port, management_port, amqps_port, https_port = ports
-        node = f"rabbit-harness-{amqp_port}@localhost"
-        workdir = workdir.resolve()
-        (workdir / "mnesia").mkdir(parents=True, exist_ok=True)
-        (workdir / "log").mkdir(exist_ok=True)
-        config = (
-            f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
-            f"management.tcp.ip = 127.0.0.1\n"
-            f"management.tcp.port = {management_port}\n"
-        )
-        tls_extra: dict[str, str] = {}
-        if openssl_available():
-            pki = make_pki(workdir / "tls")
-            files = (
-                f"cacertfile = {pki.ca}\n",
-                f"certfile = {pki.server_cert}\n",
-                f"keyfile = {pki.server_key}\n",
-            )
-            config += f"listeners.ssl.default = 127.0.0.1:{amqps_port}\n"
-            config += "".join(f"ssl_options.{line}" for line in files)
-            config += "ssl_options.verify = verify_peer\n"
-            config += "ssl_options.fail_if_no_peer_cert = false\n"
-            config += f"management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = {https_port}\n"
-            config += "".join(f"management.ssl.{line}" for line in files)
-            tls_extra = {
-                "amqps_port": str(amqps_port),
-                "management_tls": f"https://127.0.0.1:{https_port}/",
-                "tls.ca": str(pki.ca),
-                "tls.client_cert": str(pki.client_cert),
-                "tls.client_key": str(pki.client_key),
-            }
-        (workdir / "rabbitmq.conf").write_text(config)
-        # trace_vhosts is what `rabbitmqctl trace_on` sets at run time; set here it also
-        # holds after a restart.
-        (workdir / "advanced.config").write_text('[{rabbit, [{trace_vhosts, [<<"/">>]}]}].\n')
-        (workdir / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        # An empty env file keeps /etc/rabbitmq/rabbitmq-env.conf out of the picture.
-        (workdir / "rabbitmq-env.conf").write_text("")
-        cookie = workdir / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
-        info_extra = {
-            "management": f"http://127.0.0.1:{management_port}/",
-            "node": node,
-            "log": str(workdir / "log" / f"{node}.log"),
-            "data": str(workdir),
-            "epmd_port": str(epmd_port),
-            "dist_port": str(dist_port),
-            **tls_extra,
-        }
-        url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
-        env = {
-            **ctl_env(BrokerInfo(kind="rabbitmq", url=url, provider="local", extra=info_extra)),
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(amqp_port),
-            "RABBITMQ_DIST_PORT": str(dist_port),
-            # Set, it would make the script exec erl with a shell reading stdin.
-            "RABBITMQ_ALLOW_INPUT": "",
-        }
-        preload = workdir / "preload.erl"
-        preload.write_text(_PRELOAD_SCRIPT)
-        if not any(c.isspace() or c in "\"'\\" for c in str(preload)):
-            # Only the server gets it (ERL_AFLAGS runs before `-s rabbit boot`), not the CLI.
-            env["ERL_AFLAGS"] = f'-eval file:script(\\"{preload}\\")'
-        epmd = shutil.which("epmd") or "epmd"
-        server = RABBITMQ_BIN / "rabbitmq-server"
-        # The node must not boot before its private epmd listens (it would fail to
-        # register); wait for it, bounded, then become the server.
-        start = (
-            "i=0; "
-            f'until "{epmd}" -port "$ERL_EPMD_PORT" -names >/dev/null 2>&1; do '
-            "i=$((i+1)); "
-            'if [ "$i" -ge 200 ]; then '
-            'echo "epmd on port $ERL_EPMD_PORT did not start" >&2; exit 1; fi; '
-            "sleep 0.05; done; "
-            f'exec "{server}"'
-        )
-        return LaunchPlan(
-            argv=["/bin/sh", "-c", start],
-            url=url,
-            env=env,
-            companions=[[epmd, "-port", str(epmd_port), "-address", "127.0.0.1"]],
-            extra=info_extra,
-        )
-
-    def wait_ready(self, info: BrokerInfo, timeout: float) -> None:
-        """Wait for epmd registration, ``await_startup``, then a traced publish-and-consume."""
-        deadline = time.monotonic() + timeout
-        node = info.extra["node"]
-        short_name = node.split("@", 1)[0]
-        epmd_port = int(info.extra["epmd_port"])
-        log = Path(info.extra["log"])
-
-        def remaining() -> float:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BrokerStartError(
-                    f"RabbitMQ node {node} was not ready within {timeout:g} s; "
-                    f"its log ({log}) ends with:\n{_tail(log)}"
-                )
-            return left
-
-        data = Path(info.extra["data"])
-        # Cheap polling first: each rabbitmqctl costs about a second of CPU.
-        while short_name not in _epmd_names(epmd_port, timeout=min(1.0, remaining())):
-            if (data / "erl_crash.dump").exists() or "BOOT FAILED" in _tail(log, lines=200):
-                raise BrokerStartError(
-                    f"RabbitMQ node {node} failed to boot; its log ({log}) ends with:\n"
-                    f"{_tail(log)}\nits console ({data / 'broker.out'}) ends with:\n"
-                    f"{_tail(data / 'broker.out')}"
-                )
-            time.sleep(0.05)
-        left = remaining()
-        try:
-            rabbitmqctl(info, "await_startup", "--timeout", str(max(1, int(left))), timeout=left)
-        except BrokerError as exc:
-            raise BrokerStartError(
-                f"RabbitMQ node {node} did not start: {exc}\n"
-                f"its log ({log}) ends with:\n{_tail(log)}"
-            ) from exc
-        # The AMQPS listener too (when there is one), so a broken TLS set-up fails here.
-        for url in (info.url, secure_url(info, client_cert=True)):
-            if url is None:
-                continue
-            try:
-                asyncio.run(_round_trip(url, within=remaining()))
-            except (BrokerError, TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                raise BrokerStartError(
-                    f"RabbitMQ node {node} is up but a publish-and-consume round trip through"
-                    f" {redact_url(url)} failed: {exc!r}"
-                ) from exc
-
-
-async def _round_trip(url: str, *, within: float) -> None:
-    """Declare a queue, publish to it, consume the message back and see its firehose trace."""
-    async with asyncio.timeout(within):
-        connection = await _connect_amqp(url, within=within)
-        try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            trace = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            await trace.bind(TRACE_EXCHANGE, routing_key="publish.#")
-            token = secrets.token_hex(8)
-            queue = await channel.declare_queue(f"harness-ready-{token}", exclusive=True)
-            await channel.default_exchange.publish(
-                aio_pika.Message(body=token.encode()), routing_key=queue.name, mandatory=True
-            )
-            got = await _get(queue)
-            await got.ack()
-            if got.body != token.encode():
-                raise BrokerError(f"the round trip returned {got.body!r}, not {token!r}")
-            traced = await _get(trace)
-            routed = traced.headers.get("routed_queues")
-            if not isinstance(routed, list) or queue.name not in routed:
-                raise BrokerError(f"the firehose traced {traced.headers!r}, not the round trip")
-            await queue.delete(if_unused=False, if_empty=False)
-        finally:
-            await connection.close()
-
-
-async def _get(queue: AbstractQueue) -> AbstractIncomingMessage:
-    """The next message on ``queue``; polls until the caller's deadline cancels it."""
-    while True:
-        message = await queue.get(no_ack=False, fail=False)
-        if message is not None:
-            return message
-        await asyncio.sleep(0.01)
-
-
-# ------------------------------------------------------------------------ docker
-
-
-def _docker_engine_problem() -> str | None:
-    """None when a Docker engine answers, else why not."""
-    cli = shutil.which("docker")
-    if cli is not None:
-        try:
-            done = subprocess.run(
-                [cli, "info", "--format", "{{.ServerVersion}}"],
-                capture_output=True,
-                text=True,
-                timeout=15,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"`docker info` failed: {exc}"
-        if done.returncode != 0:
-            return (
-                done.stderr.strip() or done.stdout.strip() or "`docker info` failed"
-            ).splitlines()[0]
-        return None
-    import gc
-    import warnings
-
-    import docker  # type: ignore[import-untyped]
-
-    # docker-py leaks its socket when no engine answers: keep that ResourceWarning quiet.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = docker.from_env(version="auto", timeout=15)
-            try:
-                client.ping()
-            finally:
-                client.close()
-        except Exception as exc:  # docker-py raises several unrelated types here
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            gc.collect()
-    return None
-
-
-def start_container(
-    *, image: str = "rabbitmq:3.10-management", timeout: float = 120.0
-) -> tuple[BrokerInfo, Callable[[], None]]:
-    """Start RabbitMQ in a container with tracing on; return its info and a stop function."""
-    problem = _docker_engine_problem()
-    if problem is not None:
-        raise BrokerUnavailable(
-            f"no Docker engine answers: {problem}; start Docker (or set DOCKER_HOST), "
-            "or use the local provider or --amqp-url / HARNESS_AMQP_URL"
-        )
-    from testcontainers.community.rabbitmq import RabbitMqContainer
-
-    container = RabbitMqContainer(image).with_exposed_ports(15672)
-    deadline = time.monotonic() + timeout
-    try:
-        container.start()
-        exit_code, output = container.exec(["rabbitmqctl", "trace_on", "-p", "/"])
-        if exit_code != 0:
-            raise BrokerStartError(f"`rabbitmqctl trace_on` in the container failed: {output!r}")
-        host = container.get_container_host_ip()
-        amqp_port = container.get_exposed_port(container.port)
-        management_port = container.get_exposed_port(15672)
-    except BrokerError:
-        container.stop()
-        raise
-    except Exception as exc:  # testcontainers and docker-py raise many types
-        with contextlib.suppress(Exception):
-            container.stop()
-        raise BrokerStartError(f"the RabbitMQ container ({image}) did not start: {exc!r}") from exc
-    if time.monotonic() > deadline:
-        container.stop()
-        raise BrokerStartError(f"the RabbitMQ container ({image}) took more than {timeout:g} s")
-    user = urllib.parse.quote(container.username, safe="")
-    password = urllib.parse.quote(container.password, safe="")
-    info = BrokerInfo(
-        kind="rabbitmq",
-        url=f"amqp://{user}:{password}@{host}:{amqp_port}/",
-        provider="docker",
-        extra={
-            "management": f"http://{host}:{management_port}/",
-            "container": container.get_container_id(),
-            "image": image,
-        },
-    )
-    return info, container.stop

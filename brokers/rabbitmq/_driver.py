@@ -97,12 +97,12 @@ class RabbitDriver(BrokerDriver):
         return BrokerInfo(kind=self.kind, url=url, provider="url")
 
     def recipe(self) -> LocalRecipe:
-        from brokers.rabbitmq._adapter import RabbitRecipe
+        from brokers.rabbitmq._node import RabbitRecipe
 
         return RabbitRecipe()
 
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
-        from brokers.rabbitmq._adapter import start_container
+        from brokers.rabbitmq._docker import start_container
 
         return start_container()
 
@@ -132,7 +132,7 @@ class RabbitDriver(BrokerDriver):
         return dataclasses.replace(endpoints, amqp_url=url)
 
     def broker_restart(self, info: BrokerInfo) -> BrokerRestart:
-        from brokers.rabbitmq._adapter import open_adapters
+        from brokers.rabbitmq._connection import open_adapters
 
         return _RabbitRestart(open_adapters(info))
 

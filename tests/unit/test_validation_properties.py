@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import brokers
 from brokers.kafka._adapter import _check_topic_name
-from brokers.rabbitmq._adapter import _validate_queue_name
+from brokers.rabbitmq._codec import _validate_queue_name
 from harness import BrokerInfo, Endpoints, Flow, InvalidArgument, Message, checks
 from harness._cli import main
 

@@ -261,27 +261,27 @@ async def test_management_calls_keep_their_connection_and_replace_a_lost_one(
     adapter: RabbitAdapter, unique: str
 ) -> None:
     await adapter.list_destinations(unique)
-    kept = list(adapter._http_idle)
+    kept = list(adapter._management._idle)
     assert len(kept) == 1
     for _ in range(3):
         await adapter.list_destinations(unique)
-    assert adapter._http_idle == kept  # one after another: the same connection
+    assert adapter._management._idle == kept  # one after another: the same connection
     # Calls at once keep a connection each; then the server drops them all, as a
     # broker restart does: the next call makes a new one, and the stale ones go.
     for _ in range(20):  # the calls overlap in the worker threads, mostly at once
         await asyncio.gather(*(adapter.list_destinations(unique) for _ in range(3)))
-        if len(adapter._http_idle) >= 2:
+        if len(adapter._management._idle) >= 2:
             break
-    stale = list(adapter._http_idle)
+    stale = list(adapter._management._idle)
     assert len(stale) >= 2
     for connection in stale:
         assert connection.sock is not None
         connection.sock.shutdown(socket.SHUT_RDWR)
     assert await adapter.list_destinations(unique) == []
-    assert len(adapter._http_idle) == 1
-    assert adapter._http_idle[0] not in stale
+    assert len(adapter._management._idle) == 1
+    assert adapter._management._idle[0] not in stale
     await adapter.close()
-    assert adapter._http_idle == []  # closed with the adapter, none left to the collector
+    assert adapter._management._idle == []  # closed with the adapter, none left to the collector
 
 
 async def test_delete_is_clean_and_idempotent(adapter: RabbitAdapter, unique: str) -> None:

@@ -76,7 +76,7 @@ def test_ctl_env_needs_a_local_node() -> None:
 
 
 def test_missing_rabbitmq_server_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("brokers.rabbitmq._adapter.RABBITMQ_BIN", Path("/nonexistent/rabbitmq/bin"))
+    monkeypatch.setattr("brokers.rabbitmq._node.RABBITMQ_BIN", Path("/nonexistent/rabbitmq/bin"))
     with pytest.raises(BrokerStartError, match="apt-get install rabbitmq-server"):
         RabbitRecipe().check_prerequisites()
 

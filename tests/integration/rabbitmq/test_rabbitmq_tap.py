@@ -201,7 +201,7 @@ ROUTER = "harness.dead-letter"  # the direct exchange behind the dead-letter fan
 
 async def bindings_naming(adapter: RabbitAdapter, name: str) -> set[tuple[str, str, str]]:
     """(source, routing key, destination) of the vhost's bindings that name ``name``."""
-    bindings = await adapter._call_management("GET", "bindings/{vhost}", "list the bindings")
+    bindings = await adapter._management.call("GET", "bindings/{vhost}", "list the bindings")
     assert isinstance(bindings, list)
     return {
         (b["source"], b["routing_key"], b["destination"])
