@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness._errors import InvalidArgument
 
@@ -79,8 +79,8 @@ class BrokerDriver(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
-        """A run's endpoints on ``info``, every name starting with ``prefix``."""
+    def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
+        """The Endpoints fields that tell a service of this kind where to connect."""
 
     @abc.abstractmethod
     def check_endpoints(self, endpoints: Endpoints) -> None:

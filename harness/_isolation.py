@@ -32,7 +32,15 @@ class Fresh(NamedTuple):
 
 
 def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
-    return driver(info.kind).endpoints(info, prefix=f"h-{run_id}")
+    """A run's endpoints: destination names unique to the run, the broker's address."""
+    prefix = f"h-{run_id}"
+    return Endpoints(
+        kind=info.kind,
+        input=f"{prefix}-in",
+        output=f"{prefix}-out",
+        dead_letter=f"{prefix}-dlq",
+        **driver(info.kind).address(info, prefix=prefix),
+    )
 
 
 def destination_specs(endpoints: Endpoints, partitions: int) -> list[DestinationSpec]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokers.kafka import _settings
 from harness._drivers import BrokerDriver, ProxyAddress
@@ -35,16 +35,12 @@ class KafkaDriver(BrokerDriver):
         + " (env HARNESS_KAFKA_<NAME>; prefer the environment for passwords)"
     )
 
-    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
-        return Endpoints(
-            kind=self.kind,
-            input=f"{prefix}-in",
-            output=f"{prefix}-out",
-            dead_letter=f"{prefix}-dlq",
-            bootstrap_servers=info.url,
-            group_id=f"{prefix}-group",
-            kafka_options=info.client_options,
-        )
+    def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": info.url,
+            "group_id": f"{prefix}-group",
+            "kafka_options": info.client_options,
+        }
 
     def check_endpoints(self, endpoints: Endpoints) -> None:
         if not endpoints.bootstrap_servers:

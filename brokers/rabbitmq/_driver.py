@@ -8,7 +8,7 @@ import random
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from brokers._local import free_port
 from harness._broker import BrokerInfo
@@ -67,14 +67,8 @@ class RabbitDriver(BrokerDriver):
                 f"partitions={partitions} is invalid for RabbitMQ: queues have no partitions"
             )
 
-    def endpoints(self, info: BrokerInfo, *, prefix: str) -> Endpoints:
-        return Endpoints(
-            kind=self.kind,
-            input=f"{prefix}-in",
-            output=f"{prefix}-out",
-            dead_letter=f"{prefix}-dlq",
-            amqp_url=info.url,
-        )
+    def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
+        return {"amqp_url": info.url}
 
     def check_endpoints(self, endpoints: Endpoints) -> None:
         if not endpoints.amqp_url:

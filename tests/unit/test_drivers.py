@@ -13,6 +13,7 @@ import pytest
 from harness import Endpoints, Flow, InvalidArgument
 from harness._broker import BrokerInfo
 from harness._drivers import BROKER_KINDS, DRIVER_MODULES, BrokerDriver, check_kind, driver
+from harness._isolation import new_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Each driver package's client library, which importing the package must not load.
@@ -64,7 +65,7 @@ def test_an_unknown_kind_names_the_known_ones() -> None:
 def test_a_drivers_endpoints_are_valid_and_its_proxy_keeps_the_names(kind: str) -> None:
     chosen = driver(kind)
     info = chosen.info_from_url(chosen.url_example)
-    endpoints = chosen.endpoints(info, prefix="h-run")
+    endpoints = new_endpoints(info, "run")
     assert (endpoints.kind, endpoints.input, endpoints.output, endpoints.dead_letter) == (
         kind,
         "h-run-in",

@@ -14,12 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("harness", "brokers")
 MAX_LINES = 800
 
-#: Cycles being broken on other branches right now; their merges empty this set.
-#: (brokers -> brokers.kafka -> brokers: gone on main since brokers/kafka/ became a package.)
-KNOWN_CYCLES: set[frozenset[str]] = set()
-#: Modules over MAX_LINES being split on other branches right now; their merges empty this set.
-KNOWN_LONG: set[str] = {"brokers/rabbitmq/_adapter.py"}
-
 
 def _modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
     """Every module of ``packages`` by dotted name (a package by its own name)."""
@@ -142,12 +136,9 @@ def _a_cycle(graph: dict[str, set[str]], component: list[str]) -> str:
 def test_no_module_imports_one_that_imports_it_back() -> None:
     graph = import_graph()
     found = cycles(graph)
-    unknown = [c for c in found if frozenset(c) not in KNOWN_CYCLES]
-    assert not unknown, "import cycles (counting imports inside functions):\n" + "\n".join(
-        f"  {_a_cycle(graph, c)}   (modules: {', '.join(c)})" for c in unknown
+    assert not found, "import cycles (counting imports inside functions):\n" + "\n".join(
+        f"  {_a_cycle(graph, c)}   (modules: {', '.join(c)})" for c in found
     )
-    gone = KNOWN_CYCLES - {frozenset(c) for c in found}
-    assert not gone, f"these cycles are gone: remove them from KNOWN_CYCLES: {gone}"
 
 
 def test_no_module_is_over_800_lines() -> None:
@@ -156,12 +147,7 @@ def test_no_module_is_over_800_lines() -> None:
         for path in _modules(ROOT, PACKAGES).values()
     }
     long = {name: lines for name, lines in sorted(lengths.items()) if lines > MAX_LINES}
-    unknown = {name: lines for name, lines in long.items() if name not in KNOWN_LONG}
-    assert not unknown, f"modules over {MAX_LINES} lines (split them along a seam): {unknown}"
-    gone = KNOWN_LONG - set(long)
-    assert not gone, (
-        f"these are no longer over {MAX_LINES} lines: remove them from KNOWN_LONG: {gone}"
-    )
+    assert not long, f"modules over {MAX_LINES} lines (split them along a seam): {long}"
 
 
 def test_the_graph_counts_imports_in_functions_but_not_for_type_checkers(
