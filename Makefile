@@ -22,11 +22,18 @@ venv: $(STAMP)
 
 # Resolve Kafka's jars from Maven Central once, into the cache.
 jars: venv
-	$(BIN)/python -c "from brokers.kafka import ensure_jars; print('kafka jars:', ensure_jars())"
+	$(BIN)/python -c "from message_flow_harness.brokers.kafka import ensure_jars; print('kafka jars:', ensure_jars())"
+
+# mypy cannot follow setuptools' editable import hook, so it reads the
+# installed layout (harness/ as message_flow_harness, brokers/ inside it)
+# from a tree of links made afresh each time.
+TYPED := $(VENV)/typed/message_flow_harness
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf $(VENV)/typed && mkdir -p $(TYPED)
+	ln -s $(CURDIR)/harness/* $(TYPED)/ && ln -s $(CURDIR)/brokers $(TYPED)/brokers
 	$(BIN)/mypy
 
 test: setup lint

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._drivers import BROKER_KINDS
-from harness._message import BrokerKind
+from message_flow_harness._drivers import BROKER_KINDS
+from message_flow_harness._message import BrokerKind
 
 #: In the order ``python -m benchmarks`` runs them: cheap first, private brokers last.
 BENCHMARKS = (
@@ -119,7 +119,7 @@ def quiet_logging() -> None:
 @contextlib.contextmanager
 def private_cache() -> Iterator[Path]:
     """A fresh HARNESS_CACHE_DIR holding a link to the usual cache's Kafka jars."""
-    from brokers.kafka import ensure_jars
+    from message_flow_harness.brokers.kafka import ensure_jars
 
     jars = ensure_jars().parent  # resolved into the usual cache first, once
     directory = Path(tempfile.mkdtemp(prefix="harness-bench-cache-"))

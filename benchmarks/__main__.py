@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-import brokers
 from benchmarks import (
     BENCHMARKS,
     FORMAT,
@@ -23,10 +22,11 @@ from benchmarks import (
     private_cache,
     quiet_logging,
 )
-from harness._cli_args import positive_int
-from harness._drivers import check_kind
-from harness._errors import InvalidArgument
-from harness._message import BrokerKind
+from message_flow_harness import brokers
+from message_flow_harness._cli_args import positive_int
+from message_flow_harness._drivers import check_kind
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import BrokerKind
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 

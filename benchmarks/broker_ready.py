@@ -1,6 +1,6 @@
 """Broker ready time: from lease to a broker that passed its produce-and-consume round trip.
 
-Cold: ``brokers._local.acquire`` with no broker running, in a private cache
+Cold: ``message_flow_harness.brokers._local.acquire`` with no broker running, in a private cache
 directory (``HARNESS_CACHE_DIR`` set to a temporary directory for the
 duration, Kafka's jars linked in from the usual cache so nothing is
 downloaded): prerequisites, the recipe's prepare (Kafka formats its
@@ -17,9 +17,9 @@ import statistics
 import time
 
 from benchmarks import Figure, Options, private_cache, spread
-from brokers import _local
-from harness._drivers import driver
-from harness._message import BrokerKind
+from message_flow_harness._drivers import driver
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers import _local
 
 NAME = "broker_ready"
 _TARGETS: dict[BrokerKind, str] = {"kafka": "< 10", "rabbitmq": "< 8"}

@@ -27,15 +27,15 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-import brokers
 from benchmarks import Figure, Options
-from harness._broker import BrokerInfo
-from harness._errors import HarnessError
-from harness._flow import Flow
-from harness._fuzz import Example, fuzz
-from harness._message import BrokerKind
-from harness._schedule import FAULT_KINDS, faults_of, messages_of
-from harness.checks import no_loss
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import HarnessError
+from message_flow_harness._flow import Flow
+from message_flow_harness._fuzz import Example, fuzz
+from message_flow_harness._message import BrokerKind
+from message_flow_harness._schedule import FAULT_KINDS, faults_of, messages_of
+from message_flow_harness.checks import no_loss
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 

@@ -1,7 +1,7 @@
 """Probe overhead: a consumer's throughput with client probes on against off, per broker.
 
 The zoo's correct service (``kafka_correct``, ``rabbitmq_correct``) is timed
-with :func:`harness._bench.run.bench` as ``Flow(probes=True)`` and
+with :func:`message_flow_harness._bench.run.bench` as ``Flow(probes=True)`` and
 ``Flow(probes=False)`` in the same process, in interleaved rounds (on, off,
 off, on, ...: drift in the machine's speed hits both alike), each round a
 fresh run of the service. "Off" means the patched driver methods find no
@@ -46,18 +46,18 @@ import random
 import statistics
 import time
 
-import brokers
 from benchmarks import Figure, Options, spread
-from harness._bench.result import Round
-from harness._bench.run import bench
-from harness._bench.stats import mann_whitney_p
-from harness._broker import BrokerInfo
-from harness._drivers import driver
-from harness._flow import Flow
-from harness._history import Kind
-from harness._message import BrokerKind, Message
-from harness._runner import LiveRun
-from harness._schedule import Publish
+from message_flow_harness import brokers
+from message_flow_harness._bench.result import Round
+from message_flow_harness._bench.run import bench
+from message_flow_harness._bench.stats import mann_whitney_p
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import driver
+from message_flow_harness._flow import Flow
+from message_flow_harness._history import Kind
+from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._runner import LiveRun
+from message_flow_harness._schedule import Publish
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 

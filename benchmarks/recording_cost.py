@@ -3,7 +3,7 @@
 Three shapes of call, each timed with :mod:`timeit` (best of 5 repeats, a
 fresh history each, so list growth is included): the smallest record, a
 tap's record with every field, and a client probe's record through its
-:class:`~harness._probes.Recorder` (header lookup, lane, record). Then the
+:class:`~message_flow_harness._probes.Recorder` (header lookup, lane, record). Then the
 same probe record the way the drivers' probes make it on their hot paths
 (header lookup, lane, the positional ``History.add``). Also the cost of a
 patched driver method finding no run in progress (one context-variable
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks import Figure, Options
-from harness._history import History, Kind
-from harness._message import HARNESS_ID_HEADER, Message
-from harness._probes import Recorder, current_recorder
+from message_flow_harness._history import History, Kind
+from message_flow_harness._message import HARNESS_ID_HEADER, Message
+from message_flow_harness._probes import Recorder, current_recorder
 
 NAME = "recording_cost"
 

@@ -38,11 +38,11 @@ from typing import Any
 import aio_pika
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-import brokers
 from benchmarks import Figure, Options
-from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
-from harness._history import History, Kind
-from harness._message import HARNESS_ID_HEADER, BrokerKind
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec, TapRecord
+from message_flow_harness._history import History, Kind
+from message_flow_harness._message import HARNESS_ID_HEADER, BrokerKind
 
 NAME = "tap_capacity"
 _VALUE = b"v" * 100
@@ -184,7 +184,7 @@ def _java() -> str:
 
 def consumer_performance(url: str, topic: str, count: int, group: str) -> dict[str, float]:
     """Run Kafka's ConsumerPerformance tool; its CSV figures by column name."""
-    from brokers.kafka import ensure_jars
+    from message_flow_harness.brokers.kafka import ensure_jars
 
     argv = [
         _java(),

@@ -23,16 +23,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-import brokers
 from benchmarks import Figure, Options
-from harness import checks
-from harness import strategies as hs
-from harness._broker import BrokerInfo
-from harness._checks import Check
-from harness._flow import Flow
-from harness._fuzz import fuzz
-from harness._message import BrokerKind
-from harness._schedule import faults_of, messages_of
+from message_flow_harness import brokers, checks
+from message_flow_harness import strategies as hs
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._checks import Check
+from message_flow_harness._flow import Flow
+from message_flow_harness._fuzz import fuzz
+from message_flow_harness._message import BrokerKind
+from message_flow_harness._schedule import faults_of, messages_of
 from tests.zoo import DEFECTS, SERVICES
 from tests.zoo.rabbitmq_services import FLAKY
 from tests.zoo.totals import amounts, totals_add_up

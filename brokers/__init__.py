@@ -2,7 +2,7 @@
 
 Each kind of broker is a package here (``brokers.kafka``, ``brokers.rabbitmq``)
 whose ``driver`` (a :class:`harness._drivers.BrokerDriver`) owns everything
-kind-specific; :func:`harness._drivers.driver` finds it by name. This front
+kind-specific; :func:`message_flow_harness._drivers.driver` finds it by name. This front
 provisions brokers the same way for every kind. Provisioning order, unless the
 caller says which (``provider``):
 
@@ -24,11 +24,11 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
 
-from brokers import _local
-from harness._broker import BrokerAdapter, BrokerInfo
-from harness._drivers import check_kind, driver
-from harness._errors import InvalidArgument
-from harness._message import BrokerKind
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+from message_flow_harness._drivers import check_kind, driver
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers import _local
 
 Provider = Literal["auto", "url", "local", "docker"]
 PROVIDERS: tuple[Provider, ...] = get_args(Provider)

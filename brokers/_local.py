@@ -31,7 +31,10 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
-from brokers._process import (
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import BrokerError, BrokerStartError, InvalidArgument
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers._process import (
     PINNED,
     RESTART_GRACE,
     RESTART_PROTOCOL,
@@ -39,9 +42,6 @@ from brokers._process import (
     owner_token,
     read_tail,
 )
-from harness._broker import BrokerInfo
-from harness._errors import BrokerError, BrokerStartError, InvalidArgument
-from harness._message import BrokerKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,7 +316,7 @@ def _start_locked(recipe: LocalRecipe) -> dict[str, Any]:
     # us when others share the broker, and Ctrl-C in a terminal must not reach it.
     with open(directory / "supervisor.log", "wb") as log:
         subprocess.run(
-            [sys.executable, "-m", "brokers._supervisor", str(directory)],
+            [sys.executable, "-m", "message_flow_harness.brokers._supervisor", str(directory)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -29,7 +29,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from brokers._process import RESTART_GRACE, RESTART_PROTOCOL, owner_alive, owner_token, read_tail
+from message_flow_harness.brokers._process import (
+    RESTART_GRACE,
+    RESTART_PROTOCOL,
+    owner_alive,
+    owner_token,
+    read_tail,
+)
 
 _POLL = 0.2
 _TERM_GRACE = 15.0

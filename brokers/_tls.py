@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness._errors import BrokerStartError
+from message_flow_harness._errors import BrokerStartError
 
 _DAYS = "3650"
 _TIMEOUT = 60.0

@@ -17,18 +17,18 @@ private modules behind it, in layers that import only downwards:
 - the edges: ``_cli`` (the ``harness`` command) and ``pytest_plugin``.
 """
 
-from harness import checks, schedule, stateful, strategies
-from harness._bench.result import BenchResult
-from harness._bench.run import bench
-from harness._broker import (
+from message_flow_harness import checks, schedule, stateful, strategies
+from message_flow_harness._bench.result import BenchResult
+from message_flow_harness._bench.run import bench
+from message_flow_harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
     PublishReceipt,
     TapRecord,
 )
-from harness._compat import serialize_ast_parsing
-from harness._errors import (
+from message_flow_harness._compat import serialize_ast_parsing
+from message_flow_harness._errors import (
     BrokerError,
     BrokerStartError,
     BrokerUnavailable,
@@ -38,13 +38,13 @@ from harness._errors import (
     InvalidArgument,
     ServiceError,
 )
-from harness._flow import Flow, RunResult
-from harness._fuzz import ChecksFailed, fuzz
-from harness._history import Event, History, Kind
-from harness._message import HARNESS_ID_HEADER, Endpoints, Message
-from harness._report import FuzzReport
-from harness._runner import run
-from harness._waiting import eventually
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._fuzz import ChecksFailed, fuzz
+from message_flow_harness._history import Event, History, Kind
+from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from message_flow_harness._report import FuzzReport
+from message_flow_harness._runner import run
+from message_flow_harness._waiting import eventually
 
 serialize_ast_parsing()  # before any thread the harness starts (see harness._compat)
 

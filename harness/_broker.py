@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
 
-from harness._errors import InvalidArgument
-from harness._message import BrokerKind, Message
-from harness._redact import redact_options, redact_url
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._redact import redact_options, redact_url
 
 ProviderName = Literal["url", "local", "docker"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
-from harness._errors import InvalidArgument
-from harness._history import Event, History, Kind
-from harness._message import Message
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._history import Event, History, Kind
+from message_flow_harness._message import Message
 
 
 @dataclass(frozen=True, slots=True)

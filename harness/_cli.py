@@ -15,18 +15,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import brokers
-from brokers import _local
-from harness._bench.command import add_bench_arguments, bench_command
-from harness._broker import BrokerInfo
-from harness._cli_args import add_broker_url_arguments, broker_url, positive_int
-from harness._drivers import BROKER_KINDS, check_kind, driver
-from harness._errors import HarnessError, InvalidArgument
-from harness._flow import Flow
-from harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
-from harness._message import BrokerKind
-from harness._redact import redact_url
-from harness._schedule import faults_of, messages_of
+from message_flow_harness import brokers
+from message_flow_harness._bench.command import add_bench_arguments, bench_command
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._cli_args import add_broker_url_arguments, broker_url, positive_int
+from message_flow_harness._drivers import BROKER_KINDS, check_kind, driver
+from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._flow import Flow
+from message_flow_harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
+from message_flow_harness._message import BrokerKind
+from message_flow_harness._redact import redact_url
+from message_flow_harness._schedule import faults_of, messages_of
+from message_flow_harness.brokers import _local
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -65,7 +65,7 @@ def _brokers_status(kinds: list[BrokerKind]) -> int:
 
 
 def _demo(kinds: list[BrokerKind]) -> int:
-    from harness._demo import run_demo
+    from message_flow_harness._demo import run_demo
 
     return run_demo(kinds)
 

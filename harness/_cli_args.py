@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from harness._drivers import driver, drivers
+from message_flow_harness._drivers import driver, drivers
 
 
 def positive_int(text: str) -> int:

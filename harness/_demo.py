@@ -14,15 +14,14 @@ import importlib
 import time
 from pathlib import Path
 
-import brokers
-from harness import checks
-from harness._errors import InvalidArgument
-from harness._flow import Flow, Service
-from harness._fuzz import Example, fuzz
-from harness._message import BrokerKind, Message
-from harness._redact import redact_url
-from harness._schedule import faults_of, messages_of
-from harness.strategies import POISON
+from message_flow_harness import brokers, checks
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._flow import Flow, Service
+from message_flow_harness._fuzz import Example, fuzz
+from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._redact import redact_url
+from message_flow_harness._schedule import faults_of, messages_of
+from message_flow_harness.strategies import POISON
 
 # (racy service, corrected service) per broker, from the zoo in tests/zoo.
 SERVICES: dict[BrokerKind, tuple[str, str]] = {

@@ -14,17 +14,17 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness._errors import InvalidArgument
+from message_flow_harness._errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from brokers._local import LocalRecipe
-    from harness._broker import BrokerAdapter, BrokerInfo
-    from harness._message import Endpoints
+    from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+    from message_flow_harness._message import Endpoints
+    from message_flow_harness.brokers._local import LocalRecipe
 
 #: The registry: broker kind -> the module whose ``driver`` serves it.
 DRIVER_MODULES: Mapping[str, str] = {
-    "kafka": "brokers.kafka",
-    "rabbitmq": "brokers.rabbitmq",
+    "kafka": "message_flow_harness.brokers.kafka",
+    "rabbitmq": "message_flow_harness.brokers.rabbitmq",
 }
 BROKER_KINDS: tuple[str, ...] = tuple(DRIVER_MODULES)
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._checks import Check, Verdict, no_loss
-from harness._drivers import BROKER_KINDS, driver
-from harness._errors import InvalidArgument
-from harness._history import History
-from harness._message import BrokerKind, Endpoints, Message
-from harness._schedule import Step
+from message_flow_harness._checks import Check, Verdict, no_loss
+from message_flow_harness._drivers import BROKER_KINDS, driver
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._history import History
+from message_flow_harness._message import BrokerKind, Endpoints, Message
+from message_flow_harness._schedule import Step
 
 Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
 

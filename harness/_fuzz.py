@@ -10,7 +10,7 @@ service started) while Hypothesis is still choosing its schedule.
 a thread of its own with its own seed, on the same loop, connections and
 isolation: the examples overlap one another's waits (pauses, silences,
 round trips) on the machine's cores. The first failure stops the others
-and is shrunk alone, by the campaign's :class:`~harness._shrink.Shrinker`
+and is shrunk alone, by the campaign's :class:`~message_flow_harness._shrink.Shrinker`
 (how a failure that may not repeat is shrunk is told there). A flaky
 failure ends the search with the smallest failing run seen instead of an
 error; the campaign then re-runs the minimal schedule several times to say
@@ -34,22 +34,24 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
 
-import brokers
-from harness._broker import BrokerAdapter, BrokerInfo
-from harness._errors import BrokerUnavailable, HarnessError, InvalidArgument
-from harness._flow import Flow, RunResult
-from harness._history import History
-from harness._instances import check_broker_restartable
-from harness._isolation import Isolation
-from harness._message import Message
-from harness._redact import redact_url
-from harness._report import FuzzReport as FuzzReport  # re-exported: harness._fuzz.FuzzReport
-from harness._report import write_failure
-from harness._runner import LiveRun, run_flow
-from harness._schedule import Publish, Step
-from harness._shrink import Shrinker
-from harness.strategies import messages as message_lists
-from harness.strategies import schedules
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+from message_flow_harness._errors import BrokerUnavailable, HarnessError, InvalidArgument
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._history import History
+from message_flow_harness._instances import check_broker_restartable
+from message_flow_harness._isolation import Isolation
+from message_flow_harness._message import Message
+from message_flow_harness._redact import redact_url
+from message_flow_harness._report import (
+    FuzzReport as FuzzReport,
+)  # re-exported: harness._fuzz.FuzzReport
+from message_flow_harness._report import write_failure
+from message_flow_harness._runner import LiveRun, run_flow
+from message_flow_harness._schedule import Publish, Step
+from message_flow_harness._shrink import Shrinker
+from message_flow_harness.strategies import messages as message_lists
+from message_flow_harness.strategies import schedules
 
 
 class _CampaignAborted(BaseException):

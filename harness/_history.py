@@ -17,11 +17,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
-from harness._errors import InvalidArgument
-from harness._message import Message
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Message
 
 if TYPE_CHECKING:
-    from harness._broker import TapRecord
+    from message_flow_harness._broker import TapRecord
 
 
 class Kind(StrEnum):

@@ -14,15 +14,20 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness._broker import BrokerInfo
-from harness._drivers import BrokerDriver, ProxyAddress, driver
-from harness._errors import BrokerError, BrokerUnavailable, InvalidArgument, ServiceError
-from harness._flow import Flow
-from harness._history import History, Kind
-from harness._message import Endpoints
-from harness._probes import Recorder, current_recorder
-from harness._proxy import FaultProxy
-from harness._redact import redact_url
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import BrokerDriver, ProxyAddress, driver
+from message_flow_harness._errors import (
+    BrokerError,
+    BrokerUnavailable,
+    InvalidArgument,
+    ServiceError,
+)
+from message_flow_harness._flow import Flow
+from message_flow_harness._history import History, Kind
+from message_flow_harness._message import Endpoints
+from message_flow_harness._probes import Recorder, current_recorder
+from message_flow_harness._proxy import FaultProxy
+from message_flow_harness._redact import redact_url
 
 State = Literal["running", "crashed", "stopped"]
 
@@ -225,7 +230,9 @@ class Instances:
         recorder, instance.recorder = instance.recorder, None
         if recorder is None or not recorder.clients:
             return
-        from brokers import close_leftover_clients  # the driver side, loaded only when used
+        from message_flow_harness.brokers import (
+            close_leftover_clients,
+        )  # the driver side, loaded only when used
 
         try:
             async with asyncio.timeout(self.flow.stop_timeout):
@@ -265,7 +272,9 @@ class Instances:
                 f"no time left in the run's {self.flow.timeout:g} s for a {how} broker restart:"
                 " raise Flow(timeout=...) (a restart takes a broker start, seconds)"
             )
-        from brokers import restart_local  # the broker side, loaded only when used
+        from message_flow_harness.brokers import (
+            restart_local,
+        )  # the broker side, loaded only when used
 
         around = self._driver.broker_restart(self.info)
         held = (

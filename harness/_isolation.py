@@ -18,10 +18,10 @@ from collections import deque
 from types import TracebackType
 from typing import NamedTuple, Self
 
-from harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec
-from harness._drivers import driver
-from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
-from harness._message import Endpoints
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo, DestinationSpec
+from message_flow_harness._drivers import driver
+from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
+from message_flow_harness._message import Endpoints
 
 
 class Fresh(NamedTuple):

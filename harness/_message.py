@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from harness._drivers import BROKER_KINDS, check_kind, driver
-from harness._errors import InvalidArgument
-from harness._redact import redact_options, redact_url
+from message_flow_harness._drivers import BROKER_KINDS, check_kind, driver
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._redact import redact_options, redact_url
 
 #: A broker kind: a key of the driver registry (see harness._drivers).
 BrokerKind = str

@@ -15,8 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from harness._history import History, Kind, define_from_fields
-from harness._message import HARNESS_ID_HEADER, Message
+from message_flow_harness._history import History, Kind, define_from_fields
+from message_flow_harness._message import HARNESS_ID_HEADER, Message
 
 Correlate = Callable[[Message], str | None]
 _BYTES = (bytes, bytearray)  # a tuple: ``bytes | bytearray`` would build a union per call

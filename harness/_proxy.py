@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from harness._errors import BrokerUnavailable
+from message_flow_harness._errors import BrokerUnavailable
 
 _CHUNK = 64 * 1024
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._flow import Flow, RunResult
-from harness._history import Event, History, Kind
-from harness._schedule import Step, faults_of, messages_of
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._history import Event, History, Kind
+from message_flow_harness._schedule import Step, faults_of, messages_of
 
 #: The ``format`` of a fuzz report's JSON: bumped when a field changes meaning or goes.
 FORMAT = "message-flow-harness/fuzz/1"
@@ -114,9 +114,9 @@ def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | Non
     steps = "".join(f"        {step!r},\n" for step in schedule)
     # Import only what the steps use, so the pasted test passes linters as it is.
     used = sorted({type(step).__name__ for step in schedule})
-    imports = "from harness import Message\n" if "Publish" in used else ""
+    imports = "from message_flow_harness import Message\n" if "Publish" in used else ""
     if used:
-        imports += f"from harness.schedule import {', '.join(used)}\n"
+        imports += f"from message_flow_harness.schedule import {', '.join(used)}\n"
     return (
         "import pytest\n"
         f"{imports}"

@@ -18,17 +18,17 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import brokers
-from harness._broker import BrokerAdapter, BrokerInfo, TapRecord
-from harness._checks import Anomaly, Verdict
-from harness._drivers import driver
-from harness._errors import HarnessError, InvalidArgument
-from harness._flow import Flow, RunResult
-from harness._history import History, Kind
-from harness._instances import Instances, check_broker_restartable
-from harness._isolation import Isolation
-from harness._message import HARNESS_ID_HEADER, Endpoints, Message
-from harness._schedule import (
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo, TapRecord
+from message_flow_harness._checks import Anomaly, Verdict
+from message_flow_harness._drivers import driver
+from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._history import History, Kind
+from message_flow_harness._instances import Instances, check_broker_restartable
+from message_flow_harness._isolation import Isolation
+from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from message_flow_harness._schedule import (
     BrokerRestart,
     Crash,
     Join,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness._errors import InvalidArgument
-from harness._message import Message
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Message
 
 #: How many concurrent producers a schedule may use (numbered from 0).
 MAX_PRODUCERS = 8

@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from harness._flow import RunResult
-from harness._schedule import Step, faults_of, messages_of
+from message_flow_harness._flow import RunResult
+from message_flow_harness._schedule import Step, faults_of, messages_of
 
 
 def judge(run: Callable[[], RunResult], tries: int) -> RunResult:

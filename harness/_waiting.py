@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 
-from harness._errors import HarnessTimeout
+from message_flow_harness._errors import HarnessTimeout
 
 Condition = Callable[[], bool | Awaitable[bool]]
 

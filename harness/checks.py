@@ -1,10 +1,10 @@
-"""Checks of a run's history: ``from harness import checks``.
+"""Checks of a run's history: ``from message_flow_harness import checks``.
 
 Each function returns a :class:`Check`; calling it on a :class:`History`
 gives a :class:`Verdict` whose anomalies read as counterexamples.
 """
 
-from harness._checks import (
+from message_flow_harness._checks import (
     Anomaly,
     Check,
     Facts,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import brokers
-from harness._broker import BrokerInfo
-from harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
-from harness._flow import Flow, RunResult
-from harness._message import BrokerKind, Message
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._message import BrokerKind, Message
 
 _MARKERS = {
     **{
@@ -118,7 +118,7 @@ class FlowCheck:
         self._history_dir = history_dir
 
     async def run(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
-        from harness._runner import run_flow
+        from message_flow_harness._runner import run_flow
 
         broker: BrokerInfo = self._request.getfixturevalue(f"{flow.broker}_broker")
         return await run_flow(flow, messages, broker=broker, history_dir=self._history_dir)
@@ -144,7 +144,7 @@ def flow_bench(request: pytest.FixtureRequest) -> object:
     latency percentiles, in-service time, lag), writes its JSON and SVG next
     to the test's temporary files and lists it at the end of the session.
     """
-    from harness._bench.fixture import make_flow_bench
+    from message_flow_harness._bench.fixture import make_flow_bench
 
     return make_flow_bench(request)
 
@@ -152,7 +152,7 @@ def flow_bench(request: pytest.FixtureRequest) -> object:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     import sys
 
-    if "harness._bench.fixture" in sys.modules:  # only sessions that timed something
-        from harness._bench.fixture import terminal_summary
+    if "message_flow_harness._bench.fixture" in sys.modules:  # only sessions that timed something
+        from message_flow_harness._bench.fixture import terminal_summary
 
         terminal_summary(terminalreporter)

@@ -1,6 +1,6 @@
-"""Steps of a run's schedule: ``from harness.schedule import Publish, Crash, ...``."""
+"""Steps of a run's schedule: ``from message_flow_harness.schedule import Publish, Crash, ...``."""
 
-from harness._schedule import (
+from message_flow_harness._schedule import (
     FAULT_KINDS,
     OPT_IN_FAULT_KINDS,
     BrokerRestart,

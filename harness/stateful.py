@@ -40,13 +40,13 @@ from hypothesis import stateful as hypothesis_stateful
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-import brokers
-from harness._broker import BrokerAdapter, BrokerInfo
-from harness._errors import InvalidArgument
-from harness._flow import Flow, RunResult
-from harness._fuzz import ChecksFailed, checks_failed_in
-from harness._history import History
-from harness._runner import LiveRun
+from message_flow_harness import brokers
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._flow import Flow, RunResult
+from message_flow_harness._fuzz import ChecksFailed, checks_failed_in
+from message_flow_harness._history import History
+from message_flow_harness._runner import LiveRun
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for message flows: ``from harness import strategies``.
+"""Hypothesis strategies for message flows: ``from message_flow_harness import strategies``.
 
 What to generate, kept apart from what runs it (the runner): message lists
 with few keys (so keys collide and orderings matter), payloads a flow can
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from harness._errors import InvalidArgument
-from harness._message import Message
-from harness._schedule import (
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Message
+from message_flow_harness._schedule import (
     FAULT_KINDS,
     MAX_PRODUCERS,
     OPT_IN_FAULT_KINDS,

@@ -13,20 +13,20 @@ listener) and ``_ready`` (its readiness round trip); ``_docker`` (a container);
 ``_probes`` (the service's own clients).
 """
 
-from brokers._lazy import lazy_exports
-from brokers.kafka._driver import KafkaDriver
+from message_flow_harness.brokers._lazy import lazy_exports
+from message_flow_harness.brokers.kafka._driver import KafkaDriver
 
 driver = KafkaDriver()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "KAFKA_VERSION": "brokers.kafka._jars",
-    "KafkaAdapter": "brokers.kafka._adapter",
-    "KafkaRecipe": "brokers.kafka._recipe",
-    "ensure_jars": "brokers.kafka._jars",
-    "secure_info": "brokers.kafka._secure",
-    "secure_settings": "brokers.kafka._secure",
-    "start_container": "brokers.kafka._docker",
+    "KAFKA_VERSION": "message_flow_harness.brokers.kafka._jars",
+    "KafkaAdapter": "message_flow_harness.brokers.kafka._adapter",
+    "KafkaRecipe": "message_flow_harness.brokers.kafka._recipe",
+    "ensure_jars": "message_flow_harness.brokers.kafka._jars",
+    "secure_info": "message_flow_harness.brokers.kafka._secure",
+    "secure_settings": "message_flow_harness.brokers.kafka._secure",
+    "start_container": "message_flow_harness.brokers.kafka._docker",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ("KafkaDriver", "driver", *_EXPORTS)

@@ -19,17 +19,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.offset import OffsetRequest
 
-from brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded
-from brokers.kafka._diagnose import diagnose
-from brokers.kafka._errors import URL_FIX, describe, translate
-from brokers.kafka._protocol import (
-    ASK_AGAIN,
-    COORDINATOR_NOT_READY,
-    GROUP_ID_NOT_FOUND,
-    DeleteGroups,
-)
-from brokers.kafka._tap import Taps
-from harness._broker import (
+from message_flow_harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
@@ -37,8 +27,23 @@ from harness._broker import (
     TapCallback,
     check_producer,
 )
-from harness._errors import BrokerUnavailable, DestinationError, HarnessError, InvalidArgument
-from harness._message import BrokerKind, Message
+from message_flow_harness._errors import (
+    BrokerUnavailable,
+    DestinationError,
+    HarnessError,
+    InvalidArgument,
+)
+from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness.brokers.kafka._clients import MAX_MESSAGE_BYTES, TLS_CLOSE_S, bounded
+from message_flow_harness.brokers.kafka._diagnose import diagnose
+from message_flow_harness.brokers.kafka._errors import URL_FIX, describe, translate
+from message_flow_harness.brokers.kafka._protocol import (
+    ASK_AGAIN,
+    COORDINATOR_NOT_READY,
+    GROUP_ID_NOT_FOUND,
+    DeleteGroups,
+)
+from message_flow_harness.brokers.kafka._tap import Taps
 
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249

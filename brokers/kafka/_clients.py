@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from brokers.kafka._probes import finish_broken_stop
+from message_flow_harness.brokers.kafka._probes import finish_broken_stop
 
 #: Largest message the local broker accepts and the adapter sends (1 MiB payloads fit easily).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

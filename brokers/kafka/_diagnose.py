@@ -17,9 +17,9 @@ from aiokafka import errors as kafka_errors
 from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
-from brokers.kafka._clients import bounded
-from brokers.kafka._errors import describe
-from harness._broker import BrokerInfo
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness.brokers.kafka._clients import bounded
+from message_flow_harness.brokers.kafka._errors import describe
 
 _SETTINGS_FIX = "HARNESS_KAFKA_* or --kafka-option, see README 'Brokers: yours or ours'"
 

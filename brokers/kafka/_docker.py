@@ -15,11 +15,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from brokers.kafka._clients import MAX_MESSAGE_BYTES
-from brokers.kafka._errors import describe
-from brokers.kafka._ready import await_round_trip
-from harness._broker import BrokerInfo
-from harness._errors import BrokerStartError, BrokerUnavailable, HarnessError
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import BrokerStartError, BrokerUnavailable, HarnessError
+from message_flow_harness.brokers.kafka._clients import MAX_MESSAGE_BYTES
+from message_flow_harness.brokers.kafka._errors import describe
+from message_flow_harness.brokers.kafka._ready import await_round_trip
 
 #: The image testcontainers' KafkaContainer is tested with (KRaft needs cp-kafka >= 7.0).
 DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"

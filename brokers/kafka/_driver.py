@@ -7,14 +7,14 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from brokers.kafka import _settings
-from harness._drivers import BrokerDriver, ProxyAddress
-from harness._errors import InvalidArgument
-from harness._message import Endpoints
+from message_flow_harness._drivers import BrokerDriver, ProxyAddress
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Endpoints
+from message_flow_harness.brokers.kafka import _settings
 
 if TYPE_CHECKING:
-    from brokers._local import LocalRecipe
-    from harness._broker import BrokerAdapter, BrokerInfo
+    from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+    from message_flow_harness.brokers._local import LocalRecipe
 
 #: How many fault proxies a broker the harness started advertises listeners for, at most.
 _MAX_PROXIES = 16
@@ -24,7 +24,7 @@ class KafkaDriver(BrokerDriver):
     kind = "kafka"
     title = "Kafka"
     url_env = _settings.URL_ENV
-    probes_module = "brokers.kafka._probes"
+    probes_module = "message_flow_harness.brokers.kafka._probes"
     url_option = _settings.URL_OPTION
     url_example = "127.0.0.1:9092"
     url_metavar = "HOST:PORT"
@@ -53,17 +53,17 @@ class KafkaDriver(BrokerDriver):
         return _settings.parse_kafka_settings(items)
 
     def recipe(self) -> LocalRecipe:
-        from brokers.kafka._recipe import KafkaRecipe
+        from message_flow_harness.brokers.kafka._recipe import KafkaRecipe
 
         return KafkaRecipe()
 
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
-        from brokers.kafka._docker import start_container
+        from message_flow_harness.brokers.kafka._docker import start_container
 
         return start_container()
 
     def adapter(self, info: BrokerInfo, *, timeout: float = 10.0) -> BrokerAdapter:
-        from brokers.kafka._adapter import KafkaAdapter
+        from message_flow_harness.brokers.kafka._adapter import KafkaAdapter
 
         return KafkaAdapter(info, timeout=timeout)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from aiokafka import errors as kafka_errors
 
-from brokers.kafka._clients import MAX_MESSAGE_BYTES
-from harness._errors import BrokerUnavailable, DestinationError, HarnessError
+from message_flow_harness._errors import BrokerUnavailable, DestinationError, HarnessError
+from message_flow_harness.brokers.kafka._clients import MAX_MESSAGE_BYTES
 
 #: What to check when nobody answers at the bootstrap servers.
 URL_FIX = "check --kafka-bootstrap / HARNESS_KAFKA_BOOTSTRAP"

@@ -13,8 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from brokers._local import cache_dir
-from harness._errors import BrokerStartError
+from message_flow_harness._errors import BrokerStartError
+from message_flow_harness.brokers._local import cache_dir
 
 #: Broker and tools share one version: Maven Central has kafka-tools only up to 4.3.1.
 KAFKA_VERSION = "4.3.1"

@@ -16,9 +16,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from harness._history import Kind
-from harness._message import Message
-from harness._probes import Recorder, current_recorder, patch_method
+from message_flow_harness._history import Kind
+from message_flow_harness._message import Message
+from message_flow_harness._probes import Recorder, current_recorder, patch_method
 
 _undo: list[Callable[[], None]] = []  # set while installed
 

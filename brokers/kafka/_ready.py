@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import uuid
 
-from brokers.kafka._adapter import KafkaAdapter
-from brokers.kafka._errors import describe
-from harness._broker import BrokerInfo, DestinationSpec
-from harness._errors import BrokerStartError, BrokerUnavailable, HarnessError
-from harness._message import Message
+from message_flow_harness._broker import BrokerInfo, DestinationSpec
+from message_flow_harness._errors import BrokerStartError, BrokerUnavailable, HarnessError
+from message_flow_harness._message import Message
+from message_flow_harness.brokers.kafka._adapter import KafkaAdapter
+from message_flow_harness.brokers.kafka._errors import describe
 
 
 async def await_connect(info: BrokerInfo, *, within: float) -> None:

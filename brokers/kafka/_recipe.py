@@ -20,15 +20,24 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from brokers._local import LaunchPlan, free_port
-from brokers.kafka._clients import MAX_MESSAGE_BYTES
-from brokers.kafka._errors import describe
-from brokers.kafka._jars import KAFKA_VERSION, ensure_jars, jar_root, jars_ready
-from brokers.kafka._ready import await_connect, await_round_trip
-from brokers.kafka._secure import SecureListener, make_secure_listener, secure_info
-from harness._broker import BrokerInfo
-from harness._errors import BrokerStartError
-from harness._message import BrokerKind
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import BrokerStartError
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers._local import LaunchPlan, free_port
+from message_flow_harness.brokers.kafka._clients import MAX_MESSAGE_BYTES
+from message_flow_harness.brokers.kafka._errors import describe
+from message_flow_harness.brokers.kafka._jars import (
+    KAFKA_VERSION,
+    ensure_jars,
+    jar_root,
+    jars_ready,
+)
+from message_flow_harness.brokers.kafka._ready import await_connect, await_round_trip
+from message_flow_harness.brokers.kafka._secure import (
+    SecureListener,
+    make_secure_listener,
+    secure_info,
+)
 
 #: The broker's JVM: a bounded heap; the serial collector, since a test broker
 #: on a small machine gains nothing from G1's background threads.
@@ -209,7 +218,8 @@ class KafkaRecipe:
             raise BrokerStartError(
                 f"Kafka {KAFKA_VERSION}'s jars are not cached in {jar_root()} and Maven (mvn) "
                 "is not on PATH to fetch them: apt-get install maven, then run "
-                '`python -c "from brokers.kafka import ensure_jars; ensure_jars()"`'
+                '`python -c "from message_flow_harness.brokers.kafka import ensure_jars; '
+                'ensure_jars()"`'
             )
 
     def prepare(self, workdir: Path) -> LaunchPlan:

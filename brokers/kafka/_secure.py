@@ -14,9 +14,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from brokers._tls import make_pki, openssl_available
-from brokers.kafka._settings import kafka_client_options
-from harness._broker import BrokerInfo
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness.brokers._tls import make_pki, openssl_available
+from message_flow_harness.brokers.kafka._settings import kafka_client_options
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 _PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"

@@ -12,8 +12,8 @@ import re
 import ssl
 from collections.abc import Mapping, Sequence
 
-from harness._broker import BrokerInfo
-from harness._errors import InvalidArgument
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import InvalidArgument
 
 URL_ENV = "HARNESS_KAFKA_BOOTSTRAP"
 URL_OPTION = "--kafka-bootstrap"

@@ -18,11 +18,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as kafka_errors
 
-from brokers.kafka._clients import MAX_MESSAGE_BYTES, stop_consumer
-from brokers.kafka._errors import translate
-from harness._broker import BrokerInfo, TapCallback, TapRecord
-from harness._errors import DestinationError, HarnessError
-from harness._message import Message
+from message_flow_harness._broker import BrokerInfo, TapCallback, TapRecord
+from message_flow_harness._errors import DestinationError, HarnessError
+from message_flow_harness._message import Message
+from message_flow_harness.brokers.kafka._clients import MAX_MESSAGE_BYTES, stop_consumer
+from message_flow_harness.brokers.kafka._errors import translate
 
 
 @dataclass(eq=False)

@@ -36,24 +36,24 @@ Mapping of the harness model onto AMQP 0-9-1:
   missed from what sits in the queues nobody consumes.
 """
 
-from brokers._lazy import lazy_exports
-from brokers.rabbitmq._driver import RabbitDriver
+from message_flow_harness.brokers._lazy import lazy_exports
+from message_flow_harness.brokers.rabbitmq._driver import RabbitDriver
 
 driver = RabbitDriver()
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "DEAD_LETTER_EXCHANGE": "brokers.rabbitmq._codec",
-    "KEY_HEADER": "brokers.rabbitmq._codec",
-    "RabbitAdapter": "brokers.rabbitmq._adapter",
-    "RabbitRecipe": "brokers.rabbitmq._node",
-    "Reconciled": "brokers.rabbitmq._firehose",
-    "ctl_env": "brokers.rabbitmq._node",
-    "management_url": "brokers.rabbitmq._urls",
-    "open_adapters": "brokers.rabbitmq._connection",
-    "rabbitmqctl": "brokers.rabbitmq._node",
-    "secure_url": "brokers.rabbitmq._urls",
-    "start_container": "brokers.rabbitmq._docker",
+    "DEAD_LETTER_EXCHANGE": "message_flow_harness.brokers.rabbitmq._codec",
+    "KEY_HEADER": "message_flow_harness.brokers.rabbitmq._codec",
+    "RabbitAdapter": "message_flow_harness.brokers.rabbitmq._adapter",
+    "RabbitRecipe": "message_flow_harness.brokers.rabbitmq._node",
+    "Reconciled": "message_flow_harness.brokers.rabbitmq._firehose",
+    "ctl_env": "message_flow_harness.brokers.rabbitmq._node",
+    "management_url": "message_flow_harness.brokers.rabbitmq._urls",
+    "open_adapters": "message_flow_harness.brokers.rabbitmq._connection",
+    "rabbitmqctl": "message_flow_harness.brokers.rabbitmq._node",
+    "secure_url": "message_flow_harness.brokers.rabbitmq._urls",
+    "start_container": "message_flow_harness.brokers.rabbitmq._docker",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ("RabbitDriver", "driver", *_EXPORTS)

@@ -21,7 +21,18 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from brokers.rabbitmq._codec import (
+from message_flow_harness._broker import (
+    BrokerAdapter,
+    BrokerInfo,
+    DestinationSpec,
+    PublishReceipt,
+    TapCallback,
+    check_producer,
+)
+from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
+from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers.rabbitmq._codec import (
     _DEAD_LETTER_ROUTER,
     _MAX_NAME_BYTES,
     _MAX_TRACEABLE_BYTES,
@@ -30,7 +41,7 @@ from brokers.rabbitmq._codec import (
     _some,
     _validate_queue_name,
 )
-from brokers.rabbitmq._connection import (
+from message_flow_harness.brokers.rabbitmq._connection import (
     _OPEN_ADAPTERS,
     _close_quietly,
     _connect_amqp,
@@ -38,20 +49,9 @@ from brokers.rabbitmq._connection import (
     _finish_before_cancel,
     _why_failed,
 )
-from brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
-from brokers.rabbitmq._management import ManagementClient
-from brokers.rabbitmq._urls import _URL_FIX, _check_url, _vhost_of
-from harness._broker import (
-    BrokerAdapter,
-    BrokerInfo,
-    DestinationSpec,
-    PublishReceipt,
-    TapCallback,
-    check_producer,
-)
-from harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
-from harness._message import BrokerKind, Message
-from harness._redact import redact_url
+from message_flow_harness.brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
+from message_flow_harness.brokers.rabbitmq._management import ManagementClient
+from message_flow_harness.brokers.rabbitmq._urls import _URL_FIX, _check_url, _vhost_of
 
 __all__ = ("RabbitAdapter",)
 

@@ -19,8 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from harness._errors import InvalidArgument
-from harness._message import Message
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Message
 
 #: Header that carries ``Message.key`` (AMQP messages have no key).
 KEY_HEADER: Final = "x-harness-key"

@@ -23,12 +23,12 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
 
-from brokers.rabbitmq._urls import _URL_FIX, _speaks_tls, _vhost_of
-from harness._broker import BrokerInfo
-from harness._redact import redact_url
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers.rabbitmq._urls import _URL_FIX, _speaks_tls, _vhost_of
 
 if TYPE_CHECKING:
-    from brokers.rabbitmq._adapter import RabbitAdapter
+    from message_flow_harness.brokers.rabbitmq._adapter import RabbitAdapter
 
 
 _P = ParamSpec("_P")

@@ -15,8 +15,8 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from harness._broker import BrokerInfo
-from harness._errors import BrokerError, BrokerStartError, BrokerUnavailable
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import BrokerError, BrokerStartError, BrokerUnavailable
 
 
 def _docker_engine_problem() -> str | None:

@@ -10,17 +10,17 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from brokers._local import free_port
-from harness._broker import BrokerInfo
-from harness._drivers import BrokerDriver, BrokerRestart, ProxyAddress
-from harness._errors import InvalidArgument
-from harness._message import Endpoints
-from harness._redact import redact_url
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import BrokerDriver, BrokerRestart, ProxyAddress
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._message import Endpoints
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers._local import free_port
 
 if TYPE_CHECKING:
-    from brokers._local import LocalRecipe
-    from brokers.rabbitmq._adapter import RabbitAdapter
-    from harness._broker import BrokerAdapter
+    from message_flow_harness._broker import BrokerAdapter
+    from message_flow_harness.brokers._local import LocalRecipe
+    from message_flow_harness.brokers.rabbitmq._adapter import RabbitAdapter
 
 URL_ENV = "HARNESS_AMQP_URL"
 URL_OPTION = "--amqp-url"
@@ -56,7 +56,7 @@ class RabbitDriver(BrokerDriver):
     kind = "rabbitmq"
     title = "RabbitMQ"
     url_env = URL_ENV
-    probes_module = "brokers.rabbitmq._probes"
+    probes_module = "message_flow_harness.brokers.rabbitmq._probes"
     url_option = URL_OPTION
     url_example = "amqp://guest:guest@127.0.0.1:5672/"
     taps_deliveries = True
@@ -91,17 +91,17 @@ class RabbitDriver(BrokerDriver):
         return BrokerInfo(kind=self.kind, url=url, provider="url")
 
     def recipe(self) -> LocalRecipe:
-        from brokers.rabbitmq._node import RabbitRecipe
+        from message_flow_harness.brokers.rabbitmq._node import RabbitRecipe
 
         return RabbitRecipe()
 
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
-        from brokers.rabbitmq._docker import start_container
+        from message_flow_harness.brokers.rabbitmq._docker import start_container
 
         return start_container()
 
     def adapter(self, info: BrokerInfo, *, timeout: float = 10.0) -> BrokerAdapter:
-        from brokers.rabbitmq._adapter import RabbitAdapter
+        from message_flow_harness.brokers.rabbitmq._adapter import RabbitAdapter
 
         return RabbitAdapter(info, timeout=timeout)
 
@@ -126,7 +126,7 @@ class RabbitDriver(BrokerDriver):
         return dataclasses.replace(endpoints, amqp_url=url)
 
     def broker_restart(self, info: BrokerInfo) -> BrokerRestart:
-        from brokers.rabbitmq._connection import open_adapters
+        from message_flow_harness.brokers.rabbitmq._connection import open_adapters
 
         return _RabbitRestart(open_adapters(info))
 

@@ -30,13 +30,17 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
-from brokers.rabbitmq._codec import DEAD_LETTER_EXCHANGE, TRACE_EXCHANGE, _decode_message
-from harness._broker import TapCallback, TapEvent, TapRecord
-from harness._errors import BrokerUnavailable, DestinationError
-from harness._message import Message
+from message_flow_harness._broker import TapCallback, TapEvent, TapRecord
+from message_flow_harness._errors import BrokerUnavailable, DestinationError
+from message_flow_harness._message import Message
+from message_flow_harness.brokers.rabbitmq._codec import (
+    DEAD_LETTER_EXCHANGE,
+    TRACE_EXCHANGE,
+    _decode_message,
+)
 
 if TYPE_CHECKING:
-    from brokers.rabbitmq._adapter import RabbitAdapter
+    from message_flow_harness.brokers.rabbitmq._adapter import RabbitAdapter
 
 #: Marks the message a tap publishes to itself to prove the firehose is live.
 _SENTINEL_HEADER: Final = "x-harness-tap-sentinel"

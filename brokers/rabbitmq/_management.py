@@ -22,17 +22,22 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from brokers.rabbitmq._codec import DEAD_LETTER_EXCHANGE, _some
-from brokers.rabbitmq._urls import (
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import (
+    BrokerError,
+    BrokerUnavailable,
+    DestinationError,
+    InvalidArgument,
+)
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers.rabbitmq._codec import DEAD_LETTER_EXCHANGE, _some
+from message_flow_harness.brokers.rabbitmq._urls import (
     _MANAGEMENT_ENV,
     _credentials,
     _ssl_context,
     _vhost_of,
     management_url,
 )
-from harness._broker import BrokerInfo
-from harness._errors import BrokerError, BrokerUnavailable, DestinationError, InvalidArgument
-from harness._redact import redact_url
 
 #: Policies that wire a queue's dead-lettering are named this plus the queue's name.
 _POLICY_PREFIX: Final = "harness-dlx-"

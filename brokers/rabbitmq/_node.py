@@ -24,15 +24,15 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from brokers._local import LaunchPlan, free_port
-from brokers._tls import make_pki, openssl_available
-from brokers.rabbitmq._codec import TRACE_EXCHANGE
-from brokers.rabbitmq._connection import _connect_amqp
-from brokers.rabbitmq._urls import secure_url
-from harness._broker import BrokerInfo
-from harness._errors import BrokerError, BrokerStartError, InvalidArgument
-from harness._message import BrokerKind
-from harness._redact import redact_url
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import BrokerError, BrokerStartError, InvalidArgument
+from message_flow_harness._message import BrokerKind
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers._local import LaunchPlan, free_port
+from message_flow_harness.brokers._tls import make_pki, openssl_available
+from message_flow_harness.brokers.rabbitmq._codec import TRACE_EXCHANGE
+from message_flow_harness.brokers.rabbitmq._connection import _connect_amqp
+from message_flow_harness.brokers.rabbitmq._urls import secure_url
 
 RABBITMQ_BIN: Final = Path("/usr/lib/rabbitmq/bin")
 _INSTALL_FIX: Final = "install it with `apt-get install rabbitmq-server`"

@@ -18,8 +18,8 @@ from aio_pika.connection import Connection
 from aio_pika.exchange import Exchange
 from aio_pika.message import IncomingMessage
 
-from harness._history import Kind
-from harness._probes import Recorder, current_recorder, patch_method
+from message_flow_harness._history import Kind
+from message_flow_harness._probes import Recorder, current_recorder, patch_method
 
 _undo: list[Callable[[], None]] = []  # set while installed
 

@@ -15,9 +15,9 @@ import ssl
 import urllib.parse
 from typing import Final
 
-from harness._broker import BrokerInfo
-from harness._errors import InvalidArgument
-from harness._redact import redact_url
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._redact import redact_url
 
 _URL_FIX: Final = "check the option --amqp-url / the environment variable HARNESS_AMQP_URL"
 _MANAGEMENT_ENV: Final = "HARNESS_RABBITMQ_MANAGEMENT_URL"

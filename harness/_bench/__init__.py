@@ -2,7 +2,7 @@
 
 ``await bench(flow)`` runs the service once per round on a real broker (fresh
 destinations and consumer group, output and dead-letter taps, client probes:
-the same :class:`~harness._runner.LiveRun` as every run), publishes stamped
+the same :class:`~message_flow_harness._runner.LiveRun` as every run), publishes stamped
 inputs, waits for their outputs, and measures from the run's history:
 
 * **throughput**: inputs accounted for (output or dead letter) per second,
@@ -18,7 +18,7 @@ inputs, waits for their outputs, and measures from the run's history:
 How inputs are published (the mode is part of the result):
 
 * as fast as possible (default): up to
-  :data:`~harness._bench.publishers.PUBLISH_CONCURRENCY` publishes
+  :data:`~message_flow_harness._bench.publishers.PUBLISH_CONCURRENCY` publishes
   await the broker's confirm at once, through the adapter (one at a time,
   RabbitMQ's confirms cap a publisher near 2k msg/s on a small machine).
   Latency counts from the moment a publish is handed to the client;

@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 
-from harness._bench.result import Round, Sample
-from harness._bench.stats import Distribution
-from harness._history import History, Kind
+from message_flow_harness._bench.result import Round, Sample
+from message_flow_harness._bench.stats import Distribution
+from message_flow_harness._history import History, Kind
 
 #: Points of the lag and latency series (per round).
 SERIES_POINTS = 200

@@ -6,19 +6,19 @@ import argparse
 import asyncio
 import sys
 
-import brokers
-from harness._bench.compare import compare
-from harness._bench.result import BenchResult
-from harness._bench.run import bench
-from harness._cli_args import (
+from message_flow_harness import brokers
+from message_flow_harness._bench.compare import compare
+from message_flow_harness._bench.result import BenchResult
+from message_flow_harness._bench.run import bench
+from message_flow_harness._cli_args import (
     add_broker_url_arguments,
     broker_url,
     non_negative_int,
     positive_int,
     positive_rate,
 )
-from harness._flow import Flow
-from harness._redact import redact_url
+from message_flow_harness._flow import Flow
+from message_flow_harness._redact import redact_url
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

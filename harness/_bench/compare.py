@@ -7,8 +7,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Literal
 
-from harness._bench.result import BenchResult
-from harness._bench.stats import mann_whitney_p
+from message_flow_harness._bench.result import BenchResult
+from message_flow_harness._bench.stats import mann_whitney_p
 
 #: A p-value below this makes a difference between two results significant.
 ALPHA = 0.05

@@ -6,11 +6,11 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness._bench.result import BenchResult
-from harness._bench.run import bench
-from harness._broker import BrokerInfo
-from harness._errors import InvalidArgument
-from harness._flow import Flow
+from message_flow_harness._bench.result import BenchResult
+from message_flow_harness._bench.run import bench
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._flow import Flow
 
 if TYPE_CHECKING:
     import pytest

@@ -9,12 +9,12 @@ import time
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness._errors import HarnessTimeout
-from harness._history import Kind
-from harness._message import HARNESS_ID_HEADER, Message
+from message_flow_harness._errors import HarnessTimeout
+from message_flow_harness._history import Kind
+from message_flow_harness._message import HARNESS_ID_HEADER, Message
 
 if TYPE_CHECKING:
-    from harness._runner import LiveRun
+    from message_flow_harness._runner import LiveRun
 
 #: Publishes awaiting the broker's confirm at once, when publishing as fast as possible.
 PUBLISH_CONCURRENCY = 64

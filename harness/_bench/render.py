@@ -6,10 +6,10 @@ import html
 import math
 from typing import TYPE_CHECKING
 
-from harness._bench.stats import PERCENTILES, Distribution
+from message_flow_harness._bench.stats import PERCENTILES, Distribution
 
 if TYPE_CHECKING:
-    from harness._bench.result import BenchResult
+    from message_flow_harness._bench.result import BenchResult
 
 _ROUND_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 

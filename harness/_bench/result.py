@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness._bench import render
-from harness._bench.publishers import PUBLISH_CONCURRENCY
-from harness._bench.stats import Distribution
-from harness._errors import InvalidArgument
+from message_flow_harness._bench import render
+from message_flow_harness._bench.publishers import PUBLISH_CONCURRENCY
+from message_flow_harness._bench.stats import Distribution
+from message_flow_harness._errors import InvalidArgument
 
 FORMAT = "message-flow-harness/bench/1"
 

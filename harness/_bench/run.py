@@ -10,15 +10,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import brokers
-from harness._bench.analysis import analyze
-from harness._bench.publishers import Publisher, inputs
-from harness._bench.result import BenchResult, Round
-from harness._broker import BrokerAdapter, BrokerInfo
-from harness._errors import InvalidArgument
-from harness._flow import Flow
-from harness._message import Message
-from harness._runner import LiveRun
+from message_flow_harness import brokers
+from message_flow_harness._bench.analysis import analyze
+from message_flow_harness._bench.publishers import Publisher, inputs
+from message_flow_harness._bench.result import BenchResult, Round
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._flow import Flow
+from message_flow_harness._message import Message
+from message_flow_harness._runner import LiveRun
 
 
 async def bench(

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-import brokers
-from harness import BrokerAdapter, BrokerInfo
+from message_flow_harness import BrokerAdapter, BrokerInfo, brokers
 
 
 @pytest.fixture(

@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from brokers._local import cache_dir
-from harness import BrokerInfo
-from harness._message import BrokerKind
+from message_flow_harness import BrokerInfo
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers._local import cache_dir
 
 
 def _harness(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness._cli", "brokers", *args],
+        [sys.executable, "-m", "message_flow_harness._cli", "brokers", *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -37,7 +37,7 @@ def private_broker(kind: BrokerKind, directory: Path) -> Iterator[BrokerInfo]:
     cache = directory / "cache"
     cache.mkdir(parents=True)
     if kind == "kafka":
-        from brokers.kafka import KAFKA_VERSION, ensure_jars
+        from message_flow_harness.brokers.kafka import KAFKA_VERSION, ensure_jars
 
         ensure_jars()
         (cache / f"kafka-{KAFKA_VERSION}").symlink_to(cache_dir() / f"kafka-{KAFKA_VERSION}")

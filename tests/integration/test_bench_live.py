@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import BrokerInfo, Flow
-from harness._bench.command import add_bench_arguments, bench_command
-from harness._bench.fixture import make_flow_bench
-from harness._bench.result import BenchResult
-from harness._bench.run import bench
-from harness._cli import load_flow
+from message_flow_harness import BrokerInfo, Flow
+from message_flow_harness._bench.command import add_bench_arguments, bench_command
+from message_flow_harness._bench.fixture import make_flow_bench
+from message_flow_harness._bench.result import BenchResult
+from message_flow_harness._bench.run import bench
+from message_flow_harness._cli import load_flow
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 

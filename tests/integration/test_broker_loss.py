@@ -36,11 +36,7 @@ from typing import Any
 
 import pytest
 
-import harness._fuzz
-import harness._runner
-from brokers._local import cache_dir, owner_alive
-from brokers.kafka import KAFKA_VERSION, ensure_jars
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     Endpoints,
@@ -48,12 +44,16 @@ from harness import (
     HarnessError,
     HarnessTimeout,
     History,
+    _fuzz,
+    _runner,
     eventually,
     fuzz,
 )
-from harness._fuzz import Example
-from harness._message import BrokerKind
-from harness._redact import redact_url
+from message_flow_harness._fuzz import Example
+from message_flow_harness._message import BrokerKind
+from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers._local import cache_dir, owner_alive
+from message_flow_harness.brokers.kafka import KAFKA_VERSION, ensure_jars
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 
@@ -69,7 +69,7 @@ SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
 
 def _harness_cli(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness._cli", "brokers", *args],
+        [sys.executable, "-m", "message_flow_harness._cli", "brokers", *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -185,7 +185,7 @@ async def _campaign(private: PrivateBroker, outcome: Outcome) -> None:
             yield
 
     runs: list[tuple[float, str]] = []
-    original = harness._runner.run_flow  # what harness._fuzz calls by that name
+    original = _runner.run_flow  # what _fuzz calls by that name
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -199,7 +199,7 @@ async def _campaign(private: PrivateBroker, outcome: Outcome) -> None:
     examples: list[Example] = []
     flow = Flow(sut=service, broker=kind, quiet=1.0, name=f"{kind}_correct")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness._fuzz, "run_flow", counted)
+        patch.setattr(_fuzz, "run_flow", counted)
         campaign = asyncio.ensure_future(
             fuzz(
                 flow,

@@ -14,10 +14,18 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-import brokers
-from harness import BrokerInfo, Endpoints, Flow, Message, ServiceError, checks, eventually
-from harness._runner import run_flow
-from harness.schedule import Crash, Pause
+from message_flow_harness import (
+    BrokerInfo,
+    Endpoints,
+    Flow,
+    Message,
+    ServiceError,
+    brokers,
+    checks,
+    eventually,
+)
+from message_flow_harness._runner import run_flow
+from message_flow_harness.schedule import Crash, Pause
 from tests.zoo.kafka_services import kafka_correct, kafka_swallows_errors
 from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
 

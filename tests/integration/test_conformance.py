@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-import brokers
-from harness import (
+from message_flow_harness import (
     BrokerAdapter,
     BrokerInfo,
     BrokerUnavailable,
@@ -23,9 +22,10 @@ from harness import (
     InvalidArgument,
     Message,
     TapRecord,
+    brokers,
     eventually,
 )
-from harness._drivers import driver
+from message_flow_harness._drivers import driver
 
 pytestmark = pytest.mark.asyncio
 

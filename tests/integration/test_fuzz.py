@@ -20,12 +20,12 @@ import aio_pika.abc
 import pytest
 from hypothesis import strategies as st
 
-from harness import BrokerInfo, ChecksFailed, Endpoints, Flow, Message, checks, fuzz
-from harness import strategies as hs
-from harness._fuzz import Example
-from harness.schedule import Crash, Join, Publish
-from harness.stateful import FlowMachine, rule, run_machine
-from harness.strategies import POISON
+from message_flow_harness import BrokerInfo, ChecksFailed, Endpoints, Flow, Message, checks, fuzz
+from message_flow_harness import strategies as hs
+from message_flow_harness._fuzz import Example
+from message_flow_harness.schedule import Crash, Join, Publish
+from message_flow_harness.stateful import FlowMachine, rule, run_machine
+from message_flow_harness.strategies import POISON
 from tests.zoo.kafka_services import (
     kafka_concurrent_batch,
     kafka_correct,
@@ -328,7 +328,7 @@ async def test_async_state_machine_passes_the_correct_service(
 async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path) -> None:
     module = tmp_path / "cli_flows.py"
     module.write_text(
-        "from harness import Flow, checks\n"
+        "from message_flow_harness import Flow, checks\n"
         "from tests.zoo.kafka_services import kafka_concurrent_batch, kafka_correct\n"
         "racy = Flow(sut=kafka_concurrent_batch, broker='kafka',"
         " checks=[checks.per_key_order()], quiet=1.0)\n"
@@ -338,7 +338,7 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
 
     def harness(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "harness._cli", "fuzz", *args, "--quiet",
+            [sys.executable, "-m", "message_flow_harness._cli", "fuzz", *args, "--quiet",
              "--kafka-bootstrap", kafka_broker.url, "--report-dir", str(tmp_path)],
             capture_output=True, text=True, cwd=tmp_path, timeout=600,
             env={**os.environ, "PYTHONPATH": f"{root}:{tmp_path}"},

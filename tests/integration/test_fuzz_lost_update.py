@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import BrokerInfo, Flow, checks, fuzz
-from harness.schedule import Publish
+from message_flow_harness import BrokerInfo, Flow, checks, fuzz
+from message_flow_harness.schedule import Publish
 from tests.zoo import SERVICES
 from tests.zoo.totals import amounts, totals_add_up
 

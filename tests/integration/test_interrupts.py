@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import brokers
-from harness import BrokerInfo
+from message_flow_harness import BrokerInfo, brokers
 
 ROOT = Path(__file__).parents[2]
 
@@ -36,15 +35,15 @@ def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
     info: BrokerInfo = request.getfixturevalue(f"{kind}_broker")
     service = "kafka_correct" if kind == "kafka" else "rabbitmq_correct"
     (tmp_path / "flows.py").write_text(
-        "from harness import Flow\n"
+        "from message_flow_harness import Flow\n"
         f"from tests.zoo.{kind}_services import {service}\n"
         f"flow = Flow(sut={service}, broker={kind!r}, quiet=1.0)\n"
     )
     before = asyncio.run(_destinations(info))
     option = "--kafka-bootstrap" if kind == "kafka" else "--amqp-url"
     with subprocess.Popen(
-        [sys.executable, "-m", "harness._cli", "fuzz", "flows:flow", "--max-examples", "1000",
-         option, info.url, "--report-dir", str(tmp_path)],
+        [sys.executable, "-m", "message_flow_harness._cli", "fuzz", "flows:flow",
+         "--max-examples", "1000", option, info.url, "--report-dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}",
              "HARNESS_RABBITMQ_MANAGEMENT_URL": info.extra.get("management", "")},

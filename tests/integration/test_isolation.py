@@ -10,11 +10,10 @@ import asyncio
 
 import pytest
 
-import brokers
-from harness import BrokerAdapter, BrokerInfo, Flow, checks
-from harness._fuzz import fuzz
-from harness._isolation import Fresh, Isolation, destination_specs
-from harness._message import Endpoints
+from message_flow_harness import BrokerAdapter, BrokerInfo, Flow, brokers, checks
+from message_flow_harness._fuzz import fuzz
+from message_flow_harness._isolation import Fresh, Isolation, destination_specs
+from message_flow_harness._message import Endpoints
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct
 

@@ -9,7 +9,7 @@ issue's figure with::
 
 Each test publishes fast (aiokafka ``send`` without awaiting each record;
 aio-pika with publisher confirms in windows), then a service-like consumer
-running under a :class:`~harness._probes.Recorder` consumes everything, so
+running under a :class:`~message_flow_harness._probes.Recorder` consumes everything, so
 the driver probes record as they do for a service under test, while the
 adapter's tap records what lands on the destination into the same
 :class:`~harness.History`. Every recorder's harness ids (and Kafka offsets)
@@ -46,9 +46,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-import brokers
-from brokers.rabbitmq import management_url
-from harness import (
+from message_flow_harness import (
     HARNESS_ID_HEADER,
     BrokerInfo,
     DestinationSpec,
@@ -56,9 +54,11 @@ from harness import (
     History,
     Kind,
     TapRecord,
+    brokers,
     eventually,
 )
-from harness._probes import Recorder, current_recorder
+from message_flow_harness._probes import Recorder, current_recorder
+from message_flow_harness.brokers.rabbitmq import management_url
 
 
 def _message_count(default: int) -> int:

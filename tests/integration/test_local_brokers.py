@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from brokers._local import cache_dir
-from brokers.kafka import KAFKA_VERSION, ensure_jars
+from message_flow_harness.brokers._local import cache_dir
+from message_flow_harness.brokers.kafka import KAFKA_VERSION, ensure_jars
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -37,7 +37,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 def harness(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness._cli", "brokers", *args],
+        [sys.executable, "-m", "message_flow_harness._cli", "brokers", *args],
         capture_output=True,
         text=True,
         timeout=180,

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-import brokers
-from harness import BrokerInfo, Endpoints, Flow, Kind, Message, ServiceError, checks
-from harness._checks import Anomaly
-from harness._flow import RunResult, Service
-from harness._runner import run_flow
-from harness.schedule import Join, Leave, Pause
+from message_flow_harness import (
+    BrokerInfo,
+    Endpoints,
+    Flow,
+    Kind,
+    Message,
+    ServiceError,
+    brokers,
+    checks,
+)
+from message_flow_harness._checks import Anomaly
+from message_flow_harness._flow import RunResult, Service
+from message_flow_harness._runner import run_flow
+from message_flow_harness.schedule import Join, Leave, Pause
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from harness import BrokerInfo, Endpoints, Flow, Kind, Message, checks
-from harness._flow import RunResult
-from harness._runner import run_flow
-from harness.schedule import Cut, Latency, Settle
+from message_flow_harness import BrokerInfo, Endpoints, Flow, Kind, Message, checks
+from message_flow_harness._flow import RunResult
+from message_flow_harness._runner import run_flow
+from message_flow_harness.schedule import Cut, Latency, Settle
 from tests.zoo.kafka_services import kafka_correct
 from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 

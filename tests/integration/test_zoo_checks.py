@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Flow, Kind, Message, checks
-from harness._message import BrokerKind
-from harness.pytest_plugin import FlowCheck
-from harness.strategies import POISON
+from message_flow_harness import Flow, Kind, Message, checks
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.pytest_plugin import FlowCheck
+from message_flow_harness.strategies import POISON
 from tests.zoo.kafka_services import KAFKA_SERVICES
 from tests.zoo.rabbitmq_services import RABBITMQ_SERVICES
 
@@ -162,7 +162,7 @@ async def test_failure_message_shows_counterexample_and_history(
     pytester.makepyfile(
         """
         import pytest
-        from harness import Flow, Message, checks
+        from message_flow_harness import Flow, Message, checks
         from tests.zoo.kafka_services import kafka_concurrent_batch
 
         @pytest.mark.asyncio

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
-from harness._history import Event, History, Kind
-from harness._message import HARNESS_ID_HEADER, Message
+from message_flow_harness._history import Event, History, Kind
+from message_flow_harness._message import HARNESS_ID_HEADER, Message
 
 MS = 1_000_000  # ns per ms
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import Flow, InvalidArgument, Kind
-from harness._bench.analysis import analyze
-from harness._bench.command import add_bench_arguments
-from harness._bench.compare import compare
-from harness._bench.publishers import inputs
-from harness._bench.result import FORMAT, BenchResult, Round, Sample
-from harness._bench.run import bench
-from harness._bench.stats import Distribution, mann_whitney_p
+from message_flow_harness import Flow, InvalidArgument, Kind
+from message_flow_harness._bench.analysis import analyze
+from message_flow_harness._bench.command import add_bench_arguments
+from message_flow_harness._bench.compare import compare
+from message_flow_harness._bench.publishers import inputs
+from message_flow_harness._bench.result import FORMAT, BenchResult, Round, Sample
+from message_flow_harness._bench.run import bench
+from message_flow_harness._bench.stats import Distribution, mann_whitney_p
 from tests.unit.histories import Script
 from tests.zoo.kafka_services import kafka_correct
 
@@ -361,10 +361,10 @@ def test_command_line_options() -> None:
 _CONFTEST = """
 import pytest
 
-import harness._bench.fixture as bench_module
-from harness import BrokerInfo
-from harness._bench.result import BenchResult, Round
-from harness._bench.stats import Distribution
+import message_flow_harness._bench.fixture as bench_module
+from message_flow_harness import BrokerInfo
+from message_flow_harness._bench.result import BenchResult, Round
+from message_flow_harness._bench.stats import Distribution
 
 
 async def fake_bench(flow, *, broker, messages=1000, **options):
@@ -405,7 +405,7 @@ def test_flow_bench_returns_the_result_and_lists_it_in_the_summary(
         """
         import contextlib
         import pytest
-        from harness import Flow
+        from message_flow_harness import Flow
 
         def orders(endpoints):
             return contextlib.nullcontext()

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import pytest
 from histories import MS, Script
 
-from harness import HARNESS_ID_HEADER, InvalidArgument, Message, checks
-from harness._history import History
-from harness.checks import (
+from message_flow_harness import HARNESS_ID_HEADER, InvalidArgument, Message, checks
+from message_flow_harness._history import History
+from message_flow_harness.checks import (
     Anomaly,
     Check,
     Facts,

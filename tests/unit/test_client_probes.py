@@ -12,10 +12,10 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from brokers.kafka import _probes as kafka_probes
-from brokers.rabbitmq import _probes as rabbitmq_probes
-from harness._history import Event, History, Kind
-from harness._probes import Recorder, current_recorder
+from message_flow_harness._history import Event, History, Kind
+from message_flow_harness._probes import Recorder, current_recorder
+from message_flow_harness.brokers.kafka import _probes as kafka_probes
+from message_flow_harness.brokers.rabbitmq import _probes as rabbitmq_probes
 
 IN_0, IN_1, IN_2 = (TopicPartition("h-in", p) for p in range(3))
 

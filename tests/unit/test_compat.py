@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-import harness  # noqa: F401 - importing it installs the work-around
+import message_flow_harness  # noqa: F401 - importing it installs the work-around
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="only CPython 3.11 needs it")

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import Endpoints, Flow, InvalidArgument
-from harness._broker import BrokerInfo
-from harness._drivers import BROKER_KINDS, DRIVER_MODULES, BrokerDriver, check_kind, driver
-from harness._isolation import new_endpoints
+from message_flow_harness import Endpoints, Flow, InvalidArgument
+from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import (
+    BROKER_KINDS,
+    DRIVER_MODULES,
+    BrokerDriver,
+    check_kind,
+    driver,
+)
+from message_flow_harness._isolation import new_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Each driver package's client library, which importing the package must not load.
@@ -32,7 +38,7 @@ def test_each_kind_has_a_driver_of_its_own_kind(kind: str) -> None:
 @pytest.mark.parametrize("kind", BROKER_KINDS)
 def test_looking_a_driver_up_loads_no_client_library(kind: str) -> None:
     code = (
-        "import sys, harness._drivers as d; d.driver(sys.argv[1]);"
+        "import sys, message_flow_harness._drivers as d; d.driver(sys.argv[1]);"
         " print(sorted(m for m in sys.modules if m.split('.')[0] == sys.argv[2]))"
     )
     out = subprocess.run(

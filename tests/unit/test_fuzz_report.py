@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import Endpoints, Flow, FuzzReport, History, Message, RunResult
-from harness._checks import Anomaly, Verdict
-from harness._cli import fuzz_json
-from harness._report import FORMAT, write_failure
-from harness.schedule import Crash, Publish
+from message_flow_harness import Endpoints, Flow, FuzzReport, History, Message, RunResult
+from message_flow_harness._checks import Anomaly, Verdict
+from message_flow_harness._cli import fuzz_json
+from message_flow_harness._report import FORMAT, write_failure
+from message_flow_harness.schedule import Crash, Publish
 from tests.unit.histories import Script
 
 

@@ -14,8 +14,8 @@ from histories import MS, Script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import HARNESS_ID_HEADER, InvalidArgument, Message, TapRecord
-from harness._history import Event, History, Kind
+from message_flow_harness import HARNESS_ID_HEADER, InvalidArgument, Message, TapRecord
+from message_flow_harness._history import Event, History, Kind
 
 FORMAT = "message-flow-harness/history/1"
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness import BrokerInfo, DestinationSpec
-from harness._errors import BrokerUnavailable, DestinationError
-from harness._isolation import Isolation
+from message_flow_harness import BrokerInfo, DestinationSpec
+from message_flow_harness._errors import BrokerUnavailable, DestinationError
+from message_flow_harness._isolation import Isolation
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,21 +7,29 @@ imports inside functions that an import-time check would miss.
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("harness", "brokers")
+# The installed name of each source folder, as pyproject.toml maps them.
+PACKAGES = {
+    folder: package
+    for package, folder in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]["package-dir"].items()
+}
 MAX_LINES = 800
 
 
-def _modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
-    """Every module of ``packages`` by dotted name (a package by its own name)."""
+def _modules(root: Path, packages: dict[str, str]) -> dict[str, Path]:
+    """Every module of ``packages`` (folder: installed name) by dotted name."""
     found = {}
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = path.relative_to(root).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for folder, package in packages.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            dotted = (package, *(parts[:-1] if parts[-1] == "__init__" else parts))
+            found[".".join(dotted)] = path
     return found
 
 
@@ -68,7 +76,7 @@ def _targets(
     yield from (name for name in names if name in modules)
 
 
-def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT, packages: dict[str, str] = PACKAGES) -> dict[str, set[str]]:
     """Which project modules each project module imports, at the top or inside functions.
 
     Only what an import statement names: ``import_module("...")`` is not an
@@ -171,7 +179,7 @@ def test_the_graph_counts_imports_in_functions_but_not_for_type_checkers(
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
 
-    graph = import_graph(tmp_path, ("pkg",))
+    graph = import_graph(tmp_path, {"pkg": "pkg"})
 
     assert graph == {
         "pkg": {"pkg._a"},
@@ -186,3 +194,12 @@ def test_the_graph_counts_imports_in_functions_but_not_for_type_checkers(
         _a_cycle(graph, cycles(graph)[0])
         == "pkg -> pkg._a -> pkg._b -> pkg._c -> pkg.sub._d -> pkg"
     )
+
+
+def test_every_package_folder_ships_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (the folders are renamed): none forgotten."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        name for name, path in _modules(ROOT, PACKAGES).items() if path.name == "__init__.py"
+    }
+    assert folders == set(setuptools["packages"])

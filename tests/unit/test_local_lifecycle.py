@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from brokers import _local
-from brokers._local import LaunchPlan, free_port
-from harness import BrokerInfo, BrokerStartError
-from harness._message import BrokerKind
+from message_flow_harness import BrokerInfo, BrokerStartError
+from message_flow_harness._message import BrokerKind
+from message_flow_harness.brokers import _local
+from message_flow_harness.brokers._local import LaunchPlan, free_port
 
 
 class HttpRecipe:
@@ -117,7 +117,7 @@ def test_broker_stops_when_the_leasing_process_is_killed(tmp_path: Path) -> None
         f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from brokers import _local
+        from message_flow_harness.brokers import _local
         from test_local_lifecycle import HttpRecipe
         info = _local.acquire(HttpRecipe())
         print(info.extra["pid"], info.extra["workdir"], flush=True)
@@ -163,7 +163,7 @@ def test_failed_readiness_stops_the_broker_and_says_why() -> None:
 def test_a_kafka_cluster_id_never_starts_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
     import uuid
 
-    from brokers.kafka import _recipe as kafka
+    from message_flow_harness.brokers.kafka import _recipe as kafka
 
     dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # encodes as "-AAA..."
     plain = uuid.UUID(int=1)

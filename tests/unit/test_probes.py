@@ -7,9 +7,9 @@ from inspect import Parameter
 
 import pytest
 
-from harness import History, Kind, Message
-from harness._history import Event
-from harness._probes import Recorder
+from message_flow_harness import History, Kind, Message
+from message_flow_harness._history import Event
+from message_flow_harness._probes import Recorder
 
 
 def test_harness_id_from_every_header_shape() -> None:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from brokers._local import free_port
-from harness import BrokerUnavailable
-from harness._proxy import FaultProxy
+from message_flow_harness import BrokerUnavailable
+from message_flow_harness._proxy import FaultProxy
+from message_flow_harness.brokers._local import free_port
 
 pytestmark = pytest.mark.asyncio
 

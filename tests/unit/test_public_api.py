@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import harness
-from harness import checks
+import message_flow_harness as harness
+from message_flow_harness import checks
 
 
 @pytest.mark.parametrize("name", harness.__all__)
@@ -23,7 +23,8 @@ def test_every_check_name_is_importable(name: str) -> None:
 
 def test_importing_the_core_and_plugin_loads_no_broker_driver() -> None:
     code = (
-        "import sys, harness, harness.pytest_plugin, brokers;"
+        "import sys, message_flow_harness, message_flow_harness.pytest_plugin;"
+        "import message_flow_harness.brokers;"
         "loaded = [m for m in ('aiokafka', 'aio_pika', 'aiormq') if m in sys.modules];"
         "print(','.join(loaded))"
     )

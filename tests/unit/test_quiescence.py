@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from harness import Endpoints, Flow
-from harness._history import History, Kind
-from harness._runner import _await_quiescence
+from message_flow_harness import Endpoints, Flow
+from message_flow_harness._history import History, Kind
+from message_flow_harness._runner import _await_quiescence
 
 pytestmark = pytest.mark.asyncio
 MS = 1_000_000

@@ -8,7 +8,7 @@ import urllib.parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokers.rabbitmq._management import _LOOKUP_PATTERN_BYTES, _name_chunks
+from message_flow_harness.brokers.rabbitmq._management import _LOOKUP_PATTERN_BYTES, _name_chunks
 
 queue_names = st.text(min_size=1, max_size=120).filter(lambda n: len(n.encode()) <= 255)
 

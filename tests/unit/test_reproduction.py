@@ -6,9 +6,9 @@ import ast
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from harness import Endpoints, Flow, Message
-from harness._report import reproduction_test
-from harness.schedule import Crash, Publish
+from message_flow_harness import Endpoints, Flow, Message
+from message_flow_harness._report import reproduction_test
+from message_flow_harness.schedule import Crash, Publish
 
 
 @asynccontextmanager

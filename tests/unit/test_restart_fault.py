@@ -20,30 +20,30 @@ from pathlib import Path
 
 import pytest
 
-import brokers
-from brokers import _local
-from brokers._local import LaunchPlan, free_port
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerStartError,
     BrokerUnavailable,
     Flow,
     InvalidArgument,
     Message,
+    brokers,
     fuzz,
 )
-from harness import strategies as hs
-from harness._instances import check_broker_restartable
-from harness._proxy import FaultProxy
-from harness._runner import run_flow
-from harness.schedule import (
+from message_flow_harness import strategies as hs
+from message_flow_harness._instances import check_broker_restartable
+from message_flow_harness._proxy import FaultProxy
+from message_flow_harness._runner import run_flow
+from message_flow_harness.brokers import _local
+from message_flow_harness.brokers._local import LaunchPlan, free_port
+from message_flow_harness.schedule import (
     FAULT_KINDS,
     OPT_IN_FAULT_KINDS,
     BrokerRestart,
     Publish,
     Step,
 )
-from harness.schedule import __all__ as schedule_names
+from message_flow_harness.schedule import __all__ as schedule_names
 from tests.unit.test_local_lifecycle import HttpRecipe, _gone
 from tests.unit.test_strategies import _collect
 
@@ -56,7 +56,7 @@ def _restarts(schedules: list[object]) -> list[BrokerRestart]:
 
 
 def test_broker_restart_is_a_step_whose_repr_replays() -> None:
-    from harness._schedule import as_schedule
+    from message_flow_harness._schedule import as_schedule
 
     steps = as_schedule([Message(b"x"), BrokerRestart(), BrokerRestart(hard=True)])
     assert steps[1:] == (BrokerRestart(hard=False), BrokerRestart(hard=True))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import brokers
-from brokers._tls import Pki, make_pki
-from brokers.kafka._settings import kafka_client_options, parse_kafka_settings
-from brokers.rabbitmq import management_url
-from harness import BrokerInfo, Endpoints, InvalidArgument
-from harness._redact import redact_options
+from message_flow_harness import BrokerInfo, Endpoints, InvalidArgument, brokers
+from message_flow_harness._redact import redact_options
+from message_flow_harness.brokers._tls import Pki, make_pki
+from message_flow_harness.brokers.kafka._settings import kafka_client_options, parse_kafka_settings
+from message_flow_harness.brokers.rabbitmq import management_url
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness._shrink import delete_steps, judge
+from message_flow_harness._shrink import delete_steps, judge
 
 
 def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:

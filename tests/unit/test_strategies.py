@@ -7,9 +7,9 @@ import itertools
 import pytest
 from hypothesis import given, settings
 
-from harness import InvalidArgument, Message
-from harness import strategies as hs
-from harness.schedule import Crash, Join, Pause, Publish, Settle, Step
+from message_flow_harness import InvalidArgument, Message
+from message_flow_harness import strategies as hs
+from message_flow_harness.schedule import Crash, Join, Pause, Publish, Settle, Step
 
 
 def _collect(strategy: object, examples: int = 200) -> list[object]:

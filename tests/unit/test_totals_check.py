@@ -12,8 +12,8 @@ from histories import Script
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import HARNESS_ID_HEADER, Kind, Message
-from harness.checks import Check, Verdict
+from message_flow_harness import HARNESS_ID_HEADER, Kind, Message
+from message_flow_harness.checks import Check, Verdict
 from tests.zoo.totals import amounts, parse_amount, totals_add_up
 
 

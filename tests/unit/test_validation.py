@@ -8,10 +8,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-import brokers
-from harness import Endpoints, Flow, InvalidArgument, Message, checks, fuzz
-from harness._drivers import check_kind
-from harness._redact import redact_url
+from message_flow_harness import Endpoints, Flow, InvalidArgument, Message, brokers, checks, fuzz
+from message_flow_harness._drivers import check_kind
+from message_flow_harness._redact import redact_url
 
 
 @asynccontextmanager
@@ -98,7 +97,7 @@ def test_credentials_are_redacted() -> None:
 
 
 def test_isolation_rejects_a_negative_count_ahead() -> None:
-    from harness._isolation import Isolation
+    from message_flow_harness._isolation import Isolation
 
     with pytest.raises(InvalidArgument, match=r"ahead=-1 is invalid: give a count >= 0"):
         Isolation(object(), 1, ahead=-1)  # type: ignore[arg-type]
@@ -137,7 +136,7 @@ def test_the_cli_refuses_fuzz_options_before_it_starts_a_broker(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from harness._cli import main
+    from message_flow_harness._cli import main
 
     def no_broker(*args: object, **kwargs: object) -> None:
         raise AssertionError("a broker was provisioned before the options were checked")

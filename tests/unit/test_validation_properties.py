@@ -12,11 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import brokers
-from brokers.kafka._adapter import _check_topic_name
-from brokers.rabbitmq._codec import _validate_queue_name
-from harness import BrokerInfo, Endpoints, Flow, InvalidArgument, Message, checks
-from harness._cli import main
+from message_flow_harness import (
+    BrokerInfo,
+    Endpoints,
+    Flow,
+    InvalidArgument,
+    Message,
+    brokers,
+    checks,
+)
+from message_flow_harness._cli import main
+from message_flow_harness.brokers.kafka._adapter import _check_topic_name
+from message_flow_harness.brokers.rabbitmq._codec import _validate_queue_name
 
 
 def outcome(make: object) -> object:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from harness import Endpoints
+from message_flow_harness import Endpoints
 
 from .kafka_services import KAFKA_SERVICES
 from .rabbitmq_services import RABBITMQ_SERVICES

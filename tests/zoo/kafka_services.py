@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
-from harness import Endpoints
+from message_flow_harness import Endpoints
 
 from .totals import Totals, parse_amount
 

@@ -21,7 +21,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
 from yarl import URL
 
-from harness import Endpoints
+from message_flow_harness import Endpoints
 
 from .totals import Totals, parse_amount
 

@@ -28,9 +28,9 @@ from typing import ClassVar
 
 from hypothesis import strategies as st
 
-from harness import Endpoints, History, Message
-from harness import strategies as hs
-from harness.checks import Anomaly, Check, Facts, Verdict
+from message_flow_harness import Endpoints, History, Message
+from message_flow_harness import strategies as hs
+from message_flow_harness.checks import Anomaly, Check, Facts, Verdict
 
 #: The store's read and write each take up to this long (a round trip to a database).
 STORE_LATENCY_S = 0.02

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from brokers.kafka import KafkaAdapter
-from harness import BrokerInfo
+from message_flow_harness import BrokerInfo
+from message_flow_harness.brokers.kafka import KafkaAdapter
 
 
 @pytest_asyncio.fixture

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import BrokerInfo, Flow, Message, checks, fuzz
-from harness._fuzz import Example
-from harness._history import Kind
-from harness._runner import run_flow
-from harness.schedule import BrokerRestart, Publish, Settle, Step
+from message_flow_harness import BrokerInfo, Flow, Message, checks, fuzz
+from message_flow_harness._fuzz import Example
+from message_flow_harness._history import Kind
+from message_flow_harness._runner import run_flow
+from message_flow_harness.schedule import BrokerRestart, Publish, Settle, Step
 from tests.integration.private_broker import private_broker
 from tests.zoo.kafka_services import kafka_correct
 

@@ -10,9 +10,7 @@ from collections import defaultdict
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from brokers._local import free_port
-from brokers.kafka import KafkaAdapter
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     DestinationError,
@@ -21,6 +19,8 @@ from harness import (
     Message,
     TapRecord,
 )
+from message_flow_harness.brokers._local import free_port
+from message_flow_harness.brokers.kafka import KafkaAdapter
 
 pytestmark = pytest.mark.kafka
 

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from brokers.kafka import KafkaAdapter, start_container
-from harness import BrokerInfo, BrokerUnavailable, DestinationSpec, Message, TapRecord
+from message_flow_harness import BrokerInfo, BrokerUnavailable, DestinationSpec, Message, TapRecord
+from message_flow_harness.brokers.kafka import KafkaAdapter, start_container
 
 pytestmark = pytest.mark.docker
 

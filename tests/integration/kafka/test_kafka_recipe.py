@@ -14,9 +14,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from brokers._local import free_port
-from brokers.kafka import KAFKA_VERSION, KafkaAdapter, KafkaRecipe, ensure_jars
-from harness import BrokerInfo, BrokerStartError, DestinationSpec, Message
+from message_flow_harness import BrokerInfo, BrokerStartError, DestinationSpec, Message
+from message_flow_harness.brokers._local import free_port
+from message_flow_harness.brokers.kafka import KAFKA_VERSION, KafkaAdapter, KafkaRecipe, ensure_jars
 
 pytestmark = pytest.mark.kafka
 

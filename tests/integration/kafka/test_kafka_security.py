@@ -17,21 +17,21 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-import brokers
-from brokers._tls import make_pki
-from brokers.kafka import KafkaAdapter, secure_info, secure_settings
-from brokers.kafka._settings import KAFKA_SETTINGS, kafka_client_options
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     DestinationSpec,
     Endpoints,
     Flow,
     Message,
+    brokers,
     checks,
     eventually,
     run,
 )
+from message_flow_harness.brokers._tls import make_pki
+from message_flow_harness.brokers.kafka import KafkaAdapter, secure_info, secure_settings
+from message_flow_harness.brokers.kafka._settings import KAFKA_SETTINGS, kafka_client_options
 from tests.integration.private_broker import private_broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from brokers.rabbitmq import RabbitAdapter
-from harness import BrokerInfo
+from message_flow_harness import BrokerInfo
+from message_flow_harness.brokers.rabbitmq import RabbitAdapter
 
 
 @pytest_asyncio.fixture

@@ -17,9 +17,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from brokers._local import free_port
-from brokers.rabbitmq import DEAD_LETTER_EXCHANGE, KEY_HEADER, RabbitAdapter, rabbitmqctl
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     DestinationError,
@@ -27,6 +25,13 @@ from harness import (
     InvalidArgument,
     Message,
     TapRecord,
+)
+from message_flow_harness.brokers._local import free_port
+from message_flow_harness.brokers.rabbitmq import (
+    DEAD_LETTER_EXCHANGE,
+    KEY_HEADER,
+    RabbitAdapter,
+    rabbitmqctl,
 )
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio]

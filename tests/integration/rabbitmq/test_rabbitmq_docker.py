@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from brokers.rabbitmq import RabbitAdapter, start_container
-from harness import BrokerUnavailable, DestinationSpec, Message, TapRecord, eventually
+from message_flow_harness import BrokerUnavailable, DestinationSpec, Message, TapRecord, eventually
+from message_flow_harness.brokers.rabbitmq import RabbitAdapter, start_container
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio]
 

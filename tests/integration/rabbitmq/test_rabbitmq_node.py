@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from brokers.rabbitmq import RabbitRecipe, ctl_env, rabbitmqctl
-from harness import BrokerInfo, BrokerStartError, InvalidArgument
+from message_flow_harness import BrokerInfo, BrokerStartError, InvalidArgument
+from message_flow_harness.brokers.rabbitmq import RabbitRecipe, ctl_env, rabbitmqctl
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -76,7 +76,10 @@ def test_ctl_env_needs_a_local_node() -> None:
 
 
 def test_missing_rabbitmq_server_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("brokers.rabbitmq._node.RABBITMQ_BIN", Path("/nonexistent/rabbitmq/bin"))
+    monkeypatch.setattr(
+        "message_flow_harness.brokers.rabbitmq._node.RABBITMQ_BIN",
+        Path("/nonexistent/rabbitmq/bin"),
+    )
     with pytest.raises(BrokerStartError, match="apt-get install rabbitmq-server"):
         RabbitRecipe().check_prerequisites()
 

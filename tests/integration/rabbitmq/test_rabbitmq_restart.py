@@ -22,26 +22,26 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-import brokers
-from brokers._local import free_port
-from brokers.rabbitmq import RabbitAdapter, Reconciled
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     DestinationSpec,
     Flow,
     Message,
     TapRecord,
+    brokers,
     checks,
     eventually,
     fuzz,
 )
-from harness._fuzz import Example
-from harness._history import Kind
-from harness._proxy import FaultProxy
-from harness._runner import LiveRun, run_flow
-from harness.schedule import BrokerRestart, Publish, Settle, Step
-from harness.strategies import POISON
+from message_flow_harness._fuzz import Example
+from message_flow_harness._history import Kind
+from message_flow_harness._proxy import FaultProxy
+from message_flow_harness._runner import LiveRun, run_flow
+from message_flow_harness.brokers._local import free_port
+from message_flow_harness.brokers.rabbitmq import RabbitAdapter, Reconciled
+from message_flow_harness.schedule import BrokerRestart, Publish, Settle, Step
+from message_flow_harness.strategies import POISON
 from tests.integration.private_broker import private_broker
 from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 

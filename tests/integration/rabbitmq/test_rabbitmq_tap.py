@@ -11,8 +11,15 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from brokers.rabbitmq import DEAD_LETTER_EXCHANGE, KEY_HEADER, RabbitAdapter
-from harness import BrokerInfo, DestinationSpec, InvalidArgument, Message, TapRecord, eventually
+from message_flow_harness import (
+    BrokerInfo,
+    DestinationSpec,
+    InvalidArgument,
+    Message,
+    TapRecord,
+    eventually,
+)
+from message_flow_harness.brokers.rabbitmq import DEAD_LETTER_EXCHANGE, KEY_HEADER, RabbitAdapter
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio]
 

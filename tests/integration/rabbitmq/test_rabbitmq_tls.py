@@ -16,19 +16,19 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-import brokers
-from brokers._tls import make_pki
-from brokers.rabbitmq import RabbitAdapter, management_url, secure_url
-from harness import (
+from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     DestinationSpec,
     Endpoints,
     Flow,
     Message,
+    brokers,
     checks,
     run,
 )
+from message_flow_harness.brokers._tls import make_pki
+from message_flow_harness.brokers.rabbitmq import RabbitAdapter, management_url, secure_url
 from tests.integration.private_broker import private_broker
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.asyncio]
