@@ -86,7 +86,7 @@ def _campaign(service: str) -> Campaign:
     if service.endswith("_retry_reorders"):
         return Campaign(messages=hs.messages(keys=hs.keys(2), values=st.sampled_from([b"", FLAKY])))
     if service.endswith("_slow"):
-        return Campaign(checks=(checks.no_loss(), checks.within(100)))
+        return Campaign(checks=(checks.no_loss(), checks.within(0.1)))
     return Campaign()
 
 

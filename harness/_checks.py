@@ -414,22 +414,37 @@ def _latencies(facts: Facts) -> list[tuple[float, str]]:
     return found
 
 
-def within(ms: float) -> Check:
-    """Every input is output (or dead-lettered) within ``ms`` of being published (*late*)."""
-    if not isinstance(ms, int | float) or isinstance(ms, bool) or not ms > 0 or math.isinf(ms):
-        raise InvalidArgument(f"within(ms={ms!r}) is invalid: give a positive number of ms")
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        and not math.isinf(value)
+    )
+
+
+def within(seconds: float) -> Check:
+    """Every input is output (or dead-lettered) within ``seconds`` of being published (*late*).
+
+    Like every duration in the API it is in seconds: ``within(0.5)`` is 500 ms.
+    """
+    if not _positive_seconds(seconds):
+        raise InvalidArgument(
+            f"within({seconds!r}) is invalid: give a positive number of seconds, e.g. within(0.5)"
+        )
+    limit_ms = seconds * 1000
 
     def body(facts: Facts) -> Iterator[Anomaly]:
         for took, harness_id in _latencies(facts):
-            if took > ms:
+            if took > limit_ms:
                 yield Anomaly(
                     "late",
                     f"{facts.name(harness_id)} took {took:.1f} ms from publish to output"
-                    f" (limit {ms:g} ms)",
+                    f" (limit {limit_ms:g} ms)",
                     (harness_id,),
                 )
 
-    return _check(f"within({ms:g})", body)
+    return _check(f"within({seconds:g})", body)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -453,20 +468,17 @@ def _percentile_name(name: str) -> float:
 
 
 def latency(**limits: float) -> Check:
-    """Latency percentiles stay under limits, e.g. ``latency(p50=20, p99=200)`` in ms."""
-    parsed: dict[float, float] = {}
+    """Latency percentiles stay under limits in seconds, e.g. ``latency(p50=0.02, p99=0.2)``."""
+    parsed: dict[float, float] = {}  # percentile -> limit in ms
     for name, limit in limits.items():
         q = 100.0 if name == "max" else _percentile_name(name)
-        if (
-            not isinstance(limit, int | float)
-            or isinstance(limit, bool)
-            or not limit > 0
-            or math.isinf(limit)
-        ):
-            raise InvalidArgument(f"latency({name}={limit!r}) is invalid: give a positive ms")
-        parsed[q] = limit
+        if not _positive_seconds(limit):
+            raise InvalidArgument(
+                f"latency({name}={limit!r}) is invalid: give a positive number of seconds"
+            )
+        parsed[q] = limit * 1000
     if not parsed:
-        raise InvalidArgument("latency() needs at least one limit, e.g. latency(p99=200)")
+        raise InvalidArgument("latency() needs at least one limit, e.g. latency(p99=0.2)")
     label = ", ".join(f"{k}={v:g}" for k, v in limits.items())
 
     def body(facts: Facts) -> Iterator[Anomaly]:

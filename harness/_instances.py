@@ -318,9 +318,10 @@ class Instances:
             + ("; ".join(missed) or "no tapped queue to reconcile"),
         )
 
-    def latency(self, instance: Instance, ms: float) -> None:
-        self._needs_proxy(instance, "Latency").latency = ms / 1000
-        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail=f"latency {ms:g} ms")
+    def latency(self, instance: Instance, seconds: float) -> None:
+        self._needs_proxy(instance, "Latency").latency = seconds
+        detail = f"latency {seconds * 1000:g} ms"
+        self.history.record(Kind.FAULT, "harness", lane=instance.name, detail=detail)
 
     def cut(self, instance: Instance) -> None:
         self._needs_proxy(instance, "Cut").cut()

@@ -290,7 +290,7 @@ async def _apply(
     if isinstance(step, Publish):
         raise AssertionError("publishes are the runner's own business")
     if isinstance(step, Pause):
-        await asyncio.sleep(step.ms / 1000)
+        await asyncio.sleep(step.seconds)
     elif isinstance(step, Settle):
         await _await_quiescence(flow, history, deadline=deadline)
     elif isinstance(step, Join):
@@ -310,7 +310,7 @@ async def _apply(
         elif isinstance(step, Restart):
             await instances.restart(instance)
         elif isinstance(step, Latency):
-            instances.latency(instance, step.ms)
+            instances.latency(instance, step.seconds)
         else:
             instances.cut(instance)
 

@@ -48,9 +48,9 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    """Let ``ms`` milliseconds pass (a gap between bursts)."""
+    """Let ``seconds`` pass (a gap between bursts): ``Pause(0.02)`` is 20 ms."""
 
-    ms: float
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +84,9 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Latency:
-    """Delay every chunk between an instance and the broker by ``ms`` (0 removes it)."""
+    """Delay every chunk between an instance and the broker by ``seconds`` (0 removes it)."""
 
-    ms: float
+    seconds: float
     instance: int = 0
 
 

@@ -96,7 +96,7 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
             options.append(st.just([Join()]))
             options.append(st.just([Join(), Settle(), Leave()]))
         elif kind == "latency":
-            options.append(st.sampled_from([5, 50, 200]).map(lambda ms: [Latency(ms)]))
+            options.append(st.sampled_from([0.005, 0.05, 0.2]).map(lambda s: [Latency(s)]))
         elif kind == "cut":
             options.append(st.just([Cut(0)]))
         elif kind == "broker_restart":  # graceful first: shrinking prefers it
@@ -104,7 +104,7 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
     return st.one_of(options) if options else st.nothing()
 
 
-_FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(5), Pause(20), Pause(1))
+_FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(0.005), Pause(0.02), Pause(0.001))
 
 
 @st.composite
@@ -125,7 +125,7 @@ def _schedule(
         # message's handling (1-5 ms here), or several (20 ms). Longer waits
         # are what Settle is for. The draw shrinks to no pause.
         if pauses and draw(st.integers(0, 2)) == 2:
-            steps.append(Pause(draw(st.sampled_from([1, 5, 20]))))
+            steps.append(Pause(draw(st.sampled_from([0.001, 0.005, 0.02]))))
         # Which producer publishes it; shrinks to producer 0 (one ordered publisher).
         producer = draw(st.integers(0, producers - 1)) if producers > 1 else 0
         steps.append(Publish(message, producer))

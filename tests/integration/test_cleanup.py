@@ -88,7 +88,7 @@ async def test_passing_failing_crashing_and_broken_runs_leave_nothing(
                 task = asyncio.create_task(
                     run_flow(
                         flow,
-                        [*poison, Crash(0), *poison, Pause(3000)],
+                        [*poison, Crash(0), *poison, Pause(3)],
                         broker=info,
                         adapter=adapter,
                     )

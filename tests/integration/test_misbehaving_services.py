@@ -240,9 +240,7 @@ async def test_a_cancel_the_service_swallows_still_ends_the_run(
 ) -> None:
     # Leave stops the joined instance: the cancel lands inside its swallowing exit.
     flow = Flow(sut=swallows_cancels_on_stop, broker="rabbitmq", quiet=0.5)
-    task = asyncio.create_task(
-        run_flow(flow, [Join(), Leave(), Pause(10_000)], broker=rabbitmq_broker)
-    )
+    task = asyncio.create_task(run_flow(flow, [Join(), Leave(), Pause(10)], broker=rabbitmq_broker))
     await asyncio.sleep(1.0)
     task.cancel()
     started = time.monotonic()

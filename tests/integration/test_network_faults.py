@@ -86,7 +86,7 @@ async def test_latency_delays_the_service_by_at_least_its_delay_and_loses_nothin
 ) -> None:
     info: BrokerInfo = request.getfixturevalue(f"{broker}_broker")
     flow = Flow(sut=service, broker=info.kind, checks=[checks.no_loss()])  # type: ignore[arg-type]
-    result = await run_flow(flow, [Latency(100), *_inputs(0, 3)], broker=info)
+    result = await run_flow(flow, [Latency(0.1), *_inputs(0, 3)], broker=info)
     assert result.ok, result.report()
     published = {e.harness_id: e.at_ns for e in result.history.of(Kind.PUBLISHED)}
     outputs = {e.harness_id: e.at_ns for e in result.history.of(Kind.OUTPUT)}

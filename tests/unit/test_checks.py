@@ -102,8 +102,8 @@ EVERY_CHECK: list[Check] = [
     per_partition_order(),
     dead_lettered(when=poison),
     max_deliveries(1),
-    within(9),
-    latency(p50=6, p99=9, max=9),
+    within(0.009),
+    latency(p50=0.006, p99=0.009, max=0.009),
 ]
 
 
@@ -734,13 +734,13 @@ def timed(*took_ms: float) -> History:
 
 
 def test_within_passes_at_exactly_the_limit() -> None:
-    assert within(5)(timed(1, 5, 3)).ok
-    assert within(5.5)(timed(5.5)).ok
+    assert within(0.005)(timed(1, 5, 3)).ok
+    assert within(0.0055)(timed(5.5)).ok
 
 
 def test_within_flags_the_late_input() -> None:
-    verdict = within(5)(timed(1, 5.3, 3))
-    assert verdict.check == "within(5)"
+    verdict = within(0.005)(timed(1, 5.3, 3))
+    assert verdict.check == "within(0.005)"
     assert kinds(verdict) == ["late"]
     assert ids(verdict) == [("i1",)]
     assert texts(verdict) == ["input #2 (id i1) took 5.3 ms from publish to output (limit 5 ms)"]
@@ -749,7 +749,7 @@ def test_within_flags_the_late_input() -> None:
 def test_within_flags_one_nanosecond_over_the_limit() -> None:
     history = Script().publish("a", at=0).output("a", at=5 + 1e-6).build()
     assert history.events[-1].at_ns == 5 * MS + 1
-    assert ids(within(5)(history)) == [("a",)]
+    assert ids(within(0.005)(history)) == [("a",)]
 
 
 def test_within_measures_to_the_first_landing_dead_letters_included() -> None:
@@ -762,12 +762,12 @@ def test_within_measures_to_the_first_landing_dead_letters_included() -> None:
         .dead_letter("b", at=9)
         .build()
     )
-    assert within(8)(history).ok
-    assert ids(within(7.5)(history)) == [("b",)]
+    assert within(0.008)(history).ok
+    assert ids(within(0.0075)(history)) == [("b",)]
 
 
 def test_within_leaves_lost_inputs_to_no_loss() -> None:
-    assert within(1)(Script().publish("a").build()).ok
+    assert within(0.001)(Script().publish("a").build()).ok
 
 
 def test_within_is_named_after_its_limit() -> None:
@@ -779,7 +779,7 @@ def test_within_is_named_after_its_limit() -> None:
 def test_within_rejects_a_bad_limit(bad: object) -> None:
     with pytest.raises(InvalidArgument) as raised:
         within(bad)  # type: ignore[arg-type]
-    assert f"within(ms={bad!r}) is invalid" in str(raised.value)
+    assert f"within({bad!r}) is invalid" in str(raised.value)
 
 
 # --- latency and percentile -------------------------------------------------------------------
@@ -787,14 +787,14 @@ def test_within_rejects_a_bad_limit(bad: object) -> None:
 
 def test_latency_passes_under_its_limits() -> None:
     history = timed(*range(1, 11))  # 1..10 ms
-    check = latency(p50=5, p99=10, max=10)
-    assert str(check) == "latency(p50=5, p99=10, max=10)"
+    check = latency(p50=0.005, p99=0.01, max=0.01)
+    assert str(check) == "latency(p50=0.005, p99=0.01, max=0.01)"
     assert check(history).ok
 
 
 def test_latency_flags_each_percentile_over_its_limit_in_percentile_order() -> None:
     history = timed(*range(10, 0, -1))  # 10..1 ms: order of inputs does not matter
-    verdict = latency(max=9.5, p50=4.9, p90=9)(history)
+    verdict = latency(max=0.0095, p50=0.0049, p90=0.009)(history)
     assert kinds(verdict) == ["late", "late"]
     assert ids(verdict) == [(), ()]
     assert texts(verdict) == [
@@ -805,8 +805,8 @@ def test_latency_flags_each_percentile_over_its_limit_in_percentile_order() -> N
 
 def test_latency_uses_nearest_rank_percentiles() -> None:
     history = timed(*range(1, 101))  # 1..100 ms
-    assert latency(p55=55, p7=7, p99_9=100)(history).ok
-    verdict = latency(p55=54.9, p7=6.9, p99_9=99.9)(history)
+    assert latency(p55=0.055, p7=0.007, p99_9=0.1)(history).ok
+    verdict = latency(p55=0.0549, p7=0.0069, p99_9=0.0999)(history)
     assert texts(verdict) == [
         "p7 latency is 7.0 ms over 100 inputs (limit 6.9 ms)",
         "p55 latency is 55.0 ms over 100 inputs (limit 54.9 ms)",
@@ -818,7 +818,7 @@ def test_latency_counts_dead_letters_and_skips_lost_inputs() -> None:
     history = (
         Script().publish("a", at=0).publish("b", at=1).publish("c", at=2).dead_letter("b", at=21)
     ).build()
-    verdict = latency(p50=10)(history)
+    verdict = latency(p50=0.01)(history)
     assert texts(verdict) == ["p50 latency is 20.0 ms over 1 inputs (limit 10 ms)"]
 
 
@@ -915,8 +915,8 @@ def test_verdict_str_with_one_anomaly() -> None:
         (delivery("exactly-once"), "delivery('exactly-once')"),
         (dead_lettered(when=poison), "dead_lettered(when=poison)"),
         (max_deliveries(4), "max_deliveries(4)"),
-        (within(1.5), "within(1.5)"),
-        (latency(p99_9=3), "latency(p99_9=3)"),
+        (within(0.0015), "within(0.0015)"),
+        (latency(p99_9=0.003), "latency(p99_9=0.003)"),
     ],
 )
 def test_a_check_reads_as_its_name(check: Check, name: str) -> None:

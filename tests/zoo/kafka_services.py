@@ -301,7 +301,7 @@ async def kafka_duplicate_output(endpoints: Endpoints) -> AsyncIterator[None]:
 async def kafka_slow(endpoints: Endpoints) -> AsyncIterator[None]:
     """Defect: takes 200 ms per record (a slow call made for each one).
 
-    Otherwise correct. Caught by ``within(100)``.
+    Otherwise correct. Caught by ``within(0.1)``.
     """
 
     async def handle(

@@ -288,7 +288,7 @@ async def rabbitmq_duplicate_output(endpoints: Endpoints) -> AsyncIterator[None]
 async def rabbitmq_slow(endpoints: Endpoints) -> AsyncIterator[None]:
     """Defect: takes 200 ms per message (a slow call made for each one).
 
-    Otherwise correct. Caught by ``within(100)``.
+    Otherwise correct. Caught by ``within(0.1)``.
     """
 
     async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
