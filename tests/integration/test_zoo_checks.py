@@ -155,10 +155,11 @@ async def test_early_commit_is_correct_without_faults(
 
 @pytest.mark.kafka
 async def test_failure_message_shows_counterexample_and_history(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.syspathinsert(str(__import__("pathlib").Path(__file__).parents[2]))
+    # The subprocess imports the zoo from the checkout, which is not installed.
+    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).parents[2]))
     pytester.makepyfile(
         """
         import pytest
