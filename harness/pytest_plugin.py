@@ -3,7 +3,9 @@
 Imports no broker driver: brokers are provisioned only when a test asks for
 ``kafka_broker`` or ``rabbitmq_broker``. Both are session-scoped; under
 pytest-xdist every worker leases the same local broker (see brokers._local),
-which stops when the last worker is done.
+which stops when the last worker is done. A broker that cannot be had
+(unreachable URL, Java missing...) is an error at the setup of every test that
+asks for it, with one message naming the problem and the fix, no traceback.
 """
 
 from __future__ import annotations
