@@ -84,9 +84,9 @@ def _brokers_up(kinds: list[BrokerKind], args: argparse.Namespace) -> int:
         print(f"starting {kind} ...", flush=True)
         started.append(_local.acquire(driver(kind).recipe(), lease=lease))
         print(describe(started[-1]))
-    print(f"lease {lease!r} taken: `harness brokers down` here releases it", end="")
-    print("" if args.lease is None else f" (with --lease {shlex.quote(lease)})", end="")
-    print("; the brokers stop when no lease is left")
+    down = "harness brokers down" + ("" if args.lease is None else f" --lease {shlex.quote(lease)}")
+    where = " in this project" if args.lease is None else ""
+    print(f"lease {lease!r} taken: `{down}`{where} releases it; brokers stop when no lease is left")
     _print_settings(started)
     return EXIT_OK
 
