@@ -5,17 +5,24 @@ check one broker); this module owns the life cycle common to all of them:
 
 * one broker per kind per cache directory, shared by every process that
   leases it (pytest-xdist workers, the CLI, two test sessions);
+* two kinds of lease: a *process* lease (a pytest session's) ends when its
+  process exits or dies; a *named* lease (``harness brokers up``, named after
+  the project directory unless ``--lease NAME`` says otherwise) holds until
+  :func:`release` with that name ends it;
 * a supervisor process per broker that stops it and deletes its data as soon
-  as no leasing process is alive any more, so Ctrl-C, a crashed or killed
-  test process never leaves a broker behind;
-* ``harness brokers up`` takes a pinned lease that only ``down`` releases.
+  as no lease is left, so Ctrl-C, a crashed or killed test process never
+  leaves a broker behind, and a ``down`` ends only the caller's lease;
+* ``brokers.env`` (mode 0600): the running brokers' settings for a shell,
+  passwords included, which the terminal never shows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -35,6 +42,7 @@ from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._errors import BrokerError, BrokerStartError, InvalidArgument
 from message_flow_harness._message import BrokerKind
 from message_flow_harness.brokers._process import (
+    NAMED,
     PINNED,
     RESTART_GRACE,
     RESTART_PROTOCOL,
@@ -101,11 +109,136 @@ def cache_dir() -> Path:
 # State lives in cache_dir()/run/<kind>/, guarded by <kind>.lock:
 #   plan.json    what the supervisor runs (written by the leasing process)
 #   state.json   the ready broker's BrokerInfo and pids (written once ready)
-#   owners/      one file per lease: "<pid>-<start time>" or "pinned"
+#   owners/      one file per lease, named "<pid>-<start time>" (a process
+#                lease) or "lease-<digest of its name>" (a named lease), holding
+#                JSON that says who took it, for `status` and `down`
 #   exit.json    why the broker stopped, with its log tail (kept for diagnosis)
 
 _LOCK_TIMEOUT = 900.0  # another process may be resolving jars and starting the broker
 _STOP_TIMEOUT = 30.0
+#: What marks a project's root when naming its lease.
+_PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", ".git")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Holder:
+    """Who holds a lease on a local broker: a named lease or a live process."""
+
+    #: The lease's name, or None for a process lease.
+    name: str | None
+    pid: int | None
+    #: The directory the lease was taken in.
+    directory: str | None
+    #: The command that took it (a process lease's is the holding process).
+    command: str | None
+    since: float | None
+
+    def describe(self) -> str:
+        """One line for people: which lease, taken where, by what."""
+        where = f" in {self.directory}" if self.directory else ""
+        when = (
+            f" since {time.strftime('%H:%M:%S', time.localtime(self.since))}" if self.since else ""
+        )
+        if self.name is None:
+            return f"process {self.pid} ({self.command}{where}{when}; ends when it exits)"
+        if self.name == PINNED:
+            return "lease 'pinned' (from `harness brokers up` of an older harness)"
+        return f"lease {self.name!r} (taken by `{self.command}`{where}{when})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """What :func:`release` did."""
+
+    #: Whether the caller held the lease it released.
+    held: bool
+    #: Whether a broker was running (or starting) before.
+    was_running: bool
+    #: Whether the broker was stopped, because no lease was left.
+    stopped: bool
+    #: The leases that keep the broker running (empty when it was stopped).
+    remaining: tuple[Holder, ...]
+
+
+def default_lease_name(start: Path | None = None) -> str:
+    """The current project's directory: the nearest one up from ``start`` (default: the
+    working directory) holding pyproject.toml, setup.cfg, setup.py or .git, else ``start``.
+
+    So ``up`` and ``down`` run anywhere in one project name the same lease, and
+    two projects sharing a cache never end each other's.
+    """
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if any((directory / marker).exists() for marker in _PROJECT_MARKERS):
+            return str(directory)
+    return str(here)
+
+
+def check_lease_name(name: str) -> str:
+    """``name`` if it can name a lease, else InvalidArgument with the fix."""
+    if not name.strip() or name != name.strip() or "\n" in name:
+        raise InvalidArgument(
+            f"lease name {name!r} is invalid: give a non-empty name without surrounding"
+            " spaces or line breaks, e.g. --lease my-project"
+        )
+    return name
+
+
+def _lease_file(name: str) -> str:
+    # Names may hold "/" (a directory) or anything else: the file name is a digest.
+    return NAMED + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def _owner_file(lease: str | None) -> str:
+    return owner_token(os.getpid()) if lease is None else _lease_file(check_lease_name(lease))
+
+
+def _command_line() -> str:
+    """This process's command, short: ``pytest tests/unit -q``."""
+    words = [Path(sys.argv[0]).name or "python", *sys.argv[1:]] if sys.argv else ["python"]
+    text = " ".join(words)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _take(kind: BrokerKind, lease: str | None) -> None:
+    """Write the caller's owner file (a new lease, or the same one again)."""
+    owners = run_dir(kind) / "owners"
+    owners.mkdir(exist_ok=True)
+    record = {
+        "name": lease,
+        "pid": os.getpid(),
+        "directory": os.getcwd(),
+        "command": _command_line(),
+        "since": time.time(),
+    }
+    (owners / _owner_file(lease)).write_text(json.dumps(record))
+
+
+def _holders_in(owners: Path) -> list[Holder]:
+    found = []
+    for entry in sorted(owners.glob("*")) if owners.is_dir() else ():
+        if not owner_alive(entry.name):
+            continue
+        record = _read_json(entry) or {}
+        named = entry.name == PINNED or entry.name.startswith(NAMED)
+        pid = record.get("pid") or (None if named else int(entry.name.partition("-")[0]))
+        found.append(
+            Holder(
+                name=(record.get("name") or entry.name) if named else None,
+                pid=pid,
+                directory=record.get("directory"),
+                command=record.get("command"),
+                since=record.get("since"),
+            )
+        )
+    return found
+
+
+def holders(kind: BrokerKind) -> list[Holder]:
+    """The live leases on the local broker of ``kind`` (none when it does not run)."""
+    if _running_state(kind) is None:
+        return []
+    return _holders_in(run_dir(kind) / "owners")
 
 
 def run_dir(kind: BrokerKind) -> Path:
@@ -148,11 +281,13 @@ def status(kind: BrokerKind) -> BrokerInfo | None:
     return None if state is None else _info_from_state(state)
 
 
-def acquire(recipe: LocalRecipe, *, pinned: bool = False) -> BrokerInfo:
+def acquire(recipe: LocalRecipe, *, lease: str | None = None) -> BrokerInfo:
     """Lease the local broker of ``recipe.kind``, starting it if none runs.
 
-    The lease belongs to this process (or is pinned: only :func:`stop` ends
-    it); the broker stops when no lease holder is alive.
+    Without ``lease`` the lease is this process's and ends when it exits or
+    dies; with one it is the named lease ``lease`` (taking it again is a no-op)
+    and only :func:`release` with that name ends it. The broker stops when no
+    lease is left.
     """
     kind = recipe.kind
     with _lock(kind):
@@ -160,28 +295,75 @@ def acquire(recipe: LocalRecipe, *, pinned: bool = False) -> BrokerInfo:
         if state is None:
             _stop_locked(kind)  # a dead or half-started broker: clear its remains
             state = _start_locked(recipe)
-        owners = run_dir(kind) / "owners"
-        owners.mkdir(exist_ok=True)
-        (owners / (PINNED if pinned else owner_token(os.getpid()))).touch()
+        _take(kind, lease)
+        if lease is not None:  # the starter's own process lease served only the start
+            (run_dir(kind) / "owners" / owner_token(os.getpid())).unlink(missing_ok=True)
         return _info_from_state(state)
 
 
-def release(kind: BrokerKind, *, pinned: bool = False) -> None:
-    """End this process's lease; stop the broker if that was the last live one."""
-    with _lock(kind):
-        owners = run_dir(kind) / "owners"
-        (owners / (PINNED if pinned else owner_token(os.getpid()))).unlink(missing_ok=True)
-        live = [p for p in owners.glob("*") if owner_alive(p.name)] if owners.is_dir() else []
-        if not live:
-            _stop_locked(kind)
+def release(kind: BrokerKind, *, lease: str | None = None) -> Release:
+    """End the caller's lease (this process's, or the one named ``lease``).
 
-
-def stop(kind: BrokerKind) -> bool:
-    """Stop the local broker of ``kind`` whoever leases it; True if one was running."""
+    The broker stops if that was the last live lease; otherwise it keeps
+    running and :attr:`Release.remaining` says for whom.
+    """
     with _lock(kind):
         was_running = _running_state(kind) is not None
+        owners = run_dir(kind) / "owners"
+        mine = owners / _owner_file(lease)
+        held = mine.exists()
+        mine.unlink(missing_ok=True)
+        remaining = tuple(_holders_in(owners)) if was_running else ()
+        if not remaining:
+            _stop_locked(kind)
+        return Release(
+            held=held,
+            was_running=was_running,
+            stopped=was_running and not remaining,
+            remaining=remaining,
+        )
+
+
+def stop(kind: BrokerKind) -> list[Holder] | None:
+    """Stop the local broker of ``kind`` whoever leases it.
+
+    Returns the leases it was stopped for (possibly none), or None if no
+    broker was running.
+    """
+    with _lock(kind):
+        running = _running_state(kind) is not None
+        stopped_for = _holders_in(run_dir(kind) / "owners") if running else []
         _stop_locked(kind)
-        return was_running
+        return stopped_for if running else None
+
+
+# --- the shell's settings ---------------------------------------------------
+
+
+def env_file() -> Path:
+    """Where the running local brokers' settings are kept for a shell: ``. brokers.env``."""
+    return cache_dir() / "brokers.env"
+
+
+def write_env_file(settings: Mapping[str, str]) -> Path | None:
+    """Write ``export NAME=VALUE`` lines to :func:`env_file`, readable by the owner only.
+
+    Values may be secrets (an AMQP URL's password), so the file is created
+    with mode 0600 before anything is written to it. With no settings the file
+    is deleted and None returned.
+    """
+    path = env_file()
+    if not settings:
+        path.unlink(missing_ok=True)
+        return None
+    text = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in settings.items())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an older file of this name may have had another mode
+        handle.write(text)
+    temporary.replace(path)
+    return path
 
 
 def last_exit(kind: BrokerKind) -> dict[str, Any] | None:
@@ -308,10 +490,9 @@ def _start_locked(recipe: LocalRecipe) -> dict[str, Any]:
         "launcher": owner_token(os.getpid()),
     }
     (directory / "plan.json").write_text(json.dumps(plan_data))
-    (directory / "owners").mkdir(exist_ok=True)
     # The starter owns the broker from the first moment, so the supervisor
     # never sees an empty owner list while we wait for readiness.
-    (directory / "owners" / owner_token(os.getpid())).touch()
+    _take(kind, None)
     # The supervisor daemonizes (forks and leaves our session): it must outlive
     # us when others share the broker, and Ctrl-C in a terminal must not reach it.
     with open(directory / "supervisor.log", "wb") as log:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The owner name of a lease that only ``harness brokers down`` releases.
+#: The owner name of the one pinned lease of harnesses before named leases (still honoured).
 PINNED = "pinned"
+#: Owner names of named leases (``harness brokers up --lease NAME``) start with this;
+#: such a lease holds until ``down`` releases it, whatever process took it.
+NAMED = "lease-"
 #: A graceful restart waits this long for the broker to exit before killing it.
 RESTART_GRACE = 30.0
 #: launched.json's ``restartable``: the restart signals this supervisor understands.
@@ -39,8 +42,8 @@ def owner_token(pid: int) -> str:
 
 
 def owner_alive(token: str) -> bool:
-    """Whether the process an owner token names still runs (a pinned lease always does)."""
-    if token == PINNED:
+    """Whether the process an owner token names still runs (a named lease always does)."""
+    if token == PINNED or token.startswith(NAMED):
         return True
     pid, _, started = token.partition("-")
     return pid.isdigit() and process_start_time(int(pid)) == started

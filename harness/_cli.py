@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from message_flow_harness._errors import HarnessError, InvalidArgument
 from message_flow_harness._flow import Flow
 from message_flow_harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
 from message_flow_harness._message import BrokerKind
-from message_flow_harness._redact import redact_url
+from message_flow_harness._redact import is_secret_name, redact_url
 from message_flow_harness._schedule import faults_of, messages_of
 from message_flow_harness.brokers import _local
 
@@ -41,26 +42,97 @@ def describe(info: BrokerInfo) -> str:
     return "\n".join(lines)
 
 
-def _brokers_up(kinds: list[BrokerKind]) -> int:
+def _lease_of(args: argparse.Namespace) -> str:
+    return _local.check_lease_name(args.lease) if args.lease else _local.default_lease_name()
+
+
+def _print_settings(infos: Sequence[BrokerInfo]) -> None:
+    """Lines to paste into a shell; secrets only through the 0600 file, never on the terminal."""
+    settings = {
+        name: value
+        for kind in BROKER_KINDS
+        if (running := _local.status(kind)) is not None
+        for name, value in driver(kind).shell_settings(running).items()
+    }
+    path = _local.write_env_file(settings)
+    if not infos or path is None:
+        return
+    pairs = [(n, v) for info in infos for n, v in driver(info.kind).shell_settings(info).items()]
+    shown = [
+        f"export {name}={shlex.quote(value)}"
+        for name, value in pairs
+        if redact_url(value) == value and not is_secret_name(name)
+    ]
+    secret = len(shown) < len(pairs)
+    print("# point the harness and your clients at them: paste these lines into your shell")
+    if secret:
+        print(f"# ({path} holds what contains a password, readable only by you)")
+    for line in shown:
+        print(line)
+    if secret:
+        print(f". {shlex.quote(str(path))}")
+
+
+def _describe_holders(found: Sequence[_local.Holder]) -> list[str]:
+    return [f"  held by {holder.describe()}" for holder in found] or ["  held by no one"]
+
+
+def _brokers_up(kinds: list[BrokerKind], args: argparse.Namespace) -> int:
+    lease = _lease_of(args)
+    started = []
     for kind in kinds:
         print(f"starting {kind} ...", flush=True)
-        info = _local.acquire(driver(kind).recipe(), pinned=True)
-        print(describe(info))
-    names = " and ".join(driver(kind).url_env for kind in kinds)
-    print(f"stop them with: harness brokers down; or export {names}")
+        started.append(_local.acquire(driver(kind).recipe(), lease=lease))
+        print(describe(started[-1]))
+    down = "harness brokers down" + ("" if args.lease is None else f" --lease {shlex.quote(lease)}")
+    where = " in this project" if args.lease is None else ""
+    print(f"lease {lease!r} taken: `{down}`{where} releases it; brokers stop when no lease is left")
+    _print_settings(started)
     return EXIT_OK
 
 
-def _brokers_down(kinds: list[BrokerKind]) -> int:
+def _brokers_down(kinds: list[BrokerKind], args: argparse.Namespace) -> int:
+    lease = _lease_of(args)
     for kind in kinds:
-        print(f"{kind}: {'stopped' if _local.stop(kind) else 'was not running'}")
+        if args.force:
+            stopped_for = _local.stop(kind)
+            if stopped_for is None:
+                print(f"{kind}: was not running")
+            else:
+                print(f"{kind}: stopped for everyone who leased it:")
+                print("\n".join(_describe_holders(stopped_for)))
+            continue
+        outcome = _local.release(kind, lease=lease)
+        if not outcome.was_running:
+            print(f"{kind}: was not running")
+        elif outcome.stopped:
+            mine = f"released lease {lease!r}; " if outcome.held else ""
+            print(f"{kind}: {mine}no lease was left, so it stopped")
+        else:
+            if outcome.held:
+                print(f"{kind}: released lease {lease!r}; it keeps running for the others:")
+            else:
+                print(
+                    f"{kind}: you hold no lease {lease!r} on it (up names a lease after its"
+                    " project directory, or --lease NAME), so it keeps running:"
+                )
+            print("\n".join(_describe_holders(outcome.remaining)))
+            print(f"  to stop it for everyone: harness brokers down --force {kind}")
+    _print_settings([])
     return EXIT_OK
 
 
-def _brokers_status(kinds: list[BrokerKind]) -> int:
+def _brokers_status(kinds: list[BrokerKind], args: argparse.Namespace) -> int:
+    running = []
     for kind in kinds:
         info = _local.status(kind)
-        print(describe(info) if info else f"{kind}: not running")
+        if info is None:
+            print(f"{kind}: not running")
+            continue
+        running.append(info)
+        print(describe(info))
+        print("\n".join(_describe_holders(_local.holders(kind))))
+    _print_settings(running)
     return EXIT_OK
 
 
@@ -157,14 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
     brokers_parser = commands.add_parser("brokers", help="start, stop or show local brokers")
     actions = brokers_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, help_text in (
-        ("up", "start local brokers (they stay up until `down`) and print their URLs"),
-        ("down", "stop local brokers and delete their data"),
-        ("status", "show which local brokers run, with their URLs"),
+        ("up", "lease local brokers, starting them if needed, and print their settings"),
+        ("down", "release your lease; brokers nobody leases stop and their data goes"),
+        ("status", "show which local brokers run, their URLs and who leases them"),
     ):
         sub = actions.add_parser(action, help=help_text)
         sub.add_argument(
             "kinds", nargs="*", metavar="KIND", help=f"{', '.join(BROKER_KINDS)} (default all)"
         )
+        if action != "status":
+            sub.add_argument(
+                "--lease",
+                default=None,
+                metavar="NAME",
+                help="the lease to take or release (default: the project directory, the"
+                " nearest one up holding pyproject.toml, setup.cfg, setup.py or .git)",
+            )
+        if action == "down":
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="stop the brokers for everyone who leases them, and say whom",
+            )
 
     fuzz_parser = commands.add_parser(
         "fuzz", help="search for message sequences and faults that break a flow's checks"
@@ -235,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds = _kinds(args.kinds)
         if args.command == "brokers":
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}
-            return handler[args.action](kinds)
+            return handler[args.action](kinds, args)
         return _demo(kinds)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)

@@ -96,6 +96,10 @@ class BrokerDriver(abc.ABC):
 
     # --- getting a broker ---------------------------------------------------
 
+    def shell_settings(self, info: BrokerInfo) -> dict[str, str]:
+        """The environment variables that point the harness at ``info`` from a shell."""
+        return {self.url_env: info.url}
+
     @abc.abstractmethod
     def info_from_url(self, url: str, *, settings: Mapping[str, str] | None = None) -> BrokerInfo:
         """Describe an existing broker, rejecting a URL or settings of the wrong shape."""

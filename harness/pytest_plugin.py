@@ -3,11 +3,15 @@
 Imports no broker driver: brokers are provisioned only when a test asks for
 ``kafka_broker`` or ``rabbitmq_broker``. Both are session-scoped; under
 pytest-xdist every worker leases the same local broker (see brokers._local),
-which stops when the last worker is done.
+which stops when the last worker is done. A broker that cannot be had
+(unreachable URL, Java missing...) is an error at the setup of every test that
+asks for it, with one message naming the problem and the fix, no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import pytest
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
+from message_flow_harness._errors import HarnessError
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._message import BrokerKind, Message
 
@@ -79,13 +84,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _provide(request: pytest.FixtureRequest, kind: BrokerKind) -> Iterator[BrokerInfo]:
     chosen = driver(kind)
-    with brokers.provision(
-        kind,
-        url=request.config.getoption(chosen.url_option),
-        provider=request.config.getoption("--broker-provider"),
-        settings=_settings(request.config, chosen),
-    ) as info:
-        yield info
+    given = request.config.getoption(chosen.url_option)
+    provider = request.config.getoption("--broker-provider")
+    failure = None
+    with contextlib.ExitStack() as stack:
+        try:
+            info = stack.enter_context(
+                brokers.provision(
+                    kind, url=given, provider=provider, settings=_settings(request.config, chosen)
+                )
+            )
+        except HarnessError as exc:
+            failure = f"{kind}_broker: {exc}{_how_to_let_us_start_one(chosen, given)}"
+        if failure is None:
+            yield info
+    # A setup error with one message, raised outside the handler so no exception
+    # chain comes with it: the harness's and the driver's frames would bury it.
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+
+
+def _how_to_let_us_start_one(chosen: BrokerDriver, given: str | None) -> str:
+    """The other way out when the broker named by URL fails: let the harness start one."""
+    if not (given or os.environ.get(chosen.url_env)):
+        return ""
+    return (
+        f"\n(or give neither {chosen.url_option} nor {chosen.url_env}, and the harness starts"
+        f" a local {chosen.title} broker itself)"
+    )
 
 
 def _broker_fixture(kind: BrokerKind) -> object:

@@ -4,7 +4,9 @@ aiokafka reports every bootstrap failure as "Unable to bootstrap". When the
 adapter cannot connect, :func:`diagnose` opens one bare connection (and, if
 needed, one TLS handshake) to the first bootstrap server to tell a wrong CA,
 a wrong password, a missing SASL or TLS against a plain port apart, and says
-which setting to change.
+which setting to change. What the broker said is stated as fact; what that
+suggests about its listener is worded as a guess ("it looks like ...; if so,
+..."), since a proxy or another service on the port can answer the same way.
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ async def diagnose(info: BrokerInfo, *, within: float) -> str | None:
         if protocol.endswith("SSL"):
             if isinstance(err, ssl.SSLError) or not await _speaks_tls(host, port_text, within):
                 return (
-                    f"{where} does not speak TLS ({describe(err)}): it is a PLAINTEXT or"
-                    f" SASL_PLAINTEXT listener, so use that security_protocol, or the broker's"
-                    " TLS port"
+                    f"{where} did not complete a TLS handshake ({describe(err)}): it looks"
+                    " like a PLAINTEXT or SASL_PLAINTEXT listener; if so, set that"
+                    " security_protocol, or connect to the broker's TLS port"
                 )
             if not protocol.startswith("SASL_"):
                 return (
-                    f"{where} closed the connection after the TLS handshake"
-                    f" ({describe(err)}): the listener probably wants SASL, so set"
+                    f"{where} completed a TLS handshake, then closed the connection"
+                    f" ({describe(err)}): it looks like a listener that wants SASL; if so, set"
                     f" security_protocol=SASL_SSL with sasl_username and sasl_password"
                     f" ({_SETTINGS_FIX})"
                 )
@@ -93,15 +95,16 @@ async def diagnose(info: BrokerInfo, *, within: float) -> str | None:
         if await _speaks_tls(host, port_text, within):
             sasl = protocol.startswith("SASL_")
             return (
-                f"{where} is a TLS listener and security_protocol is {protocol}: set"
+                f"{where} answered a TLS handshake and security_protocol is {protocol}:"
+                " it looks like a TLS listener; if so, set"
                 f" security_protocol={'SASL_SSL' if sasl else 'SSL or SASL_SSL'}"
                 f" and ssl_cafile ({_SETTINGS_FIX})"
             )
         if not protocol.startswith("SASL_") and isinstance(err, kafka_errors.KafkaConnectionError):
             return (
-                f"{where} closed the connection ({describe(err)}): if the listener wants SASL,"
-                f" set security_protocol=SASL_PLAINTEXT with sasl_username and sasl_password"
-                f" ({_SETTINGS_FIX})"
+                f"{where} closed the connection ({describe(err)}): the listener may want SASL;"
+                f" if so, set security_protocol=SASL_PLAINTEXT with sasl_username and"
+                f" sasl_password ({_SETTINGS_FIX})"
             )
     return None
 

@@ -120,9 +120,9 @@ async def _explain_failure(exc: BaseException, *, url: str, within: float) -> st
         )
     if parts.scheme == "amqps" and (isinstance(exc, ssl.SSLError) or "[SSL" in text):
         return (
-            f"cannot connect to RabbitMQ at {where}: the port does not speak TLS"
-            f" ({str(exc).strip()}): it is a plain AMQP port, so use amqp://, or RabbitMQ's"
-            " TLS port (usually 5671)"
+            f"cannot connect to RabbitMQ at {where}: the TLS handshake failed"
+            f" ({str(exc).strip()}): it looks like a plain AMQP port; if so, use amqp://,"
+            " or RabbitMQ's TLS port (usually 5671)"
         )
     auth = aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError
     # A silent server is no TLS mismatch (and must not cost a second timeout).
@@ -131,7 +131,8 @@ async def _explain_failure(exc: BaseException, *, url: str, within: float) -> st
         probe_within = min(within, 5.0)
         if await asyncio.to_thread(_speaks_tls, parts.hostname, parts.port or 5672, probe_within):
             return (
-                f"cannot connect to RabbitMQ at {where}: that port speaks TLS, so use"
+                f"cannot connect to RabbitMQ at {where}: the port answered a TLS handshake,"
+                " so it looks like a TLS listener; if so, use"
                 " amqps://user:pass@host:port/vhost?cafile=/path/ca.pem"
             )
     why = _why_failed(exc, url=url, within=within)
@@ -149,7 +150,10 @@ def _why_failed(exc: BaseException, *, url: str, within: float) -> str:
     elif isinstance(
         exc, aiormq.exceptions.InvalidFrameError | aiormq.exceptions.ConnectionNotAllowed
     ):
-        why = f"the broker refused vhost {_vhost_of(url)!r} (missing vhost or no permission)"
+        why = (
+            f"the broker refused vhost {_vhost_of(url)!r}: the vhost may be missing, or the"
+            " user may lack permission on it; if so, create it or grant the permission"
+        )
     else:
         why = f"{type(exc).__name__}: {exc}"
     return why

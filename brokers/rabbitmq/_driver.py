@@ -90,6 +90,15 @@ class RabbitDriver(BrokerDriver):
         _check_tls_options(url)
         return BrokerInfo(kind=self.kind, url=url, provider="url")
 
+    def shell_settings(self, info: BrokerInfo) -> dict[str, str]:
+        """The AMQP URL, and the management API when the broker has its own (a local one)."""
+        from message_flow_harness.brokers.rabbitmq._urls import _MANAGEMENT_ENV
+
+        management = (
+            {_MANAGEMENT_ENV: info.extra["management"]} if "management" in info.extra else {}
+        )
+        return {self.url_env: info.url, **management}
+
     def recipe(self) -> LocalRecipe:
         from message_flow_harness.brokers.rabbitmq._node import RabbitRecipe
 

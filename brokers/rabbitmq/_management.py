@@ -203,8 +203,9 @@ class ManagementClient:
             ) from exc
         except ssl.SSLError as exc:
             raise BrokerUnavailable(
-                f"the RabbitMQ management API at {where} does not speak TLS ({exc}):"
-                f" point ${_MANAGEMENT_ENV} at it (http://host:15672/ for a plain API)"
+                f"the TLS handshake with the RabbitMQ management API at {where} failed ({exc}):"
+                " it looks like a plain HTTP API; if so, point"
+                f" ${_MANAGEMENT_ENV} at it (http://host:15672/)"
             ) from exc
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise BrokerUnavailable(

@@ -1,8 +1,16 @@
-"""The pytest plugin as users meet it, through pytester."""
+"""The pytest plugin as users meet it, through pytester.
+
+Brokers that cannot be had (unreachable, Java missing) are tried for real:
+nothing listens on a port just found free, and PATH is emptied.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+import message_flow_harness
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +45,76 @@ def test_a_malformed_broker_url_errors_the_test_with_the_fix(pytester: pytest.Py
 def test_options_are_documented_in_help(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*--kafka-bootstrap=HOST:PORT*", "*--amqp-url=URL*"])
+
+
+def _free_port() -> int:
+    from message_flow_harness.brokers._local import free_port
+
+    return free_port()
+
+
+def _assert_one_clean_setup_error_per_test(result: pytest.RunResult, *messages: str) -> None:
+    """Each test errors at setup with the message alone: no traceback through the harness."""
+    result.assert_outcomes(errors=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_one*", *messages])
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_two*", *messages])
+    output = result.stdout.str()
+    harness_root = Path(message_flow_harness.__file__).parent
+    assert str(harness_root) not in output
+    assert str(harness_root.parent / "brokers") not in output  # an editable install's brokers/
+    assert "Traceback" not in output
+    assert "During handling of the above exception" not in output
+    assert "direct cause" not in output
+    assert "def _provide" not in output
+
+
+_TWO_TESTS = """
+def test_one({fixture}):
+    pass
+
+def test_two({fixture}):
+    pass
+"""
+
+
+def test_an_unreachable_kafka_is_a_setup_error_naming_the_fix(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(_TWO_TESTS.format(fixture="kafka_broker"))
+    where = f"127.0.0.1:{_free_port()}"
+    result = pytester.runpytest(f"--kafka-bootstrap={where}")
+    _assert_one_clean_setup_error_per_test(
+        result,
+        f"kafka_broker: no Kafka broker answers at {where}*check --kafka-bootstrap*",
+        "(or give neither --kafka-bootstrap nor HARNESS_KAFKA_BOOTSTRAP, and the harness*",
+    )
+
+
+def test_an_unreachable_rabbitmq_is_a_setup_error_naming_the_fix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(_TWO_TESTS.format(fixture="rabbitmq_broker"))
+    port = _free_port()
+    monkeypatch.setenv("HARNESS_AMQP_URL", f"amqp://guest:s3cret@127.0.0.1:{port}/")
+    result = pytester.runpytest()
+    _assert_one_clean_setup_error_per_test(
+        result,
+        f"rabbitmq_broker: no RabbitMQ broker answers at amqp://guest:***@127.0.0.1:{port}/*",
+        "*HARNESS_AMQP_URL*",
+    )
+    assert "s3cret" not in result.stdout.str()
+
+
+def test_a_missing_java_is_a_setup_error_naming_the_fix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytester.makepyfile(_TWO_TESTS.format(fixture="kafka_broker"))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("HARNESS_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    result = pytester.runpytest()
+    _assert_one_clean_setup_error_per_test(
+        result, "kafka_broker: Java is not on PATH*apt-get install openjdk-17-jre-headless*"
+    )

@@ -219,11 +219,13 @@ async def test_a_wrong_password_names_the_sasl_settings(tls_kafka: BrokerInfo) -
 async def test_tls_against_a_plain_port_says_so(tls_kafka: BrokerInfo) -> None:
     info = dataclasses.replace(_secure(tls_kafka), url=tls_kafka.url)
     text = await _refusal(info)
-    assert "does not speak TLS" in text
+    assert "did not complete a TLS handshake" in text  # what was seen
+    assert "it looks like a PLAINTEXT or SASL_PLAINTEXT listener; if so" in text  # the guess
 
 
 async def test_plaintext_against_the_tls_port_says_so(tls_kafka: BrokerInfo) -> None:
     info = BrokerInfo(kind="kafka", url=tls_kafka.extra["sasl_ssl"], provider="url")
     text = await _refusal(info)
-    assert "is a TLS listener" in text
+    assert "answered a TLS handshake" in text  # what was seen
+    assert "it looks like a TLS listener; if so" in text  # the guess, then the fix
     assert "SASL_SSL" in text

@@ -141,14 +141,16 @@ async def test_tls_against_the_plain_port_says_so(tls_rabbit: BrokerInfo) -> Non
     text = await _refusal(
         _with_url(info, info.url.replace(f":{tls_rabbit.extra['amqps_port']}/", f":{plain_port}/"))
     )
-    assert "does not speak TLS" in text
+    assert "the TLS handshake failed" in text  # what was seen
+    assert "it looks like a plain AMQP port; if so, use amqp://" in text  # the guess, the fix
 
 
 async def test_plain_against_the_tls_port_says_so(tls_rabbit: BrokerInfo) -> None:
     plain_port = urllib.parse.urlsplit(tls_rabbit.url).port
     url = tls_rabbit.url.replace(f":{plain_port}/", f":{tls_rabbit.extra['amqps_port']}/")
     text = await _refusal(_with_url(tls_rabbit, url))
-    assert "speaks TLS" in text
+    assert "the port answered a TLS handshake" in text  # what was seen
+    assert "it looks like a TLS listener; if so, use" in text  # the guess, then the fix
     assert "amqps://" in text
 
 
@@ -171,7 +173,7 @@ async def test_https_against_a_plain_management_port_says_so(tls_rabbit: BrokerI
         extra={"management": plain.replace("http://", "https://")},
     )
     async with asyncio.timeout(30), RabbitAdapter(wrong, timeout=5) as adapter:
-        with pytest.raises(BrokerUnavailable, match="does not speak TLS"):
+        with pytest.raises(BrokerUnavailable, match=r"failed .*: it looks like a plain HTTP API"):
             await adapter.list_destinations("none-")
         # The same broker with its management API named right works.
     async with RabbitAdapter(info, timeout=5) as adapter:
