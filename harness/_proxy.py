@@ -42,7 +42,8 @@ class FaultProxy:
         except OSError as exc:
             raise BrokerUnavailable(
                 f"the fault proxy cannot listen on 127.0.0.1:{self.listen_port}: {exc.strerror};"
-                " another process holds the port (restart the local broker: harness brokers down)"
+                " another process probably holds the port; if so, restart the local broker for"
+                " everyone: harness brokers down --force"
             ) from exc
 
     async def close(self) -> None:
