@@ -53,6 +53,7 @@ from message_flow_harness._report import write_failure
 from message_flow_harness._runner import LiveRun, run_flow
 from message_flow_harness._schedule import Publish, Step
 from message_flow_harness._shrink import Shrinker
+from message_flow_harness._text import plural
 from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
 
@@ -554,7 +555,7 @@ class Campaign:
             replacement.history, replacement.__cause__ = error.history, error
             error = replacement
         error.add_note(
-            f"fuzz {flow.label}: {examples} examples in {elapsed:.1f} s before this"
+            f"fuzz {flow.label}: {plural(examples, 'example')} in {elapsed:.1f} s before this"
             f" (seed {self.seed})"
         )
         if self.report_dir is not None and isinstance(error.history, History):

@@ -114,6 +114,14 @@ class FuzzProgress:
         self.started = time.monotonic()
         self.counts = {"search": 0, "shrink": 0, "re-run": 0}
         self.failures = 0  # examples that failed, in any phase
+        bar.update(  # while the first example's service starts
+            phase="search",
+            completed=0.0,
+            total=float(max_examples),
+            done=f"0/{plural(max_examples, 'example')}",
+            rate="",
+            failures="",
+        )
 
     @property
     def examples(self) -> int:
@@ -139,7 +147,7 @@ class FuzzProgress:
             total=total,
             done=done,
             rate=f"{self.examples / elapsed:.1f} examples/s",
-            failures=plural(self.failures, "failure") if self.failures else "no failure",
+            failures=plural(self.failures, "failure") if self.failures else "no failures",
         )
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 from message_flow_harness._bench.result import BenchResult
 from message_flow_harness._bench.stats import mann_whitney_p
+from message_flow_harness._text import plural
 
 #: A p-value below this makes a difference between two results significant.
 ALPHA = 0.05
@@ -166,8 +167,9 @@ class Comparison:
         # First, so nobody reads the verdict without it.
         lines = ["note: different settings: " + "; ".join(map(str, differ))] if differ else []
         lines += [
-            f"a: {self.a.flow} on {self.a.broker}, {len(self.a.rounds)} rounds;"
-            f" b: {self.b.flow} on {self.b.broker}, {len(self.b.rounds)} rounds: {verdict}",
+            f"a: {self.a.flow} on {self.a.broker}, {plural(len(self.a.rounds), 'round')};"
+            f" b: {self.b.flow} on {self.b.broker}, {plural(len(self.b.rounds), 'round')}:"
+            f" {verdict}",
             f"  {self.throughput}",
             f"  {self.latency_p50}",
             f"  {self.latency_p99}",

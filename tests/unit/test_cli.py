@@ -362,6 +362,16 @@ def _result(schedule: Sequence[Step], verdicts: tuple[Verdict, ...]) -> RunResul
     )
 
 
+def test_a_failed_run_report_is_bounded_as_pytest_shows_it() -> None:
+    # flow_check fails a test with this text.
+    text = _result((Publish(Message(value=b"1")),), (_lost(50),)).report()
+    assert text.splitlines()[0] == (
+        "flow orders on kafka: CHECKS FAILED (1 message, run ended: quiet)"
+    )
+    assert text.count("- lost:") == 5
+    assert "  … and 45 more" in text
+
+
 def test_the_fuzz_summary_counts_in_words_bounds_its_lists_and_says_how_to_rerun() -> None:
     one = _result((Publish(Message(value=b"1")), Crash(0)), (_lost(50),))
     report = FuzzReport(
