@@ -11,7 +11,7 @@ from collections.abc import Sequence
 #: How many items of a long list a person is shown before "… and N more".
 SHOWN = 5
 
-_IRREGULAR = {"anomaly": "anomalies", "is": "are", "was": "were", "it": "they"}
+_IRREGULAR = {"anomaly": "anomalies"}
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
