@@ -21,6 +21,7 @@ from typing import Literal
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import Event, History, Kind
 from message_flow_harness._message import Message
+from message_flow_harness._text import bounded, plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +46,13 @@ class Verdict:
         return not self.anomalies
 
     def __str__(self) -> str:
-        count = len(self.anomalies)
-        status = "ok" if self.ok else f"{count} anomal{'y' if count == 1 else 'ies'}"
+        status = "ok" if self.ok else plural(len(self.anomalies), "anomaly")
         head = f"{self.check}: {status}"
         if self.summary:
             head += f" ({self.summary})"
-        return "\n".join([head, *(f"  - {a.kind}: {a.text}" for a in self.anomalies)])
+        # A person reads the first few; every anomaly stays in ``anomalies`` and the JSON.
+        listed = [f"  - {a.kind}: {a.text}" for a in self.anomalies]
+        return "\n".join([head, *bounded(listed, indent="  ")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,8 @@ class Facts:
         stray_dead = sum(1 for e in self.uncorrelated if e.kind is Kind.DEAD_LETTERED)
         outputs = sum(len(v) for v in self.outputs.values()) + len(self.uncorrelated) - stray_dead
         dead = sum(len(v) for v in self.dead_letters.values()) + stray_dead
-        return f"{len(self.inputs)} inputs, {outputs} outputs, {dead} dead-lettered"
+        inputs = plural(len(self.inputs), "input")
+        return f"{inputs}, {plural(outputs, 'output')}, {dead} dead-lettered"
 
 
 def _show(raw: bytes) -> str:

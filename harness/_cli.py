@@ -1,32 +1,45 @@
-"""The ``harness`` command: ``brokers up|down|status`` and ``demo``.
+"""The ``harness`` command: ``fuzz``, ``bench``, ``brokers up|down|status`` and ``demo``.
 
-Exit codes: 0 success, 1 a check failed, 2 a usage or broker error.
+Exit codes: 0 success, 1 a check failed, 2 a usage or broker error. Errors read
+as argparse's do (``harness fuzz: error: ...``): one message and its fix, in
+the CLI's terms; ``--traceback`` shows where one was raised.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
-import os
 import shlex
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from message_flow_harness import brokers
 from message_flow_harness._bench.command import add_bench_arguments, bench_command
 from message_flow_harness._broker import BrokerInfo
-from message_flow_harness._cli_args import add_broker_url_arguments, broker_url, positive_int
+from message_flow_harness._cli_args import (
+    Formatter,
+    UsageError,
+    add_broker_url_arguments,
+    add_output_arguments,
+    broker_url,
+    fault_kinds,
+    non_negative_int,
+    positive_int,
+    producer_count,
+)
 from message_flow_harness._drivers import BROKER_KINDS, check_kind, driver
 from message_flow_harness._errors import HarnessError, InvalidArgument
-from message_flow_harness._flow import Flow
-from message_flow_harness._fuzz import Example, FuzzReport, check_fuzz_arguments, fuzz
+from message_flow_harness._fuzz import FuzzReport, check_fuzz_arguments, fuzz
 from message_flow_harness._message import BrokerKind
+from message_flow_harness._progress import FuzzProgress, LiveBar
 from message_flow_harness._redact import is_secret_name, redact_url
-from message_flow_harness._schedule import faults_of, messages_of
+from message_flow_harness._reference import load_flow as load_flow  # re-exported
+from message_flow_harness._report import fuzz_summary
+from message_flow_harness._text import shorten
 from message_flow_harness.brokers import _local
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -142,74 +155,66 @@ def _demo(kinds: list[BrokerKind]) -> int:
     return run_demo(kinds)
 
 
-def load_flow(reference: str) -> Flow:
-    """``package.module:NAME`` → the Flow object it names (the current directory is importable)."""
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise InvalidArgument(
-            f"{reference!r} is not MODULE:FLOW: give e.g. myservice.tests:orders_flow"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidArgument(
-            f"cannot import {module_name!r} ({exc}): run from the directory that contains it,"
-            " or install it"
-        ) from exc
-    flow = getattr(module, attribute, None)
-    if not isinstance(flow, Flow):
-        raise InvalidArgument(
-            f"{reference} is {type(flow).__name__ if flow is not None else 'missing'}, not a"
-            " harness.Flow: point at a Flow(...) defined at module level"
-        )
-    return flow
-
-
-def _print_example(example: Example) -> None:
-    mark = "ok  " if example.ok else "FAIL"
-    print(
-        f"  {example.phase} #{example.number:<4} {mark} {len(messages_of(example.schedule)):>2}"
-        f" messages {len(faults_of(example.schedule))} faults  {example.seconds * 1000:6.0f} ms",
-        flush=True,
-    )
+#: Where ``harness fuzz`` keeps failing examples (Hypothesis's database) between runs.
+DATABASE = Path(".hypothesis") / "harness"
 
 
 def _fuzz(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
     url = broker_url(args, flow.broker)
-    faults: bool | list[str] = False
-    if args.faults:
-        faults = True if args.faults == "all" else args.faults.split(",")
-    check_fuzz_arguments(
+    faults: list[str] = list(args.faults or ())
+    if args.workers > 1 and faults:
+        raise UsageError(
+            f"--workers {args.workers} runs examples at once, which --faults cannot share"
+            " (a fault run holds fault proxies, and a broker restart hits every run):"
+            " give --workers 1 with --faults"
+        )
+    database = DATABASE.resolve()
+    if args.replay and not database.is_dir():
+        raise InvalidArgument(_nothing_to_replay(args.flow, database))
+    check_fuzz_arguments(  # the library's own checks, should a new one not be in the CLI yet
         max_examples=args.max_examples,
         faults=faults,
         producers=args.producers,
         workers=args.workers,
     )
     with brokers.provision(flow.broker, url=url) as info:
-        print(f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
-        report = asyncio.run(
-            fuzz(
-                flow,
-                max_examples=args.max_examples,
-                seed=args.seed,
-                faults=faults,
-                producers=args.producers,
-                broker=info,
-                report_dir=Path(args.report_dir),
-                progress=None if args.quiet else _print_example,
-                flow_reference=args.flow,
-                replay_only=args.replay,
-                workers=args.workers,
+        if not args.quiet:
+            print(f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
+        with LiveBar(show=not args.quiet) as bar:
+            report = asyncio.run(
+                fuzz(
+                    flow,
+                    max_examples=args.max_examples,
+                    seed=args.seed,
+                    faults=faults,
+                    producers=args.producers,
+                    broker=info,
+                    database=database,
+                    report_dir=Path(args.report_dir),
+                    progress=FuzzProgress(
+                        bar, max_examples=args.max_examples, verbose=args.verbose > 0
+                    ),
+                    flow_reference=args.flow,
+                    replay_only=args.replay,
+                    workers=args.workers,
+                )
             )
-        )
-    print(report.summary())
+    if args.replay and report.examples == 0:
+        raise InvalidArgument(_nothing_to_replay(args.flow, database))
+    print(fuzz_summary(report, rerun=f"--seed {report.seed}"))
     if args.json:
         Path(args.json).write_text(json.dumps(fuzz_json(report), indent=1))
         print(f"JSON: {args.json}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _nothing_to_replay(reference: str, database: Path) -> str:
+    return (
+        f"--replay found no saved failure of {reference} in {database}:"
+        " failures are saved there by runs without --seed that fail, run from this"
+        f" directory; run `harness fuzz {reference}` first, or drop --replay"
+    )
 
 
 def fuzz_json(report: FuzzReport) -> dict[str, object]:
@@ -255,47 +260,78 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz_parser = commands.add_parser(
         "fuzz", help="search for message sequences and faults that break a flow's checks"
     )
-    fuzz_parser.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myservice.tests:flow")
-    fuzz_parser.add_argument("--max-examples", type=positive_int, default=100, metavar="N")
-    fuzz_parser.add_argument("--seed", type=int, default=None, metavar="S")
-    fuzz_parser.add_argument("--json", default=None, metavar="FILE", help="write the report")
+    fuzz_parser.formatter_class = Formatter
+    fuzz_parser.description = (
+        "Run the flow's service on a real broker again and again, with message sequences"
+        " (and fault schedules) Hypothesis chooses, until one breaks a check; shrink it"
+        " to a minimal schedule and print it as a pytest test. Exit 0: every check held;"
+        " 1: a check failed; 2: a usage or broker error."
+    )
+    fuzz_parser.add_argument(
+        "flow", metavar="MODULE:FLOW", help="the Flow to fuzz, e.g. myservice.tests:orders_flow"
+    )
+    fuzz_parser.add_argument(
+        "--max-examples",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="runs of the service to search with (shrinking and re-runs come on top)",
+    )
+    fuzz_parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        metavar="S",
+        help="repeat the search of an earlier run, which printed its seed"
+        " (default: a new seed, printed; saved failures are tried first)",
+    )
     fuzz_parser.add_argument(
         "--faults",
-        nargs="?",
-        const="all",
+        type=fault_kinds,
         default=None,
         metavar="KINDS",
-        help="add fault schedules: all (crash,join,latency,cut), or some of those and"
-        " broker_restart (brokers the harness started)",
+        help="add fault schedules: all (crash,join,latency,cut), or a comma list of those"
+        " and broker_restart (brokers the harness started); e.g. --faults crash,cut"
+        " (default: no faults)",
     )
     fuzz_parser.add_argument(
         "--producers",
-        type=positive_int,
+        type=producer_count,
         default=1,
         metavar="N",
-        help="publish through N concurrent producers (default 1: one ordered publisher)",
+        help="publish through N concurrent producers (1: one ordered publisher)",
     )
     fuzz_parser.add_argument(
         "--workers",
         type=positive_int,
         default=1,
         metavar="N",
-        help="run N searches at once, each with its own seed (no faults; default 1)",
+        help="run N searches at once, each with its own seed (not with --faults)",
     )
     fuzz_parser.add_argument(
-        "--replay", action="store_true", help="only re-run failures saved by earlier runs"
+        "--replay",
+        action="store_true",
+        help=f"only re-run the failures earlier runs saved in {DATABASE}",
     )
-    fuzz_parser.add_argument("--report-dir", default="reports", metavar="DIR")
-    fuzz_parser.add_argument("--quiet", action="store_true", help="no per-example progress")
     fuzz_parser.add_argument(
-        "--verbose", action="store_true", help="show the drivers' and services' logs"
+        "--report-dir",
+        default="reports",
+        metavar="DIR",
+        help="where a failure's history (JSON) and timeline (SVG) are written",
     )
+    fuzz_parser.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the report as JSON to FILE"
+    )
+    add_output_arguments(fuzz_parser, unit="example")
     add_broker_url_arguments(fuzz_parser)
 
     bench_parser = commands.add_parser(
         "bench", help="time a flow's service: throughput, latency percentiles, lag"
     )
+    bench_parser.formatter_class = Formatter
     add_bench_arguments(bench_parser)
+    for command, sub in commands.choices.items():
+        sub.set_defaults(prog=sub.prog, usage=sub.format_usage, command_name=command)
 
     demo = commands.add_parser("demo", help="the main job, on brokers the harness starts itself")
     demo.add_argument(
@@ -304,15 +340,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_logging(verbose: bool) -> None:
-    """Crashes are on purpose here: drivers' and services' tracebacks would drown the report."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO if verbose else logging.CRITICAL)
+class _CurrentStderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is at each record: above the progress bar while it is
+    live (rich redirects stderr meanwhile), plainly otherwise."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _logging(verbosity: int) -> None:
+    """Logs only at ``-vv``: crashes are on purpose here, and the drivers' and services'
+    tracebacks would drown the report. ``-vvv`` adds debug records (Hypothesis's own)."""
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler])
+    levels = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.INFO}
+    logging.getLogger().setLevel(levels.get(verbosity, logging.DEBUG))
+
+
+def _error(prog: str, exc: BaseException, *, show_traceback: bool) -> None:
+    """One clean message and its fix, what was noted on the way out below it."""
+    if show_traceback:
+        traceback.print_exception(exc)
+    print(f"{prog}: error: {shorten(str(exc), limit=2000)}", file=sys.stderr)
+    for note in getattr(exc, "__notes__", ()):
+        print(f"  {shorten(str(note), limit=500)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_logging(bool(getattr(args, "verbose", False)))
+    verbosity = getattr(args, "verbose", 0)
+    _logging(int(verbosity))
+    prog = getattr(args, "prog", "harness")
+    show_traceback = bool(getattr(args, "traceback", False))
     try:
         if args.command == "fuzz":
             return _fuzz(args)
@@ -323,11 +383,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler = {"up": _brokers_up, "down": _brokers_down, "status": _brokers_status}
             return handler[args.action](kinds, args)
         return _demo(kinds)
+    except UsageError as exc:
+        print(args.usage(), end="", file=sys.stderr)
+        _error(prog, exc, show_traceback=show_traceback)
+        return EXIT_ERROR
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        _error(prog, exc, show_traceback=show_traceback)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("harness: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        # Not one of the harness's errors: a bug here, or a service that escaped its
+        # run. Its repr may run to pages: the message, shortened, and how to see more.
+        if show_traceback:
+            traceback.print_exception(exc)
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {shorten(str(exc))}\n"
+            "  re-run with --traceback to see where it was raised, and report it",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 

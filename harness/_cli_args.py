@@ -1,7 +1,8 @@
-"""argparse pieces shared by every ``harness`` command: numbers checked where they are
-read, and one option per broker kind naming an existing broker.
+"""argparse pieces shared by every ``harness`` command: values checked where they are
+read, help that shows defaults, verbosity, and one option per broker kind naming an
+existing broker.
 
-The number types raise ``argparse.ArgumentTypeError`` saying which value is wrong and what
+The value types raise ``argparse.ArgumentTypeError`` saying which value is wrong and what
 to give instead, so argparse prints it as a usage error (exit 2).
 """
 
@@ -11,6 +12,71 @@ import argparse
 import math
 
 from message_flow_harness._drivers import driver, drivers
+from message_flow_harness._errors import HarnessError
+from message_flow_harness._schedule import FAULT_KINDS, MAX_PRODUCERS, OPT_IN_FAULT_KINDS
+
+
+class UsageError(HarnessError):
+    """Options that parse one by one but do not go together (the CLI prints its usage too)."""
+
+
+class Formatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, argparse.SUPPRESS) and not isinstance(
+            action, argparse._HelpAction | argparse._CountAction
+        )
+        if shown and action.option_strings and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def fault_kinds(text: str) -> tuple[str, ...]:
+    """``all`` or a comma list of fault kinds (``crash,cut``): the kinds, checked."""
+    known = (*FAULT_KINDS, *OPT_IN_FAULT_KINDS)
+    kinds: list[str] = []
+    for name in (part.strip() for part in text.split(",")):
+        found = FAULT_KINDS if name == "all" else (name,) if name in known else None
+        if found is None and ":" in name:  # the flow, taken for the kinds
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a fault kind: --faults takes KINDS, e.g. --faults all {name}"
+            )
+        if found is None:
+            raise argparse.ArgumentTypeError(
+                f"unknown fault kind {name!r}: give all, or a comma list of {', '.join(known)}"
+            )
+        kinds += [kind for kind in found if kind not in kinds]
+    return tuple(kinds)
+
+
+def producer_count(text: str) -> int:
+    """How many concurrent producers publish: 1 to ``MAX_PRODUCERS``."""
+    value = _whole_number(text, minimum=1)
+    if value > MAX_PRODUCERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give 1 to {MAX_PRODUCERS}")
+    return value
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, unit: str) -> None:
+    """``-v`` (a line per ``unit``; twice: the logs too) and ``-q``."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help=f"print a line per {unit}; -vv also shows the drivers' and services' logs",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar: only the summary"
+    )
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, show where it was raised (for reporting a bug in the harness)",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -15,6 +15,7 @@ from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History
 from message_flow_harness._message import BrokerKind, Endpoints, Message
 from message_flow_harness._schedule import Step
+from message_flow_harness._text import plural
 
 Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
 
@@ -115,7 +116,7 @@ class RunResult:
         lines = [
             f"flow {self.flow.label} on {self.endpoints.kind}: "
             f"{'all checks held' if self.ok else 'CHECKS FAILED'}"
-            f" ({len(self.messages)} messages, run ended: {self.ended_by})"
+            f" ({plural(len(self.messages), 'message')}, run ended: {self.ended_by})"
         ]
         lines += [str(v) for v in self.verdicts]
         if self.history_path is not None:

@@ -20,6 +20,8 @@ how reliably it fails, and writes the report (harness._report).
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import threading
 import time
 import unittest
@@ -33,6 +35,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
+from hypothesis.reporting import with_reporter
 
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo
@@ -50,8 +53,21 @@ from message_flow_harness._report import write_failure
 from message_flow_harness._runner import LiveRun, run_flow
 from message_flow_harness._schedule import Publish, Step
 from message_flow_harness._shrink import Shrinker
+from message_flow_harness._text import plural
 from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
+
+#: Where Hypothesis's own reports go (its "Falsifying example", its "add @seed(...) to
+#: this test"): a campaign has no test to add it to and says itself how to re-run.
+hypothesis_log = logging.getLogger("message_flow_harness.hypothesis")
+
+#: Seeds an unseeded campaign chooses from: short enough to read out and type back.
+SEEDS = 1_000_000
+
+
+def choose_seed() -> int:
+    """A seed for a campaign that was given none (printed, so the search can be repeated)."""
+    return random.SystemRandom().randrange(SEEDS)
 
 
 class _CampaignAborted(BaseException):
@@ -87,7 +103,7 @@ class Example:
     schedule: tuple[Step, ...]
     ok: bool
     seconds: float
-    phase: str
+    phase: str  # "search", "shrink", or "re-run" (the minimal schedule, after the search)
 
 
 def _fail(result: RunResult) -> None:
@@ -159,9 +175,11 @@ async def fuzz(
     candidate counts as passing after ``shrink_tries`` passes in a row, and
     as failing once it has failed twice (so the minimal schedule is one that
     repeats, not one that failed once by luck). Failing examples are kept in
-    Hypothesis's database under ``database`` (unseeded runs only: a ``seed``
-    replays one exact search instead); ``replay_only`` runs just those
-    and tried first next time. Without ``broker``, a local one is leased.
+    Hypothesis's database under ``database`` and tried first next time
+    (unseeded runs only: a ``seed`` replays one exact search instead);
+    ``replay_only`` runs just those. An unseeded run chooses its seed (the
+    report's ``seed``): passing it back repeats the search. Without ``broker``,
+    a local one is leased. ``progress`` hears of every example, re-runs too.
     """
     check_fuzz_arguments(
         max_examples=max_examples,
@@ -238,7 +256,11 @@ class Campaign:
         workers: int,
     ) -> None:
         self.flow, self.adapter, self.isolation, self.broker = flow, adapter, isolation, broker
-        self.max_examples, self.seed, self.faults = max_examples, seed, faults
+        self.max_examples, self.faults = max_examples, faults
+        # A given seed replays one exact search, without the database's saved failures
+        # first; an unseeded campaign chooses one (reported) and keeps the database.
+        self.seeded = seed is not None
+        self.seed = seed if seed is not None else choose_seed()
         self.reruns, self.replay_only, self.workers = reruns, replay_only, workers
         self.database, self.report_dir = database, report_dir
         self.progress, self.flow_reference = progress, flow_reference
@@ -348,21 +370,27 @@ class Campaign:
         test_schedule._hypothesis_internal_add_digest = self.flow.label.encode()  # type: ignore[attr-defined]
         replayed = (Phase.explicit, Phase.reuse) if worker == 0 else ()  # saved ones: once
         workers, max_examples = self.workers, self.max_examples
+        # @seed drops the database; the settings applied over it put it back when wanted.
+        seeded = hypothesis_seed(self.seed + worker)(given(self.strategy)(test_schedule))
+        saving = self.database is not None and (self.replay_only or not self.seeded)
         test = settings(
             max_examples=max_examples // workers + (worker < max_examples % workers),
             deadline=None,
             phases=(*replayed, Phase.shrink)
             if self.replay_only
             else (*replayed, Phase.generate, Phase.shrink),
-            database=DirectoryBasedExampleDatabase(str(self.database)) if self.database else None,
+            database=DirectoryBasedExampleDatabase(str(self.database)) if saving else None,
             suppress_health_check=list(HealthCheck),
             print_blob=False,
             report_multiple_bugs=False,
             derandomize=False,
-        )(given(self.strategy)(test_schedule))
-        if self.seed is not None:
-            test = hypothesis_seed(self.seed + worker)(test)
-        return test
+        )(seeded)
+
+        def search() -> None:
+            with with_reporter(_to_log):  # per thread: each worker's own reports
+                test()
+
+        return search
 
     def _hypothesis_test(self, schedule: list[Step]) -> None:
         """Hypothesis's test function: raise ChecksFailed when the schedule fails."""
@@ -498,7 +526,8 @@ class Campaign:
 
     async def _rerun(self, minimal: RunResult, failed_again: list[bool]) -> None:
         """Re-run the minimal schedule ``reruns`` times: how reliably it fails."""
-        for _ in range(self.reruns):
+        for number in range(1, self.reruns + 1):
+            began = time.monotonic()
             again = await run_flow(
                 self.flow,
                 minimal.schedule,
@@ -507,6 +536,9 @@ class Campaign:
                 isolation=self.isolation,
             )
             failed_again.append(not again.ok)
+            if self.progress is not None:
+                took = time.monotonic() - began
+                self.progress(Example(number, again.schedule, again.ok, took, "re-run"))
 
     async def _ended_by(self, error: HarnessError) -> HarnessError:
         """The error that ends the campaign, naming a lost broker, with the partial history kept."""
@@ -523,13 +555,17 @@ class Campaign:
             replacement.history, replacement.__cause__ = error.history, error
             error = replacement
         error.add_note(
-            f"fuzz {flow.label}: {examples} examples in {elapsed:.1f} s before this"
+            f"fuzz {flow.label}: {plural(examples, 'example')} in {elapsed:.1f} s before this"
             f" (seed {self.seed})"
         )
         if self.report_dir is not None and isinstance(error.history, History):
             error.history_path = error.history.dump(self.report_dir / f"{flow.label}-partial.json")
             error.add_note(f"partial history: {error.history_path}")
         return error
+
+
+def _to_log(text: object) -> None:
+    hypothesis_log.debug("%s", text)
 
 
 def checks_failed_in(exc: BaseException) -> ChecksFailed | None:

@@ -18,6 +18,7 @@ from typing import Any
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import Event, History, Kind
 from message_flow_harness._schedule import Step, faults_of, messages_of
+from message_flow_harness._text import bounded, plural
 
 #: The ``format`` of a fuzz report's JSON: bumped when a field changes meaning or goes.
 FORMAT = "message-flow-harness/fuzz/1"
@@ -130,27 +131,36 @@ def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | Non
     )
 
 
-def fuzz_summary(report: FuzzReport) -> str:
+def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
+    """What a person reads after a campaign: counts, the seed, the minimal failure, a test.
+
+    ``rerun`` says how to run the same search again in the reader's terms
+    (the CLI passes ``--seed N``); by default, the ``fuzz()`` keyword. Long
+    lists (steps, anomalies) show their first few: the JSON holds them all.
+    """
     head = (
-        f"fuzzed {report.flow.label} on {report.flow.broker}: {report.examples} examples"
-        f" in {report.elapsed:.1f} s ({report.examples_per_second:.1f}/s)"
-        + (f", seed {report.seed}" if report.seed is not None else "")
+        f"fuzzed {report.flow.label} on {report.flow.broker}:"
+        f" {plural(report.examples, 'example')} in {report.elapsed:.1f} s"
+        f" ({report.examples_per_second:.1f}/s)"
     )
+    lines = [head]
+    if report.seed is not None:
+        again = rerun or f"fuzz(..., seed={report.seed})"
+        lines.append(f"seed {report.seed}: re-run with {again}")
     if report.minimal is None:
-        return f"{head}\nevery check held"
+        return "\n".join([*lines, "every check held"])
     minimal = report.minimal
     schedule = minimal.schedule
+    messages, faults = len(messages_of(schedule)), len(faults_of(schedule))
     failed_again = sum(report.reruns)
-    lines = [
-        head,
+    lines += [
         f"first failure at example {report.first_failure_at};"
-        f" minimal schedule has {len(messages_of(schedule))} messages and"
-        f" {len(faults_of(schedule))} faults:",
-        *(f"  {step!r}" for step in schedule),
+        f" minimal schedule has {plural(messages, 'message')} and {plural(faults, 'fault')}:",
+        *bounded([f"  {step!r}" for step in schedule], indent="  "),
         "",
         *(str(v) for v in minimal.failures()),
         "",
-        f"reproduced in {failed_again} of {len(report.reruns)} re-runs"
+        f"reproduced in {failed_again} of {plural(len(report.reruns), 're-run')}"
         + (
             " (the failure did not repeat while shrinking: this is the smallest seen)"
             if report.flaky

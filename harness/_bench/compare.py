@@ -4,17 +4,67 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from message_flow_harness._bench.result import BenchResult
 from message_flow_harness._bench.stats import mann_whitney_p
+from message_flow_harness._text import plural
 
 #: A p-value below this makes a difference between two results significant.
 ALPHA = 0.05
 
 
 Side = Literal["a", "b"]
+
+#: The settings two results must share for their speeds to compare, and the option
+#: (or Flow field) that sets each.
+SETTINGS = {
+    "flow": "flow",
+    "broker": "broker",
+    "messages": "--messages",
+    "rate": "--rate",
+    "in_flight": "--in-flight",
+    "payload_size": "--payload-size",
+    "keys": "--keys",
+    "warmup": "--warmup",
+    "probes": "Flow(probes=...)",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettingDifference:
+    """One setting in which two bench results differ."""
+
+    name: str
+    option: str
+    a: object
+    b: object
+
+    @staticmethod
+    def show(value: object) -> str:
+        return (
+            "not given"
+            if value is None
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
+
+    def __str__(self) -> str:
+        return f"{self.option} {self.show(self.a)} vs {self.show(self.b)}"
+
+
+def setting_differences(
+    a: Mapping[str, object], b: Mapping[str, object]
+) -> list[SettingDifference]:
+    """The :data:`SETTINGS` in which ``a`` and ``b`` differ."""
+    return [
+        SettingDifference(name=name, option=option, a=a.get(name), b=b.get(name))
+        for name, option in SETTINGS.items()
+        if a.get(name) != b.get(name)
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,13 +148,8 @@ class Comparison:
         return self.deciding.better
 
     @property
-    def settings_differ(self) -> list[str]:
-        names = ("flow", "broker", "messages", "rate", "in_flight", "payload_size", "keys")
-        return [
-            f"{name} {getattr(self.a, name)!r} vs {getattr(self.b, name)!r}"
-            for name in names
-            if getattr(self.a, name) != getattr(self.b, name)
-        ]
+    def settings_differ(self) -> list[SettingDifference]:
+        return setting_differences(self.a.settings(), self.b.settings())
 
     def summary(self) -> str:
         deciding = self.deciding
@@ -118,16 +163,17 @@ class Comparison:
             )
         else:
             verdict = f"{self.faster} is faster ({deciding.name}, p={deciding.p_value:.3f})"
-        lines = [
-            f"a: {self.a.flow} on {self.a.broker}, {len(self.a.rounds)} rounds;"
-            f" b: {self.b.flow} on {self.b.broker}, {len(self.b.rounds)} rounds: {verdict}",
+        differ = self.settings_differ
+        # First, so nobody reads the verdict without it.
+        lines = ["note: different settings: " + "; ".join(map(str, differ))] if differ else []
+        lines += [
+            f"a: {self.a.flow} on {self.a.broker}, {plural(len(self.a.rounds), 'round')};"
+            f" b: {self.b.flow} on {self.b.broker}, {plural(len(self.b.rounds), 'round')}:"
+            f" {verdict}",
             f"  {self.throughput}",
             f"  {self.latency_p50}",
             f"  {self.latency_p99}",
         ]
-        differ = self.settings_differ
-        if differ:
-            lines.append("  note: different settings: " + "; ".join(differ))
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -141,6 +141,20 @@ class BenchResult:
     def lost(self) -> int:
         return sum(r.lost for r in self.rounds)
 
+    def settings(self) -> dict[str, object]:
+        """What this bench was asked to do (two results compare when these agree)."""
+        return {
+            "flow": self.flow,
+            "broker": self.broker,
+            "messages": self.messages,
+            "rate": self.rate,
+            "in_flight": self.in_flight,
+            "payload_size": self.payload_size,
+            "keys": self.keys,
+            "warmup": self.warmup,
+            "probes": self.probes,
+        }
+
     def describe_mode(self) -> str:
         if self.rate is not None:
             return f"open loop at {self.rate:g} msg/s"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import math
 import os
 import platform
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from message_flow_harness import brokers
 from message_flow_harness._bench.analysis import analyze
@@ -32,6 +35,7 @@ async def bench(
     broker: BrokerInfo | None = None,
     warmup: int = 100,
     rounds: int = 1,
+    progress: Callable[[BenchStatus], None] | None = None,
 ) -> BenchResult:
     """Time ``flow``'s service: throughput, publish → output latency, in-service time, lag.
 
@@ -40,6 +44,7 @@ async def bench(
     measured inputs (as fast as possible, at ``rate`` msg/s, or with at most
     ``in_flight`` unanswered) and waits for their outputs, bounded by the
     flow's ``quiet`` and ``timeout``. Without ``broker``, a local one is leased.
+    ``progress`` hears how each round goes, a few times a second and at its end.
     """
     settings = _Settings(
         messages=messages,
@@ -52,8 +57,26 @@ async def bench(
     )
     if broker is None:
         with brokers.provision(flow.broker) as info:
-            return await _rounds(flow, settings, info)
-    return await _rounds(flow, settings, broker)
+            return await _rounds(flow, settings, info, progress)
+    return await _rounds(flow, settings, broker, progress)
+
+
+Phase = Literal["warm-up", "measure", "done"]
+
+#: How often a bench tells ``progress`` how its round goes.
+_PROGRESS_S = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchStatus:
+    """How a bench's round goes: what ``bench(progress=...)`` hears."""
+
+    round: int  # 1-based
+    rounds: int
+    phase: Phase  # "done" once per round, with its final counts
+    messages: int  # measured inputs of a round
+    accounted: int  # of those, accounted for so far
+    rate: float  # accounted for per second in this round's measured phase
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,11 +118,17 @@ class _Settings:
         return inputs(count, payload_size=self.payload_size, keys=self.keys, start=start)
 
 
-async def _rounds(flow: Flow, settings: _Settings, broker: BrokerInfo) -> BenchResult:
+async def _rounds(
+    flow: Flow,
+    settings: _Settings,
+    broker: BrokerInfo,
+    progress: Callable[[BenchStatus], None] | None,
+) -> BenchResult:
     measured: list[Round] = []
     async with brokers.adapter(broker) as adapter:
-        for _ in range(settings.rounds):
-            measured.append(await _round(flow, settings, broker, adapter))
+        for number in range(1, settings.rounds + 1):
+            watch = _Watch(progress, number, settings)
+            measured.append(await _round(flow, settings, broker, adapter, watch))
     return BenchResult(
         flow=flow.label,
         broker=flow.broker,
@@ -126,8 +155,58 @@ def _direct(broker: BrokerInfo) -> BrokerInfo:
     return dataclasses.replace(broker, extra=extra)
 
 
+class _Watch:
+    """Tells ``progress`` how one round goes, from its publisher's counts."""
+
+    def __init__(
+        self, progress: Callable[[BenchStatus], None] | None, number: int, settings: _Settings
+    ) -> None:
+        self.progress, self.number, self.settings = progress, number, settings
+        self.phase: Phase = "warm-up"
+        self.measured: frozenset[str] = frozenset()
+        self.began = time.monotonic()
+
+    def measuring(self, measured: list[str]) -> None:
+        self.phase, self.measured, self.began = "measure", frozenset(measured), time.monotonic()
+
+    def tell(self, publisher: Publisher, phase: Phase | None = None) -> None:
+        if self.progress is None:
+            return
+        accounted = len(publisher.poll() & self.measured)
+        elapsed = time.monotonic() - self.began
+        self.progress(
+            BenchStatus(
+                round=self.number,
+                rounds=self.settings.rounds,
+                phase=phase or self.phase,
+                messages=self.settings.messages,
+                accounted=accounted,
+                rate=accounted / elapsed if elapsed > 0 else 0.0,
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def ticking(self, publisher: Publisher) -> AsyncIterator[None]:
+        """Tell ``progress`` a few times a second while inside; once more, "done", at the end."""
+
+        async def tick() -> None:
+            while True:
+                self.tell(publisher)
+                await asyncio.sleep(_PROGRESS_S)
+
+        task = asyncio.create_task(tick()) if self.progress is not None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.tell(publisher, "done")
+
+
 async def _round(
-    flow: Flow, settings: _Settings, broker: BrokerInfo, adapter: BrokerAdapter
+    flow: Flow, settings: _Settings, broker: BrokerInfo, adapter: BrokerAdapter, watch: _Watch
 ) -> Round:
     """One run of the service: warm up, publish the measured inputs, read their figures."""
     # The run's deadline must outlast publishing at the slowest expected pace.
@@ -137,26 +216,35 @@ async def _round(
     )
     async with LiveRun(timed, broker=_direct(broker), adapter=adapter) as live:
         publisher = Publisher(live)
-        if settings.warmup:
-            warm = [publisher.stamp(m) for m in settings.inputs(settings.warmup)]
-            await publisher.fastest(warm)
-            await publisher.await_outputs(
-                [hid for hid, _ in warm], quiet=flow.quiet, what=f"warm-up of {flow.label}"
-            )
-        stamped = [
-            publisher.stamp(m) for m in settings.inputs(settings.messages, start=settings.warmup)
-        ]
-        measured = [hid for hid, _ in stamped]
-        cpu_began = time.process_time()
-        if settings.rate is not None:
-            await publisher.at_rate(stamped, settings.rate)
-        elif settings.in_flight is not None:
-            await publisher.closed_loop(stamped, settings.in_flight, quiet=flow.quiet)
-        else:
-            await publisher.fastest(stamped)
-        await publisher.await_outputs(measured, quiet=flow.quiet, what="", strict=False)
-        cpu_seconds = time.process_time() - cpu_began
-        result = await live.finish()
+        async with watch.ticking(publisher):
+            return await _measure(flow, settings, live, publisher, watch)
+
+
+async def _measure(
+    flow: Flow, settings: _Settings, live: LiveRun, publisher: Publisher, watch: _Watch
+) -> Round:
+    """Warm up, publish the measured inputs, wait for them, and read the round's figures."""
+    if settings.warmup:
+        warm = [publisher.stamp(m) for m in settings.inputs(settings.warmup)]
+        await publisher.fastest(warm)
+        await publisher.await_outputs(
+            [hid for hid, _ in warm], quiet=flow.quiet, what=f"warm-up of {flow.label}"
+        )
+    stamped = [
+        publisher.stamp(m) for m in settings.inputs(settings.messages, start=settings.warmup)
+    ]
+    measured = [hid for hid, _ in stamped]
+    watch.measuring(measured)
+    cpu_began = time.process_time()
+    if settings.rate is not None:
+        await publisher.at_rate(stamped, settings.rate)
+    elif settings.in_flight is not None:
+        await publisher.closed_loop(stamped, settings.in_flight, quiet=flow.quiet)
+    else:
+        await publisher.fastest(stamped)
+    await publisher.await_outputs(measured, quiet=flow.quiet, what="", strict=False)
+    cpu_seconds = time.process_time() - cpu_began
+    result = await live.finish()
     return analyze(
         result.history,
         measured,

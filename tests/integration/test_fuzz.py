@@ -366,7 +366,7 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
 
     usage = harness("cli_flows:missing")
     assert usage.returncode == 2
-    assert "cli_flows:missing is missing, not a harness.Flow" in usage.stderr
+    assert "cli_flows has no 'missing': its flows are good, racy" in usage.stderr
 
 
 @pytest.mark.rabbitmq

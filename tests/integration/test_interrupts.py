@@ -43,14 +43,14 @@ def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
     option = "--kafka-bootstrap" if kind == "kafka" else "--amqp-url"
     with subprocess.Popen(
         [sys.executable, "-m", "message_flow_harness._cli", "fuzz", "flows:flow",
-         "--max-examples", "1000", option, info.url, "--report-dir", str(tmp_path)],
+         "--max-examples", "1000", "-v", option, info.url, "--report-dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}",
              "HARNESS_RABBITMQ_MANAGEMENT_URL": info.extra.get("management", "")},
     ) as fuzzing:  # fmt: skip
         assert fuzzing.stdout is not None
         assert fuzzing.stderr is not None
-        for _ in range(3):  # wait until examples are running
+        for _ in range(3):  # wait until examples are running (-v: a line per example)
             if not fuzzing.stdout.readline().strip():
                 pytest.fail(f"the campaign ended before Ctrl-C: {fuzzing.stderr.read()}")
         fuzzing.send_signal(signal.SIGINT)

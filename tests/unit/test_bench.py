@@ -252,7 +252,7 @@ def test_at_a_fixed_rate_latency_decides() -> None:
 
 def test_compare_notes_different_settings() -> None:
     a, b = _result([1.0]), _result([1.0], rate=50)
-    assert "rate None vs 50" in compare(a, b).summary()
+    assert compare(a, b).summary().startswith("note: different settings: --rate not given vs 50")
 
 
 # --- the result ---------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_no_unexpected_flags_an_output_without_a_harness_id() -> None:
         "an output at +4.0 ms carries no harness id"
         " (copy the input's headers or pass Flow(correlate=...))"
     ]
-    assert verdict.summary == "1 inputs, 2 outputs, 0 dead-lettered"
+    assert verdict.summary == "1 input, 2 outputs, 0 dead-lettered"
 
 
 def test_no_unexpected_flags_an_output_answering_an_id_never_published() -> None:
@@ -274,7 +274,7 @@ def test_no_unexpected_names_a_dead_letter_as_a_dead_letter() -> None:
         "a dead letter at +7.0 ms answers id yy, which this run never published",
     ]
     assert ids(verdict) == [(), ("yy",)]
-    assert verdict.summary == "1 inputs, 1 outputs, 2 dead-lettered"
+    assert verdict.summary == "1 input, 1 output, 2 dead-lettered"
 
 
 def test_no_unexpected_reports_a_foreign_id_once_at_its_first_landing() -> None:

@@ -120,27 +120,3 @@ def test_fuzz_rejects_malformed_options_before_any_broker(
     # No broker is given and none runs on the default path: the check comes first.
     with pytest.raises(InvalidArgument, match=match):
         asyncio.run(fuzz(flow, database=None, **options))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("options", "match"),
-    [
-        (["--workers", "2", "--faults", "crash"], "pass workers=1 with faults"),
-        (["--faults", "crash,bogus"], "faults=['bogus'] is invalid"),
-        (["--producers", "99"], "producers=99 is invalid"),
-    ],
-)
-def test_the_cli_refuses_fuzz_options_before_it_starts_a_broker(
-    options: list[str],
-    match: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from message_flow_harness._cli import main
-
-    def no_broker(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a broker was provisioned before the options were checked")
-
-    monkeypatch.setattr(brokers, "provision", no_broker)
-    assert main(["fuzz", "--quiet", *options, "tests.unit.test_reproduction:FLOW"]) == 2
-    assert match in capsys.readouterr().err
