@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -151,6 +152,11 @@ def fuzz_json(report: FuzzReport) -> dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('message-flow-harness')}",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
