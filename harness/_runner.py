@@ -42,6 +42,7 @@ from message_flow_harness._schedule import (
     as_schedule,
     faults_of,
 )
+from message_flow_harness._watch import TaskDeath
 
 
 def _tap_to_history(
@@ -220,9 +221,14 @@ class LiveRun:
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""
         await self._instances.restart_crashed()
-        ended_by = await _await_quiescence(self.flow, self.history, deadline=self._deadline)
+        deaths = self._instances.deaths
+        ended_by = await _await_quiescence(
+            self.flow, self.history, deadline=self._deadline, deaths=deaths
+        )
         await self._stack.aclose()  # services, taps and destinations go, in that order
         verdicts = tuple(check(self.history) for check in self.flow.checks)
+        if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
+            verdicts = (_kept_running(deaths), *verdicts)
         if self._instances.stop_errors:
             verdicts += (_stopped_cleanly(self._instances.stop_errors),)
         path = None
@@ -238,6 +244,15 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
         )
+
+
+def _kept_running(deaths: Sequence[TaskDeath]) -> Verdict:
+    """The verdict on the service's tasks that died while the run went on (one anomaly each)."""
+    return Verdict(
+        "service tasks kept running",
+        tuple(Anomaly("task-died", str(death)) for death in deaths),
+        f"{len(deaths)} task(s) died",
+    )
 
 
 def _stopped_cleanly(errors: Sequence[str]) -> Verdict:
@@ -292,7 +307,7 @@ async def _apply(
     if isinstance(step, Pause):
         await asyncio.sleep(step.ms / 1000)
     elif isinstance(step, Settle):
-        await _await_quiescence(flow, history, deadline=deadline)
+        await _await_quiescence(flow, history, deadline=deadline, deaths=instances.deaths)
     elif isinstance(step, Join):
         await instances.add()
     elif isinstance(step, Leave):
@@ -331,7 +346,9 @@ async def _tap_destinations(
         )
 
 
-async def _await_quiescence(flow: Flow, history: History, *, deadline: float) -> str:
+async def _await_quiescence(
+    flow: Flow, history: History, *, deadline: float, deaths: Sequence[TaskDeath] = ()
+) -> str:
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
@@ -345,7 +362,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     count as handling: that is the broker's pace. Progress is a new output or
     dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
-    at the deadline.
+    at the deadline. A task of the service that died (``deaths``) ends the
+    wait at once: nothing more will come out of it.
     """
     inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
@@ -384,6 +402,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 if delivered_ns is not None and delivered_ns <= event.at_ns:
                     del unanswered[harness_id]  # answered after its latest delivery
         seen = len(events)
+        if deaths:
+            return f"{deaths[0].summary} ({deaths[0].instance})"
         now_ns = time.perf_counter_ns()
         # A delivery already answered needs no wait: only one that may still
         # come out (again) gets twice the slowest handling.
