@@ -24,6 +24,7 @@ from message_flow_harness._errors import (
 )
 from message_flow_harness._flow import Flow
 from message_flow_harness._history import History, Kind
+from message_flow_harness._logs import attributed, silence_new_handlers
 from message_flow_harness._message import Endpoints
 from message_flow_harness._probes import Recorder, current_recorder
 from message_flow_harness._proxy import FaultProxy
@@ -144,6 +145,13 @@ class Instances:
         return instance.proxy
 
     async def start(self, instance: Instance) -> None:
+        with attributed(self.history):  # its logs, and its tasks', are the run's
+            await self._start(instance)
+        silence_new_handlers()  # handlers it configured as it started print none of them
+        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
+        _cancel_if_swallowed()  # running: the run's teardown stops it
+
+    async def _start(self, instance: Instance) -> None:
         flow = self.flow
         try:
             service = flow.sut(instance.endpoints)
@@ -170,8 +178,6 @@ class Instances:
         finally:
             current_recorder.reset(token)
         instance.service, instance.state = service, "running"
-        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
-        _cancel_if_swallowed()  # running: the run's teardown stops it
 
     async def stop(self, instance: Instance) -> None:
         """Stop gracefully, bounded; a service that hangs on exit is an error."""
@@ -180,8 +186,9 @@ class Instances:
         service, instance.service, instance.state = instance.service, None, "stopped"
         self._disarm(instance)
         try:
-            async with asyncio.timeout(self.flow.stop_timeout):
-                await service.__aexit__(None, None, None)
+            with attributed(self.history):
+                async with asyncio.timeout(self.flow.stop_timeout):
+                    await service.__aexit__(None, None, None)
         except TimeoutError as exc:
             raise ServiceError(
                 f"service {self.flow.label} did not stop within {self.flow.stop_timeout:g} s:"
@@ -249,8 +256,9 @@ class Instances:
         # Drivers may even raise a stray CancelledError (aiokafka does when its
         # broker vanishes): swallow it unless this task itself is being cancelled.
         try:
-            async with asyncio.timeout(self.flow.stop_timeout):
-                await service.__aexit__(None, None, None)
+            with attributed(self.history):
+                async with asyncio.timeout(self.flow.stop_timeout):
+                    await service.__aexit__(None, None, None)
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise

@@ -27,6 +27,7 @@ from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History, Kind
 from message_flow_harness._instances import Instances, check_broker_restartable
 from message_flow_harness._isolation import Isolation
+from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._schedule import (
     BrokerRestart,
@@ -106,29 +107,35 @@ class LiveRun:
 
     async def __aenter__(self) -> LiveRun:
         stack = self._stack
+        # The drivers' and the service's log records go to the history, from now until
+        # the stack is closed (after the service stops and the taps close).
+        stack.enter_context(capturing(self.history))
         try:
-            if self._adapter is None:
-                self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
-            isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
-            self.run_id, self.endpoints = await isolation.take()
-            stack.push_async_callback(isolation.give_back, self.endpoints)
-            await _tap_destinations(
-                self.adapter, self.endpoints, self.history, self.harness_id, stack
-            )
-            if self.flow.probes:
-                brokers.install_client_probes(self.broker.kind)
-            # Fault proxies only where faults may come: a Kafka broker has few proxy
-            # ports, and plain runs should not hold them against concurrent fault runs.
-            self._instances = Instances(
-                self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
-            )
-            stack.push_async_callback(self._instances.close)
-            await self._instances.add()
+            with attributed(self.history):
+                await self._enter(stack)
         except BaseException:
             await stack.aclose()
             raise
         self._deadline = time.monotonic() + self.flow.timeout
         return self
+
+    async def _enter(self, stack: AsyncExitStack) -> None:
+        """Destinations, taps and the first instance, each undone by ``stack``."""
+        if self._adapter is None:
+            self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
+        isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
+        self.run_id, self.endpoints = await isolation.take()
+        stack.push_async_callback(isolation.give_back, self.endpoints)
+        await _tap_destinations(self.adapter, self.endpoints, self.history, self.harness_id, stack)
+        if self.flow.probes:
+            brokers.install_client_probes(self.broker.kind)
+        # Fault proxies only where faults may come: a Kafka broker has few proxy
+        # ports, and plain runs should not hold them against concurrent fault runs.
+        self._instances = Instances(
+            self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
+        )
+        stack.push_async_callback(self._instances.close)
+        await self._instances.add()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()

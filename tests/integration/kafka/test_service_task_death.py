@@ -1,11 +1,14 @@
 """A Kafka service whose consume task dies on aiokafka 0.14's ``headers=record.headers``
 (a tuple where the producer wants a list): the run ends at once and says so, at the
-service's line, in ``flow_check`` and in a fuzz report, before the inputs it lost."""
+service's line, in ``flow_check`` and in a fuzz report, before the inputs it lost.
+Its log records and aiokafka's are in the run's history, and none is printed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +22,12 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.kafka]
 
 HERE = Path(__file__).relative_to(Path.cwd()).as_posix()
 BUG = "headers=record.headers"
+
+# The service configures its logging at import, as services do: its own stream.
+PRINTED = io.StringIO()
+log = logging.getLogger("orders.service")
+log.setLevel(logging.INFO)
+log.addHandler(logging.StreamHandler(PRINTED))
 
 
 @contextlib.asynccontextmanager
@@ -34,10 +43,12 @@ async def copies_headers_as_they_come(endpoints: Endpoints) -> AsyncIterator[Non
     producer = AIOKafkaProducer(bootstrap_servers=endpoints.bootstrap_servers)
     await consumer.start()
     await producer.start()
+    log.warning("orders service started on %s", endpoints.input)
 
     async def consume() -> None:
         out = endpoints.output
         async for record in consumer:
+            log.info("forwarding offset %d", record.offset)
             await producer.send_and_wait(out, record.value, headers=record.headers)
 
     task = asyncio.create_task(consume(), name="consume orders")
@@ -84,6 +95,14 @@ async def test_flow_check_names_the_dead_task_at_its_line_first(flow_check: Flow
     assert lost.check == "no_loss()"
     assert {a.kind for a in lost.anomalies} == {"lost"}
     assert "raised-on-stop" not in {a.kind for v in result.failures() for a in v.anomalies}
+
+    # What the service and aiokafka logged is in the history, not on its stream.
+    logs = [(entry.logger, entry.message) for entry in result.history.logs]
+    assert ("orders.service", f"orders service started on {result.endpoints.input}") in logs
+    assert ("orders.service", "forwarding offset 0") in logs
+    assert any(logger.startswith("aiokafka.") for logger, _ in logs), logs
+    assert result.history.to_json()["logs"]
+    assert PRINTED.getvalue() == ""
 
     with pytest.raises(pytest.fail.Exception) as failed:
         await flow_check(FLOW, INPUTS)
