@@ -238,17 +238,17 @@ class Instances:
         )
 
     @staticmethod
-    def _disarm(instance: Instance) -> None:
+    def _disarm(instance: Instance, *, crashed: bool = False) -> None:
         """Stopping or crashing: how its tasks end from now on is no longer news."""
         if instance.watch is not None:
-            instance.watch.disarm()
+            instance.watch.disarm(crashed=crashed)
 
     async def crash(self, instance: Instance) -> None:
         """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
         if instance.state != "running" or instance.service is None:
             return
         proxy = self._needs_proxy(instance, "Crash")
-        self._disarm(instance)  # its tasks fail with the cut connections: that is the fault
+        self._disarm(instance, crashed=True)  # its tasks fail with the cut connections
         proxy.crash()
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
         service, instance.service, instance.state = instance.service, None, "crashed"

@@ -80,6 +80,7 @@ class Watch:
         self.instance = instance
         self._on_death = on_death
         self._armed = True
+        self._quiet = False
         self._starting = False
 
     @contextmanager
@@ -94,18 +95,24 @@ class Watch:
             self._starting = False
             _watching.reset(token)
 
-    def disarm(self) -> None:
-        """The service is being stopped or crashed: its tasks may end as they will."""
+    def disarm(self, *, crashed: bool = False) -> None:
+        """The service is being stopped or crashed: its tasks may end as they will.
+
+        After a crash, nothing of the process is left to say anything: a task
+        that dies of the cut connections is not reported at all (asyncio's
+        "Task exception was never retrieved" included).
+        """
         self._armed = False
+        self._quiet = crashed
 
     def _adopt(self, task: asyncio.Task[Any]) -> None:
         task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
-        if not self._armed or task.cancelled():
+        if task.cancelled() or not (self._armed or self._quiet):
             return
-        error = task.exception()
-        if error is None:
+        error = task.exception()  # retrieved: asyncio will not print it when it is collected
+        if error is None or not self._armed:
             return
         where, trimmed = _locate(error)
         self._on_death(TaskDeath(self.instance, task.get_name(), error, where, trimmed))
