@@ -231,13 +231,17 @@ class History:
     # --- JSON ------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The history as JSON; ``logs`` and ``logs_dropped`` only when there are some."""
+        data: dict[str, Any] = {
             "format": "message-flow-harness/history/1",
             "started_ns": self.started_ns,
             "events": [_event_to_json(e) for e in self.events],
-            "logs": [entry._asdict() for entry in self.logs],
-            "logs_dropped": self.logs_dropped,
         }
+        if self.logs:
+            data["logs"] = [entry._asdict() for entry in self.logs]
+        if self.logs_dropped:
+            data["logs_dropped"] = self.logs_dropped
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> History:
