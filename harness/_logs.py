@@ -81,11 +81,9 @@ def silence_new_handlers() -> None:
     """Put the filter on handlers configured since (a service may configure logging on start)."""
     if not _open:
         return
-    loggers = [logging.getLogger()] + [
-        found
-        for found in logging.Logger.manager.loggerDict.values()
-        if isinstance(found, logging.Logger)
-    ]
+    # A copy first: other threads may make loggers meanwhile (list() of a dict is atomic).
+    known = list(logging.Logger.manager.loggerDict.values())
+    loggers = [logging.getLogger(), *(each for each in known if isinstance(each, logging.Logger))]
     for each in loggers:
         for handler in each.handlers:
             if handler is not _handler and handler not in _filtered:
