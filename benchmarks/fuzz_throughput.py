@@ -36,8 +36,8 @@ from message_flow_harness._fuzz import Example, fuzz
 from message_flow_harness._message import BrokerKind
 from message_flow_harness._schedule import FAULT_KINDS, faults_of, messages_of
 from message_flow_harness.checks import no_loss
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 
 NAME = "fuzz_throughput"
 _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}

@@ -58,8 +58,8 @@ from message_flow_harness._history import Kind
 from message_flow_harness._message import BrokerKind, Message
 from message_flow_harness._runner import LiveRun
 from message_flow_harness._schedule import Publish
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct
 
 NAME = "probe_overhead"
 _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}

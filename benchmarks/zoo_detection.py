@@ -1,6 +1,6 @@
 """Zoo detection: how many examples ``fuzz`` needs to find each zoo defect, and false alarms.
 
-Issue 4's acceptance: every defective service in ``tests/zoo`` is found
+Issue 4's acceptance: every defective service in ``harness/zoo`` is found
 within 200 examples on each real broker it applies to, shrunk to what the
 defect needs (a two-message reorder: two messages of one key), and the
 correct services raise no false alarm over 500 examples. Each campaign
@@ -32,9 +32,9 @@ from message_flow_harness._flow import Flow
 from message_flow_harness._fuzz import fuzz
 from message_flow_harness._message import BrokerKind
 from message_flow_harness._schedule import faults_of, messages_of
-from tests.zoo import DEFECTS, SERVICES
-from tests.zoo.rabbitmq_services import FLAKY
-from tests.zoo.totals import amounts, totals_add_up
+from message_flow_harness.zoo import DEFECTS, SERVICES
+from message_flow_harness.zoo.rabbitmq_services import FLAKY
+from message_flow_harness.zoo.totals import amounts, totals_add_up
 
 NAME = "zoo_detection"
 FOUND_WITHIN = 200

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.metadata
 import json
 import logging
 import shlex
@@ -228,6 +230,11 @@ def fuzz_json(report: FuzzReport) -> dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Test Kafka and RabbitMQ services against real brokers."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('message-flow-harness')}",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

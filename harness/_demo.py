@@ -23,15 +23,15 @@ from message_flow_harness._redact import redact_url
 from message_flow_harness._schedule import faults_of, messages_of
 from message_flow_harness.strategies import POISON
 
-# (racy service, corrected service) per broker, from the zoo in tests/zoo.
+# (racy service, corrected service) per broker, from the zoo the package ships.
 SERVICES: dict[BrokerKind, tuple[str, str]] = {
     "kafka": (
-        "tests.zoo.kafka_services:kafka_concurrent_batch",
-        "tests.zoo.kafka_services:kafka_correct",
+        "message_flow_harness.zoo.kafka_services:kafka_concurrent_batch",
+        "message_flow_harness.zoo.kafka_services:kafka_correct",
     ),
     "rabbitmq": (
-        "tests.zoo.rabbitmq_services:rabbitmq_concurrent",
-        "tests.zoo.rabbitmq_services:rabbitmq_correct",
+        "message_flow_harness.zoo.rabbitmq_services:rabbitmq_concurrent",
+        "message_flow_harness.zoo.rabbitmq_services:rabbitmq_correct",
     ),
 }
 
@@ -41,9 +41,10 @@ def _service(reference: str) -> Service:
     try:
         found: Service = getattr(importlib.import_module(module), name)
     except ImportError as exc:
+        extra = module.rpartition(".")[2].partition("_")[0]  # kafka_services -> kafka
         raise InvalidArgument(
-            f"the demo's services live in the repository's tests/zoo ({exc}):"
-            " run `make demo` (or `harness demo`) from the repository root"
+            f"the demo's {extra} services need their client library ({exc}):"
+            f" pip install 'message-flow-harness[{extra}]'"
         ) from exc
     return found
 

@@ -4,6 +4,11 @@ Probes append; checks read. Recording is one tuple construction and one
 list append (no locks, no formatting, no I/O), so a probe does not slow the
 consumer it watches; statistics and text come later, from the checks and the
 report. Timestamps are ``time.perf_counter_ns()``.
+
+Beside the events, a history keeps the log records of the run's drivers and
+service (:class:`LogEntry`, the latest :data:`LOG_LIMIT`; harness._logs
+captures them): what they said is next to what they did, and not in the
+terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -65,6 +71,23 @@ class Event(NamedTuple):
     requeue: bool | None = None
     detail: str | None = None
     message: Message | None = None
+
+
+class LogEntry(NamedTuple):
+    """One log record of a driver or the service during the run."""
+
+    at_ns: int  # perf_counter_ns, as events: the record was logged at once
+    level: str  # ``ERROR``
+    logger: str  # ``aiokafka.consumer.group_coordinator``
+    message: str  # formatted, with the exception's type and text if it had one
+
+
+#: How many log records a history keeps (the latest): a chatty driver cannot fill memory.
+LOG_LIMIT = 1000
+
+
+def _log_buffer() -> deque[LogEntry]:
+    return deque(maxlen=LOG_LIMIT)
 
 
 _new_tuple = tuple.__new__  # builds an Event from its fields, without NamedTuple's checks
@@ -147,6 +170,8 @@ class History:
 
     events: list[Event] = field(default_factory=list)
     started_ns: int = field(default_factory=time.perf_counter_ns)
+    logs: deque[LogEntry] = field(default_factory=_log_buffer)
+    logs_dropped: int = 0  # older records the limit pushed out
 
     record: ClassVar[_Record] = _recording["record"]
     add: ClassVar[_Add] = _recording["add"]
@@ -174,6 +199,12 @@ class History:
     def append(self, event: Event) -> None:
         self.events.append(event)
 
+    def add_log(self, entry: LogEntry) -> None:
+        """Keep a log record; past :data:`LOG_LIMIT`, the oldest goes (and is counted)."""
+        if len(self.logs) == self.logs.maxlen:
+            self.logs_dropped += 1
+        self.logs.append(entry)
+
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
 
@@ -200,11 +231,17 @@ class History:
     # --- JSON ------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The history as JSON; ``logs`` and ``logs_dropped`` only when there are some."""
+        data: dict[str, Any] = {
             "format": "message-flow-harness/history/1",
             "started_ns": self.started_ns,
             "events": [_event_to_json(e) for e in self.events],
         }
+        if self.logs:
+            data["logs"] = [entry._asdict() for entry in self.logs]
+        if self.logs_dropped:
+            data["logs_dropped"] = self.logs_dropped
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> History:
@@ -213,9 +250,13 @@ class History:
                 f"format={data.get('format')!r} is not a history this version reads:"
                 " expected 'message-flow-harness/history/1'"
             )
+        logs = _log_buffer()
+        logs.extend(LogEntry(**entry) for entry in data.get("logs", ()))
         return cls(
             events=[_event_from_json(e) for e in data["events"]],
             started_ns=int(data["started_ns"]),
+            logs=logs,
+            logs_dropped=int(data.get("logs_dropped", 0)),
         )
 
     def dump(self, path: Path) -> Path:

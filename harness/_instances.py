@@ -24,10 +24,12 @@ from message_flow_harness._errors import (
 )
 from message_flow_harness._flow import Flow
 from message_flow_harness._history import History, Kind
+from message_flow_harness._logs import attributed, silence_new_handlers
 from message_flow_harness._message import Endpoints
 from message_flow_harness._probes import Recorder, current_recorder
 from message_flow_harness._proxy import FaultProxy
 from message_flow_harness._redact import redact_url
+from message_flow_harness._watch import TaskDeath, Watch, dies_of
 
 State = Literal["running", "crashed", "stopped"]
 
@@ -40,6 +42,7 @@ class Instance:
     state: State = "stopped"
     service: AbstractAsyncContextManager[Any] | None = None
     recorder: Recorder | None = None
+    watch: Watch | None = None  # over the tasks its service spawned while starting
 
     @property
     def name(self) -> str:
@@ -100,6 +103,7 @@ class Instances:
     proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
+    deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
     _free_proxies: list[ProxyAddress] = field(default_factory=list)
     _driver: BrokerDriver = field(init=False)
 
@@ -141,6 +145,13 @@ class Instances:
         return instance.proxy
 
     async def start(self, instance: Instance) -> None:
+        with attributed(self.history):  # its logs, and its tasks', are the run's
+            await self._start(instance)
+        silence_new_handlers()  # handlers it configured as it started print none of them
+        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
+        _cancel_if_swallowed()  # running: the run's teardown stops it
+
+    async def _start(self, instance: Instance) -> None:
         flow = self.flow
         try:
             service = flow.sut(instance.endpoints)
@@ -149,31 +160,35 @@ class Instances:
         recorder = Recorder(self.history, correlate=flow.correlate, prefix=f"{instance.name}:")
         instance.recorder = recorder
         token = current_recorder.set(recorder if flow.probes else None)
+        instance.watch = watch = Watch(instance.name, self._died)
         try:
-            async with asyncio.timeout(flow.start_timeout):
-                await service.__aenter__()
+            with watch.starting():
+                async with asyncio.timeout(flow.start_timeout):
+                    await service.__aenter__()
         except TimeoutError as exc:
+            watch.disarm()
             raise ServiceError(
                 f"service {flow.label} did not finish starting within {flow.start_timeout:g} s:"
                 " its __aenter__ must return once it consumes; raise Flow(start_timeout=...)"
                 " if it is just slow"
             ) from exc
         except Exception as exc:
+            watch.disarm()
             raise ServiceError(f"service {flow.label} raised on start: {exc!r}") from exc
         finally:
             current_recorder.reset(token)
         instance.service, instance.state = service, "running"
-        self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
-        _cancel_if_swallowed()  # running: the run's teardown stops it
 
     async def stop(self, instance: Instance) -> None:
         """Stop gracefully, bounded; a service that hangs on exit is an error."""
         if instance.state != "running" or instance.service is None:
             return
         service, instance.service, instance.state = instance.service, None, "stopped"
+        self._disarm(instance)
         try:
-            async with asyncio.timeout(self.flow.stop_timeout):
-                await service.__aexit__(None, None, None)
+            with attributed(self.history):
+                async with asyncio.timeout(self.flow.stop_timeout):
+                    await service.__aexit__(None, None, None)
         except TimeoutError as exc:
             raise ServiceError(
                 f"service {self.flow.label} did not stop within {self.flow.stop_timeout:g} s:"
@@ -186,7 +201,7 @@ class Instances:
             # by its driver when a connection dropped), awaited without a guard.
             self._stopped_badly(instance, f"raised on stop: {exc!r}: {_stray_cancel_fix(exc)}")
         except Exception as exc:
-            self._stopped_badly(instance, f"raised on stop: {exc!r}")
+            self._raised_on_stop(instance, exc, f"raised on stop: {exc!r}")
         finally:
             await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
@@ -199,11 +214,41 @@ class Instances:
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
         self.stop_errors.append(f"{instance.name} {detail}")
 
+    def _raised_on_stop(self, instance: Instance, exc: BaseException, detail: str) -> None:
+        """A stop that raised: a finding, unless it re-raises the error a task died of."""
+        death = dies_of(exc, self.deaths)
+        if death is None:
+            self._stopped_badly(instance, detail)
+        else:  # its exit awaited the dead task: reported already, where it happened
+            self.history.record(
+                Kind.NOTE,
+                "harness",
+                lane=instance.name,
+                detail=f"raised on stop what its task {death.task!r} died of: {exc!r}",
+            )
+
+    def _died(self, death: TaskDeath) -> None:
+        """A task the service started died while the run went on: note it (the run ends)."""
+        self.deaths.append(death)
+        self.history.record(
+            Kind.NOTE,
+            "harness",
+            lane=death.instance,
+            detail=f"{death.summary} (task {death.task!r})",
+        )
+
+    @staticmethod
+    def _disarm(instance: Instance, *, crashed: bool = False) -> None:
+        """Stopping or crashing: how its tasks end from now on is no longer news."""
+        if instance.watch is not None:
+            instance.watch.disarm(crashed=crashed)
+
     async def crash(self, instance: Instance) -> None:
         """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
         if instance.state != "running" or instance.service is None:
             return
         proxy = self._needs_proxy(instance, "Crash")
+        self._disarm(instance, crashed=True)  # its tasks fail with the cut connections
         proxy.crash()
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
         service, instance.service, instance.state = instance.service, None, "crashed"
@@ -211,8 +256,9 @@ class Instances:
         # Drivers may even raise a stray CancelledError (aiokafka does when its
         # broker vanishes): swallow it unless this task itself is being cancelled.
         try:
-            async with asyncio.timeout(self.flow.stop_timeout):
-                await service.__aexit__(None, None, None)
+            with attributed(self.history):
+                async with asyncio.timeout(self.flow.stop_timeout):
+                    await service.__aexit__(None, None, None)
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise

@@ -27,6 +27,7 @@ from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History, Kind
 from message_flow_harness._instances import Instances, check_broker_restartable
 from message_flow_harness._isolation import Isolation
+from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._schedule import (
     BrokerRestart,
@@ -42,6 +43,7 @@ from message_flow_harness._schedule import (
     as_schedule,
     faults_of,
 )
+from message_flow_harness._watch import TaskDeath
 
 
 def _tap_to_history(
@@ -105,29 +107,35 @@ class LiveRun:
 
     async def __aenter__(self) -> LiveRun:
         stack = self._stack
+        # The drivers' and the service's log records go to the history, from now until
+        # the stack is closed (after the service stops and the taps close).
+        stack.enter_context(capturing(self.history))
         try:
-            if self._adapter is None:
-                self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
-            isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
-            self.run_id, self.endpoints = await isolation.take()
-            stack.push_async_callback(isolation.give_back, self.endpoints)
-            await _tap_destinations(
-                self.adapter, self.endpoints, self.history, self.harness_id, stack
-            )
-            if self.flow.probes:
-                brokers.install_client_probes(self.broker.kind)
-            # Fault proxies only where faults may come: a Kafka broker has few proxy
-            # ports, and plain runs should not hold them against concurrent fault runs.
-            self._instances = Instances(
-                self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
-            )
-            stack.push_async_callback(self._instances.close)
-            await self._instances.add()
+            with attributed(self.history):
+                await self._enter(stack)
         except BaseException:
             await stack.aclose()
             raise
         self._deadline = time.monotonic() + self.flow.timeout
         return self
+
+    async def _enter(self, stack: AsyncExitStack) -> None:
+        """Destinations, taps and the first instance, each undone by ``stack``."""
+        if self._adapter is None:
+            self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
+        isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
+        self.run_id, self.endpoints = await isolation.take()
+        stack.push_async_callback(isolation.give_back, self.endpoints)
+        await _tap_destinations(self.adapter, self.endpoints, self.history, self.harness_id, stack)
+        if self.flow.probes:
+            brokers.install_client_probes(self.broker.kind)
+        # Fault proxies only where faults may come: a Kafka broker has few proxy
+        # ports, and plain runs should not hold them against concurrent fault runs.
+        self._instances = Instances(
+            self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
+        )
+        stack.push_async_callback(self._instances.close)
+        await self._instances.add()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -220,9 +228,14 @@ class LiveRun:
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""
         await self._instances.restart_crashed()
-        ended_by = await _await_quiescence(self.flow, self.history, deadline=self._deadline)
+        deaths = self._instances.deaths
+        ended_by = await _await_quiescence(
+            self.flow, self.history, deadline=self._deadline, deaths=deaths
+        )
         await self._stack.aclose()  # services, taps and destinations go, in that order
         verdicts = tuple(check(self.history) for check in self.flow.checks)
+        if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
+            verdicts = (_kept_running(deaths), *verdicts)
         if self._instances.stop_errors:
             verdicts += (_stopped_cleanly(self._instances.stop_errors),)
         path = None
@@ -238,6 +251,15 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
         )
+
+
+def _kept_running(deaths: Sequence[TaskDeath]) -> Verdict:
+    """The verdict on the service's tasks that died while the run went on (one anomaly each)."""
+    return Verdict(
+        "service tasks kept running",
+        tuple(Anomaly("task-died", str(death)) for death in deaths),
+        f"{len(deaths)} task(s) died",
+    )
 
 
 def _stopped_cleanly(errors: Sequence[str]) -> Verdict:
@@ -292,7 +314,7 @@ async def _apply(
     if isinstance(step, Pause):
         await asyncio.sleep(step.seconds)
     elif isinstance(step, Settle):
-        await _await_quiescence(flow, history, deadline=deadline)
+        await _await_quiescence(flow, history, deadline=deadline, deaths=instances.deaths)
     elif isinstance(step, Join):
         await instances.add()
     elif isinstance(step, Leave):
@@ -331,7 +353,9 @@ async def _tap_destinations(
         )
 
 
-async def _await_quiescence(flow: Flow, history: History, *, deadline: float) -> str:
+async def _await_quiescence(
+    flow: Flow, history: History, *, deadline: float, deaths: Sequence[TaskDeath] = ()
+) -> str:
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
     Silent: no event at all (delivery, ack, commit, output...) for ``settle``
@@ -345,7 +369,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
     count as handling: that is the broker's pace. Progress is a new output or
     dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
-    at the deadline.
+    at the deadline. A task of the service that died (``deaths``) ends the
+    wait at once: nothing more will come out of it.
     """
     inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
@@ -384,6 +409,8 @@ async def _await_quiescence(flow: Flow, history: History, *, deadline: float) ->
                 if delivered_ns is not None and delivered_ns <= event.at_ns:
                     del unanswered[harness_id]  # answered after its latest delivery
         seen = len(events)
+        if deaths:
+            return f"{deaths[0].summary} ({deaths[0].instance})"
         now_ns = time.perf_counter_ns()
         # A delivery already answered needs no wait: only one that may still
         # come out (again) gets twice the slowest handling.

@@ -17,8 +17,8 @@ from message_flow_harness._bench.fixture import make_flow_bench
 from message_flow_harness._bench.result import BenchResult
 from message_flow_harness._bench.run import bench
 from message_flow_harness._cli import load_flow
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct
 
 KAFKA_FLOW = Flow(sut=kafka_correct, broker="kafka")
 RABBITMQ_FLOW = Flow(sut=rabbitmq_correct, broker="rabbitmq")

@@ -54,8 +54,8 @@ from message_flow_harness._message import BrokerKind
 from message_flow_harness._redact import redact_url
 from message_flow_harness.brokers._local import cache_dir, owner_alive
 from message_flow_harness.brokers.kafka import KAFKA_VERSION, ensure_jars
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct
 
 #: The stated bound: a campaign ends at most this long after its broker died.
 BOUND_S = 60.0

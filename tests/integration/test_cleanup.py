@@ -26,8 +26,8 @@ from message_flow_harness import (
 )
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import Crash, Pause
-from tests.zoo.kafka_services import kafka_correct, kafka_swallows_errors
-from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
+from message_flow_harness.zoo.kafka_services import kafka_correct, kafka_swallows_errors
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
 
 RUNS = int(os.environ.get("HARNESS_LEAK_RUNS", "12"))
 

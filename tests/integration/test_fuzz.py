@@ -26,13 +26,13 @@ from message_flow_harness._fuzz import Example
 from message_flow_harness.schedule import Crash, Join, Publish
 from message_flow_harness.stateful import FlowMachine, rule, run_machine
 from message_flow_harness.strategies import POISON
-from tests.zoo.kafka_services import (
+from message_flow_harness.zoo.kafka_services import (
     kafka_concurrent_batch,
     kafka_correct,
     kafka_rebalance_duplicates,
     kafka_swallows_errors,
 )
-from tests.zoo.rabbitmq_services import (
+from message_flow_harness.zoo.rabbitmq_services import (
     FLAKY,
     rabbitmq_ack_before_process,
     rabbitmq_correct,
@@ -329,7 +329,8 @@ async def test_cli_exit_codes_and_json(kafka_broker: BrokerInfo, tmp_path: Path)
     module = tmp_path / "cli_flows.py"
     module.write_text(
         "from message_flow_harness import Flow, checks\n"
-        "from tests.zoo.kafka_services import kafka_concurrent_batch, kafka_correct\n"
+        "from message_flow_harness.zoo.kafka_services import"
+        " kafka_concurrent_batch, kafka_correct\n"
         "racy = Flow(sut=kafka_concurrent_batch, broker='kafka',"
         " checks=[checks.per_key_order()], quiet=1.0)\n"
         "good = Flow(sut=kafka_correct, broker='kafka', checks=[checks.no_loss()], quiet=1.0)\n"

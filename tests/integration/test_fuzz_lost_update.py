@@ -1,6 +1,6 @@
 """The fuzzer finds a lost update with a check of one's own, and the locked service passes.
 
-The services keep per-key running totals in a shared store (tests/zoo/totals.py):
+The services keep per-key running totals in a shared store (harness/zoo/totals.py):
 the racy one read-modify-writes a key from concurrent handlers, the correct one
 locks per key. No inputs are written by hand: ``amounts()`` generates deposits,
 and ``totals_add_up()`` (a user-defined check) reads the totals the outputs report.
@@ -14,8 +14,8 @@ import pytest
 
 from message_flow_harness import BrokerInfo, Flow, checks, fuzz
 from message_flow_harness.schedule import Publish
-from tests.zoo import SERVICES
-from tests.zoo.totals import amounts, totals_add_up
+from message_flow_harness.zoo import SERVICES
+from message_flow_harness.zoo.totals import amounts, totals_add_up
 
 pytestmark = pytest.mark.asyncio
 

@@ -36,7 +36,7 @@ def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
     service = "kafka_correct" if kind == "kafka" else "rabbitmq_correct"
     (tmp_path / "flows.py").write_text(
         "from message_flow_harness import Flow\n"
-        f"from tests.zoo.{kind}_services import {service}\n"
+        f"from message_flow_harness.zoo.{kind}_services import {service}\n"
         f"flow = Flow(sut={service}, broker={kind!r}, quiet=1.0)\n"
     )
     before = asyncio.run(_destinations(info))

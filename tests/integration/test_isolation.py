@@ -14,8 +14,8 @@ from message_flow_harness import BrokerAdapter, BrokerInfo, Flow, brokers, check
 from message_flow_harness._fuzz import fuzz
 from message_flow_harness._isolation import Fresh, Isolation, destination_specs
 from message_flow_harness._message import Endpoints
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct
 
 pytestmark = pytest.mark.asyncio
 

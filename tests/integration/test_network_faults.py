@@ -21,8 +21,8 @@ from message_flow_harness import BrokerInfo, Endpoints, Flow, Kind, Message, che
 from message_flow_harness._flow import RunResult
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import Cut, Latency, Settle
-from tests.zoo.kafka_services import kafka_correct
-from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
+from message_flow_harness.zoo.kafka_services import kafka_correct
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 
 pytestmark = pytest.mark.asyncio
 

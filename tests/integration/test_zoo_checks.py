@@ -1,6 +1,6 @@
 """Each check catches the defect it names, on the real broker, and passes the correct service.
 
-The services are the zoo's (tests/zoo): ordinary aiokafka / aio-pika programs.
+The services are the zoo's (harness/zoo): ordinary aiokafka / aio-pika programs.
 Runs go through ``flow_check``, the plugin's fixture users call.
 """
 
@@ -12,8 +12,8 @@ from message_flow_harness import Flow, Kind, Message, checks
 from message_flow_harness._message import BrokerKind
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.strategies import POISON
-from tests.zoo.kafka_services import KAFKA_SERVICES
-from tests.zoo.rabbitmq_services import RABBITMQ_SERVICES
+from message_flow_harness.zoo.kafka_services import KAFKA_SERVICES
+from message_flow_harness.zoo.rabbitmq_services import RABBITMQ_SERVICES
 
 pytestmark = pytest.mark.asyncio
 
@@ -164,7 +164,7 @@ async def test_failure_message_shows_counterexample_and_history(
         """
         import pytest
         from message_flow_harness import Flow, Message, checks
-        from tests.zoo.kafka_services import kafka_concurrent_batch
+        from message_flow_harness.zoo.kafka_services import kafka_concurrent_batch
 
         @pytest.mark.asyncio
         async def test_orders(flow_check):

@@ -17,8 +17,8 @@ from message_flow_harness._bench.publishers import inputs
 from message_flow_harness._bench.result import FORMAT, BenchResult, Round, Sample
 from message_flow_harness._bench.run import bench
 from message_flow_harness._bench.stats import Distribution, mann_whitney_p
+from message_flow_harness.zoo.kafka_services import kafka_correct
 from tests.unit.histories import Script
-from tests.zoo.kafka_services import kafka_correct
 
 # --- distributions --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The zoo's own check, ``totals_add_up()``, on hand-built histories.
 
-It is the example of a user-defined check (tests/zoo/totals.py): a function of
+It is the example of a user-defined check (harness/zoo/totals.py): a function of
 the history, reading the harness's ``Facts``, returning a ``Verdict``.
 """
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from message_flow_harness import HARNESS_ID_HEADER, Kind, Message
 from message_flow_harness.checks import Check, Verdict
-from tests.zoo.totals import amounts, parse_amount, totals_add_up
+from message_flow_harness.zoo.totals import amounts, parse_amount, totals_add_up
 
 
 class Deposits(Script):
@@ -140,7 +140,7 @@ def test_the_strategy_generates_deposits_over_few_keys(messages: list[Message]) 
 def test_the_store_counts_a_redelivered_input_once() -> None:
     import asyncio
 
-    from tests.zoo.totals import Totals
+    from message_flow_harness.zoo.totals import Totals
 
     async def deposits() -> list[int]:
         store = Totals()

@@ -19,8 +19,8 @@ from message_flow_harness._fuzz import Example
 from message_flow_harness._history import Kind
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import BrokerRestart, Publish, Settle, Step
+from message_flow_harness.zoo.kafka_services import kafka_correct
 from tests.integration.private_broker import private_broker
-from tests.zoo.kafka_services import kafka_correct
 
 pytestmark = pytest.mark.kafka
 

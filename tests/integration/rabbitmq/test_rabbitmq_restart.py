@@ -42,8 +42,8 @@ from message_flow_harness.brokers._local import free_port
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter, Reconciled
 from message_flow_harness.schedule import BrokerRestart, Publish, Settle, Step
 from message_flow_harness.strategies import POISON
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 from tests.integration.private_broker import private_broker
-from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -361,7 +361,7 @@ async def kafka_lost_update(endpoints: Endpoints) -> AsyncIterator[None]:
     """Defect: handles a batch's records concurrently, each a read-modify-write of its
     key's total in a shared store, so two updates of one key interleave and one is lost.
 
-    Caught by ``totals_add_up`` (tests/zoo/totals.py, a check of one's own).
+    Caught by ``totals_add_up`` (harness/zoo/totals.py, a check of one's own).
     """
     totals = Totals.of(endpoints)
 

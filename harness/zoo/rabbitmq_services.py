@@ -354,7 +354,7 @@ async def rabbitmq_lost_update(endpoints: Endpoints) -> AsyncIterator[None]:
     """Defect: handles each delivery in its own task, each a read-modify-write of its
     key's total in a shared store, so two updates of one key interleave and one is lost.
 
-    Caught by ``totals_add_up`` (tests/zoo/totals.py, a check of one's own).
+    Caught by ``totals_add_up`` (harness/zoo/totals.py, a check of one's own).
     """
     totals = Totals.of(endpoints)
 

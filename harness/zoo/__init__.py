@@ -1,5 +1,11 @@
 """A zoo of example services under test: a correct one per broker and ones with known defects.
 
+Shipped in the package (``message_flow_harness.zoo``): ``harness demo`` runs
+two of them, and they are examples of services written the way users write
+them. Each broker's services import its client library, so this front
+loads ``kafka_services`` or ``rabbitmq_services`` only when asked (an
+install with one broker's extra can still run that broker's demo).
+
 Each service is ``Callable[[Endpoints], AbstractAsyncContextManager[None]]``:
 entering starts it (it returns once the service consumes), exiting stops it.
 ``DEFECTS`` names the check that catches each one (None for the correct ones);
@@ -13,15 +19,26 @@ from contextlib import AbstractAsyncContextManager
 
 from message_flow_harness import Endpoints
 
-from .kafka_services import KAFKA_SERVICES
-from .rabbitmq_services import RABBITMQ_SERVICES
-
 Service = Callable[[Endpoints], AbstractAsyncContextManager[None]]
 
-SERVICES: dict[str, Service] = {**KAFKA_SERVICES, **RABBITMQ_SERVICES}
+
+def __getattr__(name: str) -> dict[str, Service]:
+    """``KAFKA_SERVICES``, ``RABBITMQ_SERVICES`` and ``SERVICES`` (both), loaded on first use."""
+    if name == "KAFKA_SERVICES":
+        from .kafka_services import KAFKA_SERVICES
+
+        return KAFKA_SERVICES
+    if name == "RABBITMQ_SERVICES":
+        from .rabbitmq_services import RABBITMQ_SERVICES
+
+        return RABBITMQ_SERVICES
+    if name == "SERVICES":
+        return {**__getattr__("KAFKA_SERVICES"), **__getattr__("RABBITMQ_SERVICES")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Service name -> the check that catches its defect (None: the service is correct).
-#: ``totals_add_up`` is not the harness's: it is the zoo's own (tests/zoo/totals.py).
+#: ``totals_add_up`` is not the harness's: it is the zoo's own (harness/zoo/totals.py).
 DEFECTS: dict[str, str | None] = {
     "kafka_correct": None,
     "kafka_concurrent_batch": "per_key_order",
