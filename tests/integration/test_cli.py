@@ -25,7 +25,7 @@ from message_flow_harness import Flow, checks
 from message_flow_harness import strategies as hs
 from message_flow_harness._checks import Check, Verdict
 from message_flow_harness.strategies import POISON
-from tests.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
+from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_swallows_errors
 
 lost = checks.no_loss()
 
