@@ -108,8 +108,9 @@ class FlowCheck:
     """Runs a flow once on the session's broker: ``await flow_check(flow, messages)``.
 
     Calling it asserts every check of the flow, failing the test with the
-    counterexamples and the path of the full history (JSON) written next to
-    the test's temporary files. ``await flow_check.run(...)`` only returns the
+    counterexamples and the paths of the full history (JSON) and of the HTML
+    report (verdicts, timeline, the test, the events) written next to the
+    test's temporary files. ``await flow_check.run(...)`` only returns the
     :class:`RunResult`, for tests that expect a check to fail.
     """
 
@@ -126,8 +127,28 @@ class FlowCheck:
     async def __call__(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
         result = await self.run(flow, messages)
         if not result.ok:
-            pytest.fail(result.report(), pytrace=False)
+            report = self.write_report(result)
+            pytest.fail(f"{result.report()}\nreport: {report}", pytrace=False)
         return result
+
+    def write_report(self, result: RunResult) -> Path:
+        """Write the run's HTML report beside its history: the test's source replays it."""
+        import inspect
+
+        from message_flow_harness import _html_report
+
+        node = self._request.node
+        try:
+            source = inspect.getsource(self._request.function)
+        except (OSError, TypeError):  # no source file (a test built at run time)
+            source = ""
+        name = result.history_path or self._history_dir / f"{result.endpoints.input}.json"
+        return _html_report.write(
+            result,
+            name.with_suffix(".html"),
+            reproduction=f"# pytest '{node.nodeid}'\n{source}",
+            facts=[("test", node.nodeid)],
+        )
 
 
 @pytest.fixture
