@@ -29,8 +29,9 @@ CHAR_WIDTH = 7.0
 ASCENT, DESCENT = 10.5, 3.0  # a text's box above and below its baseline
 ROW = 16  # one row of labels
 GAP = 6  # between two labels of a row
-MARK_SEPARATION = 10  # marks of one lane never closer: publish and output order stay visible
-PLOT_WIDTH = 1000  # the run's duration, before marks are pushed apart
+MARK_SEPARATION = 10  # moments never closer: publish and output order stay visible
+PLOT_WIDTH = 1000  # the run's duration, before moments are pushed apart
+PUSH_BUDGET = 1500  # at most this much wider for pushing moments apart
 MARGIN = 12
 MAX_LABELS_PER_LANE = 400  # a requeue storm labels its first deliveries, not thousands
 
@@ -323,16 +324,31 @@ class _Layout:
         self.timeline = Timeline(width=0, height=0, lanes=self.lanes)
 
     def _place_marks(self) -> dict[int, float]:
-        """Each event's x: its time on the axis, pushed right to keep a lane's marks apart."""
+        """Each event's x: its time on one axis shared by every lane, warped so that no two
+        moments with events are closer than a separation.
+
+        A moment is a time and, for events of one lane at the very same time (a burst's
+        publishes), their order: so a burst's inputs get marks of their own in publish order,
+        and one axis keeps the order across lanes (a commit stays left of the crash after it).
+        The separation shrinks when there are many moments, so a requeue storm cannot make
+        the picture more than :data:`PUSH_BUDGET` wider.
+        """
         start = min((e.at_ns for e in self.events), default=0)
         span = max(max((e.at_ns for e in self.events), default=0) - start, 1)
-        placed: dict[int, float] = {}
-        for indices in self.by_lane.values():
-            previous = -float("inf")
-            for index in sorted(indices, key=lambda i: (self.events[i].at_ns, i)):
-                at = self.left + (self.events[index].at_ns - start) / span * PLOT_WIDTH
-                placed[index] = previous = max(at, previous + MARK_SEPARATION)
-        return placed
+        moment: dict[int, tuple[int, int]] = {}
+        same_time: dict[tuple[str, int], int] = defaultdict(int)
+        for index, event in enumerate(self.events):
+            lane = lane_of(event)
+            moment[index] = (event.at_ns, same_time[lane, event.at_ns])
+            same_time[lane, event.at_ns] += 1
+        moments = sorted(set(moment.values()))
+        separation = min(MARK_SEPARATION, PUSH_BUDGET / max(len(moments), 1))
+        x_of: dict[tuple[int, int], float] = {}
+        previous = -float("inf")
+        for at_ns, order in moments:
+            linear = self.left + (at_ns - start) / span * PLOT_WIDTH
+            x_of[at_ns, order] = previous = max(linear, previous + separation)
+        return {index: x_of[key] for index, key in moment.items()}
 
     def first(self, harness_id: str, *kinds: Kind) -> int | None:
         for index, event in enumerate(self.events):

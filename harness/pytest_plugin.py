@@ -18,6 +18,7 @@ from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._schedule import Step
 
 _MARKERS = {
     **{
@@ -118,13 +119,13 @@ class FlowCheck:
         self._request = request
         self._history_dir = history_dir
 
-    async def run(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+    async def run(self, flow: Flow, messages: Sequence[Message | Step]) -> RunResult:
         from message_flow_harness._runner import run_flow
 
         broker: BrokerInfo = self._request.getfixturevalue(f"{flow.broker}_broker")
         return await run_flow(flow, messages, broker=broker, history_dir=self._history_dir)
 
-    async def __call__(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+    async def __call__(self, flow: Flow, messages: Sequence[Message | Step]) -> RunResult:
         result = await self.run(flow, messages)
         if not result.ok:
             report = self.write_report(result)

@@ -19,7 +19,9 @@ from message_flow_harness._timeline import (
     GAP,
     LANE_ORDER,
     OUTPUT_LANE,
+    PLOT_WIDTH,
     PUBLISHED_LANE,
+    PUSH_BUDGET,
     Line,
     Timeline,
     layout,
@@ -188,6 +190,23 @@ def test_a_burst_of_thirty_and_a_requeue_storm_keep_labels_apart() -> None:
         script.nack("r-3", at=2)
     timeline = drawn(script.build())
     assert "#4 again" in texts(timeline)
+    assert timeline.width < 1000 + PLOT_WIDTH + PUSH_BUDGET, "1,200 marks do not stretch it"
+
+
+def test_one_time_axis_keeps_the_order_across_lanes() -> None:
+    # Twenty publishes within 20 microseconds push their marks apart; the commit and the
+    # crash just after them must still be drawn after them, and in their own order.
+    script = Script()
+    for n in range(20):
+        script.publish(f"r-{n}", partition=0, offset=n, at=n / 1000)
+    history = script.commit(0, 20, at=0.03).crash(at=0.04).output("r-0", at=5).build()
+    timeline = drawn(history, no_loss())
+
+    def at(kind: str) -> list[float]:
+        return [m.x for m in timeline.marks if m.tip.startswith(f"{kind} +")]
+
+    [commit], [crash], [output] = at("committed"), at("fault"), at("output")
+    assert max(at("published")) < commit < crash < output
 
 
 def lanes_of(history: History) -> list[str]:
