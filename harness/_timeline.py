@@ -33,7 +33,8 @@ MARK_SEPARATION = 10  # moments never closer: publish and output order stay visi
 PLOT_WIDTH = 1000  # the run's duration, before moments are pushed apart
 PUSH_BUDGET = 1500  # at most this much wider for pushing moments apart
 MARGIN = 12
-MAX_LABELS_PER_LANE = 400  # a requeue storm labels its first deliveries, not thousands
+MAX_LABELS_PER_LANE = 300  # a lane's labels: the rest of its marks go unlabelled
+LABELS_PER_INPUT = 3  # labels of one input's events of one kind in a lane (a requeue storm's)
 
 COLOURS = {
     Kind.PUBLISHED: "#1f77b4",
@@ -319,7 +320,9 @@ class _Layout:
         lanes = [*self.by_lane, *([ANOMALY_LANE] if anomalies else [])]
         self.lanes = sorted(lanes, key=lane_rank)
         self.left = MARGIN + max((text_width(lane) for lane in self.lanes), default=0) + 2 * MARGIN
+        self.labelled = {i for ids in self.by_lane.values() for i in self._labelled(ids)}
         self.x = self._place_marks()
+        self.right = max([self.left + PLOT_WIDTH, *self.x.values()])  # the axes' end
         self.y: dict[int, float] = {}  # each event's mark y, once its lane is placed
         self.timeline = Timeline(width=0, height=0, lanes=self.lanes)
 
@@ -330,8 +333,9 @@ class _Layout:
         A moment is a time and, for events of one lane at the very same time (a burst's
         publishes), their order: so a burst's inputs get marks of their own in publish order,
         and one axis keeps the order across lanes (a commit stays left of the crash after it).
-        The separation shrinks when there are many moments, so a requeue storm cannot make
-        the picture more than :data:`PUSH_BUDGET` wider.
+        Only moments with a label are pushed, and the separation shrinks when there are many,
+        so the picture is at most :data:`PUSH_BUDGET` wider and a requeue storm's thousand
+        unlabelled redeliveries do not squeeze the labelled start of the run.
         """
         start = min((e.at_ns for e in self.events), default=0)
         span = max(max((e.at_ns for e in self.events), default=0) - start, 1)
@@ -342,12 +346,18 @@ class _Layout:
             moment[index] = (event.at_ns, same_time[lane, event.at_ns])
             same_time[lane, event.at_ns] += 1
         moments = sorted(set(moment.values()))
-        separation = min(MARK_SEPARATION, PUSH_BUDGET / max(len(moments), 1))
+        # Only moments with a label are pushed apart: a storm's unlabelled marks take no room.
+        labelled = {moment[i] for i in self.labelled}
+        separation = min(MARK_SEPARATION, PUSH_BUDGET / max(len(labelled), 1))
         x_of: dict[tuple[int, int], float] = {}
-        previous = -float("inf")
+        previous, shift = -float("inf"), 0.0
         for at_ns, order in moments:
-            linear = self.left + (at_ns - start) / span * PLOT_WIDTH
-            x_of[at_ns, order] = previous = max(linear, previous + separation)
+            x = self.left + (at_ns - start) / span * PLOT_WIDTH + shift
+            if (at_ns, order) in labelled and x < previous + separation:
+                # Room is inserted, not taken: later moments keep their spacing in time.
+                shift += previous + separation - x
+                x = previous + separation
+            x_of[at_ns, order] = previous = x
         return {index: x_of[key] for index, key in moment.items()}
 
     def first(self, harness_id: str, *kinds: Kind) -> int | None:
@@ -370,7 +380,7 @@ class _Layout:
         lanes_bottom = top
         top = self._legend(top + ROW)
         right = max(
-            [self.left + PLOT_WIDTH]
+            [self.right]
             + [t.box.x1 for t in self.timeline.texts]
             + [m.x + 5 for m in self.timeline.marks]
             + [max(line.x1, line.x2) for line in self.timeline.lines]
@@ -396,7 +406,7 @@ class _Layout:
 
     def _event_lane(self, lane: str, top: float) -> float:
         indices = self.by_lane[lane]
-        labelled = self._labelled(indices)
+        labelled = [i for i in indices if i in self.labelled]
         texts = {i: event_label(self.events[i], self.inputs) for i in labelled}
         # A label is centred over its mark but never starts left of the plot.
         starts = {i: max(self.left, self.x[i] - text_width(texts[i]) / 2) for i in labelled}
@@ -404,9 +414,7 @@ class _Layout:
         height = max(rows, default=-1) + 1
         axis_y = top + height * ROW + ASCENT + 4
         self._lane_title(lane, axis_y)
-        self.timeline.lines.append(
-            Line(self.left, axis_y, self.left + PLOT_WIDTH, axis_y, "#ddd", "axis")
-        )
+        self.timeline.lines.append(Line(self.left, axis_y, self.right, axis_y, "#ddd", "axis"))
         for index, row in zip(labelled, rows, strict=True):
             event = self.events[index]
             named = event.harness_id in self.named
@@ -431,15 +439,20 @@ class _Layout:
         return axis_y + DESCENT + ROW
 
     def _labelled(self, indices: list[int]) -> list[int]:
-        """The events of a lane that get a label: not a run's repeats, at most a bound."""
+        """The events of a lane that get a label: an input's first few of each kind, within a
+        bound per lane. A requeue storm's thousand redeliveries keep their marks; their count
+        is in the anomalies lane and every event is in the table."""
         chosen: list[int] = []
-        last = None
+        seen: dict[tuple[Kind, str, bool | None], int] = defaultdict(int)
         for index in indices:
-            text = event_label(self.events[index], self.inputs)
-            named = self.events[index].harness_id in self.named
-            if text != last and (len(chosen) < MAX_LABELS_PER_LANE or named):
+            event = self.events[index]
+            if event.harness_id is not None:
+                key = (event.kind, event.harness_id, event.redelivered or event.requeue)
+                seen[key] += 1
+                if seen[key] > LABELS_PER_INPUT:
+                    continue
+            if len(chosen) < MAX_LABELS_PER_LANE:
                 chosen.append(index)
-            last = text
         return chosen
 
     # --- anomalies ---
@@ -584,7 +597,7 @@ class _Layout:
             ("red bar: publish -> output of a late input", ANOMALY_COLOUR),
             ("dashed rule: a fault", COLOURS[Kind.FAULT]),
         ]
-        limit = max([self.left + PLOT_WIDTH] + [t.box.x1 for t in self.timeline.texts])
+        limit = max([self.right] + [t.box.x1 for t in self.timeline.texts])
         x, baseline = float(MARGIN), top + ASCENT
         self.timeline.texts.append(Text(x, baseline, "legend:", bold=True))
         x += text_width("legend:") + 2 * GAP
