@@ -75,7 +75,9 @@ async def test_fuzz_finds_and_shrinks_a_reordering_race(
     assert "nonmonotonic" in report.summary()
     assert len(report.reruns) == 5
     assert report.report_path is not None
-    assert "nonmonotonic</title>" in report.report_path.read_text()
+    title = report.report_path.read_text().partition("</title>")[0]
+    assert "FAIL - " in title
+    assert "nonmonotonic" in title
     assert report.history_path is not None
     saved = json.loads(report.history_path.read_text())
     assert saved["violations"][0]["check"] == "per_key_order()"
