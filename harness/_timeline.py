@@ -33,6 +33,8 @@ MARK_SEPARATION = 10  # moments never closer: publish and output order stay visi
 PLOT_WIDTH = 1000  # the run's duration, before moments are pushed apart
 PUSH_BUDGET = 1500  # at most this much wider for pushing moments apart
 MARGIN = 12
+LEGEND_WIDTH = 1100  # the legend wraps at this width
+MAX_NOTE = 60  # characters of a fault's or note's label
 MAX_LABELS_PER_LANE = 300  # a lane's labels: the rest of its marks go unlabelled
 LABELS_PER_INPUT = 3  # labels of one input's events of one kind in a lane (a requeue storm's)
 
@@ -249,7 +251,9 @@ class _Inputs:
 def event_label(event: Event, inputs: _Inputs) -> str:
     """The short text over a mark: which input, and for settlements which offset or tag."""
     if event.kind in (Kind.FAULT, Kind.NOTE):
-        return event.detail or str(event.kind)
+        text = event.detail or str(event.kind)
+        # An exception's repr can run to hundreds of characters: the hover text has it all.
+        return text if len(text) <= MAX_NOTE else text[: MAX_NOTE - 3] + "..."
     if event.kind is Kind.COMMITTED:
         where = "" if event.partition is None else f"p{event.partition}"
         return f"commit {where}@{event.offset}" if event.offset is not None else f"commit {where}"
@@ -597,7 +601,9 @@ class _Layout:
             ("red bar: publish -> output of a late input", ANOMALY_COLOUR),
             ("dashed rule: a fault", COLOURS[Kind.FAULT]),
         ]
-        limit = max([self.right] + [t.box.x1 for t in self.timeline.texts])
+        # Wrapped within the first screenful, so a wide run's legend needs no scrolling.
+        widest = max(12 + text_width(text) for text, _ in items)
+        limit = MARGIN + text_width("legend:") + 2 * GAP + max(LEGEND_WIDTH, widest)
         x, baseline = float(MARGIN), top + ASCENT
         self.timeline.texts.append(Text(x, baseline, "legend:", bold=True))
         x += text_width("legend:") + 2 * GAP

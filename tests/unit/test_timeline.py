@@ -18,6 +18,9 @@ from message_flow_harness._timeline import (
     DELIVERIES_LANE,
     GAP,
     LANE_ORDER,
+    LEGEND_WIDTH,
+    MARGIN,
+    MAX_NOTE,
     OUTPUT_LANE,
     PLOT_WIDTH,
     PUBLISHED_LANE,
@@ -282,3 +285,18 @@ def test_packed_rows_never_overlap(spans: list[tuple[float, float]]) -> None:
 def test_packing_uses_no_more_rows_than_labels_stacked_at_one_point(width: float) -> None:
     spans = [(0.0, width)] * 3 + [(width + GAP, 2 * width + GAP)] * 2
     assert max(pack_rows(spans)) + 1 == 3
+
+
+def test_a_long_note_is_cut_short_and_the_legend_wraps_within_a_screen() -> None:
+    error = "exit after crash: " + "x" * 300
+    script = Script().publish("r-1", at=0)
+    for n in range(200):  # a wide run: many labelled moments
+        script.deliver("r-1", lane=f"c{n % 3}", redelivered=True, at=n / 100)
+    timeline = drawn(script.note(error, at=3).build())
+    [note] = [t for t in timeline.texts if t.text.startswith("exit after crash")]
+    assert len(note.text) == MAX_NOTE
+    assert note.text.endswith("...")
+    assert timeline.width > LEGEND_WIDTH + 200
+    legend_top = next(t.y for t in timeline.texts if t.text == "legend:")
+    legend = [t for t in timeline.texts if t.y >= legend_top]
+    assert max(t.box.x1 for t in legend) <= MARGIN + 100 + LEGEND_WIDTH
