@@ -3,7 +3,7 @@
 On brokers the harness starts itself (or those named by HARNESS_KAFKA_BOOTSTRAP
 / HARNESS_AMQP_URL), for each broker: fuzz a service from the zoo that handles
 messages concurrently (so outputs of one key can overtake each other), print
-the shrunk reproduction and where its timeline was written, then fuzz the
+the shrunk reproduction and where its HTML report was written, then fuzz the
 corrected service with the same campaign and show that every check holds.
 """
 

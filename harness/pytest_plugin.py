@@ -23,6 +23,7 @@ from message_flow_harness._drivers import BROKER_KINDS, BrokerDriver, driver, dr
 from message_flow_harness._errors import HarnessError
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._message import BrokerKind, Message
+from message_flow_harness._schedule import Step
 
 _MARKERS = {
     **{
@@ -134,8 +135,9 @@ class FlowCheck:
     """Runs a flow once on the session's broker: ``await flow_check(flow, messages)``.
 
     Calling it asserts every check of the flow, failing the test with the
-    counterexamples and the path of the full history (JSON) written next to
-    the test's temporary files. ``await flow_check.run(...)`` only returns the
+    counterexamples and the paths of the full history (JSON) and of the HTML
+    report (verdicts, timeline, the test, the events) written next to the
+    test's temporary files. ``await flow_check.run(...)`` only returns the
     :class:`RunResult`, for tests that expect a check to fail.
     """
 
@@ -143,17 +145,37 @@ class FlowCheck:
         self._request = request
         self._history_dir = history_dir
 
-    async def run(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+    async def run(self, flow: Flow, messages: Sequence[Message | Step]) -> RunResult:
         from message_flow_harness._runner import run_flow
 
         broker: BrokerInfo = self._request.getfixturevalue(f"{flow.broker}_broker")
         return await run_flow(flow, messages, broker=broker, history_dir=self._history_dir)
 
-    async def __call__(self, flow: Flow, messages: Sequence[Message]) -> RunResult:
+    async def __call__(self, flow: Flow, messages: Sequence[Message | Step]) -> RunResult:
         result = await self.run(flow, messages)
         if not result.ok:
-            pytest.fail(result.report(), pytrace=False)
+            report = self.write_report(result)
+            pytest.fail(f"{result.report()}\nreport: {report}", pytrace=False)
         return result
+
+    def write_report(self, result: RunResult) -> Path:
+        """Write the run's HTML report beside its history: the test's source replays it."""
+        import inspect
+
+        from message_flow_harness import _html_report
+
+        node = self._request.node
+        try:
+            source = inspect.getsource(self._request.function)
+        except (OSError, TypeError):  # no source file (a test built at run time)
+            source = ""
+        name = result.history_path or self._history_dir / f"{result.endpoints.input}.json"
+        return _html_report.write(
+            result,
+            name.with_suffix(".html"),
+            reproduction=f"# pytest '{node.nodeid}'\n{source}",
+            facts=[("test", node.nodeid)],
+        )
 
 
 @pytest.fixture

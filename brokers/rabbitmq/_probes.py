@@ -45,7 +45,7 @@ def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
                 self.routing_key,
                 None,
                 None,
-                None,
+                self.delivery_tag,  # the offset of a RabbitMQ event is its delivery tag
                 _lane(recorder, self),
                 bool(self.redelivered),
             )
@@ -84,7 +84,7 @@ def _wrap_settle(
                 self.routing_key,
                 None,
                 None,
-                None,
+                self.delivery_tag,
                 _lane(recorder, self),
                 None,
                 requeue,

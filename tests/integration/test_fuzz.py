@@ -74,8 +74,10 @@ async def test_fuzz_finds_and_shrinks_a_reordering_race(
     assert 2 <= len(minimal) <= 3, report.summary()
     assert "nonmonotonic" in report.summary()
     assert len(report.reruns) == 5
-    assert report.timeline_path is not None
-    assert report.timeline_path.read_text().startswith("<svg")
+    assert report.report_path is not None
+    title = report.report_path.read_text().partition("</title>")[0]
+    assert "FAIL - " in title
+    assert "nonmonotonic" in title
     assert report.history_path is not None
     saved = json.loads(report.history_path.read_text())
     assert saved["violations"][0]["check"] == "per_key_order()"

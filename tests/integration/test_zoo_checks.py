@@ -6,6 +6,9 @@ Runs go through ``flow_check``, the plugin's fixture users call.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from message_flow_harness import Flow, Kind, Message, checks
@@ -158,8 +161,8 @@ async def test_failure_message_shows_counterexample_and_history(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    # The subprocess imports the zoo from the checkout, which is not installed.
-    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).parents[2]))
+    # The test runs in a subprocess: the environment reaches it, sys.path (syspathinsert) not.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[2]))
     pytester.makepyfile(
         """
         import pytest
@@ -180,5 +183,10 @@ async def test_failure_message_shows_counterexample_and_history(
             "*CHECKS FAILED*",
             "*nonmonotonic: key 'k': output of #* came before #*",
             "*full history: *.json",
+            "*report: *.html",
         ]
     )
+    [named] = [line for line in result.outlines if line.startswith("report: ")]
+    page = await asyncio.to_thread(Path(named.removeprefix("report: ")).read_text)
+    assert "<title>kafka_concurrent_batch: FAIL - " in page
+    assert "async def test_orders(flow_check):" in page  # the test itself is the reproduction

@@ -223,6 +223,7 @@ class _Message:
         self.headers = {"x-harness-id": b"r-3"}
         self.routing_key = "h-in"
         self.channel = "channel-1"
+        self.delivery_tag = 5
 
 
 async def _nack(self: object, multiple: bool = False, requeue: bool = True) -> None:
@@ -270,6 +271,7 @@ async def test_settle_records_the_requeue_signature_bind_finds(
         "probe",
         "r-3",
         "h-in",
+        offset=5,  # the delivery tag
         lane="consumer-1",
         requeue=bound.get("requeue", default),
     )

@@ -1,16 +1,28 @@
-"""A fuzz report's JSON: one schema for ``harness fuzz --json`` and the report directory."""
+"""A fuzz report's files: one JSON schema for ``harness fuzz --json`` and the report directory,
+and the HTML report beside it."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from message_flow_harness import Endpoints, Flow, FuzzReport, History, Message, RunResult
+from message_flow_harness import (
+    Endpoints,
+    Flow,
+    FuzzReport,
+    History,
+    Message,
+    RunResult,
+    _html_report,
+)
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._cli import fuzz_json
+from message_flow_harness._html_report import MAX_ANOMALIES
 from message_flow_harness._report import FORMAT, write_failure
 from message_flow_harness.schedule import Crash, Publish
 from tests.unit.histories import Script
@@ -43,10 +55,11 @@ MINIMAL = RunResult(
     ended_by="quiet",
 )
 
-#: What ``harness fuzz --json`` wrote before both outputs shared one schema (kept as they were).
+#: What ``harness fuzz --json`` wrote before both outputs shared one schema (kept as they
+#: were, but for ``timeline``, the SVG that format 2 replaced by the HTML ``report``).
 CLI_FIELDS = {
     "flow", "broker", "ok", "examples", "elapsed_s", "seed", "violations", "minimal_example",
-    "reruns", "reruns_failed", "flaky", "history", "timeline", "reproduction",
+    "reruns", "reruns_failed", "flaky", "history", "report", "reproduction",
 }  # fmt: skip
 
 
@@ -80,7 +93,8 @@ def test_the_report_directory_and_json_option_write_one_schema(tmp_path: Path) -
     written = json.loads(json.dumps(fuzz_json(report), indent=1))  # as `harness fuzz --json`
     assert shape(saved) == shape(written)
     assert saved == written
-    assert saved["format"] == FORMAT == "message-flow-harness/fuzz/1"
+    assert saved["format"] == FORMAT == "message-flow-harness/fuzz/2"
+    assert "timeline" not in saved
 
 
 def test_nothing_either_output_had_is_lost(tmp_path: Path) -> None:
@@ -101,8 +115,8 @@ def test_nothing_either_output_had_is_lost(tmp_path: Path) -> None:
         "anomalies": [{"kind": "nonmonotonic", "text": "#2 before #1", "ids": ["r-1", "r-2"]}],
     }
     assert data["history"] == str(report.history_path)
-    assert data["timeline"] == str(report.timeline_path)
-    assert Path(data["timeline"]).read_text().startswith("<svg")
+    assert data["report"] == str(report.report_path)
+    assert Path(data["report"]).read_text().startswith("<!DOCTYPE html>")
     assert "from shop.tests import orders as flow" in data["reproduction"]
 
 
@@ -112,3 +126,47 @@ def test_a_passing_report_has_the_same_fields() -> None:
     assert passed["ok"] is True
     assert passed["violations"] == []
     assert passed["minimal_example"] is passed["minimal_history"] is passed["history"] is None
+    assert passed["report"] is None
+
+
+def test_the_html_report_says_the_verdict_and_holds_everything(tmp_path: Path) -> None:
+    report = failed()
+    write_failure(report, tmp_path)
+    assert report.report_path is not None
+    page = report.report_path.read_text()
+    assert "<title>orders: FAIL - 1 nonmonotonic</title>" in page
+    assert "<svg" in page
+    assert "#2 output before #1" in page
+    assert html.escape("from shop.tests import orders as flow") in page  # the reproduction
+    events = page.split("<h2>History</h2>")[1]
+    assert events.count("<tr") == len(MINIMAL.history) + 1  # the event table and its head
+    assert "12 examples" in page
+    assert str(report.history_path) in page
+    assert "report:" in report.summary()
+    assert str(report.report_path) in report.summary()
+    # Self-contained: nothing to fetch, nothing to run.
+    assert "<script" not in page
+    assert "src=" not in page
+    assert "href=" not in page
+
+
+def test_two_runs_of_a_flow_write_separate_reports(tmp_path: Path) -> None:
+    first, second = failed(), failed()
+    other_run = dataclasses.replace(
+        MINIMAL, endpoints=dataclasses.replace(MINIMAL.endpoints, input="in-2")
+    )
+    second.minimal = other_run
+    write_failure(first, tmp_path)
+    write_failure(second, tmp_path)
+    assert first.report_path != second.report_path
+    assert first.history_path != second.history_path
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_long_list_of_anomalies_is_bounded(tmp_path: Path) -> None:
+    many = tuple(Anomaly("late", f"input #{n} took long", ()) for n in range(MAX_ANOMALIES + 7))
+    result = dataclasses.replace(MINIMAL, verdicts=(Verdict("within(1)", many),))
+    page = _html_report.render(result, reproduction="")
+    assert "<title>orders: FAIL - 32 late</title>" in page
+    assert page.count("took long") == MAX_ANOMALIES
+    assert "... and 7 more" in page
