@@ -1,6 +1,6 @@
 """Each zoo defect's HTML report, rendered by headless Chromium: no label overlaps, none cut off.
 
-Every defective service of the zoo (``tests.zoo.DEFECTS``) runs once on the real
+Every defective service of the zoo (``message_flow_harness.zoo.DEFECTS``) runs once on the real
 broker with a schedule that makes it fail (the crash-only defects get a crash
 in a steady stream; a few timing-dependent ones get a few tries), the plugin's
 ``flow_check`` writes its report, and Chromium lays the page out. A script
@@ -29,9 +29,9 @@ from message_flow_harness import Flow, Message, RunResult, checks
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Pause, Publish, Step
 from message_flow_harness.strategies import POISON
-from tests.zoo import DEFECTS, NEEDS_CRASH, SERVICES
-from tests.zoo.rabbitmq_services import FLAKY
-from tests.zoo.totals import totals_add_up
+from message_flow_harness.zoo import DEFECTS, NEEDS_CRASH, SERVICES
+from message_flow_harness.zoo.rabbitmq_services import FLAKY
+from message_flow_harness.zoo.totals import totals_add_up
 
 pytestmark = pytest.mark.asyncio
 
