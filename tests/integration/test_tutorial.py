@@ -56,21 +56,26 @@ def _environment(brokers: dict[str, BrokerInfo]) -> dict[str, str]:
 
 
 def _run(command: Command, project: Path, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        ["bash", "-c", command.text],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["bash", "-c", command.text],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        ran_over = f"{command.where}: {command.text!r} ran over {COMMAND_TIMEOUT_S} s"
+        pytest.fail(ran_over, pytrace=False)
     output = done.stdout + done.stderr
     shown = f"{command.where}: $ {command.text}\n--- it printed (exit {done.returncode}):\n{output}"
-    assert done.returncode == command.status, (
-        f"{shown}\n--- the page expects exit status {command.status}"
-    )
-    assert output_matches(command.output, output), f"{shown}\n--- the page shows:\n{command.output}"
+    # pytest.fail without a traceback: the frame's locals hold the environment, secrets included.
+    if done.returncode != command.status:
+        pytest.fail(f"{shown}\n--- the page expects exit status {command.status}", pytrace=False)
+    if not output_matches(command.output, output):
+        pytest.fail(f"{shown}\n--- the page shows:\n{command.output}", pytrace=False)
 
 
 @pytest.mark.timeout(3600)
