@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.doc_pages import (
+    ROOT,
     SHELLS,
     Block,
     blocks,
@@ -137,3 +138,9 @@ def test_a_console_block_must_start_with_a_command(tmp_path: Path) -> None:
     page.write_text("```console\noutput first\n$ pytest\n```\n")
     with pytest.raises(ValueError, match="comes before any command"):
         commands(blocks(page)[0])
+
+
+def test_the_readme_stays_short() -> None:
+    """The README is the front door: what it is, install, two commands, five minutes, links."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 200, f"README.md has {lines} lines: keep it to 200, move detail to docs/pages"
