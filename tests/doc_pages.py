@@ -209,4 +209,7 @@ _SNIPPETS = Sybil(
 
 def snippets(page: Path) -> Document:
     """``page`` parsed by Sybil: iterate it and ``evaluate()`` each example in turn."""
-    return _SNIPPETS.parse(page)
+    document = _SNIPPETS.parse(page)
+    # Like a module's: classes and functions the snippets define get a ``__module__``.
+    document.namespace["__name__"] = f"page:{page_id(page)}"
+    return document

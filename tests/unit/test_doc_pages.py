@@ -29,9 +29,7 @@ PAGES = [pytest.param(page, id=page_id(page)) for page in pages()]
 @pytest.mark.parametrize("page", PAGES)
 def test_snippets_run(page: Path) -> None:
     """Every python block that is not a file runs, in order, in the page's namespace."""
-    document = snippets(page)
-    document.namespace["__name__"] = f"page:{page_id(page)}"
-    for example in document:
+    for example in snippets(page):
         example.evaluate()
 
 
@@ -144,3 +142,41 @@ def test_the_readme_stays_short() -> None:
     """The README is the front door: what it is, install, two commands, five minutes, links."""
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= 200, f"README.md has {lines} lines: keep it to 200, move detail to docs/pages"
+
+
+SNIPPET_PAGE = """\
+```python
+total = 1
+```
+
+```python
+# orders/service.py
+raise SystemExit("a file block is written into a project, never run in place")
+```
+
+<!-- skip: next -->
+```python
+raise SystemExit("skipped")
+```
+
+```python
+total += 1
+```
+"""
+
+
+def test_snippets_share_the_pages_namespace_and_files_do_not_run(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(SNIPPET_PAGE)
+    document = snippets(page)
+    for example in document:
+        example.evaluate()
+    assert document.namespace["total"] == 2
+
+
+def test_a_broken_snippet_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```python\nconfirmation = undefined_name\n```\n")
+    (example,) = snippets(page)
+    with pytest.raises(NameError, match="undefined_name"):
+        example.evaluate()
