@@ -1,0 +1,139 @@
+"""The README's and the docs' snippets run, their files parse, their shell blocks are honest.
+
+The conventions are in ``tests/doc_pages.py``; the files and commands of a page
+are run against real brokers by ``tests/integration/test_tutorial.py``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.doc_pages import (
+    SHELLS,
+    Block,
+    blocks,
+    commands,
+    output_matches,
+    page_id,
+    pages,
+    snippets,
+)
+
+PAGES = [pytest.param(page, id=page_id(page)) for page in pages()]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_snippets_run(page: Path) -> None:
+    """Every python block that is not a file runs, in order, in the page's namespace."""
+    document = snippets(page)
+    document.namespace["__name__"] = f"page:{page_id(page)}"
+    for example in document:
+        example.evaluate()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_files_parse(page: Path) -> None:
+    """A file block is valid Python or TOML before a reader copies it."""
+    for block in blocks(page):
+        if block.path is None:
+            continue
+        if block.path.endswith(".py"):
+            compile(block.text, f"{block.where} ({block.path})", "exec")
+        elif block.path.endswith(".toml"):
+            try:
+                tomllib.loads(block.text)
+            except tomllib.TOMLDecodeError as exc:
+                pytest.fail(f"{block.where}: {block.path} is not valid TOML: {exc}")
+
+
+def _unlabelled_or_unrun(block: Block) -> str | None:
+    if not block.language:
+        return f"{block.where}: the fence names no language (use text, python, console ...)"
+    if block.language in SHELLS and block.path is None and not block.not_run:
+        return (
+            f"{block.where}: a {block.language} block is never run: make it a console block of"
+            " `$ command` lines and their output, or put `<!-- not-run: why -->` above it"
+        )
+    if block.language == "console" and not block.not_run:
+        try:
+            commands(block)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_shell_block_is_run_or_says_why_not(page: Path) -> None:
+    problems = [p for p in map(_unlabelled_or_unrun, blocks(page)) if p is not None]
+    assert not problems, "\n".join(problems)
+
+
+# --- the parsing itself, on a page written here --------------------------------------
+
+
+PAGE = """\
+# A page
+
+```python
+# orders/service.py
+print("a file")
+```
+
+<!-- not-run: installs from PyPI -->
+```bash
+pip install something
+```
+
+```console
+$ pytest -q \\
+    tests
+..   [100%]
+2 passed in ...s
+$ harness fuzz orders:flow  # exits 1
+FAILED
+...
+```
+"""
+
+
+def test_blocks_files_and_commands_are_read(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    found = blocks(page)
+    assert [(b.language, b.line, b.path, b.not_run) for b in found] == [
+        ("python", 3, "orders/service.py", False),
+        ("bash", 9, None, True),
+        ("console", 13, None, False),
+    ]
+    run = commands(found[2])
+    assert [(c.line, c.text, c.status) for c in run] == [
+        (14, "pytest -q tests", 0),
+        (18, "harness fuzz orders:flow  # exits 1", 1),
+    ]
+    assert run[0].output == "..   [100%]\n2 passed in ...s"
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "matches"),
+    [
+        ("2 passed in ...s", "2 passed in 3.10s\n", True),
+        ("2 passed in ...s", "1 failed, 2 passed in 3.10s\n", False),
+        ("..  [100%]\n2 passed in ...s", "..       [100%]\n2 passed in 1s", True),
+        ("fuzzing\n...\ndone", "fuzzing\na\nb\ndone\n", True),
+        ("fuzzing\n...\ndone", "fuzzing\ndone\n", True),
+        ("fuzzing\n...\ndone", "fuzzing\na\ndone\nmore\n", False),
+        ("a...c", "abc\nxc", False),
+    ],
+)
+def test_output_matching(expected: str, actual: str, matches: bool) -> None:
+    assert output_matches(expected, actual) is matches
+
+
+def test_a_console_block_must_start_with_a_command(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```console\noutput first\n$ pytest\n```\n")
+    with pytest.raises(ValueError, match="comes before any command"):
+        commands(blocks(page)[0])
