@@ -10,7 +10,6 @@ fails here.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ import pytest
 
 from message_flow_harness import Kind
 from message_flow_harness.pytest_plugin import FlowCheck
+from tests.doc_pages import blocks
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
-_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,11 +27,10 @@ pytestmark = pytest.mark.asyncio
 def page_namespace() -> dict[str, Any]:
     """The names the page's python blocks define, run in order as one module."""
     namespace: dict[str, Any] = {"__name__": "wire_your_service"}
-    text = PAGE.read_text()
-    for match in _PYTHON_BLOCK.finditer(text):
-        line = text.count("\n", 0, match.start()) + 2
-        code = "\n" * (line - 1) + match.group(1)  # tracebacks name the page's own lines
-        exec(compile(code, str(PAGE), "exec"), namespace)
+    for block in blocks(PAGE):
+        if block.language == "python" and block.path is None:
+            code = "\n" * block.line + block.text  # tracebacks name the page's own lines
+            exec(compile(code, str(PAGE), "exec"), namespace)
     return namespace
 
 
