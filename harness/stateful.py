@@ -1,7 +1,7 @@
 """Asyncio-aware rule-based state machines for message flows.
 
-Hypothesis's ``RuleBasedStateMachine`` has no async support (its issue
-#4107). Here rules and invariants may be ``async def``: the machine runs in
+Hypothesis's ``RuleBasedStateMachine`` has no async support (its
+issue #4107). Here rules and invariants may be ``async def``: the machine runs in
 a worker thread and every coroutine is carried out on the caller's event
 loop, where the broker connections live. Each machine instance is one run of
 its ``flow`` (fresh destinations, consumer group and service); the flow's
