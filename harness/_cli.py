@@ -36,6 +36,7 @@ from message_flow_harness._cli_args import (
 from message_flow_harness._drivers import BROKER_KINDS, check_kind, driver
 from message_flow_harness._errors import HarnessError, InvalidArgument
 from message_flow_harness._fuzz import FuzzReport, check_fuzz_arguments, fuzz
+from message_flow_harness._logs import show_logs
 from message_flow_harness._message import BrokerKind
 from message_flow_harness._progress import FuzzProgress, LiveBar
 from message_flow_harness._redact import is_secret_name, redact_url
@@ -360,9 +361,13 @@ def _logging(verbosity: int) -> None:
     tracebacks would drown the report. ``-vvv`` adds debug records (Hypothesis's own)."""
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # Below -vv nothing prints, but warnings are still made, so a run keeps the
+    # service's own in its history (see _logs).
+    handler.setLevel(logging.CRITICAL + 1 if verbosity < 2 else logging.NOTSET)
     logging.basicConfig(handlers=[handler])
-    levels = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.INFO}
+    levels = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO}
     logging.getLogger().setLevel(levels.get(verbosity, logging.DEBUG))
+    show_logs(verbosity >= 2)
 
 
 def _error(prog: str, exc: BaseException, *, show_traceback: bool) -> None:

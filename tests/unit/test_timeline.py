@@ -153,7 +153,7 @@ def test_commits_and_settlements_never_read_as_a_question_mark() -> None:
 
 def test_a_late_input_shows_its_gap_with_the_duration() -> None:
     history = Script().publish("r-1", at=0).output("r-1", at=250).build()
-    timeline = drawn(history, within(100))
+    timeline = drawn(history, within(0.1))
     assert "#1 late: 250.0 ms" in texts(timeline)
     [gap] = [line for line in timeline.lines if line.role == "late"]
     published = next(m for m in timeline.marks if m.tip.startswith("published +"))
