@@ -70,7 +70,7 @@ def crash_in_a_stream() -> list[Step]:
     between the two while messages keep coming, so the crash loses what it settled."""
     steps: list[Step] = []
     for index, message in enumerate(INPUTS):
-        steps += [Publish(message), Pause(3)]
+        steps += [Publish(message), Pause(0.003)]
         if index == 20:
             steps.append(Crash(0))
     return steps
@@ -82,7 +82,7 @@ def join_during_slow_work() -> list[Step]:
     records over both partitions, so either one the newcomer takes holds some."""
     steps: list[Step] = []
     for index in range(20):
-        steps += [Publish(Message(key=f"k{index}".encode(), value=b"1")), Pause(30)]
+        steps += [Publish(Message(key=f"k{index}".encode(), value=b"1")), Pause(0.03)]
         if index == 9:
             steps.append(Join())
     return steps
@@ -101,7 +101,7 @@ def case_of(service: str) -> Case:
     if service.endswith("_lost_update"):
         return Case(extra_checks=(totals_add_up(),), tries=3)
     if service.endswith("_slow"):
-        return Case(extra_checks=(checks.within(100),))
+        return Case(extra_checks=(checks.within(0.1),))
     if service.endswith("_retry_reorders"):
         return Case(steps=RETRIED, tries=3)
     if service.endswith(("_concurrent", "_concurrent_batch")):
@@ -117,7 +117,7 @@ def flow_of(service: str, case: Case) -> Flow:
         checks=(
             *COMMON,
             checks.dead_lettered(when=is_poison),
-            checks.within(5000),
+            checks.within(5),
             *case.extra_checks,
         ),
         name=service,
