@@ -175,15 +175,7 @@ class BenchResult:
         latency = self.latency
         return {
             "format": FORMAT,
-            "flow": self.flow,
-            "broker": self.broker,
-            "messages": self.messages,
-            "rate": self.rate,
-            "in_flight": self.in_flight,
-            "payload_size": self.payload_size,
-            "keys": self.keys,
-            "warmup": self.warmup,
-            "probes": self.probes,
+            **self.settings(),
             "mode": self.describe_mode(),
             "throughput": round(self.throughput, 1),
             "latency": None if latency is None else latency.to_json(),
