@@ -21,7 +21,8 @@ from message_flow_harness._logs import (
 @pytest.fixture
 def service_log() -> Iterator[logging.Logger]:
     """A service's own logger, as it configures it at import: its own handler to a stream."""
-    logger = logging.getLogger("orders.service")
+    # A name of its own: another test module's service logs as orders.service.
+    logger = logging.getLogger("billing.service")
     logger.setLevel(logging.INFO)
     handler = logging.StreamHandler(io.StringIO())
     logger.addHandler(handler)
@@ -70,7 +71,7 @@ def test_a_record_in_the_run_s_context_is_its_own_whatever_the_logger(
         with attributed(ours):
             service_log.warning("order %s rejected", 7)
         service_log.warning("logged by the test, outside any run")
-    assert _kept(ours) == [("WARNING", "orders.service", "order 7 rejected")]
+    assert _kept(ours) == [("WARNING", "billing.service", "order 7 rejected")]
     assert _kept(other) == []
     # Only the test's own record reached the handlers: the service's own and pytest's.
     assert _printed(service_log) == "logged by the test, outside any run\n"
@@ -91,7 +92,7 @@ async def test_tasks_started_in_the_run_s_context_log_into_it(
         with attributed(history):
             task = asyncio.create_task(consume())
         await task
-    assert _kept(history) == [("ERROR", "orders.service", "consume loop gave up")]
+    assert _kept(history) == [("ERROR", "billing.service", "consume loop gave up")]
     assert _printed(service_log) == ""
     assert caplog.records == []
 
