@@ -24,7 +24,7 @@ from message_flow_harness._errors import (
 )
 from message_flow_harness._flow import Flow
 from message_flow_harness._history import History, Kind
-from message_flow_harness._logs import attributed, silence_new_handlers
+from message_flow_harness._logs import attributed
 from message_flow_harness._message import Endpoints
 from message_flow_harness._probes import Recorder, current_recorder
 from message_flow_harness._proxy import FaultProxy
@@ -147,7 +147,6 @@ class Instances:
     async def start(self, instance: Instance) -> None:
         with attributed(self.history):  # its logs, and its tasks', are the run's
             await self._start(instance)
-        silence_new_handlers()  # handlers it configured as it started print none of them
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
         _cancel_if_swallowed()  # running: the run's teardown stops it
 

@@ -7,9 +7,11 @@ that context) or by a client library or the harness's drivers
 (:data:`SOURCES`) from anywhere, say a client shared by a campaign's runs;
 such a record goes to every run open then. A record that belongs to a run
 is kept in its history (:meth:`History.add_log`) and, unless
-:func:`show_logs` asks for them, is not printed: a filter on the handlers in
-place (pytest's, a service's ``basicConfig`` at import) drops it, and
-``logging.lastResort`` (what prints when nothing is configured) skips it.
+:func:`show_logs` asks for them, is not printed: while a run is open every
+handler drops it (``logging.Handler.handle`` is wrapped, so handlers
+configured at any time count: pytest's, a service's ``basicConfig`` at
+import, a framework's own made as the service starts, and
+``logging.lastResort``, what prints when nothing is configured).
 The client libraries' loggers log from INFO while a run is open, so the
 history tells what they were doing; the service's loggers keep their levels.
 """
@@ -20,7 +22,6 @@ import contextvars
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,8 +40,6 @@ _lock = threading.Lock()
 _open: tuple[History, ...] = ()  # replaced whole, so readers on other threads need no lock
 _show = False
 _saved_levels: dict[str, int] = {}
-_filtered: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
-_last_resort: logging.Handler | None = None
 
 
 def show_logs(enabled: bool = True) -> None:
@@ -57,7 +56,6 @@ def capturing(history: History) -> Iterator[None]:
         if not _open:
             _install()
         _open = (*_open, history)
-        silence_new_handlers()
     try:
         yield
     finally:
@@ -75,20 +73,6 @@ def attributed(history: History) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
-def silence_new_handlers() -> None:
-    """Put the filter on handlers configured since (a service may configure logging on start)."""
-    if not _open:
-        return
-    # A copy first: other threads may make loggers meanwhile (list() of a dict is atomic).
-    known = list(logging.Logger.manager.loggerDict.values())
-    loggers = [logging.getLogger(), *(each for each in known if isinstance(each, logging.Logger))]
-    for each in loggers:
-        for handler in each.handlers:
-            if handler is not _handler and handler not in _filtered:
-                handler.addFilter(_silencer)
-                _filtered.add(handler)
 
 
 def claim(record: logging.LogRecord) -> bool:
@@ -124,11 +108,14 @@ def _entry(record: logging.LogRecord) -> LogEntry:
     return LogEntry(time.perf_counter_ns(), record.levelname, record.name, message)
 
 
-class _Silencer(logging.Filter):
-    """On the handlers in place: drop a record a run keeps (unless logs are shown)."""
+_unwrapped_handle = logging.Handler.handle
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _show or not claim(record)
+
+def _handle(self: logging.Handler, record: logging.LogRecord) -> bool:
+    """``Handler.handle`` while runs are open: a record a run keeps is not printed."""
+    if claim(record) and not _show:  # kept either way
+        return False
+    return _unwrapped_handle(self, record)
 
 
 class _CaptureHandler(logging.Handler):
@@ -138,45 +125,23 @@ class _CaptureHandler(logging.Handler):
         claim(record)
 
 
-class _LastResort(logging.Handler):
-    """``logging.lastResort`` while runs are open: prints only what no run keeps."""
-
-    def __init__(self, original: logging.Handler) -> None:
-        super().__init__(original.level)
-        self.original = original
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if _show or not claim(record):
-            self.original.handle(record)
-
-
-_silencer = _Silencer()
 _handler = _CaptureHandler()
 
 
 def _install() -> None:
-    global _last_resort
+    logging.Handler.handle = _handle  # type: ignore[method-assign]
     for name in SOURCES:
         source = logging.getLogger(name)
         source.addHandler(_handler)
         if source.level == logging.NOTSET:
             _saved_levels[name] = source.level
             source.setLevel(logging.INFO)
-    if logging.lastResort is not None:
-        _last_resort = logging.lastResort
-        logging.lastResort = _LastResort(_last_resort)
 
 
 def _uninstall() -> None:
-    global _last_resort
     for name in SOURCES:
         logging.getLogger(name).removeHandler(_handler)
     for name, level in _saved_levels.items():
         logging.getLogger(name).setLevel(level)
     _saved_levels.clear()
-    for handler in list(_filtered):
-        handler.removeFilter(_silencer)
-    _filtered.clear()
-    if isinstance(logging.lastResort, _LastResort):
-        logging.lastResort = _last_resort
-    _last_resort = None
+    logging.Handler.handle = _unwrapped_handle  # type: ignore[method-assign]

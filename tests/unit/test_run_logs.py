@@ -14,7 +14,6 @@ from message_flow_harness._logs import (
     attributed,
     capturing,
     show_logs,
-    silence_new_handlers,
 )
 
 
@@ -103,16 +102,28 @@ def test_a_handler_configured_during_the_run_prints_none_of_its_records() -> Non
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     try:
-        with capturing(history):
-            logger.addHandler(handler)  # say, by the service's start
-            silence_new_handlers()  # what the harness does once the service has started
-            with attributed(history):
-                logger.warning("configured late")
+        with capturing(history), attributed(history):
+            # As a framework does while the service starts: its handler, then a record at once.
+            logger.addHandler(handler)
+            logger.warning("configured late")
         assert stream.getvalue() == ""
         assert _kept(history) == [("WARNING", "orders.late", "configured late")]
-        assert handler.filters == []  # taken off again with the last run
+        logger.warning("after the run")  # the handler is the service's own again
+        assert stream.getvalue() == "after the run\n"
     finally:
         logger.removeHandler(handler)
+
+
+def test_shown_logs_are_kept_as_well(service_log: logging.Logger) -> None:
+    history = History()
+    show_logs()
+    try:
+        with capturing(history), attributed(history):
+            service_log.warning("order %s rejected", 7)
+    finally:
+        show_logs(False)
+    assert _kept(history) == [("WARNING", "billing.service", "order 7 rejected")]
+    assert _printed(service_log) == "order 7 rejected\n"
 
 
 def test_with_nothing_configured_the_last_resort_prints_none_of_them(
