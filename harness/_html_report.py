@@ -2,7 +2,8 @@
 
 Inline CSS and the inline SVG timeline (harness._timeline), no scripts and no
 external assets: the verdict in the title and heading, each check's anomalies,
-the timeline, the reproduction test and the event table. ``fuzz`` writes one
+the timeline, the reproduction test, the log lines of the service and its
+clients, and the event table. ``fuzz`` writes one
 beside its JSON (harness._report.write_failure), a failing ``flow_check``
 beside the run's history (harness.pytest_plugin).
 """
@@ -34,6 +35,8 @@ pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
 .timeline-box { overflow-x: auto; border: 1px solid #ddd; }
 .check.ok { color: #2a7a2a; } .check.failed { color: #c00000; }
 .more { color: #666; font-style: italic; }
+tr.WARNING td { background: #fff6dd; } tr.ERROR td, tr.CRITICAL td { background: #fde8e8; }
+td.log { white-space: pre-wrap; font-family: monospace; }
 """
 
 
@@ -121,6 +124,22 @@ def _events(result: RunResult) -> str:
     return f"<table><tr>{head}</tr>\n" + "\n".join(rows) + f"\n</table>{more}"
 
 
+def _logs(history: History) -> str:
+    """What the service and its clients logged during the run (the history keeps the latest)."""
+    if not history.logs:
+        return "<p>The service and its clients logged nothing at INFO or above.</p>"
+    rows = [
+        f'<tr class="{_e(entry.level)}"><td>{_e(history.since_start(entry.at_ns))}</td>'
+        f"<td>{_e(entry.level)}</td><td>{_e(entry.logger)}</td>"
+        f'<td class="log">{_e(entry.message)}</td></tr>'
+        for entry in history.logs
+    ]
+    dropped = history.logs_dropped
+    older = f'<p class="more">{dropped} older lines were not kept</p>' if dropped else ""
+    head = "<tr><th>time</th><th>level</th><th>logger</th><th>message</th></tr>"
+    return f"{older}<table>{head}\n" + "\n".join(rows) + "\n</table>"
+
+
 def render(
     result: RunResult,
     *,
@@ -165,6 +184,8 @@ def render(
 </div>
 <h2>Reproduction</h2>
 <pre class="reproduction">{_e(reproduction)}</pre>
+<h2>Logs</h2>
+{_logs(result.history)}
 <h2>History</h2>
 {_events(result)}
 </body>

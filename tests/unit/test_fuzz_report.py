@@ -22,6 +22,7 @@ from message_flow_harness import (
 )
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._cli import fuzz_json
+from message_flow_harness._history import LogEntry
 from message_flow_harness._html_report import MAX_ANOMALIES
 from message_flow_harness._report import FORMAT, write_failure
 from message_flow_harness.schedule import Crash, Publish
@@ -170,3 +171,19 @@ def test_a_long_list_of_anomalies_is_bounded(tmp_path: Path) -> None:
     assert "<title>orders: FAIL - 32 late</title>" in page
     assert page.count("took long") == MAX_ANOMALIES
     assert "... and 7 more" in page
+
+
+def test_the_html_report_shows_what_the_service_and_its_clients_logged() -> None:
+    history = HISTORY.build()
+    start = history.started_ns
+    history.add_log(LogEntry(start + 5_000_000, "INFO", "orders.service", "consuming <orders>"))
+    history.add_log(LogEntry(start + 9_000_000, "ERROR", "aiokafka.conn", "Unable to connect"))
+    history.logs_dropped = 3
+    page = _html_report.render(dataclasses.replace(MINIMAL, history=history), reproduction="")
+    logs = page.split("<h2>Logs</h2>")[1].split("<h2>History</h2>")[0]
+    assert logs.count("<tr") == 3  # the head and the two lines, in order
+    assert logs.index("consuming &lt;orders&gt;") < logs.index("Unable to connect")
+    assert '<tr class="ERROR">' in logs
+    assert "3 older lines were not kept" in logs
+    quiet = _html_report.render(MINIMAL, reproduction="")
+    assert "logged nothing" in quiet.split("<h2>Logs</h2>")[1].split("<h2>History</h2>")[0]
