@@ -294,12 +294,12 @@ class Correlator:
         if self._first_key is not None:
             harness_id, key = self._first_key
             example = (
-                f" inputs' keys look like {_show(key)} ({self._correlate.input_where}"
-                f" of input id {harness_id});"
+                f"the inputs' keys look like {_show(key)} ({self._correlate.input_where}"
+                f" of input id {harness_id}): "
             )
         option = "output" if role == "output" else "dead_letter"
         return (
-            f"{example} make the service write the input's key there, or point"
+            f"{example}make the service write the input's key there, or point"
             f" Flow(correlate=...) at where it does ({option}=...)"
         )
 
