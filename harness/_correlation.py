@@ -245,21 +245,21 @@ class Correlator:
         return Landing(Kind.DELIVERED, self.of_delivery(message))
 
     def of_output(self, message: Message) -> Landing:
-        """An output's input and kind, or a side event; an uncorrelated one says why."""
+        """An output's input and kind, or a side event; an uncorrelated output says why."""
         kind = self._kind_of(message) if self._kind_of is not None else None
         side = self._side(message) if callable(self._side) else kind in self._side
+        if side:  # answers nothing, and need not name an input: its kind is its detail
+            harness_id, _ = self._answer(message, "output", kind, answers=False)
+            return Landing(Kind.SIDE_EVENT, harness_id, kind)
         harness_id, why = self._answer(message, "output", kind)
-        event = Kind.SIDE_EVENT if side else Kind.OUTPUT
-        if harness_id is None:
-            return Landing(event, None, why)
-        return Landing(event, harness_id, kind)
+        return Landing(Kind.OUTPUT, harness_id, kind if harness_id is not None else why)
 
     def of_dead_letter(self, message: Message) -> Landing:
         harness_id, why = self._answer(message, "dead_letter", None)
         return Landing(Kind.DEAD_LETTERED, harness_id, why)
 
     def _answer(
-        self, message: Message, role: str, kind: str | None
+        self, message: Message, role: str, kind: str | None, *, answers: bool = True
     ) -> tuple[str | None, str | None]:
         found = message.harness_id
         correlation = self._correlate
@@ -284,8 +284,9 @@ class Correlator:
         # Of inputs sharing the key, the earliest without an answer of this kind.
         answer = role if kind is None else f"{role}:{kind}"
         chosen = next((c for c in candidates if (c, answer) not in self._answered), candidates[0])
-        self._answered.add((chosen, answer))
-        self._has_answer.add(chosen)
+        if answers:
+            self._answered.add((chosen, answer))
+            self._has_answer.add(chosen)
         return chosen, None
 
     def _fix(self, role: str) -> str:

@@ -17,6 +17,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -25,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from message_flow_harness import Endpoints, Flow, Kind, Message, by_json_field, checks
 from message_flow_harness._flow import RunResult
 from message_flow_harness.pytest_plugin import FlowCheck
+from tests.doc_pages import blocks
 
 pytestmark = pytest.mark.asyncio
 
@@ -362,3 +365,30 @@ async def test_rabbitmq_worker_that_acks_first_loses_the_order_it_fails(
         f"input #2 (id {second}, key 'customer-1', business key '2') published at"
     )
     assert lost.text.endswith("was never output nor dead-lettered")
+
+
+# --- the how-to's example ----------------------------------------------------------------------
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
+
+
+def page_namespace() -> dict[str, Any]:
+    """The names the page's python blocks define, run in order as a reader pastes them."""
+    namespace: dict[str, Any] = {"__name__": "wire_your_service"}
+    for block in blocks(PAGE):
+        if block.language == "python" and block.path is None:
+            exec(compile("\n" * block.line + block.text, str(PAGE), "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.kafka
+async def test_the_how_tos_service_that_copies_no_headers_keeps_its_contract(
+    flow_check: FlowCheck,
+) -> None:
+    page = page_namespace()
+    result = await flow_check(page["events_flow"], page["orders"])
+    good, bad, other = (m.harness_id or "" for m in result.messages)
+    seen = kinds_per_order(result)
+    assert seen[good] == seen[other] == ["end", "order.accepted"]
+    assert bad not in seen
+    assert seen["side"] == ["order.rejected"]

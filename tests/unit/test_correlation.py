@@ -293,12 +293,21 @@ def test_side_events_are_recorded_apart_and_no_check_counts_them() -> None:
     run.dead_letter(order(1))
     side = run.output(answer(1, "payment.failed"))
     assert side == Landing(Kind.SIDE_EVENT, harness_id, "payment.failed")
-    run.output(Message(value=b'{"type": "payment.failed"}'))  # one without any key
+    keyless = run.output(Message(value=b'{"type": "payment.failed"}'))
+    assert keyless == Landing(Kind.SIDE_EVENT, None, "payment.failed")  # need not name an input
     for check in (checks.no_duplicates(), checks.no_unexpected(), checks.no_loss()):
         assert check(run.history).ok, check
     assert checks.no_loss()(run.history).summary == (
         "1 input, 0 outputs, 1 dead-lettered, 2 side events"
     )
+
+
+def test_a_side_event_takes_no_answer_from_inputs_sharing_its_key() -> None:
+    run = fan_out(side_events={"audit"})
+    first, second = run.publish(order(7)), run.publish(order(7))
+    assert run.output(answer(7, "audit")).harness_id == first
+    assert run.output(answer(7, "result")).harness_id == first
+    assert run.output(answer(7, "result")).harness_id == second
 
 
 def test_a_side_event_alone_does_not_account_for_an_input() -> None:
