@@ -372,3 +372,15 @@ def test_flow_accepts_every_form() -> None:
         output_kinds=lambda m: "x",
         side_events=lambda m: False,
     )
+
+
+def test_the_timeline_draws_side_events_on_a_lane_of_their_own() -> None:
+    from message_flow_harness._timeline import SIDE_EVENT_LANE, layout, render_svg
+
+    run = fan_out(side_events={"audit"})
+    run.publish(order(1))
+    run.output(answer(1, "result"))
+    run.output(answer(1, "audit"))
+    svg = render_svg(layout(run.history))
+    assert SIDE_EVENT_LANE in svg
+    assert "#1 side event" in svg
