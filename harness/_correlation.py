@@ -95,12 +95,10 @@ class Correlation:
     input: KeyReader
     output: KeyReader
     dead_letter: KeyReader
-    #: How a person finds each key, for explanations: ``("field 'id'", "field 'order'")``.
+    #: Where each key is, as explanations name it: ``field 'order'``, ``order_of()``.
     input_where: str
     output_where: str
-
-    def __str__(self) -> str:
-        return f"{self.input_where} of inputs = {self.output_where} of outputs"
+    dead_letter_where: str
 
 
 def by_json_field(
@@ -123,6 +121,7 @@ def by_json_field(
         dead_letter=_field_reader(dead_letter),
         input_where=f"field {field!r}",
         output_where=f"field {output!r}",
+        dead_letter_where=f"field {dead_letter!r}",
     )
 
 
@@ -141,13 +140,20 @@ def by_key(
                 f"by_key({name}={reader!r}) is invalid: pass a function of a Message"
                 " returning its business key"
             )
+    dead_letter = input if dead_letter is None else dead_letter
     return Correlation(
         input=input,
         output=output,
-        dead_letter=input if dead_letter is None else dead_letter,
-        input_where=f"{getattr(input, '__name__', 'input')}()",
-        output_where=f"{getattr(output, '__name__', 'output')}()",
+        dead_letter=dead_letter,
+        input_where=_function_name(input, "input"),
+        output_where=_function_name(output, "output"),
+        dead_letter_where=_function_name(dead_letter, "dead_letter"),
     )
+
+
+def _function_name(reader: KeyReader, role: str) -> str:
+    name = getattr(reader, "__name__", "<lambda>")
+    return f"by_key({role}=...)" if name == "<lambda>" else f"{name}()"
 
 
 def check_flow_options(correlate: object, output_kinds: object, side_events: object) -> None:
@@ -204,11 +210,6 @@ class Correlator:
         self._first_key: tuple[str, Hashable] | None = None  # an example, for explanations
         self._answered: set[tuple[str, str]] = set()  # (harness id, what answered it)
         self._has_answer: set[str] = set()
-
-    @property
-    def by_content(self) -> bool:
-        """Whether messages without the harness id header can still be correlated."""
-        return self._correlate is not None
 
     def register(self, harness_id: str, message: Message) -> str | None:
         """Note an input about to be published; returns its business key as a detail."""
@@ -267,8 +268,10 @@ class Correlator:
             return found, None
         if not isinstance(correlation, Correlation):
             return correlation(message), None
-        reader = correlation.output if role == "output" else correlation.dead_letter
-        where = correlation.output_where if role == "output" else "its key"
+        if role == "output":
+            reader, where = correlation.output, correlation.output_where
+        else:
+            reader, where = correlation.dead_letter, correlation.dead_letter_where
         try:
             key = _read(reader, message)
         except _Missing as missing:
@@ -298,10 +301,14 @@ class Correlator:
                 f"the inputs' keys look like {_show(key)} ({self._correlate.input_where}"
                 f" of input id {harness_id}): "
             )
-        option = "output" if role == "output" else "dead_letter"
+        if role == "output":
+            return (
+                f"{example}make the service write the input's key there, or point"
+                " Flow(correlate=...) at where it does (output=...)"
+            )
         return (
-            f"{example}make the service write the input's key there, or point"
-            f" Flow(correlate=...) at where it does ({option}=...)"
+            f"{example}keep the input's headers on the dead letter, or point"
+            " Flow(correlate=...) at where its key is (dead_letter=...)"
         )
 
 
@@ -326,4 +333,5 @@ def _kind_field(path: str) -> Callable[[Message], str | None]:
 
 
 def _show(key: Hashable) -> str:
+    """A key as explanations quote it: ``'17'``."""
     return repr(key)

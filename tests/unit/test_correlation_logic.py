@@ -85,6 +85,32 @@ def anomalies(check: checks.Check, history: History) -> list[str]:
 # --- business keys ------------------------------------------------------------------
 
 
+def test_a_dead_letter_without_a_key_says_to_keep_the_headers() -> None:
+    run = Run(Correlator(by_json_field("id", output="order", dead_letter="original.id")))
+    run.publish(order(1))
+    missed = run.dead_letter(Message(value=b'{"original": "not json"}'))
+    assert missed.harness_id is None
+    assert (missed.detail or "").endswith(
+        "keep the input's headers on the dead letter, or point Flow(correlate=...)"
+        " at where its key is (dead_letter=...)"
+    )
+    unknown = run.dead_letter(Message(value=b'{"original": {"id": 2}}'))
+    assert "(field 'original.id' of the dead letter)" in (unknown.detail or "")
+
+
+def test_a_function_is_named_in_explanations() -> None:
+    def order_of(message: Message) -> str:
+        return message.value.decode()
+
+    run = Run(Correlator(by_key(input=lambda m: m.value.decode(), output=order_of)))
+    run.publish(Message(value=b"1"))
+    missed = run.output(Message(value=b"2"))
+    assert "read business key '2' (order_of() of the output), which no input has;" in (
+        missed.detail or ""
+    )
+    assert "(by_key(input=...) of input id r-1)" in (missed.detail or "")
+
+
 def test_an_output_is_linked_to_its_input_by_a_json_field() -> None:
     run = Run(Correlator(by_json_field("id", output="order")))
     first, second = run.publish(order(17)), run.publish(order("A-9"))
