@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,18 @@ from typing import Any
 import aio_pika
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from hypothesis import strategies as st
 
-from message_flow_harness import Endpoints, Flow, Kind, Message, by_json_field, checks
+from message_flow_harness import (
+    BrokerInfo,
+    Endpoints,
+    Flow,
+    Kind,
+    Message,
+    by_json_field,
+    checks,
+    fuzz,
+)
 from message_flow_harness._flow import RunResult
 from message_flow_harness.pytest_plugin import FlowCheck
 from tests.doc_pages import blocks
@@ -365,6 +377,46 @@ async def test_rabbitmq_worker_that_acks_first_loses_the_order_it_fails(
         f"input #2 (id {second}, key 'customer-1', business key '2') published at"
     )
     assert lost.text.endswith("was never output nor dead-lettered")
+
+
+@pytest.mark.rabbitmq
+async def test_fuzzing_orders_with_unique_ids_finds_the_lost_one_by_its_key(
+    rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    """Hypothesis draws orders with unique ids, some with a coupon the worker does not know."""
+    orders = st.lists(
+        st.tuples(st.integers(1, 10_000), st.sampled_from([None, "WELCOME", "SPRING"])),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda drawn: drawn[0],
+    ).map(
+        lambda drawn: [
+            order(i, 30) if coupon is None else order(i, 30, coupon=coupon) for i, coupon in drawn
+        ]
+    )
+    flow = dataclasses.replace(
+        orders_flow("rabbitmq", rabbitmq_worker(ack_first=True)),
+        checks=(checks.no_loss(),),
+        messages=orders,
+        quiet=0.5,  # an order lost for half a second is lost: keeps shrinking short
+    )
+    report = await fuzz(
+        flow,
+        max_examples=10,
+        seed=2,
+        broker=rabbitmq_broker,
+        database=None,
+        report_dir=tmp_path,
+        shrink_seconds=20,
+        reruns=1,
+    )
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    [lost] = report.minimal.messages
+    assert json.loads(lost.value)["coupon"] == "SPRING"
+    assert re.search(
+        r"lost: input #1 \(id \S+, key 'customer-1', business key '\d+'\)", report.summary()
+    )
 
 
 # --- the how-to's example ----------------------------------------------------------------------
