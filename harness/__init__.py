@@ -28,6 +28,7 @@ from message_flow_harness._broker import (
     TapRecord,
 )
 from message_flow_harness._compat import serialize_ast_parsing
+from message_flow_harness._correlation import Correlation, by_json_field, by_key
 from message_flow_harness._errors import (
     BrokerError,
     BrokerStartError,
@@ -57,6 +58,7 @@ __all__ = (
     "BrokerStartError",
     "BrokerUnavailable",
     "ChecksFailed",
+    "Correlation",
     "DestinationError",
     "DestinationSpec",
     "Endpoints",
@@ -74,6 +76,8 @@ __all__ = (
     "ServiceError",
     "TapRecord",
     "bench",
+    "by_json_field",
+    "by_key",
     "checks",
     "eventually",
     "fuzz",

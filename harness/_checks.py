@@ -7,6 +7,9 @@ not-dead-lettered, max-deliveries, late).
 Vocabulary: an *input* is a message the harness published (a ``published``
 event with a harness id); ``#n`` is its publish position, 1-based. An input
 is *accounted for* once it has an ``output`` or ``dead_lettered`` event.
+An output's ``detail`` is its kind when the flow declares output kinds
+(fan-out: one output of each kind per input is no duplicate); a
+``side_event`` answers nothing and no check counts it (see harness._correlation).
 """
 
 from __future__ import annotations
@@ -98,9 +101,16 @@ class Facts:
         deliveries: dict[str, dict[str, list[Event]]] = defaultdict(lambda: defaultdict(list))
         self.uncorrelated: list[Event] = []
         self.output_order: list[Event] = []
+        self.side_events: list[Event] = []
+        self.sharing_key: dict[str, list[Input]] = defaultdict(list)  # business key -> inputs
         for event in history:
             if event.kind is Kind.PUBLISHED and event.harness_id:
-                self.inputs.setdefault(event.harness_id, Input(len(self.inputs) + 1, event))
+                if event.harness_id not in self.inputs:
+                    found = self.inputs[event.harness_id] = Input(len(self.inputs) + 1, event)
+                    if event.detail:
+                        self.sharing_key[event.detail].append(found)
+            elif event.kind is Kind.SIDE_EVENT:
+                self.side_events.append(event)
             elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
                 target = self.outputs if event.kind is Kind.OUTPUT else self.dead_letters
                 if event.kind is Kind.OUTPUT:
@@ -125,6 +135,12 @@ class Facts:
         if found is None:
             return f"unknown message (id {harness_id})"
         key = "" if found.key is None else f", key {_show(found.key)}"
+        business = found.event.detail
+        if business:
+            key += f", {business}"
+            others = [f"#{i.number}" for i in self.sharing_key[business] if i is not found]
+            if others:
+                key += f" shared with {', '.join(others)}: answers go to the earliest unanswered"
         return f"input #{found.number} (id {harness_id}{key})"
 
     def accounted(self, harness_id: str) -> list[Event]:
@@ -138,7 +154,8 @@ class Facts:
         outputs = sum(len(v) for v in self.outputs.values()) + len(self.uncorrelated) - stray_dead
         dead = sum(len(v) for v in self.dead_letters.values()) + stray_dead
         inputs = plural(len(self.inputs), "input")
-        return f"{inputs}, {plural(outputs, 'output')}, {dead} dead-lettered"
+        side = f", {plural(len(self.side_events), 'side event')}" if self.side_events else ""
+        return f"{inputs}, {plural(outputs, 'output')}, {dead} dead-lettered{side}"
 
 
 def _show(raw: bytes) -> str:
@@ -146,6 +163,12 @@ def _show(raw: bytes) -> str:
         return repr(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return repr(raw)
+
+
+def _outcome(event: Event) -> str:
+    if event.kind is not Kind.OUTPUT:
+        return "dead-lettered"
+    return "output" if event.detail is None else f"output {event.detail!r}"
 
 
 def _landing(event: Event) -> str:
@@ -184,19 +207,25 @@ def no_loss() -> Check:
 
 
 def no_duplicates() -> Check:
-    """No input is output twice, or both output and dead-lettered (*duplicate*)."""
+    """No input is output twice, or both output and dead-lettered (*duplicate*).
+
+    With declared output kinds (fan-out), twice means two outputs of one kind:
+    a ``result`` and an ``end`` of one input are no duplicate.
+    """
 
     def body(facts: Facts) -> Iterator[Anomaly]:
         for harness_id in facts.inputs:
             landed = facts.accounted(harness_id)
-            if len(landed) > 1:
-                where = ", ".join(
-                    f"{'output' if e.kind is Kind.OUTPUT else 'dead-lettered'} at {facts.at(e)}"
-                    for e in landed
-                )
+            kinds = [e.detail or "" for e in landed if e.kind is Kind.OUTPUT]
+            dead = len(landed) - len(kinds)
+            repeated = sorted({k for k in kinds if kinds.count(k) > 1})
+            if repeated or dead > 1 or (dead and kinds):
+                named = [repr(k) for k in repeated if k]
+                as_kind = f" as {', '.join(named)}" if named else ""
+                where = ", ".join(f"{_outcome(e)} at {facts.at(e)}" for e in landed)
                 yield Anomaly(
                     "duplicate",
-                    f"{facts.name(harness_id)} came out {len(landed)} times: {where}",
+                    f"{facts.name(harness_id)} came out {len(landed)} times{as_kind}: {where}",
                     (harness_id,),
                 )
 
@@ -208,10 +237,10 @@ def no_unexpected() -> Check:
 
     def body(facts: Facts) -> Iterator[Anomaly]:
         for event in facts.uncorrelated:
+            why = event.detail or "copy the input's headers or pass Flow(correlate=...)"
             yield Anomaly(
                 "unexpected",
-                f"{_landing(event)} at {facts.at(event)} carries no harness id"
-                " (copy the input's headers or pass Flow(correlate=...))",
+                f"{_landing(event)} at {facts.at(event)} carries no harness id ({why})",
             )
         for harness_id in {**facts.outputs, **facts.dead_letters}:
             if harness_id not in facts.inputs:

@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from message_flow_harness._checks import Check, Verdict, no_loss
+from message_flow_harness._correlation import (
+    Correlation,
+    HarnessIdOf,
+    OutputKinds,
+    SideEvents,
+    check_flow_options,
+)
 from message_flow_harness._drivers import BROKER_KINDS, driver
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History
@@ -25,14 +32,21 @@ class Flow:
     """One message flow under test: the service, its broker, and what must hold.
 
     ``sut`` is called with the run's :class:`Endpoints` and entered to start
-    the service, exited to stop it. ``correlate`` maps an output message to
-    the harness id of the input it answers, for services that do not copy the
-    ``x-harness-id`` header. A run ends once every input has an output or a
-    dead letter, nothing at all has happened for ``settle`` seconds, and
-    every delivery has been answered (an output or dead letter of that input
-    after it) or given twice the slowest handling of an input seen (delivery
-    to output): late acks and commits still count, and a message delivered
-    again gets time to come out twice at the service's pace;
+    the service, exited to stop it. ``correlate`` links outputs to inputs for
+    services that do not copy the ``x-harness-id`` header: a business key
+    (:func:`by_json_field`, :func:`by_key`), or a function of an output
+    returning the harness id of its input. ``output_kinds`` (a JSON field or
+    a function) names each output's kind, so one input may yield outputs of
+    several kinds (fan-out) and a duplicate is a second output of one kind;
+    ``side_events`` (kinds, or a predicate of the output) are outputs that
+    answer nothing: recorded, never a duplicate nor unexpected.
+
+    A run ends once every input has an output or a dead letter, nothing at
+    all has happened for ``settle`` seconds, and every delivery has been
+    answered (an output or dead letter of that input after it) or given
+    twice the slowest handling of an input seen (delivery to output): late
+    acks and commits still count, and a message delivered again gets time to
+    come out twice at the service's pace;
     ``quiet`` ends a run whose inputs are not all accounted for after that
     long without a new output; ``timeout`` bounds a run.
     """
@@ -42,7 +56,9 @@ class Flow:
     checks: Sequence[Check] = field(default_factory=lambda: (no_loss(),))
     messages: Any = None  # a Hypothesis strategy of list[Message], for fuzz()
     partitions: int = 1
-    correlate: Callable[[Message], str | None] | None = None
+    correlate: Correlation | HarnessIdOf | None = None
+    output_kinds: OutputKinds | None = None
+    side_events: SideEvents = ()
     probes: bool = True
     settle: float = 0.01
     quiet: float = 2.0
@@ -79,6 +95,7 @@ class Flow:
                 value_ok = 0 < value < math.inf
             if not value_ok:
                 raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
+        check_flow_options(self.correlate, self.output_kinds, self.side_events)
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(

@@ -44,6 +44,7 @@ class Kind(StrEnum):
     SENT = "sent"  # the service's producer sent a message (client side)
     OUTPUT = "output"  # a message landed on the output destination
     DEAD_LETTERED = "dead_lettered"  # a message landed on the dead-letter destination
+    SIDE_EVENT = "side_event"  # an output that answers nothing (Flow(side_events=...))
     FAULT = "fault"  # the harness injected a fault (``detail`` says which)
     NOTE = "note"  # anything else worth seeing on the timeline
 
@@ -176,11 +177,14 @@ class History:
     record: ClassVar[_Record] = _recording["record"]
     add: ClassVar[_Add] = _recording["add"]
 
-    def record_tap(self, kind: Kind, record: TapRecord, harness_id: str | None) -> Event:
+    def record_tap(
+        self, kind: Kind, record: TapRecord, harness_id: str | None, detail: str | None = None
+    ) -> Event:
         """Append what a broker-side tap saw, as an event of ``kind`` at the tap's receipt time.
 
         ``harness_id`` is the input the record concerns, as the run correlates it
-        (``record.message.harness_id`` for a message that kept the harness's header).
+        (``record.message.harness_id`` for a message that kept the harness's header);
+        ``detail`` is an output's kind, or why it could not be correlated.
         """
         message = record.message
         return self.record(
@@ -193,6 +197,7 @@ class History:
             partition=record.partition,
             offset=record.offset,
             redelivered=record.redelivered,
+            detail=detail,
             message=message,
         )
 

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from message_flow_harness._correlation import Correlation
 from message_flow_harness._history import History, Kind, define_from_fields
 from message_flow_harness._message import HARNESS_ID_HEADER, Message
 
@@ -38,7 +39,8 @@ class Recorder:
     """Where a run's client-side probes write, and the clients they saw."""
 
     history: History
-    correlate: Correlate | None = None
+    # A run hands its probes a function (harness._runner): a Correlation needs the run's inputs.
+    correlate: Correlate | Correlation | None = None
     prefix: str = ""  # the instance's name, so lanes read "sut0:consumer-1"
     clients: list[Any] = field(default_factory=list)
     _lanes: dict[int, str] = field(default_factory=dict)
@@ -79,7 +81,7 @@ class Recorder:
             if isinstance(raw, _BYTES):
                 return raw.decode("utf-8", "replace")
             return str(raw)
-        if self.correlate is not None and message is not None:
+        if callable(self.correlate) and message is not None:
             return self.correlate(message())
         return None
 

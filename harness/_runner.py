@@ -11,6 +11,7 @@ Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo, TapRecord
 from message_flow_harness._checks import Anomaly, Verdict
+from message_flow_harness._correlation import Correlation, Correlator
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import HarnessError, InvalidArgument
 from message_flow_harness._flow import Flow, RunResult
@@ -47,14 +49,21 @@ from message_flow_harness._watch import TaskDeath
 
 
 def _tap_to_history(
-    history: History, kind: Kind, harness_id: Callable[[Message], str | None]
+    history: History, kind: Kind, correlator: Correlator
 ) -> Callable[[TapRecord], None]:
+    resolve = {
+        Kind.OUTPUT: correlator.of_output,
+        Kind.DEAD_LETTERED: correlator.of_dead_letter,
+        Kind.DELIVERED: correlator.as_delivery,
+    }[kind]
+
     def on_record(record: TapRecord) -> None:
         if kind is Kind.DELIVERED and record.event != "delivered":
             return  # the input's own landing is the harness's publish, recorded already
         if kind is not Kind.DELIVERED and record.event != "landed":
             return
-        history.record_tap(kind, record, harness_id(record.message))
+        landing = resolve(record.message)
+        history.record_tap(landing.kind, record, landing.harness_id, landing.detail)
 
     return on_record
 
@@ -93,12 +102,9 @@ class LiveRun:
         self._stack = AsyncExitStack()
         self._instances: Instances  # set on entering
         self._deadline = 0.0
-
-    def harness_id(self, message: Message) -> str | None:
-        found = message.harness_id
-        if found is None and self.flow.correlate is not None:
-            found = self.flow.correlate(message)
-        return found
+        self.correlator = Correlator(
+            flow.correlate, output_kinds=flow.output_kinds, side_events=flow.side_events
+        )
 
     @property
     def adapter(self) -> BrokerAdapter:
@@ -126,13 +132,18 @@ class LiveRun:
         isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
         self.run_id, self.endpoints = await isolation.take()
         stack.push_async_callback(isolation.give_back, self.endpoints)
-        await _tap_destinations(self.adapter, self.endpoints, self.history, self.harness_id, stack)
+        await _tap_destinations(self.adapter, self.endpoints, self.history, self.correlator, stack)
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
+        # The probes correlate deliveries by ``flow.correlate``: by a business key,
+        # that needs this run's inputs, so they get the run's own function.
+        flow = self.flow
+        if isinstance(flow.correlate, Correlation):
+            flow = dataclasses.replace(flow, correlate=self.correlator.of_delivery)
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
         self._instances = Instances(
-            self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
+            flow, self.broker, self.endpoints, self.history, proxied=self._faults
         )
         stack.push_async_callback(self._instances.close)
         await self._instances.add()
@@ -201,6 +212,8 @@ class LiveRun:
         by_producer: dict[int, list[Message]] = {}
         for step, message in zip(burst, stamped, strict=True):
             by_producer.setdefault(step.producer, []).append(message)
+        # Known before they are published: an answer may land before publish_many returns.
+        keys = [self.correlator.register(m.harness_id or "", m) for m in stamped]
         at_ns = time.perf_counter_ns()
         receipts = await asyncio.gather(
             *(
@@ -209,7 +222,7 @@ class LiveRun:
             )
         )
         unread = {producer: iter(got) for producer, got in zip(by_producer, receipts, strict=True)}
-        for step, message in zip(burst, stamped, strict=True):
+        for step, message, key in zip(burst, stamped, keys, strict=True):
             receipt = next(unread[step.producer])
             self.history.record(
                 Kind.PUBLISHED,
@@ -221,6 +234,7 @@ class LiveRun:
                 partition=receipt.partition,
                 offset=receipt.offset,
                 lane=f"producer{step.producer}" if step.producer else None,
+                detail=key,
                 message=message,
             )
             self.published.append(message)
@@ -341,7 +355,7 @@ async def _tap_destinations(
     adapter: BrokerAdapter,
     endpoints: Endpoints,
     history: History,
-    harness_id: Callable[[Message], str | None],
+    correlator: Correlator,
     stack: AsyncExitStack,
 ) -> None:
     taps = [(endpoints.output, Kind.OUTPUT), (endpoints.dead_letter, Kind.DEAD_LETTERED)]
@@ -349,7 +363,7 @@ async def _tap_destinations(
         taps.append((endpoints.input, Kind.DELIVERED))
     for name, kind in taps:
         await stack.enter_async_context(
-            adapter.tap(name, _tap_to_history(history, kind, harness_id))
+            adapter.tap(name, _tap_to_history(history, kind, correlator))
         )
 
 

@@ -51,6 +51,7 @@ COLOURS = {
     Kind.SENT: "#8c564b",
     Kind.OUTPUT: "#2ca02c",
     Kind.DEAD_LETTERED: "#ff7f0e",
+    Kind.SIDE_EVENT: "#98df8a",
     Kind.FAULT: "#d62728",
     Kind.NOTE: "#7f7f7f",
 }
@@ -64,6 +65,7 @@ NOTES_LANE = "harness: notes"
 DELIVERIES_LANE = "broker: deliveries"
 OUTPUT_LANE = "broker: output"
 DEAD_LETTER_LANE = "broker: dead letters"
+SIDE_EVENT_LANE = "broker: side events"
 BROKER_LANE = "broker"
 #: The one lane order of every picture: the harness, then each service instance
 #: (its own lane, then its clients', by name), then what the broker saw.
@@ -75,6 +77,7 @@ LANE_ORDER = (
     DELIVERIES_LANE,
     OUTPUT_LANE,
     DEAD_LETTER_LANE,
+    SIDE_EVENT_LANE,
     ANOMALY_LANE,
 )
 _SERVICE_RANK = LANE_ORDER.index("<service instances and their clients, by name>")
@@ -88,6 +91,8 @@ def lane_of(event: Event) -> str:
         return OUTPUT_LANE
     if event.kind is Kind.DEAD_LETTERED:
         return DEAD_LETTER_LANE
+    if event.kind is Kind.SIDE_EVENT:
+        return SIDE_EVENT_LANE
     if event.source == "tap":
         return DELIVERIES_LANE
     if event.lane is None:
@@ -276,6 +281,8 @@ def event_label(event: Event, inputs: _Inputs) -> str:
             return f"{name} error"
         case Kind.SENT:
             return f"{name} sent"
+        case Kind.SIDE_EVENT:
+            return f"{name} side event"
     return name
 
 
