@@ -10,8 +10,10 @@ private modules behind it, in layers that import only downwards:
   in the ``brokers`` package, one folder per kind, and nothing here imports
   a client library;
 - one run: ``_isolation`` (fresh destinations), ``_instances`` (the service's
-  instances and their faults, through ``_proxy``), ``_probes`` (client-side
-  recording), ``_runner`` (schedule -> history -> verdicts);
+  instances and their faults, through ``_proxy``), ``_environment`` (the
+  run's values as environment variables), ``_service_process`` (a service
+  that is an OS process), ``_probes`` (client-side recording), ``_runner``
+  (schedule -> history -> verdicts);
 - many runs: the fuzzer (Hypothesis search, then shrinking), ``stateful``,
   the bench, and ``_report`` (what a person reads);
 - the edges: ``_cli`` (the ``harness`` command) and ``pytest_plugin``.
@@ -45,6 +47,7 @@ from message_flow_harness._history import Event, History, Kind
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._report import FuzzReport
 from message_flow_harness._runner import run
+from message_flow_harness._service_process import process
 from message_flow_harness._waiting import eventually
 
 serialize_ast_parsing()  # before any thread the harness starts (see harness._compat)
@@ -81,6 +84,7 @@ __all__ = (
     "checks",
     "eventually",
     "fuzz",
+    "process",
     "run",
     "schedule",
     "stateful",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from message_flow_harness._correlation import (
     check_flow_options,
 )
 from message_flow_harness._drivers import BROKER_KINDS, driver
+from message_flow_harness._environment import check_templates
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History
 from message_flow_harness._message import BrokerKind, Endpoints, Message
@@ -32,8 +33,11 @@ class Flow:
     """One message flow under test: the service, its broker, and what must hold.
 
     ``sut`` is called with the run's :class:`Endpoints` and entered to start
-    the service, exited to stop it. ``correlate`` links outputs to inputs for
-    services that do not copy the ``x-harness-id`` header: a business key
+    the service, exited to stop it; if what it returns also has a ``kill()``
+    coroutine method, a Crash calls that instead of its exit, to end the
+    service at once (a :func:`process` service is SIGKILLed). ``correlate``
+    links outputs to inputs for services that do not copy the
+    ``x-harness-id`` header: a business key
     (:func:`by_json_field`, :func:`by_key`), or a function of an output
     returning the harness id of its input. ``output_kinds`` (a JSON field or
     a function) names each output's kind, so one input may yield outputs of
@@ -49,6 +53,11 @@ class Flow:
     come out twice at the service's pace;
     ``quiet`` ends a run whose inputs are not all accounted for after that
     long without a new output; ``timeout`` bounds a run.
+
+    ``env`` maps environment variables to templates over the run's endpoints
+    (``{"RABBITMQ_URL": "{amqp_url}", "ORDERS_QUEUE": "{input}"}``): they are
+    set in ``os.environ`` while each instance starts (the ``sut`` call and its
+    ``__aenter__``), and passed on to a :func:`process` service under its own.
     """
 
     sut: Service
@@ -66,6 +75,7 @@ class Flow:
     stop_timeout: float = 10.0
     timeout: float = 60.0
     name: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not callable(self.sut):
@@ -96,6 +106,7 @@ class Flow:
             if not value_ok:
                 raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
         check_flow_options(self.correlate, self.output_kinds, self.side_events)
+        object.__setattr__(self, "env", check_templates(self.env, where="Flow(env=...)"))
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(

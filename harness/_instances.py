@@ -9,6 +9,7 @@ instance and a crash cuts only that instance's connections.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._drivers import BrokerDriver, ProxyAddress, driver
+from message_flow_harness._environment import launching
 from message_flow_harness._errors import (
     BrokerError,
     BrokerUnavailable,
@@ -146,7 +148,8 @@ class Instances:
 
     async def start(self, instance: Instance) -> None:
         with attributed(self.history):  # its logs, and its tasks', are the run's
-            await self._start(instance)
+            async with launching(instance.name, self.flow.env, instance.endpoints):
+                await self._start(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="started")
         _cancel_if_swallowed()  # running: the run's teardown stops it
 
@@ -251,13 +254,18 @@ class Instances:
         proxy.crash()
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
         service, instance.service, instance.state = instance.service, None, "crashed"
-        # Its exit fails or hangs against refused connections; either way it is over.
-        # Drivers may even raise a stray CancelledError (aiokafka does when its
-        # broker vanishes): swallow it unless this task itself is being cancelled.
+        # A service with a kill() coroutine (a process) ends at once through it.
+        # Otherwise its exit fails or hangs against refused connections; either way
+        # it is over. Drivers may even raise a stray CancelledError (aiokafka does
+        # when its broker vanishes): swallow it unless this task itself is being cancelled.
+        kill = getattr(service, "kill", None)
         try:
             with attributed(self.history):
                 async with asyncio.timeout(self.flow.stop_timeout):
-                    await service.__aexit__(None, None, None)
+                    if inspect.iscoroutinefunction(kill):
+                        await kill()
+                    else:
+                        await service.__aexit__(None, None, None)
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
