@@ -9,7 +9,10 @@ new process, seen by the harness through the broker alone.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 
 from message_flow_harness import BrokerInfo, Flow, Message, checks, fuzz, process
 from message_flow_harness import strategies as hs
-from message_flow_harness.schedule import Crash
+from message_flow_harness.schedule import Crash, Join, Publish, Restart
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,3 +105,94 @@ async def test_a_crash_campaign_finds_the_commit_before_produce(
     assert report.minimal is not None
     assert any(isinstance(step, Crash) for step in report.minimal.schedule)
     assert "lost" in report.summary()
+
+
+# --- a consumer that is not Python ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def go_orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go consumer, built from its source (Go's module and build caches keep reruns fast)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail(
+            "these tests build a Go consumer and `go` is not on PATH: install Go 1.22 or"
+            " newer (https://go.dev/doc/install; CI installs it)"
+        )
+    binary = tmp_path_factory.mktemp("go") / "go_orders"
+    built = subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=SERVICES / "go_orders",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, f"go build failed:\n{built.stdout}{built.stderr}"
+    return binary
+
+
+def go_flow(binary: Path) -> Flow:
+    consumer = process(
+        [binary],
+        env={
+            "ORDERS_AMQP_URL": "{amqp_url}",
+            "ORDERS_QUEUE": "{input}",
+            "ORDERS_RESULTS_QUEUE": "{output}",
+        },
+        ready=r"consuming ",
+    )
+    return Flow(sut=consumer, broker="rabbitmq", checks=AT_LEAST_ONCE, messages=ORDERS)
+
+
+@pytest.mark.rabbitmq
+async def test_a_go_consumer_keeps_the_contract(go_orders: Path, flow_check: object) -> None:
+    orders = [
+        Message(key=b"customer-1", value=b'{"id": 1}'),
+        Message(key=b"customer-1", value=b"not json"),
+        Message(key=b"customer-1", value=b'{"id": 2}'),
+    ]
+    result = await flow_check(go_flow(go_orders), orders)  # type: ignore[operator]
+    outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
+    assert sorted(json.loads(e.message.value)["order"] for e in outputs) == [1, 2]
+    lines = [entry.message for entry in result.history.logs if entry.logger == "sut0.stderr"]
+    assert any("rejecting bad order" in line for line in lines), lines
+
+
+@pytest.mark.rabbitmq
+async def test_a_crashed_go_consumer_is_killed_restarted_and_joined_without_loss(
+    go_orders: Path, flow_check: object
+) -> None:
+    orders = [Message(key=b"a", value=json.dumps({"id": n}).encode()) for n in range(8)]
+    steps = [
+        *(Publish(m) for m in orders[:3]),
+        Crash(0),
+        *(Publish(m) for m in orders[3:6]),
+        Restart(0),
+        Join(),  # a second process, competing for the queue
+        *(Publish(m) for m in orders[6:]),
+    ]
+    flow = replace(go_flow(go_orders), checks=[checks.delivery("at-least-once")])
+    result = await flow_check(flow, steps)  # type: ignore[operator]
+    faults = [e.detail for e in result.history.events if e.kind.name == "FAULT"]
+    assert faults == ["crash", "restart"]
+    logs = [(entry.logger, entry.message) for entry in result.history.logs]
+    started = [logger for logger, message in logs if "consuming" in message]
+    assert started == ["sut0.stderr", "sut0.stderr", "sut1.stderr"]  # three processes
+    # SIGKILL: the crashed process never logged its graceful stop; the other two did.
+    stopped = [logger for logger, message in logs if message.endswith("stopping")]
+    assert sorted(stopped) == ["sut0.stderr", "sut1.stderr"]
+    outputs = {e.harness_id for e in result.history.events if e.kind.name == "OUTPUT"}
+    assert len(outputs) == 8
+
+
+@pytest.mark.rabbitmq
+async def test_a_go_consumer_passes_a_crash_campaign(
+    go_orders: Path, rabbitmq_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    report = await fuzz(
+        go_flow(go_orders), max_examples=25, seed=3, faults=["crash"], broker=rabbitmq_broker,
+        database=None, report_dir=tmp_path,
+    )  # fmt: skip
+    assert report.ok, report.summary()
+    assert report.examples == 25
