@@ -9,18 +9,22 @@ new process, seen by the harness through the broker alone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import strategies as st
 
 from message_flow_harness import BrokerInfo, Flow, Message, checks, fuzz, process
 from message_flow_harness import strategies as hs
+from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Publish, Restart
+from tests.doc_pages import blocks
 
 pytestmark = pytest.mark.asyncio
 
@@ -67,13 +71,13 @@ def confluent_orders(script: str = "confluent_orders.py") -> Flow:
 
 
 @pytest.mark.kafka
-async def test_a_confluent_kafka_worker_keeps_the_contract(flow_check: object) -> None:
+async def test_a_confluent_kafka_worker_keeps_the_contract(flow_check: FlowCheck) -> None:
     orders = [
         Message(key=b"customer-1", value=b'{"id": 1}'),
         Message(key=b"customer-1", value=b"not json"),
         Message(key=b"customer-1", value=b'{"id": 2}'),
     ]
-    result = await flow_check(confluent_orders(), orders)  # type: ignore[operator]
+    result = await flow_check(confluent_orders(), orders)
     outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
     assert sorted(json.loads(e.message.value)["order"] for e in outputs) == [1, 2]
     lines = [entry.message for entry in result.history.logs if entry.logger == "sut0.stderr"]
@@ -146,13 +150,13 @@ def go_flow(binary: Path) -> Flow:
 
 
 @pytest.mark.rabbitmq
-async def test_a_go_consumer_keeps_the_contract(go_orders: Path, flow_check: object) -> None:
+async def test_a_go_consumer_keeps_the_contract(go_orders: Path, flow_check: FlowCheck) -> None:
     orders = [
         Message(key=b"customer-1", value=b'{"id": 1}'),
         Message(key=b"customer-1", value=b"not json"),
         Message(key=b"customer-1", value=b'{"id": 2}'),
     ]
-    result = await flow_check(go_flow(go_orders), orders)  # type: ignore[operator]
+    result = await flow_check(go_flow(go_orders), orders)
     outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
     assert sorted(json.loads(e.message.value)["order"] for e in outputs) == [1, 2]
     lines = [entry.message for entry in result.history.logs if entry.logger == "sut0.stderr"]
@@ -161,7 +165,7 @@ async def test_a_go_consumer_keeps_the_contract(go_orders: Path, flow_check: obj
 
 @pytest.mark.rabbitmq
 async def test_a_crashed_go_consumer_is_killed_restarted_and_joined_without_loss(
-    go_orders: Path, flow_check: object
+    go_orders: Path, flow_check: FlowCheck
 ) -> None:
     orders = [Message(key=b"a", value=json.dumps({"id": n}).encode()) for n in range(8)]
     steps = [
@@ -173,7 +177,7 @@ async def test_a_crashed_go_consumer_is_killed_restarted_and_joined_without_loss
         *(Publish(m) for m in orders[6:]),
     ]
     flow = replace(go_flow(go_orders), checks=[checks.delivery("at-least-once")])
-    result = await flow_check(flow, steps)  # type: ignore[operator]
+    result = await flow_check(flow, steps)
     faults = [e.detail for e in result.history.events if e.kind.name == "FAULT"]
     assert faults == ["crash", "restart"]
     logs = [(entry.logger, entry.message) for entry in result.history.logs]
@@ -196,3 +200,35 @@ async def test_a_go_consumer_passes_a_crash_campaign(
     )  # fmt: skip
     assert report.ok, report.summary()
     assert report.examples == 25
+
+
+# --- the how-to's service configured by its environment ---------------------------------
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
+
+
+def page_namespace() -> dict[str, Any]:
+    """The names the page's python blocks define, run in order as one module."""
+    namespace: dict[str, Any] = {"__name__": "wire_your_service"}
+    for block in blocks(PAGE):
+        if block.language == "python" and block.path is None:
+            code = "\n" * block.line + block.text  # tracebacks name the page's own lines
+            # dont_inherit: not this file's __future__ annotations, which the page has not
+            exec(compile(code, str(PAGE), "exec", dont_inherit=True), namespace)
+    return namespace
+
+
+@pytest.mark.rabbitmq
+async def test_the_pages_service_configured_by_its_environment_keeps_its_contract(
+    flow_check: FlowCheck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ORDERS_QUEUE", raising=False)
+    page = page_namespace()
+    # Twice: the second run has queues of its own, which its cached settings must see.
+    for _ in range(2):
+        result = await flow_check.run(page["configured_flow"], page["orders"])
+        assert result.ok, result.report()
+        assert page["get_settings"]().orders_queue == result.endpoints.input
+        outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
+        assert len(outputs) == 2, result.report()
+    assert "ORDERS_QUEUE" not in os.environ  # the run's values were set only while it started
