@@ -144,7 +144,8 @@ def _check_ready(ready: object) -> ReadyCheck | None:
 
 
 def _label(command: Sequence[str]) -> str:
-    text = shlex.join([Path(command[0]).name, *command[1:]])
+    """``python3 orders.py``: the program's and paths' names, not where they live."""
+    text = shlex.join([Path(arg).name if os.path.isabs(arg) else arg for arg in command])
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -210,12 +211,15 @@ class ServiceProcess:
         )
         for stream, reader in streams:
             assert reader is not None  # PIPE above
-            logger = logging.getLogger(f"{instance}.{stream}")
-            self._readers.append(asyncio.create_task(self._read(stream, reader, logger)))
+            name = f"{instance}.{stream}"
+            self._readers.append(asyncio.create_task(self._read(stream, reader, name)))
         try:
             if self.spec.ready is not None:
                 await self._until_ready(self.spec.ready)
-        except BaseException:  # not ready, timed out or cancelled: nothing may outlive it
+        except BaseException as exc:  # not ready, timed out or cancelled: nothing may outlive it
+            if isinstance(exc, asyncio.CancelledError) and self.spec.ready is not None:
+                # The start's bound ran out: the history says what was awaited.
+                _log(f"{instance}.process", f"not ready: {_awaited(self.spec.ready)}")
             await self.kill()
             raise
         return self
@@ -287,9 +291,7 @@ class ServiceProcess:
             reader.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _read(
-        self, stream: Stream, reader: asyncio.StreamReader, log: logging.Logger
-    ) -> None:
+    async def _read(self, stream: Stream, reader: asyncio.StreamReader, logger: str) -> None:
         pattern = self.spec.ready if isinstance(self.spec.ready, re.Pattern) else None
         while True:
             try:
@@ -300,9 +302,7 @@ class ServiceProcess:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.lines.append(f"{stream}| {line}")
-            record = log.makeRecord(log.name, logging.INFO, "", 0, line, (), None)
-            if not claim(record):  # outside a run: where the caller's logging sends it
-                log.handle(record)
+            _log(logger, line)
             if pattern is not None and pattern.search(line):
                 self._matched.set()
 
@@ -342,6 +342,14 @@ class ServiceProcess:
             return "; it wrote no output"
         shown = "\n".join(f"    {line}" for line in self.lines)
         return f"; its last {len(self.lines)} output lines:\n{shown}"
+
+
+def _log(logger: str, text: str) -> None:
+    """One line of the process's, as a log record: the run's history keeps it."""
+    log = logging.getLogger(logger)
+    record = log.makeRecord(log.name, logging.INFO, "", 0, text, (), None)
+    if not claim(record):  # outside a run: where the caller's logging sends it
+        log.handle(record)
 
 
 def _awaited(ready: ReadyCheck) -> str:

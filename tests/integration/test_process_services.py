@@ -232,3 +232,15 @@ async def test_the_pages_service_configured_by_its_environment_keeps_its_contrac
         outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
         assert len(outputs) == 2, result.report()
     assert "ORDERS_QUEUE" not in os.environ  # the run's values were set only while it started
+
+
+@pytest.mark.rabbitmq
+async def test_a_process_that_dies_during_the_run_is_a_finding(flow_check: FlowCheck) -> None:
+    code = "import sys\nprint('consuming', flush=True)\nsys.exit('lost my connection')\n"
+    dies = process([sys.executable, "-c", code], ready="consuming", name="dies")
+    flow = Flow(sut=dies, broker="rabbitmq", quiet=1.0)
+    result = await flow_check.run(flow, [Message(value=b'{"id": 1}')])
+    assert not result.ok
+    report = result.report()
+    assert "dies exited by itself with code 1 while the run went on" in report, report
+    assert "stderr| lost my connection" in report, report

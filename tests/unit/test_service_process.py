@@ -344,3 +344,30 @@ async def test_a_missing_program_is_a_service_error() -> None:
     service = process(["/nonexistent/orders-worker"])(KAFKA)
     with pytest.raises(ServiceError, match="cannot start orders-worker"):
         await _started(service, History())
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("no_orders_queue")
+async def test_a_flows_env_lies_under_the_processs_own() -> None:
+    code = "import os\nprint(os.environ['ORDERS_QUEUE'], os.environ['ORDERS_URL'], flush=True)\n"
+    service = process(_python(code), env={"ORDERS_URL": "own:{output}"}, ready="in-2")
+    flow_env = {"ORDERS_QUEUE": "{input}", "ORDERS_URL": "flow:{amqp_url}"}
+    async with launching("sut0", flow_env, RABBITMQ):
+        started = service(RABBITMQ)
+        await _started(started, History())
+    await _exited(started)
+    assert list(started.lines) == ["stdout| in-2 own:out-2"]
+
+
+@pytest.mark.asyncio
+async def test_a_start_that_runs_out_of_time_says_what_it_awaited() -> None:
+    history = History()
+    service = process(_python("import time; time.sleep(60)"), ready="never")(KAFKA)
+    with capturing(history):
+        async with launching("sut0", {}, KAFKA):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await _started(service, history)
+    assert [(e.logger, e.message) for e in history.logs] == [
+        ("sut0.process", "not ready: awaited an output line matching 'never'")
+    ]
