@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from message_flow_harness import BrokerInfo, Flow, Message, checks, fuzz, process
 from message_flow_harness import strategies as hs
+from message_flow_harness._fuzz import Example
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Publish, Restart
 from tests.doc_pages import blocks
@@ -53,6 +54,11 @@ AT_LEAST_ONCE = [
     checks.per_key_order(),
     checks.dead_lettered(when=is_bad),
 ]
+
+
+def crashes(examples: list[Example]) -> int:
+    """How many of a campaign's examples crashed the service at least once."""
+    return sum(any(isinstance(step, Crash) for step in e.schedule) for e in examples)
 
 
 def confluent_orders(script: str = "confluent_orders.py") -> Flow:
@@ -88,12 +94,14 @@ async def test_a_confluent_kafka_worker_keeps_the_contract(flow_check: FlowCheck
 async def test_a_confluent_kafka_worker_passes_a_crash_campaign(
     kafka_broker: BrokerInfo, tmp_path: Path
 ) -> None:
+    examples: list[Example] = []
     report = await fuzz(
-        confluent_orders(), max_examples=6, seed=11, faults=["crash"], broker=kafka_broker,
-        database=None, report_dir=tmp_path,
+        confluent_orders(), max_examples=8, seed=11, faults=["crash"], broker=kafka_broker,
+        database=None, report_dir=tmp_path, progress=examples.append,
     )  # fmt: skip
     assert report.ok, report.summary()
-    assert report.examples == 6
+    assert report.examples == 8
+    assert crashes(examples) >= 2  # the campaign did kill the worker
 
 
 @pytest.mark.kafka
@@ -194,12 +202,14 @@ async def test_a_crashed_go_consumer_is_killed_restarted_and_joined_without_loss
 async def test_a_go_consumer_passes_a_crash_campaign(
     go_orders: Path, rabbitmq_broker: BrokerInfo, tmp_path: Path
 ) -> None:
+    examples: list[Example] = []
     report = await fuzz(
         go_flow(go_orders), max_examples=25, seed=3, faults=["crash"], broker=rabbitmq_broker,
-        database=None, report_dir=tmp_path,
+        database=None, report_dir=tmp_path, progress=examples.append,
     )  # fmt: skip
     assert report.ok, report.summary()
     assert report.examples == 25
+    assert crashes(examples) >= 5
 
 
 # --- the how-to's service configured by its environment ---------------------------------
