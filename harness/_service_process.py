@@ -77,13 +77,17 @@ def process(
     ``env`` maps variable names to templates over the endpoints' fields
     (``{"KAFKA_BOOTSTRAP": "{bootstrap_servers}", "IN_TOPIC": "{input}"}``);
     the process also inherits ``os.environ`` (with a flow's ``Flow(env=...)``)
-    and gets :data:`DEFAULT_VARIABLES` (``HARNESS_INPUT``...), under ``env``.
+    and gets, under ``env``, ``HARNESS_KIND``, ``HARNESS_BOOTSTRAP_SERVERS``,
+    ``HARNESS_AMQP_URL``, ``HARNESS_INPUT``, ``HARNESS_OUTPUT``,
+    ``HARNESS_DEAD_LETTER`` and ``HARNESS_GROUP_ID`` (those its broker has).
     ``ready`` says when it consumes: a regular expression one of its output
     lines matches, a TCP port on 127.0.0.1 it accepts on, or an async
     function of the endpoints returning True; without it, the service counts
-    as started once the process is. ``stop_grace`` bounds the wait after
-    SIGTERM before SIGKILL. ``name`` labels it in reports (default: the
-    command line).
+    as started once the process is. Its output lines go to the run's history
+    (loggers ``sut0.stdout``, ``sut0.stderr``). Stopping sends SIGTERM to its
+    process group, then SIGKILL after ``stop_grace`` seconds; a Crash
+    SIGKILLs it at once. ``name`` labels it in reports (default: the command
+    line).
     """
     if isinstance(argv, str | bytes | os.PathLike) or not isinstance(argv, Sequence) or not argv:
         raise InvalidArgument(
