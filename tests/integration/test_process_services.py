@@ -128,7 +128,7 @@ def go_orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     go = shutil.which("go")
     if go is None:
         pytest.fail(
-            "these tests build a Go consumer and `go` is not on PATH: install Go 1.22 or"
+            "these tests build a Go consumer and `go` is not on PATH: install Go 1.20 or"
             " newer (https://go.dev/doc/install; CI installs it)"
         )
     binary = tmp_path_factory.mktemp("go") / "go_orders"
