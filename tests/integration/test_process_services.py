@@ -117,6 +117,13 @@ async def test_a_crash_campaign_finds_the_commit_before_produce(
     assert report.minimal is not None
     assert any(isinstance(step, Crash) for step in report.minimal.schedule)
     assert "lost" in report.summary()
+    # The worker's own lines are in the failing run's history and report.
+    assert report.history_path is not None
+    assert report.report_path is not None
+    saved = json.loads(report.history_path.read_text())
+    loggers = {entry["logger"] for entry in saved["minimal_history"]["logs"]}
+    assert "sut0.stderr" in loggers, loggers
+    assert "sut0.stderr" in report.report_path.read_text()
 
 
 # --- a consumer that is not Python ----------------------------------------------------
