@@ -378,5 +378,10 @@ async def _accepts(port: int) -> bool:
 def _kill_leftovers() -> None:
     """A process whose run never stopped it (an interpreter ending abruptly) ends with us."""
     for group in list(_live_groups):
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
+        try:  # only a child of ours still running: a reaped one's id may be another's now
+            running = os.waitpid(group, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            running = False
+        if running:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)

@@ -11,9 +11,11 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +180,15 @@ async def _started(service: ServiceProcess, history: History) -> None:
         await service.__aenter__()
 
 
+def _dead(pid: int) -> bool:
+    """Whether ``pid`` is gone, or a zombie (dead, until its new parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
 async def _exited(service: ServiceProcess) -> None:
     """Until the process has ended by itself (the run would go on meanwhile)."""
     assert service._process is not None
@@ -290,16 +301,7 @@ async def test_kill_ends_the_whole_group_at_once() -> None:
     assert service._process is not None
     assert service._process.returncode == -signal.SIGKILL
 
-    def reaped_or_gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie until init reaps it: dead all the same.
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1].startswith("Z")
-
-    await eventually(reaped_or_gone, within=5.0)
+    await eventually(lambda: _dead(pid), within=5.0)
 
 
 @pytest.mark.asyncio
@@ -356,6 +358,7 @@ async def test_a_flows_env_lies_under_the_processs_own() -> None:
         started = service(RABBITMQ)
         await _started(started, History())
     await _exited(started)
+    await started.kill()  # nothing left to kill: takes the last lines
     assert list(started.lines) == ["stdout| in-2 own:out-2"]
 
 
@@ -371,3 +374,36 @@ async def test_a_start_that_runs_out_of_time_says_what_it_awaited() -> None:
     assert [(e.logger, e.message) for e in history.logs] == [
         ("sut0.process", "not ready: awaited an output line matching 'never'")
     ]
+
+
+@pytest.mark.asyncio
+async def test_the_process_runs_in_its_cwd(tmp_path: Path) -> None:
+    code = "import os\nprint('in', os.getcwd(), flush=True)\n"
+    service = process(_python(code), cwd=tmp_path, ready="^in ")(KAFKA)
+    await _started(service, History())
+    await _exited(service)
+    await service.kill()
+    assert list(service.lines) == [f"stdout| in {tmp_path}"]
+
+
+def test_at_exit_only_a_running_child_is_killed() -> None:
+    """The interpreter's last act kills a process no run stopped, and nothing else."""
+    code = (
+        "import asyncio, sys\n"
+        "from message_flow_harness import Endpoints, process\n"
+        "endpoints = Endpoints(kind='kafka', input='i', output='o', dead_letter='d',"
+        " bootstrap_servers='127.0.0.1:1')\n"
+        "sleeper = process([sys.executable, '-c', 'import time; print(1, flush=True);"
+        " time.sleep(60)'], ready='1')(endpoints)\n"
+        "quick = process([sys.executable, '-c', 'pass'])(endpoints)\n"
+        "async def main():\n"
+        "    await sleeper.__aenter__()\n"
+        "    await quick.__aenter__()\n"
+        "    await quick._process.wait()  # reaped: its id may be reused\n"
+        "    print(sleeper._process.pid, flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[-1])
+    asyncio.run(eventually(lambda: _dead(pid), within=5.0))
