@@ -132,11 +132,12 @@ async def test_a_crash_campaign_finds_the_commit_before_produce(
 @pytest.fixture(scope="module")
 def go_orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Go consumer, built from its source (Go's module and build caches keep reruns fast)."""
-    go = shutil.which("go")
+    # go.dev's installer puts Go in /usr/local/go, which a CI shell may not have on PATH.
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         pytest.fail(
-            "these tests build a Go consumer and `go` is not on PATH: install Go 1.20 or"
-            " newer (https://go.dev/doc/install; CI installs it)"
+            "these tests build a Go consumer and found no `go` on PATH nor in /usr/local/go/bin:"
+            " install Go 1.20 or newer (https://go.dev/doc/install)"
         )
     binary = tmp_path_factory.mktemp("go") / "go_orders"
     built = subprocess.run(
