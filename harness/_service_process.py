@@ -56,6 +56,8 @@ _POLL = 0.1
 _DRAIN = 1.0
 #: For a SIGKILLed process to be reaped: the kernel does it at once, this is a guard.
 _REAP = 5.0
+#: Terminal colour and cursor codes: a program's logging colours its levels when it may.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Exit statuses that answer our SIGTERM: it ended, or the signal ended it.
 _TERMINATED = frozenset({0, -signal.SIGTERM, 128 + signal.SIGTERM})
 
@@ -304,7 +306,7 @@ class ServiceProcess:
                 raw = f"[a line longer than {MAX_LINE} bytes, dropped]\n".encode()
             if not raw:
                 return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = _ESCAPES.sub("", raw.decode("utf-8", "replace").rstrip("\r\n"))
             self.lines.append(f"{stream}| {line}")
             _log(logger, line)
             if pattern is not None and pattern.search(line):

@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sybil import Document, Example, Sybil
 from sybil.evaluators.python import PythonEvaluator
@@ -127,6 +128,17 @@ def blocks(page: Path) -> list[Block]:
         )
         index = end + 1
     return found
+
+
+def page_namespace(page: Path) -> dict[str, Any]:
+    """The names a page's python snippets define, run in order as a reader pastes them."""
+    namespace: dict[str, Any] = {"__name__": page.stem.replace("-", "_")}
+    for block in blocks(page):
+        if block.language == "python" and block.path is None:
+            code = "\n" * block.line + block.text  # tracebacks name the page's own lines
+            # dont_inherit: not the caller's __future__ annotations, which the page has not
+            exec(compile(code, str(page), "exec", dont_inherit=True), namespace)
+    return namespace
 
 
 def commands(block: Block) -> list[Command]:

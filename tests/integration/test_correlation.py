@@ -20,7 +20,6 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import pytest
@@ -39,7 +38,7 @@ from message_flow_harness import (
 )
 from message_flow_harness._flow import RunResult
 from message_flow_harness.pytest_plugin import FlowCheck
-from tests.doc_pages import blocks
+from tests.doc_pages import page_namespace
 
 pytestmark = pytest.mark.asyncio
 
@@ -424,20 +423,11 @@ async def test_fuzzing_orders_with_unique_ids_finds_the_lost_one_by_its_key(
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
 
 
-def page_namespace() -> dict[str, Any]:
-    """The names the page's python blocks define, run in order as a reader pastes them."""
-    namespace: dict[str, Any] = {"__name__": "wire_your_service"}
-    for block in blocks(PAGE):
-        if block.language == "python" and block.path is None:
-            exec(compile("\n" * block.line + block.text, str(PAGE), "exec"), namespace)
-    return namespace
-
-
 @pytest.mark.kafka
 async def test_the_how_tos_service_that_copies_no_headers_keeps_its_contract(
     flow_check: FlowCheck,
 ) -> None:
-    page = page_namespace()
+    page = page_namespace(PAGE)
     result = await flow_check(page["events_flow"], page["orders"])
     good, bad, other = (m.harness_id or "" for m in result.messages)
     seen = kinds_per_order(result)

@@ -11,27 +11,16 @@ fails here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from message_flow_harness import Kind
 from message_flow_harness.pytest_plugin import FlowCheck
-from tests.doc_pages import blocks
+from tests.doc_pages import page_namespace
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
 
 pytestmark = pytest.mark.asyncio
-
-
-def page_namespace() -> dict[str, Any]:
-    """The names the page's python blocks define, run in order as one module."""
-    namespace: dict[str, Any] = {"__name__": "wire_your_service"}
-    for block in blocks(PAGE):
-        if block.language == "python" and block.path is None:
-            code = "\n" * block.line + block.text  # tracebacks name the page's own lines
-            exec(compile(code, str(PAGE), "exec"), namespace)
-    return namespace
 
 
 @pytest.mark.parametrize(
@@ -42,7 +31,7 @@ def page_namespace() -> dict[str, Any]:
     ],
 )
 async def test_the_pages_service_keeps_its_contract(flow_check: FlowCheck, flow_name: str) -> None:
-    page = page_namespace()
+    page = page_namespace(PAGE)
     result = await flow_check.run(page[flow_name], page["orders"])
     assert result.ok, result.report()
     dead = [e for e in result.history if e.kind is Kind.DEAD_LETTERED]

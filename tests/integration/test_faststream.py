@@ -1,4 +1,4 @@
-"""A FastStream app as the service under test, unchanged: built by its own factory, in-process.
+"""A FastStream app as the service under test, unchanged: in-process, and run by `faststream run`.
 
 The app (faststream_orders.py) keeps FastStream's habits: a subscriber with
 an ack policy, publishers for its topics, confirmations as new JSON records
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,12 +23,16 @@ from message_flow_harness import (
     BrokerInfo,
     Endpoints,
     Flow,
+    Kind,
     Message,
     by_json_field,
     checks,
     fuzz,
+    process,
 )
 from message_flow_harness.pytest_plugin import FlowCheck
+from message_flow_harness.schedule import Crash, Publish, Restart
+from tests.doc_pages import page_namespace
 from tests.integration.faststream_orders import Settings, create_app, create_typed_app
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kafka]
@@ -129,3 +134,39 @@ async def test_a_crash_campaign_on_the_app_ends_with_a_verdict(
     )
     assert report.ok, report.summary()
     assert report.examples == 6
+
+
+#: The app as it is deployed: FastStream's command line, its settings in the environment.
+DEPLOYED = process(
+    [sys.executable, "-m", "faststream", "run", "faststream_orders:app_from_env", "--factory"],
+    cwd=Path(__file__).parent,
+    env={
+        "KAFKA_BOOTSTRAP_SERVERS": "{bootstrap_servers}",
+        "ORDERS_TOPIC": "{input}",
+        "CONFIRMATIONS_TOPIC": "{output}",
+        "REJECTED_TOPIC": "{dead_letter}",
+        "ORDERS_GROUP": "{group_id}",
+    },
+    ready="started successfully",  # FastStream's own line once its subscribers run
+)
+
+
+async def test_the_app_run_by_faststream_s_command_line_survives_a_crash(
+    flow_check: FlowCheck,
+) -> None:
+    flow = dataclasses.replace(FLOW, sut=DEPLOYED, name="faststream_run")
+    inputs = [order(n) for n in range(6)]
+    schedule = [*map(Publish, inputs[:3]), Crash(0), Restart(0), *map(Publish, inputs[3:])]
+    result = await flow_check(flow, schedule)
+    assert result.ok
+    # What it printed is in the history, one record per line, without its terminal colours.
+    printed = [e.message for e in result.history.logs if e.logger.startswith("sut0.std")]
+    assert any("started successfully" in line for line in printed), printed
+    assert not any("\x1b[" in line for line in printed), printed
+
+
+async def test_the_how_tos_faststream_app_confirms_every_order(flow_check: FlowCheck) -> None:
+    page = page_namespace(Path(__file__).parents[2] / "docs/pages/how-to/wire-your-service.md")
+    flow = dataclasses.replace(page["faststream_flow"], checks=[checks.no_loss()])
+    result = await flow_check(flow, [order(n) for n in range(5)])
+    assert len([e for e in result.history if e.kind is Kind.OUTPUT]) == 5

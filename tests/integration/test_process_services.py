@@ -15,7 +15,6 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import strategies as st
@@ -25,7 +24,7 @@ from message_flow_harness import strategies as hs
 from message_flow_harness._fuzz import Example
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Publish, Restart
-from tests.doc_pages import blocks
+from tests.doc_pages import page_namespace
 
 pytestmark = pytest.mark.asyncio
 
@@ -225,23 +224,12 @@ async def test_a_go_consumer_passes_a_crash_campaign(
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "pages" / "how-to" / "wire-your-service.md"
 
 
-def page_namespace() -> dict[str, Any]:
-    """The names the page's python blocks define, run in order as one module."""
-    namespace: dict[str, Any] = {"__name__": "wire_your_service"}
-    for block in blocks(PAGE):
-        if block.language == "python" and block.path is None:
-            code = "\n" * block.line + block.text  # tracebacks name the page's own lines
-            # dont_inherit: not this file's __future__ annotations, which the page has not
-            exec(compile(code, str(PAGE), "exec", dont_inherit=True), namespace)
-    return namespace
-
-
 @pytest.mark.rabbitmq
 async def test_the_pages_service_configured_by_its_environment_keeps_its_contract(
     flow_check: FlowCheck, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ORDERS_QUEUE", raising=False)
-    page = page_namespace()
+    page = page_namespace(PAGE)
     # Twice: the second run has queues of its own, which its cached settings must see.
     for _ in range(2):
         result = await flow_check.run(page["configured_flow"], page["orders"])
