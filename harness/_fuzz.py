@@ -14,7 +14,10 @@ and is shrunk alone, by the campaign's :class:`~message_flow_harness._shrink.Shr
 (how a failure that may not repeat is shrunk is told there). A flaky
 failure ends the search with the smallest failing run seen instead of an
 error; the campaign then re-runs the minimal schedule several times to say
-how reliably it fails, and writes the report (harness._report).
+how reliably it fails, and writes the report (harness._report). A harness
+error once a failure is found (a broker lost while shrinking or re-running,
+destinations or a group the cleanup could not delete) never replaces the
+finding: it is kept in the report's ``errors``, beside it.
 """
 
 from __future__ import annotations
