@@ -178,7 +178,7 @@ async def test_a_group_still_held_after_the_bound_is_reported_beside_the_finding
     monkeypatch.setattr(kafka_adapter, "GROUP_HELD_S", 1.0)
     report = await fuzz(
         PRICING, max_examples=12, seed=3, faults=["crash"], broker=kafka_broker,
-        database=None, report_dir=tmp_path, shrink_seconds=15, shrink_tries=1, reruns=1,
+        database=None, report_dir=tmp_path, shrink_seconds=5, shrink_tries=1, reruns=0,
     )  # fmt: skip
     monkeypatch.setattr(kafka_adapter, "GROUP_HELD_S", 60.0)
     held = sorted(set(await adapter.list_groups("h-")) - set(groups))
