@@ -14,7 +14,10 @@ and is shrunk alone, by the campaign's :class:`~message_flow_harness._shrink.Shr
 (how a failure that may not repeat is shrunk is told there). A flaky
 failure ends the search with the smallest failing run seen instead of an
 error; the campaign then re-runs the minimal schedule several times to say
-how reliably it fails, and writes the report (harness._report).
+how reliably it fails, and writes the report (harness._report). A harness
+error once a failure is found (a broker lost while shrinking or re-running,
+destinations or a group the cleanup could not delete) never replaces the
+finding: it is kept in the report's ``errors``, beside it.
 """
 
 from __future__ import annotations
@@ -194,30 +197,38 @@ async def fuzz(
     async def on(info: BrokerInfo) -> FuzzReport:
         if not isinstance(faults, bool) and "broker_restart" in faults:
             check_broker_restartable(info)  # now, not at the first example that draws one
-        async with (
-            brokers.adapter(info) as adapter,
-            Isolation(adapter, flow.partitions, ahead=workers + 1) as isolation,
-        ):
-            campaign = Campaign(
-                flow,
-                adapter,
-                isolation,
-                info,
-                max_examples=max_examples,
-                seed=seed,
-                faults=faults,
-                producers=producers,
-                shrink_seconds=shrink_seconds,
-                shrink_tries=shrink_tries,
-                reruns=reruns,
-                replay_only=replay_only,
-                database=database,
-                report_dir=report_dir,
-                progress=progress,
-                flow_reference=flow_reference,
-                workers=workers,
-            )
-            return await campaign.run()
+        campaign: Campaign | None = None
+        try:
+            async with (
+                brokers.adapter(info) as adapter,
+                Isolation(adapter, flow.partitions, ahead=workers + 1) as isolation,
+            ):
+                campaign = Campaign(
+                    flow,
+                    adapter,
+                    isolation,
+                    info,
+                    max_examples=max_examples,
+                    seed=seed,
+                    faults=faults,
+                    producers=producers,
+                    shrink_seconds=shrink_seconds,
+                    shrink_tries=shrink_tries,
+                    reruns=reruns,
+                    replay_only=replay_only,
+                    database=database,
+                    report_dir=report_dir,
+                    progress=progress,
+                    flow_reference=flow_reference,
+                    workers=workers,
+                )
+                return await campaign.run()
+        except Exception as error:
+            # Cleanup (leftover groups, a lost broker) failing after a finding: the
+            # finding stands, the error goes beside it.
+            if campaign is None or campaign.found is None:
+                raise
+            return campaign.despite(error)
 
     if broker is not None:
         return await on(broker)
@@ -281,19 +292,28 @@ class Campaign:
         # first step whatever the schedule, and the worker's last example has ended.
         # Any worker takes any of them: a run is not tied to a schedule until played.
         self.entering: list[asyncio.Task[LiveRun]] = []
+        self.found: FuzzReport | None = None  # the report once a failure is found
 
     async def run(self) -> FuzzReport:
-        """Search, shrink the first failure, re-run the minimal one; the report."""
+        """Search, shrink the first failure, re-run the minimal one; the report.
+
+        A harness error after a failure was found (while shrinking or re-running)
+        ends the campaign with the finding, the error a note beside it.
+        """
         # Import the driver probes here, not first in the worker thread: CPython 3.11
         # can fail compiling on two threads at once ("AST constructor recursion depth").
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
         brokers.detach_driver_randomness(self.broker.kind)
         flaky = False
+        aborted: HarnessError | None = None
         try:
             await self._search()
-        except _CampaignAborted as aborted:
-            raise await self._ended_by(aborted.error) from None
+        except _CampaignAborted as ended:
+            error = await self._ended_by(ended.error)
+            if self.shrinker.smallest is None:
+                raise error from None
+            aborted = error  # while shrinking: the smallest failure seen stands
         except ChecksFailed as failure:
             self.shrinker.keep(failure.result)
         except Flaky:
@@ -317,11 +337,30 @@ class Campaign:
             flaky=flaky,
             flow_reference=self.flow_reference,
         )
-        if report.minimal is not None:
-            await self._rerun(report.minimal, report.reruns)
-            if self.report_dir is not None:
-                write_failure(report, self.report_dir)
+        if report.minimal is None:
+            return report
+        self.found = report
+        if aborted is not None:
+            report.add_error(aborted)  # no re-runs: what ended the search would end them
+        else:
+            try:
+                await self._rerun(report.minimal, report.reruns)
+            except HarnessError as error:
+                report.add_error(await self._ended_by(error))
+        self._write(report)
         return report
+
+    def despite(self, error: Exception) -> FuzzReport:
+        """The finding, with ``error`` (raised after it, say by the cleanup) as a note."""
+        report = self.found
+        assert report is not None
+        report.add_error(error)
+        self._write(report)  # again: the JSON and the HTML carry the note too
+        return report
+
+    def _write(self, report: FuzzReport) -> None:
+        if self.report_dir is not None:
+            write_failure(report, self.report_dir)
 
     # --- the search: Hypothesis's tests in threads --------------------------------------
 

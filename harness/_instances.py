@@ -163,12 +163,15 @@ class Instances:
         instance.recorder = recorder
         token = current_recorder.set(recorder if flow.probes else None)
         instance.watch = watch = Watch(instance.name, self._died)
+        bound = asyncio.timeout(flow.start_timeout)
         try:
             with watch.starting():
-                async with asyncio.timeout(flow.start_timeout):
+                async with bound:
                     await service.__aenter__()
         except TimeoutError as exc:
             watch.disarm()
+            if not bound.expired():  # its own (a connect timeout): it raised, not hung
+                raise ServiceError(f"service {flow.label} raised on start: {exc!r}") from exc
             raise ServiceError(
                 f"service {flow.label} did not finish starting within {flow.start_timeout:g} s:"
                 " its __aenter__ must return once it consumes; raise Flow(start_timeout=...)"
@@ -187,15 +190,22 @@ class Instances:
             return
         service, instance.service, instance.state = instance.service, None, "stopped"
         self._disarm(instance)
+        bound = asyncio.timeout(self.flow.stop_timeout)
         try:
             with attributed(self.history):
-                async with asyncio.timeout(self.flow.stop_timeout):
+                async with bound:
                     await service.__aexit__(None, None, None)
         except TimeoutError as exc:
-            raise ServiceError(
-                f"service {self.flow.label} did not stop within {self.flow.stop_timeout:g} s:"
-                " cancel its consume loop on exit (and bound its final commit or close)"
-            ) from exc
+            if not bound.expired():
+                # Its own TimeoutError (aio-pika's queue.get while reconnecting, say):
+                # the service raised on stop, a finding like any other exception.
+                self._raised_on_stop(instance, exc, f"raised on stop: {exc!r}")
+            else:
+                raise ServiceError(
+                    f"service {self.flow.label} did not stop within"
+                    f" {self.flow.stop_timeout:g} s: cancel its consume loop on exit (and"
+                    " bound its final commit or close)"
+                ) from exc
         except asyncio.CancelledError as exc:
             if _being_cancelled():
                 raise
@@ -259,9 +269,10 @@ class Instances:
         # it is over. Drivers may even raise a stray CancelledError (aiokafka does
         # when its broker vanishes): swallow it unless this task itself is being cancelled.
         kill = getattr(service, "kill", None)
+        bound = asyncio.timeout(self.flow.stop_timeout)
         try:
             with attributed(self.history):
-                async with asyncio.timeout(self.flow.stop_timeout):
+                async with bound:
                     if inspect.iscoroutinefunction(kill):
                         await kill()
                     else:
@@ -270,9 +281,13 @@ class Instances:
             if _being_cancelled():
                 raise
         except Exception as exc:
-            self.history.record(
-                Kind.NOTE, "harness", lane=instance.name, detail=f"exit after crash: {exc!r}"
+            # Only our own bound running out is a hang; its own TimeoutError is what it raised.
+            detail = (
+                f"exit after crash did not end within {self.flow.stop_timeout:g} s"
+                if isinstance(exc, TimeoutError) and bound.expired()
+                else f"exit after crash: {exc!r}"
             )
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
         # A client its exit did not close would reconnect once the proxy heals:
         # a crashed process keeps nothing alive.
         await self._close_leftovers(instance)

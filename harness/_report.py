@@ -18,7 +18,7 @@ from typing import Any
 from message_flow_harness import _html_report
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._schedule import Step, faults_of, messages_of
-from message_flow_harness._text import bounded, plural
+from message_flow_harness._text import bounded, plural, shorten
 
 #: The ``format`` of a fuzz report's JSON: bumped when a field changes meaning or goes.
 #: 2: ``timeline`` (an SVG) went; ``report`` is the HTML report, timeline included.
@@ -40,6 +40,9 @@ class FuzzReport:
     report_path: Path | None = None  # the HTML report of the minimal run
     history_path: Path | None = None
     flow_reference: str | None = None
+    #: Harness errors raised after the failure was found (a lost broker while
+    #: shrinking, a consumer group that could not be deleted): the finding stands.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,6 +55,11 @@ class FuzzReport:
     @property
     def violations(self) -> list[str]:
         return [] if self.minimal is None else [str(v) for v in self.minimal.failures()]
+
+    def add_error(self, error: BaseException) -> None:
+        """Keep ``error``, raised after the finding, as a line beside it (its notes too)."""
+        notes = "".join(f" ({note})" for note in getattr(error, "__notes__", ()))
+        self.errors.append(f"{type(error).__name__}: {error}{notes}")
 
     def reproduction(self) -> str:
         """The minimal failing schedule as a ready-to-paste pytest test."""
@@ -68,8 +76,9 @@ class FuzzReport:
         ``history`` (this JSON) and ``report`` (the HTML report) are the paths
         of the files written to the report directory (None without one);
         ``minimal_history`` is the minimal run's history itself
-        (:meth:`History.to_json`). A passing report has the same fields, empty
-        or None.
+        (:meth:`History.to_json`); ``errors`` lists harness errors raised after
+        the failure was found (the finding stands). A passing report has the
+        same fields, empty or None.
         """
         minimal = self.minimal
         return {
@@ -99,6 +108,7 @@ class FuzzReport:
             "report": str(self.report_path) if self.report_path else None,
             "reproduction": self.reproduction() or None,
             "minimal_history": minimal.history.to_json() if minimal else None,
+            "errors": list(self.errors),
         }
 
 
@@ -169,6 +179,10 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
             else ""
         ),
     ]
+    if report.errors:
+        lines += ["", "the harness failed after finding this (the finding stands):"]
+        lines += [f"  {shorten(error, limit=1000)}" for error in report.errors]
+        lines.append("")
     if report.history_path is not None:
         lines.append(f"history:  {report.history_path}")
     if report.report_path is not None:
@@ -199,5 +213,6 @@ def write_failure(report: FuzzReport, directory: Path) -> None:
     ]
     if report.flaky:
         facts.append(("flaky", "the failure did not repeat while shrinking"))
+    facts += [("harness error after the finding", error) for error in report.errors]
     _html_report.write(minimal, report.report_path, reproduction=report.reproduction(), facts=facts)
     report.history_path.write_text(json.dumps(report.to_json(), indent=1))

@@ -41,6 +41,7 @@ from message_flow_harness.brokers.kafka._protocol import (
     ASK_AGAIN,
     COORDINATOR_NOT_READY,
     GROUP_ID_NOT_FOUND,
+    NON_EMPTY_GROUP,
     DeleteGroups,
 )
 from message_flow_harness.brokers.kafka._tap import Taps
@@ -48,6 +49,11 @@ from message_flow_harness.brokers.kafka._tap import Taps
 _TOPIC_CHARS = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_TOPIC_LENGTH = 249
 _POLL_S = 0.05
+#: How long deleting a consumer group waits while it still has members: longer than
+#: the 30 s session many services use (aiokafka's default is 10 s), so a member that
+#: crashed without leaving has been dropped by the broker before this runs out.
+GROUP_HELD_S = 60.0
+_HELD_POLL_S = 0.5
 #: ListOffsets' timestamp for "the log end offset".
 _LATEST = -1
 
@@ -354,21 +360,30 @@ class KafkaAdapter(BrokerAdapter):
         return True
 
     async def forget_group(self, group_id: str) -> None:
-        """Delete a consumer group once it is empty (bounded; a crashed member leaves it
-        non-empty until its session times out)."""
+        """Delete a consumer group once it is empty.
+
+        Silence is bounded by the adapter's timeout (the broker is gone), but a
+        group that still has members is asked again for up to
+        :data:`GROUP_HELD_S`: a crashed member holds it until its session times
+        out (30 s in many services), and the broker answering "not empty" is
+        alive. Still held after that: :class:`DestinationError` naming the
+        group and how to delete it later.
+        """
         admin, _ = self._clients()
+        loop = asyncio.get_running_loop()
+        held_until = loop.time() + GROUP_HELD_S
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout) as silence:
                 while True:
-                    try:
-                        node = await admin.find_coordinator(group_id)
-                        response = await admin._send_request_to_node(node, DeleteGroups([group_id]))
-                        [result] = response.to_object()["results"]
-                        code = result["error_code"]
-                    except COORDINATOR_NOT_READY as not_ready:
-                        code = not_ready.errno
+                    code = await self._delete_group(admin, group_id)
                     if code in (0, GROUP_ID_NOT_FOUND):
                         return
+                    if code == NON_EMPTY_GROUP:
+                        if loop.time() >= held_until:
+                            raise DestinationError(self._held(group_id))
+                        silence.reschedule(loop.time() + self._timeout)  # it answered
+                        await asyncio.sleep(_HELD_POLL_S)
+                        continue
                     if code not in ASK_AGAIN:
                         raise DestinationError(
                             f"deleting consumer group {group_id!r} failed"
@@ -377,6 +392,25 @@ class KafkaAdapter(BrokerAdapter):
                     await asyncio.sleep(0.1)
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
             raise self._translate(err, f"deleting consumer group {group_id!r}") from err
+
+    @staticmethod
+    async def _delete_group(admin: AIOKafkaAdminClient, group_id: str) -> int:
+        """One DeleteGroups request to the group's coordinator: its error code."""
+        try:
+            node = await admin.find_coordinator(group_id)
+            response = await admin._send_request_to_node(node, DeleteGroups([group_id]))
+        except COORDINATOR_NOT_READY as not_ready:
+            return int(not_ready.errno)
+        [result] = response.to_object()["results"]
+        return int(result["error_code"])
+
+    def _held(self, group_id: str) -> str:
+        return (
+            f"consumer group {group_id!r} still had members after {GROUP_HELD_S:g} s (a"
+            " crashed member holds its group until its session times out): delete it once"
+            f" it is empty, with `kafka-consumer-groups.sh --bootstrap-server"
+            f" {self.info.url} --delete --group {group_id}`"
+        )
 
     async def list_groups(self, prefix: str = "") -> list[str]:
         """Consumer groups whose id starts with ``prefix``, sorted (for leak counts)."""

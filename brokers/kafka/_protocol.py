@@ -21,7 +21,7 @@ from aiokafka.protocol.types import (
 )
 
 #: Kafka's error codes for a group that does not exist and for one that still has members.
-GROUP_ID_NOT_FOUND, _NON_EMPTY_GROUP = 69, 68
+GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP = 69, 68
 # A just-started broker has no group coordinator until it has made its offsets
 # topic, and a coordinator may be loading or moving: each passes, so ask again.
 COORDINATOR_NOT_READY = (
@@ -30,7 +30,7 @@ COORDINATOR_NOT_READY = (
     kafka_errors.NotCoordinatorForGroupError,
 )
 #: Answers to a group deletion that mean "ask again shortly".
-ASK_AGAIN = (_NON_EMPTY_GROUP, *(error.errno for error in COORDINATOR_NOT_READY))
+ASK_AGAIN = (NON_EMPTY_GROUP, *(error.errno for error in COORDINATOR_NOT_READY))
 
 
 class _DeleteGroupsResponseV2(Response):  # type: ignore[misc]
