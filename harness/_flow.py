@@ -14,6 +14,7 @@ from message_flow_harness._drivers import BROKER_KINDS, driver
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History
 from message_flow_harness._message import BrokerKind, Endpoints, Message
+from message_flow_harness._readiness import Ready, check_ready
 from message_flow_harness._schedule import Step
 from message_flow_harness._text import plural
 
@@ -35,6 +36,15 @@ class Flow:
     again gets time to come out twice at the service's pace;
     ``quiet`` ends a run whose inputs are not all accounted for after that
     long without a new output; ``timeout`` bounds a run.
+
+    Inputs are published once the service consumes: after its first start
+    the run waits (within ``start_timeout``) for ``ready``: None, the broker's
+    view (a Kafka ``group_id`` holding every input partition, a RabbitMQ input
+    queue with a consumer); an async function of the Endpoints, polled until
+    it returns True; False, no wait. A Kafka run's group starts with offset 0
+    committed on every input partition, as a deployed service's group has a
+    committed position; ``first_deploy=True`` leaves it without one, so the
+    service's ``auto_offset_reset`` decides where it starts.
     """
 
     sut: Service
@@ -49,6 +59,8 @@ class Flow:
     start_timeout: float = 15.0
     stop_timeout: float = 10.0
     timeout: float = 60.0
+    ready: Ready = None
+    first_deploy: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +91,16 @@ class Flow:
                 value_ok = 0 < value < math.inf
             if not value_ok:
                 raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
+        check_ready(self.ready)
+        if not isinstance(self.first_deploy, bool):
+            raise InvalidArgument(
+                f"first_deploy={self.first_deploy!r} is invalid: pass True or False"
+            )
+        if self.first_deploy and broker_driver.first_deploy_note is None:
+            raise InvalidArgument(
+                f"first_deploy=True is invalid for {broker_driver.title}: its consumers have no"
+                " committed positions to leave out (drop first_deploy)"
+            )
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(

@@ -69,7 +69,8 @@ class FuzzReport:
         of the files written to the report directory (None without one);
         ``minimal_history`` is the minimal run's history itself
         (:meth:`History.to_json`). A passing report has the same fields, empty
-        or None.
+        or None. A violation has ``notes`` only when the run knows the likely
+        cause of its anomalies (a service that consumed nothing, say).
         """
         minimal = self.minimal
         return {
@@ -88,6 +89,7 @@ class FuzzReport:
                         {"kind": a.kind, "text": a.text, "ids": list(a.harness_ids)}
                         for a in v.anomalies
                     ],
+                    **({"notes": list(v.notes)} if v.notes else {}),
                 }
                 for v in (minimal.failures() if minimal else [])
             ],

@@ -1,9 +1,11 @@
 """One run of a flow: fresh destinations, the service, the inputs, the history, the checks.
 
 Steps, each bounded: take isolated destinations (unique names per run) →
-tap output, dead letters and input deliveries → start the service with
-client-side probes → publish the inputs, stamped with harness ids (a run of
-consecutive publishes as one burst) → wait for quiescence → stop the
+tap output, dead letters and input deliveries → commit the start of the input
+for the run's group (Kafka, unless a first deploy) → start the service with
+client-side probes → wait until it consumes (see harness._readiness) →
+publish the inputs, stamped with harness ids (a run of consecutive publishes
+as one burst) → wait for quiescence → stop the
 service → stop taps, delete destinations → run checks.
 Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 """
@@ -11,6 +13,7 @@ Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 import uuid
@@ -29,6 +32,7 @@ from message_flow_harness._instances import Instances, check_broker_restartable
 from message_flow_harness._isolation import Isolation
 from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from message_flow_harness._readiness import await_ready, consumed_nothing, skipped_on_first_deploy
 from message_flow_harness._schedule import (
     BrokerRestart,
     Crash,
@@ -131,11 +135,19 @@ class LiveRun:
             brokers.install_client_probes(self.broker.kind)
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
+        endpoints, flow = self.endpoints, self.flow
+        if not flow.first_deploy and endpoints.group_id is not None:
+            await self.adapter.commit_start(
+                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
+            )
         self._instances = Instances(
             self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
         )
         stack.push_async_callback(self._instances.close)
-        await self._instances.add()
+        first = await self._instances.add()
+        awaited = await await_ready(flow, endpoints, self.adapter, deaths=self._instances.deaths)
+        if awaited is not None:
+            self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -233,7 +245,12 @@ class LiveRun:
             self.flow, self.history, deadline=self._deadline, deaths=deaths
         )
         await self._stack.aclose()  # services, taps and destinations go, in that order
-        verdicts = tuple(check(self.history) for check in self.flow.checks)
+        verdicts = _with_causes(
+            tuple(check(self.history) for check in self.flow.checks),
+            self.flow,
+            self.endpoints,
+            self.history,
+        )
         if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
             verdicts = (_kept_running(deaths), *verdicts)
         if self._instances.stop_errors:
@@ -251,6 +268,30 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
         )
+
+
+def _with_causes(
+    verdicts: tuple[Verdict, ...], flow: Flow, endpoints: Endpoints, history: History
+) -> tuple[Verdict, ...]:
+    """The verdicts, with the likely cause of lost inputs noted on those that report any."""
+    causes = tuple(
+        cause
+        for cause in (
+            consumed_nothing(flow, endpoints, history),
+            skipped_on_first_deploy(flow, endpoints, history),
+        )
+        if cause is not None
+    )
+    if not causes:
+        return verdicts
+    for cause in causes:
+        history.record(Kind.NOTE, "harness", detail=cause)
+    return tuple(
+        dataclasses.replace(v, notes=(*v.notes, *causes))
+        if any(a.kind == "lost" for a in v.anomalies)
+        else v
+        for v in verdicts
+    )
 
 
 def _kept_running(deaths: Sequence[TaskDeath]) -> Verdict:

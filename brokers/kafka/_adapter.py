@@ -17,6 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.protocol.commit import OffsetCommitRequest
 from aiokafka.protocol.offset import OffsetRequest
 
 from message_flow_harness._broker import (
@@ -377,6 +379,78 @@ class KafkaAdapter(BrokerAdapter):
                     await asyncio.sleep(0.1)
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
             raise self._translate(err, f"deleting consumer group {group_id!r}") from err
+
+    async def unready(
+        self, destination: str, *, group_id: str | None, partitions: int
+    ) -> str | None:
+        """None once ``group_id`` is Stable and its members hold every input partition."""
+        if group_id is None:
+            return None  # a service without a group reads its partitions itself
+        admin, _ = self._clients()
+        try:
+            async with asyncio.timeout(self._timeout):
+                [response] = await admin.describe_consumer_groups([group_id])
+        except COORDINATOR_NOT_READY:
+            return f"consumer group {group_id!r} had no coordinator yet"
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, f"describing consumer group {group_id!r}") from err
+        [group] = response.groups
+        error_code, state, members = group[0], group[2], group[5]
+        if error_code in ASK_AGAIN:
+            return f"consumer group {group_id!r} had no coordinator yet"
+        held: set[int] = set()
+        if error_code == 0 and state == "Stable":  # mid-rebalance assignments are stale
+            for member in members:
+                assignment = ConsumerProtocolMemberAssignment.decode(member[4])
+                for topic, numbers in assignment.assignment:
+                    if topic == destination:
+                        held.update(numbers)
+        missing = sorted(set(range(partitions)) - held)
+        if not missing:
+            return None
+        which = ", ".join(map(str, missing))
+        return (
+            f"consumer group {group_id!r} had no member holding input"
+            f" {'partition' if len(missing) == 1 else 'partitions'} {which}"
+            f" of {destination!r} (group state {state or 'unknown'},"
+            f" {len(members)} {'member' if len(members) == 1 else 'members'})"
+        )
+
+    async def commit_start(self, destination: str, *, group_id: str, partitions: int) -> None:
+        """Commit offset 0 of every partition of a fresh topic for ``group_id`` (no member).
+
+        A commit with generation -1 and no member id is how tools set an
+        empty group's offsets (``kafka-consumer-groups --reset-offsets``).
+        """
+        admin, _ = self._clients()
+        request = OffsetCommitRequest(
+            group_id,
+            OffsetCommitRequest.DEFAULT_GENERATION_ID,
+            "",
+            OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+            [(_check_topic_name(destination), [(n, 0, "") for n in range(partitions)])],
+        )
+        doing = f"committing the start of {destination!r} for consumer group {group_id!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    try:
+                        node = await admin.find_coordinator(group_id)
+                        response = await admin._send_request_to_node(node, request)
+                        codes = {code for _, answers in response.topics for _, code in answers}
+                    except COORDINATOR_NOT_READY as not_ready:
+                        codes = {not_ready.errno}
+                    codes.discard(0)
+                    if not codes:
+                        return
+                    if not codes <= set(ASK_AGAIN):
+                        code = min(codes - set(ASK_AGAIN))
+                        raise DestinationError(
+                            f"{doing} failed ({kafka_errors.for_code(code).__name__})"
+                        )
+                    await asyncio.sleep(_POLL_S)
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, doing) from err
 
     async def list_groups(self, prefix: str = "") -> list[str]:
         """Consumer groups whose id starts with ``prefix``, sorted (for leak counts)."""
