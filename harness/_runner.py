@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -130,16 +130,14 @@ class LiveRun:
         isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
         self.run_id, self.endpoints = await isolation.take()
         stack.push_async_callback(isolation.give_back, self.endpoints)
-        await _tap_destinations(self.adapter, self.endpoints, self.history, self.harness_id, stack)
+        await self._commit_start_while(
+            _tap_destinations(self.adapter, self.endpoints, self.history, self.harness_id, stack)
+        )
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
         endpoints, flow = self.endpoints, self.flow
-        if not flow.first_deploy and endpoints.group_id is not None:
-            await self.adapter.commit_start(
-                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
-            )
         self._instances = Instances(
             self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
         )
@@ -148,6 +146,28 @@ class LiveRun:
         awaited = await await_ready(flow, endpoints, self.adapter, deaths=self._instances.deaths)
         if awaited is not None:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
+
+    async def _commit_start_while(self, other: Awaitable[None]) -> None:
+        """Start the run's group at the input's first offset (unless a first deploy), meanwhile
+        awaiting ``other``: two round trips to different clients, overlapped."""
+        endpoints, flow = self.endpoints, self.flow
+        if flow.first_deploy or endpoints.group_id is None:
+            await other
+            return
+        committing = asyncio.ensure_future(
+            self.adapter.commit_start(
+                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
+            )
+        )
+        try:
+            await other
+        except BaseException:
+            committing.cancel()
+            await asyncio.wait([committing])
+            if not committing.cancelled():
+                committing.exception()  # retrieved: what ended the run is the other error
+            raise
+        await committing
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()

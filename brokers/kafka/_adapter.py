@@ -94,6 +94,9 @@ class KafkaAdapter(BrokerAdapter):
         self.info = info
         self._timeout = float(timeout)
         self._admin: Any = None
+        self._run_admin_client: Any = None  # see _run_admin
+        self._run_admin_lock = asyncio.Lock()
+        self._coordinators: dict[str, int] = {}  # a run's group -> its coordinator, until forgotten
         self._producer: Any = None
         self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
         self._producers_lock = asyncio.Lock()
@@ -158,6 +161,8 @@ class KafkaAdapter(BrokerAdapter):
         self._extra_producers.clear()
         if self._producer is not None:
             await bounded(self._producer.stop(), self._timeout)
+        if self._run_admin_client is not None:
+            await bounded(self._run_admin_client.close(), self._timeout)
         if self._admin is not None:
             await bounded(self._admin.close(), self._timeout)
         if "ssl_context" in self.info.client_options:
@@ -172,6 +177,33 @@ class KafkaAdapter(BrokerAdapter):
                 "use `async with KafkaAdapter(info) as adapter`"
             )
         return self._admin, self._producer
+
+    async def _run_admin(self) -> Any:
+        """The admin client for a run's own group (its commit, its readiness), started on first use.
+
+        A connection of its own: Kafka answers one connection's requests in
+        order, and on the shared admin client a run's commit would wait behind
+        the next runs' CreateTopics and the last run's deletions (tens of ms).
+        """
+        self._clients()  # open, or say so
+        async with self._run_admin_lock:
+            if self._run_admin_client is None:
+                client = AIOKafkaAdminClient(
+                    bootstrap_servers=self.info.url,
+                    client_id="harness-run-admin",
+                    request_timeout_ms=int(self._timeout * 1000),
+                    **self.info.client_options,
+                )
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await client.start()
+                except BaseException as err:
+                    await bounded(client.close(), self._timeout)
+                    if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
+                        raise self._translate(err, "connecting an admin client") from err
+                    raise
+                self._run_admin_client = client
+        return self._run_admin_client
 
     def _translate(self, err: BaseException, doing: str) -> HarnessError:
         """A driver error (or our own deadline) as the harness error a caller can act on."""
@@ -358,6 +390,7 @@ class KafkaAdapter(BrokerAdapter):
     async def forget_group(self, group_id: str) -> None:
         """Delete a consumer group once it is empty (bounded; a crashed member leaves it
         non-empty until its session times out)."""
+        self._coordinators.pop(group_id, None)
         admin, _ = self._clients()
         try:
             async with asyncio.timeout(self._timeout):
@@ -386,17 +419,21 @@ class KafkaAdapter(BrokerAdapter):
         """None once ``group_id`` is Stable and its members hold every input partition."""
         if group_id is None:
             return None  # a service without a group reads its partitions itself
-        admin, _ = self._clients()
+        admin = await self._run_admin()
         try:
             async with asyncio.timeout(self._timeout):
-                [response] = await admin.describe_consumer_groups([group_id])
+                [response] = await admin.describe_consumer_groups(
+                    [group_id], group_coordinator_id=self._coordinators.get(group_id)
+                )
         except COORDINATOR_NOT_READY:
+            self._coordinators.pop(group_id, None)
             return f"consumer group {group_id!r} had no coordinator yet"
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
             raise self._translate(err, f"describing consumer group {group_id!r}") from err
         [group] = response.groups
         error_code, state, members = group[0], group[2], group[5]
         if error_code in ASK_AGAIN:
+            self._coordinators.pop(group_id, None)
             return f"consumer group {group_id!r} had no coordinator yet"
         held: set[int] = set()
         if error_code == 0 and state == "Stable":  # mid-rebalance assignments are stale
@@ -422,7 +459,7 @@ class KafkaAdapter(BrokerAdapter):
         A commit with generation -1 and no member id is how tools set an
         empty group's offsets (``kafka-consumer-groups --reset-offsets``).
         """
-        admin, _ = self._clients()
+        admin = await self._run_admin()
         request = OffsetCommitRequest(
             group_id,
             OffsetCommitRequest.DEFAULT_GENERATION_ID,
@@ -442,6 +479,7 @@ class KafkaAdapter(BrokerAdapter):
                         codes = {not_ready.errno}
                     codes.discard(0)
                     if not codes:
+                        self._coordinators[group_id] = node  # readiness asks it next
                         return
                     if not codes <= set(ASK_AGAIN):
                         code = min(codes - set(ASK_AGAIN))
