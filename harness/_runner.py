@@ -1,12 +1,12 @@
 """One run of a flow: fresh destinations, the service, the inputs, the history, the checks.
 
 Steps, each bounded: take isolated destinations (unique names per run) →
-tap output, dead letters and input deliveries → commit the start of the input
-for the run's group (Kafka, unless a first deploy) → start the service with
-client-side probes → wait until it consumes (see harness._readiness) →
+tap output, dead letters and input deliveries, and commit the start of the
+input for the run's group (Kafka, unless a first deploy) → start the service
+with client-side probes → wait until it consumes (see harness._readiness) →
 publish the inputs, stamped with harness ids (a run of consecutive publishes
-as one burst) → wait for quiescence → stop the
-service → stop taps, delete destinations → run checks.
+as one burst) → wait for quiescence → stop the service → stop taps, delete
+destinations → run checks (lost inputs noted with their likely cause).
 Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 """
 
@@ -137,13 +137,15 @@ class LiveRun:
             brokers.install_client_probes(self.broker.kind)
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
-        endpoints, flow = self.endpoints, self.flow
         self._instances = Instances(
             self.flow, self.broker, self.endpoints, self.history, proxied=self._faults
         )
         stack.push_async_callback(self._instances.close)
         first = await self._instances.add()
-        awaited = await await_ready(flow, endpoints, self.adapter, deaths=self._instances.deaths)
+        # Only the first start is awaited: see harness._readiness for why.
+        awaited = await await_ready(
+            self.flow, self.endpoints, self.adapter, deaths=self._instances.deaths
+        )
         if awaited is not None:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
 

@@ -1,7 +1,8 @@
 """The adapter the core talks to on a Kafka cluster: topics, consumer groups, publishing, taps.
 
-:class:`KafkaAdapter` does it through aiokafka (one admin client, one
-producer, and one group-less consumer per tap), bounds every call, and
+:class:`KafkaAdapter` does it through aiokafka (an admin client for topics
+and groups, one for a run's own group, a producer, and one group-less
+consumer per tap), bounds every call, and
 translates aiokafka's errors into :mod:`harness._errors` (see
 :mod:`brokers.kafka._errors`).
 """
@@ -75,8 +76,10 @@ class KafkaAdapter(BrokerAdapter):
     """Topics, publishing and taps on one Kafka cluster, every call bounded by ``timeout``.
 
     Use as ``async with KafkaAdapter(info) as adapter``. One admin client and
-    one producer (``acks="all"``) are shared by all calls; each tap has its
-    own group-less consumer, kept for the next tap when it is done.
+    one producer (``acks="all"``) are shared by all calls, a second admin
+    client serves a run's own group (its committed start, its readiness);
+    each tap has its own group-less consumer, kept for the next tap when it
+    is done.
     """
 
     kind: BrokerKind = "kafka"

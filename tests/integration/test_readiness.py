@@ -156,6 +156,7 @@ async def test_a_first_deploy_explains_what_latest_lost(flow_check: FlowCheck) -
     assert "auto_offset_reset='latest'" in note
     assert "with no committed offsets (Flow(first_deploy=True))" in note
     assert f"note: {note}" in result.report()
+    assert "note: the service consumed nothing" in flow_check.write_report(result).read_text()
 
 
 @pytest.mark.kafka
