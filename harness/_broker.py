@@ -187,6 +187,25 @@ class BrokerAdapter(abc.ABC):
         """Consumer groups whose id starts with ``prefix`` (Kafka; none elsewhere)."""
         return []
 
+    async def unready(
+        self, destination: str, *, group_id: str | None, partitions: int
+    ) -> str | None:
+        """What the service's consumers of ``destination`` still lack, or None once they consume.
+
+        Kafka: ``group_id`` is Stable and its members hold every one of
+        ``partitions``; RabbitMQ: the queue has a consumer. A broker with no
+        way to tell answers None (ready).
+        """
+        return None
+
+    async def commit_start(self, destination: str, *, group_id: str, partitions: int) -> None:
+        """Commit the start of ``destination`` for ``group_id`` on every partition (Kafka).
+
+        What a deployed service's group has: a committed position, so its
+        ``auto_offset_reset`` does not apply. Nothing to do elsewhere.
+        """
+        return None
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self

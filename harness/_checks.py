@@ -43,6 +43,8 @@ class Verdict:
     check: str
     anomalies: tuple[Anomaly, ...] = ()
     summary: str = ""
+    #: What the run knows about the likely cause (the service consumed nothing...).
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -55,7 +57,8 @@ class Verdict:
             head += f" ({self.summary})"
         # A person reads the first few; every anomaly stays in ``anomalies`` and the JSON.
         listed = [f"  - {a.kind}: {a.text}" for a in self.anomalies]
-        return "\n".join([head, *bounded(listed, indent="  ")])
+        notes = [f"  note: {note}" for note in self.notes]
+        return "\n".join([head, *bounded(listed, indent="  "), *notes])
 
 
 @dataclass(frozen=True, slots=True)

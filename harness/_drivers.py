@@ -72,6 +72,10 @@ class BrokerDriver(abc.ABC):
     #: a run then taps its input for them too, seeing what no client probe sees.
     taps_deliveries: ClassVar[bool] = False
 
+    #: Why a consumer with no committed position skips inputs, for a ``Flow(first_deploy=True)``
+    #: run's verdict; None where consumers have no committed position (first_deploy is moot).
+    first_deploy_note: ClassVar[str | None] = None
+
     # --- flows and endpoints ------------------------------------------------
 
     def check_flow(self, *, partitions: int) -> None:
@@ -93,6 +97,16 @@ class BrokerDriver(abc.ABC):
             f"use this {self.title} broker (e.g. {self.url_example}) instead of starting one"
             f" (env {self.url_env})"
         )
+
+    # --- readiness ----------------------------------------------------------
+
+    def readiness_fix(self, endpoints: Endpoints) -> str:
+        """What to check or change when a service never became ready to consume."""
+        return f"does the service consume {endpoints.input!r} (endpoints.input)?"
+
+    def consumed_nothing_causes(self, endpoints: Endpoints) -> str:
+        """The likely causes of a run in which the service consumed none of its inputs."""
+        return f"it may not consume {endpoints.input!r} (endpoints.input)"
 
     # --- getting a broker ---------------------------------------------------
 

@@ -22,6 +22,7 @@ from message_flow_harness._environment import check_templates
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History
 from message_flow_harness._message import BrokerKind, Endpoints, Message
+from message_flow_harness._readiness import Ready, check_ready
 from message_flow_harness._schedule import Step
 from message_flow_harness._text import plural
 
@@ -58,6 +59,15 @@ class Flow:
     (``{"RABBITMQ_URL": "{amqp_url}", "ORDERS_QUEUE": "{input}"}``): they are
     set in ``os.environ`` while each instance starts (the ``sut`` call and its
     ``__aenter__``), and passed on to a :func:`process` service under its own.
+
+    Inputs are published once the service consumes: after its first start
+    the run waits (within ``start_timeout``) for ``ready``: None, the broker's
+    view (a Kafka ``group_id`` holding every input partition, a RabbitMQ input
+    queue with a consumer); an async function of the Endpoints, polled until
+    it returns True; False, no wait. A Kafka run's group starts with offset 0
+    committed on every input partition, as a deployed service's group has a
+    committed position; ``first_deploy=True`` leaves it without one, so the
+    service's ``auto_offset_reset`` decides where it starts.
     """
 
     sut: Service
@@ -74,6 +84,8 @@ class Flow:
     start_timeout: float = 15.0
     stop_timeout: float = 10.0
     timeout: float = 60.0
+    ready: Ready = None
+    first_deploy: bool = False
     name: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -107,6 +119,16 @@ class Flow:
                 raise InvalidArgument(f"{name}={value!r} is invalid: give a positive number of s")
         check_flow_options(self.correlate, self.output_kinds, self.side_events)
         object.__setattr__(self, "env", check_templates(self.env, where="Flow(env=...)"))
+        check_ready(self.ready)
+        if not isinstance(self.first_deploy, bool):
+            raise InvalidArgument(
+                f"first_deploy={self.first_deploy!r} is invalid: pass True or False"
+            )
+        if self.first_deploy and broker_driver.first_deploy_note is None:
+            raise InvalidArgument(
+                f"first_deploy=True is invalid for {broker_driver.title}: its consumers have no"
+                " committed positions to leave out (drop first_deploy)"
+            )
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(

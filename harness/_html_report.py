@@ -70,6 +70,7 @@ def _verdicts(result: RunResult) -> str:
             if rest:
                 items += f'<li class="more">... and {rest} more</li>'
             parts.append(f"<ul>{items}</ul>")
+        parts.extend(f"<p class=more>note: {_e(note)}</p>" for note in verdict.notes)
     return "\n".join(parts)
 
 

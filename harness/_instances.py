@@ -174,8 +174,8 @@ class Instances:
                 raise ServiceError(f"service {flow.label} raised on start: {exc!r}") from exc
             raise ServiceError(
                 f"service {flow.label} did not finish starting within {flow.start_timeout:g} s:"
-                " its __aenter__ must return once it consumes; raise Flow(start_timeout=...)"
-                " if it is just slow"
+                " its __aenter__ must return once its clients are started (the run itself"
+                " waits for it to consume); raise Flow(start_timeout=...) if it is just slow"
             ) from exc
         except Exception as exc:
             watch.disarm()

@@ -78,7 +78,8 @@ class FuzzReport:
         ``minimal_history`` is the minimal run's history itself
         (:meth:`History.to_json`); ``errors`` lists harness errors raised after
         the failure was found (the finding stands). A passing report has the
-        same fields, empty or None.
+        same fields, empty or None. A violation has ``notes`` only when the run
+        knows the likely cause of its anomalies (a service that consumed nothing, say).
         """
         minimal = self.minimal
         return {
@@ -97,6 +98,7 @@ class FuzzReport:
                         {"kind": a.kind, "text": a.text, "ids": list(a.harness_ids)}
                         for a in v.anomalies
                     ],
+                    **({"notes": list(v.notes)} if v.notes else {}),
                 }
                 for v in (minimal.failures() if minimal else [])
             ],

@@ -1,10 +1,12 @@
 """One run of a flow: fresh destinations, the service, the inputs, the history, the checks.
 
 Steps, each bounded: take isolated destinations (unique names per run) →
-tap output, dead letters and input deliveries → start the service with
-client-side probes → publish the inputs, stamped with harness ids (a run of
-consecutive publishes as one burst) → wait for quiescence → stop the
-service → stop taps, delete destinations → run checks.
+tap output, dead letters and input deliveries, and commit the start of the
+input for the run's group (Kafka, unless a first deploy) → start the service
+with client-side probes → wait until it consumes (see harness._readiness) →
+publish the inputs, stamped with harness ids (a run of consecutive publishes
+as one burst) → wait for quiescence → stop the service → stop taps, delete
+destinations → run checks (lost inputs noted with their likely cause).
 Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
 """
 
@@ -15,7 +17,7 @@ import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from message_flow_harness._instances import Instances, check_broker_restartable
 from message_flow_harness._isolation import Isolation
 from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from message_flow_harness._readiness import await_ready, consumed_nothing, skipped_on_first_deploy
 from message_flow_harness._schedule import (
     BrokerRestart,
     Crash,
@@ -132,7 +135,9 @@ class LiveRun:
         isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
         self.run_id, self.endpoints = await isolation.take()
         stack.push_async_callback(isolation.give_back, self.endpoints)
-        await _tap_destinations(self.adapter, self.endpoints, self.history, self.correlator, stack)
+        await self._commit_start_while(
+            _tap_destinations(self.adapter, self.endpoints, self.history, self.correlator, stack)
+        )
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
         # The probes correlate deliveries by ``flow.correlate``: by a business key,
@@ -146,7 +151,35 @@ class LiveRun:
             flow, self.broker, self.endpoints, self.history, proxied=self._faults
         )
         stack.push_async_callback(self._instances.close)
-        await self._instances.add()
+        first = await self._instances.add()
+        # Only the first start is awaited: see harness._readiness for why.
+        awaited = await await_ready(
+            self.flow, self.endpoints, self.adapter, deaths=self._instances.deaths
+        )
+        if awaited is not None:
+            self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
+
+    async def _commit_start_while(self, other: Awaitable[None]) -> None:
+        """Start the run's group at the input's first offset (unless a first deploy), meanwhile
+        awaiting ``other``: two round trips to different clients, overlapped."""
+        endpoints, flow = self.endpoints, self.flow
+        if flow.first_deploy or endpoints.group_id is None:
+            await other
+            return
+        committing = asyncio.ensure_future(
+            self.adapter.commit_start(
+                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
+            )
+        )
+        try:
+            await other
+        except BaseException:
+            committing.cancel()
+            await asyncio.wait([committing])
+            if not committing.cancelled():
+                committing.exception()  # retrieved: what ended the run is the other error
+            raise
+        await committing
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -247,7 +280,12 @@ class LiveRun:
             self.flow, self.history, deadline=self._deadline, deaths=deaths
         )
         await self._stack.aclose()  # services, taps and destinations go, in that order
-        verdicts = tuple(check(self.history) for check in self.flow.checks)
+        verdicts = _with_causes(
+            tuple(check(self.history) for check in self.flow.checks),
+            self.flow,
+            self.endpoints,
+            self.history,
+        )
         if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
             verdicts = (_kept_running(deaths), *verdicts)
         if self._instances.stop_errors:
@@ -265,6 +303,30 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
         )
+
+
+def _with_causes(
+    verdicts: tuple[Verdict, ...], flow: Flow, endpoints: Endpoints, history: History
+) -> tuple[Verdict, ...]:
+    """The verdicts, with the likely cause of lost inputs noted on those that report any."""
+    causes = tuple(
+        cause
+        for cause in (
+            consumed_nothing(flow, endpoints, history),
+            skipped_on_first_deploy(flow, endpoints, history),
+        )
+        if cause is not None
+    )
+    if not causes:
+        return verdicts
+    for cause in causes:
+        history.record(Kind.NOTE, "harness", detail=cause)
+    return tuple(
+        dataclasses.replace(v, notes=(*v.notes, *causes))
+        if any(a.kind == "lost" for a in v.anomalies)
+        else v
+        for v in verdicts
+    )
 
 
 def _kept_running(deaths: Sequence[TaskDeath]) -> Verdict:

@@ -1,7 +1,8 @@
 """The adapter the core talks to on a Kafka cluster: topics, consumer groups, publishing, taps.
 
-:class:`KafkaAdapter` does it through aiokafka (one admin client, one
-producer, and one group-less consumer per tap), bounds every call, and
+:class:`KafkaAdapter` does it through aiokafka (an admin client for topics
+and groups, one for a run's own group, a producer, and one group-less
+consumer per tap), bounds every call, and
 translates aiokafka's errors into :mod:`harness._errors` (see
 :mod:`brokers.kafka._errors`).
 """
@@ -17,6 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.protocol.commit import OffsetCommitRequest
 from aiokafka.protocol.offset import OffsetRequest
 
 from message_flow_harness._broker import (
@@ -79,8 +82,10 @@ class KafkaAdapter(BrokerAdapter):
     """Topics, publishing and taps on one Kafka cluster, every call bounded by ``timeout``.
 
     Use as ``async with KafkaAdapter(info) as adapter``. One admin client and
-    one producer (``acks="all"``) are shared by all calls; each tap has its
-    own group-less consumer, kept for the next tap when it is done.
+    one producer (``acks="all"``) are shared by all calls, a second admin
+    client serves a run's own group (its committed start, its readiness);
+    each tap has its own group-less consumer, kept for the next tap when it
+    is done.
     """
 
     kind: BrokerKind = "kafka"
@@ -98,6 +103,9 @@ class KafkaAdapter(BrokerAdapter):
         self.info = info
         self._timeout = float(timeout)
         self._admin: Any = None
+        self._run_admin_client: Any = None  # see _run_admin
+        self._run_admin_lock = asyncio.Lock()
+        self._coordinators: dict[str, int] = {}  # a run's group -> its coordinator, until forgotten
         self._producer: Any = None
         self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
         self._producers_lock = asyncio.Lock()
@@ -162,6 +170,8 @@ class KafkaAdapter(BrokerAdapter):
         self._extra_producers.clear()
         if self._producer is not None:
             await bounded(self._producer.stop(), self._timeout)
+        if self._run_admin_client is not None:
+            await bounded(self._run_admin_client.close(), self._timeout)
         if self._admin is not None:
             await bounded(self._admin.close(), self._timeout)
         if "ssl_context" in self.info.client_options:
@@ -176,6 +186,33 @@ class KafkaAdapter(BrokerAdapter):
                 "use `async with KafkaAdapter(info) as adapter`"
             )
         return self._admin, self._producer
+
+    async def _run_admin(self) -> Any:
+        """The admin client for a run's own group (its commit, its readiness), started on first use.
+
+        A connection of its own: Kafka answers one connection's requests in
+        order, and on the shared admin client a run's commit would wait behind
+        the next runs' CreateTopics and the last run's deletions (tens of ms).
+        """
+        self._clients()  # open, or say so
+        async with self._run_admin_lock:
+            if self._run_admin_client is None:
+                client = AIOKafkaAdminClient(
+                    bootstrap_servers=self.info.url,
+                    client_id="harness-run-admin",
+                    request_timeout_ms=int(self._timeout * 1000),
+                    **self.info.client_options,
+                )
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await client.start()
+                except BaseException as err:
+                    await bounded(client.close(), self._timeout)
+                    if isinstance(err, TimeoutError | kafka_errors.KafkaError | OSError):
+                        raise self._translate(err, "connecting an admin client") from err
+                    raise
+                self._run_admin_client = client
+        return self._run_admin_client
 
     def _translate(self, err: BaseException, doing: str) -> HarnessError:
         """A driver error (or our own deadline) as the harness error a caller can act on."""
@@ -369,6 +406,7 @@ class KafkaAdapter(BrokerAdapter):
         alive. Still held after that: :class:`DestinationError` naming the
         group and how to delete it later.
         """
+        self._coordinators.pop(group_id, None)
         admin, _ = self._clients()
         loop = asyncio.get_running_loop()
         held_until = loop.time() + GROUP_HELD_S
@@ -411,6 +449,83 @@ class KafkaAdapter(BrokerAdapter):
             f" it is empty, with `kafka-consumer-groups.sh --bootstrap-server"
             f" {self.info.url} --delete --group {group_id}`"
         )
+
+    async def unready(
+        self, destination: str, *, group_id: str | None, partitions: int
+    ) -> str | None:
+        """None once ``group_id`` is Stable and its members hold every input partition."""
+        if group_id is None:
+            return None  # a service without a group reads its partitions itself
+        admin = await self._run_admin()
+        try:
+            async with asyncio.timeout(self._timeout):
+                [response] = await admin.describe_consumer_groups(
+                    [group_id], group_coordinator_id=self._coordinators.get(group_id)
+                )
+        except COORDINATOR_NOT_READY:
+            self._coordinators.pop(group_id, None)
+            return f"consumer group {group_id!r} had no coordinator yet"
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, f"describing consumer group {group_id!r}") from err
+        [group] = response.groups
+        error_code, state, members = group[0], group[2], group[5]
+        if error_code in ASK_AGAIN:
+            self._coordinators.pop(group_id, None)
+            return f"consumer group {group_id!r} had no coordinator yet"
+        held: set[int] = set()
+        if error_code == 0 and state == "Stable":  # mid-rebalance assignments are stale
+            for member in members:
+                assignment = ConsumerProtocolMemberAssignment.decode(member[4])
+                for topic, numbers in assignment.assignment:
+                    if topic == destination:
+                        held.update(numbers)
+        missing = sorted(set(range(partitions)) - held)
+        if not missing:
+            return None
+        which = ", ".join(map(str, missing))
+        return (
+            f"consumer group {group_id!r} had no member holding input"
+            f" {'partition' if len(missing) == 1 else 'partitions'} {which}"
+            f" of {destination!r} (group state {state or 'unknown'},"
+            f" {len(members)} {'member' if len(members) == 1 else 'members'})"
+        )
+
+    async def commit_start(self, destination: str, *, group_id: str, partitions: int) -> None:
+        """Commit offset 0 of every partition of a fresh topic for ``group_id`` (no member).
+
+        A commit with generation -1 and no member id is how tools set an
+        empty group's offsets (``kafka-consumer-groups --reset-offsets``).
+        """
+        admin = await self._run_admin()
+        request = OffsetCommitRequest(
+            group_id,
+            OffsetCommitRequest.DEFAULT_GENERATION_ID,
+            "",
+            OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+            [(_check_topic_name(destination), [(n, 0, "") for n in range(partitions)])],
+        )
+        doing = f"committing the start of {destination!r} for consumer group {group_id!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    try:
+                        node = await admin.find_coordinator(group_id)
+                        response = await admin._send_request_to_node(node, request)
+                        codes = {code for _, answers in response.topics for _, code in answers}
+                    except COORDINATOR_NOT_READY as not_ready:
+                        codes = {not_ready.errno}
+                    codes.discard(0)
+                    if not codes:
+                        self._coordinators[group_id] = node  # readiness asks it next
+                        return
+                    if not codes <= set(ASK_AGAIN):
+                        code = min(codes - set(ASK_AGAIN))
+                        raise DestinationError(
+                            f"{doing} failed ({kafka_errors.for_code(code).__name__})"
+                        )
+                    await asyncio.sleep(_POLL_S)
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, doing) from err
 
     async def list_groups(self, prefix: str = "") -> list[str]:
         """Consumer groups whose id starts with ``prefix``, sorted (for leak counts)."""

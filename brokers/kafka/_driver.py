@@ -35,6 +35,27 @@ class KafkaDriver(BrokerDriver):
         + " (env HARNESS_KAFKA_<NAME>; prefer the environment for passwords)"
     )
 
+    first_deploy_note = (
+        "with no committed offsets (Flow(first_deploy=True)) a consumer with"
+        " auto_offset_reset='latest' starts at the end of the partition, after the inputs"
+        " published before it got its assignment"
+    )
+
+    def readiness_fix(self, endpoints: Endpoints) -> str:
+        return (
+            f"does the service subscribe to endpoints.input ({endpoints.input!r}) with"
+            f" group_id=endpoints.group_id ({endpoints.group_id!r})? A service that takes its"
+            " group id from its own settings cannot be awaited by group: give it"
+            " endpoints.group_id, or pass Flow(ready=...) (an async check of your own, or False"
+            " not to wait)"
+        )
+
+    def consumed_nothing_causes(self, endpoints: Endpoints) -> str:
+        return (
+            f"it may not subscribe to {endpoints.input!r} (endpoints.input), or start at the end"
+            " of the topic (auto_offset_reset='latest')"
+        )
+
     def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
         return {
             "bootstrap_servers": info.url,

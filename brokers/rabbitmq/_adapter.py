@@ -179,6 +179,14 @@ class RabbitAdapter(BrokerAdapter):
         result = declared.declaration_result
         return 0 if result is None else int(result.consumer_count or 0)
 
+    async def unready(
+        self, destination: str, *, group_id: str | None, partitions: int
+    ) -> str | None:
+        """None once queue ``destination`` has a consumer (a passive declare counts them)."""
+        if await self._consumers(destination):
+            return None
+        return f"queue {destination!r} had no consumer"
+
     async def reconnect(self) -> list[Reconciled]:
         """After the broker restarted: reconnect, resume the firehose, report what it missed.
 

@@ -61,6 +61,13 @@ class RabbitDriver(BrokerDriver):
     url_example = "amqp://guest:guest@127.0.0.1:5672/"
     taps_deliveries = True
 
+    def readiness_fix(self, endpoints: Endpoints) -> str:
+        return (
+            f"does the service basic_consume queue {endpoints.input!r} (endpoints.input)?"
+            " A service that consumes elsewhere needs Flow(ready=...) (an async check of your"
+            " own, or False not to wait)"
+        )
+
     def check_flow(self, *, partitions: int) -> None:
         if partitions != 1:
             raise InvalidArgument(
