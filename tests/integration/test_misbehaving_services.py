@@ -129,7 +129,7 @@ async def test_a_service_that_hangs_on_start_is_stopped_at_the_bound(
 ) -> None:
     await _expect_service_error(
         request, broker, {"sut": hangs_on_start, "start_timeout": 1.0},
-        r"did not finish starting within 1 s: its __aenter__ must return once its clients are started",
+        r"did not finish starting within 1 s: its __aenter__ must return once its clients",
         tmp_path,
     )  # fmt: skip
 
