@@ -153,6 +153,8 @@ class RunResult:
     verdicts: tuple[Verdict, ...]
     ended_by: str
     history_path: Path | None = None
+    #: Harness errors after the checks ran (a cleanup that failed): the finding stands.
+    errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -169,6 +171,9 @@ class RunResult:
             f" ({plural(len(self.messages), 'message')}, run ended: {self.ended_by})"
         ]
         lines += [str(v) for v in self.verdicts]
+        if self.errors:
+            lines.append("the harness failed after this run (the finding stands):")
+            lines += [f"  - {error}" for error in self.errors]
         if self.history_path is not None:
             lines.append(f"full history: {self.history_path}")
         return "\n".join(lines)

@@ -279,7 +279,11 @@ class LiveRun:
         ended_by = await _await_quiescence(
             self.flow, self.history, deadline=self._deadline, deaths=deaths
         )
-        await self._stack.aclose()  # services, taps and destinations go, in that order
+        teardown: HarnessError | None = None
+        try:
+            await self._stack.aclose()  # services, taps and destinations go, in that order
+        except HarnessError as exc:
+            teardown = exc  # judged after the checks: a finding outlives a failed cleanup
         verdicts = _with_causes(
             tuple(check(self.history) for check in self.flow.checks),
             self.flow,
@@ -293,6 +297,11 @@ class LiveRun:
         path = None
         if history_dir is not None and not all(v.ok for v in verdicts):
             path = self.history.dump(history_dir / f"{self.flow.label}-{self.run_id}.json")
+        errors: tuple[str, ...] = ()
+        if teardown is not None:
+            if all(v.ok for v in verdicts):
+                raise teardown  # nothing found: what was left behind is the news
+            errors = (f"{type(teardown).__name__}: {teardown}",)
         return RunResult(
             flow=self.flow,
             endpoints=self.endpoints,
@@ -302,6 +311,7 @@ class LiveRun:
             verdicts=verdicts,
             ended_by=ended_by,
             history_path=path,
+            errors=errors,
         )
 
 

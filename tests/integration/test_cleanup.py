@@ -16,6 +16,7 @@ import pytest
 
 from message_flow_harness import (
     BrokerInfo,
+    DestinationError,
     Endpoints,
     Flow,
     Message,
@@ -24,6 +25,7 @@ from message_flow_harness import (
     checks,
     eventually,
 )
+from message_flow_harness._isolation import Isolation
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import Crash, Pause
 from message_flow_harness.zoo.kafka_services import kafka_correct, kafka_swallows_errors
@@ -132,3 +134,32 @@ def _client_of(task: asyncio.Task[object]) -> object:
     frame = getattr(task.get_coro(), "cr_frame", None)
     owner = frame.f_locals.get("self") if frame is not None else None
     return getattr(owner, "_client_id", owner)
+
+
+class _LeavesOneBehind(Isolation):
+    """Deletes a run's destinations, then fails as a group a crashed member holds would."""
+
+    async def give_back(self, endpoints: Endpoints) -> None:
+        await super().give_back(endpoints)
+        raise DestinationError(f"consumer group {endpoints.group_id!r} still had members")
+
+
+@pytest.mark.rabbitmq
+async def test_a_cleanup_that_fails_after_a_finding_keeps_the_finding(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    flow = Flow(sut=rabbitmq_swallows_errors, broker="rabbitmq", quiet=0.5)
+    inputs = [Message(value=b"poison pill"), Message(value=b"ok")]
+    async with brokers.adapter(rabbitmq_broker) as adapter:
+        isolation = _LeavesOneBehind(adapter, flow.partitions)
+        failed = await run_flow(flow, inputs, broker=rabbitmq_broker, isolation=isolation)
+        assert not failed.ok
+        [error] = failed.errors
+        assert "still had members" in error
+        assert "the harness failed after this run (the finding stands)" in failed.report()
+        # Without a finding there is nothing to keep: the leftovers are the error.
+        passing = Flow(sut=rabbitmq_correct, broker="rabbitmq")
+        with pytest.raises(DestinationError, match="still had members"):
+            await run_flow(
+                passing, [Message(value=b"ok")], broker=rabbitmq_broker, isolation=isolation
+            )
