@@ -64,6 +64,12 @@ def check_broker_restartable(info: BrokerInfo) -> None:
         )
 
 
+def _raised(exc: BaseException) -> str:
+    """An exception as a finding names it: its repr, or its lines (a process's last output)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if "\n" in text else repr(exc)
+
+
 def _being_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -105,6 +111,7 @@ class Instances:
     proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
+    probed: bool = False  # the client probes saw a client of the service (not a process)
     deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
     _free_proxies: list[ProxyAddress] = field(default_factory=list)
     _driver: BrokerDriver = field(init=False)
@@ -199,7 +206,7 @@ class Instances:
             if not bound.expired():
                 # Its own TimeoutError (aio-pika's queue.get while reconnecting, say):
                 # the service raised on stop, a finding like any other exception.
-                self._raised_on_stop(instance, exc, f"raised on stop: {exc!r}")
+                self._raised_on_stop(instance, exc, f"raised on stop: {_raised(exc)}")
             else:
                 raise ServiceError(
                     f"service {self.flow.label} did not stop within"
@@ -213,7 +220,7 @@ class Instances:
             # by its driver when a connection dropped), awaited without a guard.
             self._stopped_badly(instance, f"raised on stop: {exc!r}: {_stray_cancel_fix(exc)}")
         except Exception as exc:
-            self._raised_on_stop(instance, exc, f"raised on stop: {exc!r}")
+            self._raised_on_stop(instance, exc, f"raised on stop: {_raised(exc)}")
         finally:
             await self._close_leftovers(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
@@ -298,6 +305,7 @@ class Instances:
         recorder, instance.recorder = instance.recorder, None
         if recorder is None or not recorder.clients:
             return
+        self.probed = True  # its clients were in reach of the probes (a process's are not)
         from message_flow_harness.brokers import (
             close_leftover_clients,
         )  # the driver side, loaded only when used

@@ -124,15 +124,18 @@ async def await_ready(
     return None
 
 
-def consumed_nothing(flow: Flow, endpoints: Endpoints, history: History) -> str | None:
+def consumed_nothing(
+    flow: Flow, endpoints: Endpoints, history: History, *, probed: bool = True
+) -> str | None:
     """Why a run whose service consumed none of its inputs lost them all, if it did.
 
-    Only where deliveries can be seen at all (client probes, or a broker that
-    reports deliveries): otherwise a service that consumed and produced
-    nothing looks the same as one that consumed nothing.
+    Only where deliveries can be seen at all (a broker that reports them, or
+    client probes that saw the service's clients: ``probed`` is False for a
+    service in a process of its own): otherwise a service that consumed and
+    produced nothing looks the same as one that consumed nothing.
     """
     chosen = driver(endpoints.kind)
-    if not (flow.probes or chosen.taps_deliveries):
+    if not (chosen.taps_deliveries or (flow.probes and probed)):
         return None
     published = False
     for event in history:

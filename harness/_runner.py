@@ -289,6 +289,7 @@ class LiveRun:
             self.flow,
             self.endpoints,
             self.history,
+            probed=self._instances.probed,
         )
         if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
             verdicts = (_kept_running(deaths), *verdicts)
@@ -316,13 +317,18 @@ class LiveRun:
 
 
 def _with_causes(
-    verdicts: tuple[Verdict, ...], flow: Flow, endpoints: Endpoints, history: History
+    verdicts: tuple[Verdict, ...],
+    flow: Flow,
+    endpoints: Endpoints,
+    history: History,
+    *,
+    probed: bool = True,
 ) -> tuple[Verdict, ...]:
     """The verdicts, with the likely cause of lost inputs noted on those that report any."""
     causes = tuple(
         cause
         for cause in (
-            consumed_nothing(flow, endpoints, history),
+            consumed_nothing(flow, endpoints, history, probed=probed),
             skipped_on_first_deploy(flow, endpoints, history),
         )
         if cause is not None

@@ -39,6 +39,7 @@ from message_flow_harness._errors import InvalidArgument, ServiceError
 from message_flow_harness._logs import claim
 from message_flow_harness._message import Endpoints
 from message_flow_harness._waiting import eventually
+from message_flow_harness._watch import Watch, starting_watch
 
 #: ``ready=``: a pattern an output line must match, a TCP port on 127.0.0.1 that
 #: must accept, or an async function of the endpoints that returns True once ready.
@@ -187,6 +188,8 @@ class ServiceProcess:
         self._readers: list[asyncio.Task[None]] = []
         self._matched = asyncio.Event()
         self._signalled = False  # we sent it SIGTERM or SIGKILL: its exit is ours
+        self._death: ServiceError | None = None  # it exited by itself while the run went on
+        self._exit_watch: asyncio.Task[None] | None = None
 
     @property
     def label(self) -> str:
@@ -228,7 +231,23 @@ class ServiceProcess:
                 _log(f"{instance}.process", f"not ready: {_awaited(self.spec.ready)}")
             await self.kill()
             raise
+        # Its exit, while nobody stopped it, ends the run at once (as a dead task would).
+        self._exit_watch = asyncio.create_task(self._exits(starting_watch()))
         return self
+
+    async def _exits(self, watch: Watch | None) -> None:
+        assert self._process is not None
+        code = await self._process.wait()
+        if self._signalled:
+            return
+        await self._drain()
+        exited = f"{self.label} exited by itself with code {code} while the run went on"
+        if watch is None:  # entered outside a run: its exit tells it all
+            self._death = ServiceError(exited + self._last_lines())
+            return
+        self._death = ServiceError(exited)
+        where, lines = f"pid {self._process.pid}", self._last_lines().removeprefix("; ")
+        watch.report(self._death, task="process", where=where, traceback=lines)
 
     async def __aexit__(
         self,
@@ -241,8 +260,11 @@ class ServiceProcess:
             return
         try:
             if proc.returncode is not None and not self._signalled:
+                if self._exit_watch is not None:
+                    await self._exit_watch  # it has seen the exit, or sees it now
                 await self._drain()  # a service runs until it is stopped, even with code 0
-                raise ServiceError(
+                # The same error its exit watch reported: the run tells it once.
+                raise self._death or ServiceError(
                     f"{self.label} exited by itself with code {proc.returncode} while the"
                     f" run went on{self._last_lines()}"
                 )

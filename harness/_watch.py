@@ -105,6 +105,11 @@ class Watch:
         self._armed = False
         self._quiet = crashed
 
+    def report(self, error: BaseException, *, task: str, where: str, traceback: str) -> None:
+        """A death the service saw itself (its own process exiting): reported as a task's."""
+        if self._armed:
+            self._on_death(TaskDeath(self.instance, task, error, where, traceback))
+
     def _adopt(self, task: asyncio.Task[Any]) -> None:
         task.add_done_callback(self._ended)
 
@@ -116,6 +121,11 @@ class Watch:
             return
         where, trimmed = _locate(error)
         self._on_death(TaskDeath(self.instance, task.get_name(), error, where, trimmed))
+
+
+def starting_watch() -> Watch | None:
+    """The watch of the instance starting now, for a service that reports its own death."""
+    return _watching.get()
 
 
 def dies_of(error: BaseException, deaths: list[TaskDeath]) -> TaskDeath | None:

@@ -134,3 +134,14 @@ def test_a_verdict_without_losses_gets_no_note() -> None:
     flow = Flow(sut=_idle, broker="kafka")
     passing = no_loss()(History())
     assert _with_causes((passing,), flow, KAFKA, history) == (passing,)
+
+
+def test_a_service_whose_clients_the_probes_never_saw_gets_no_guess_on_kafka() -> None:
+    """A service in its own process: its deliveries are out of sight, so silence proves nothing."""
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="r-1", destination="h-1-in")
+    flow = Flow(sut=_idle, broker="kafka")
+    assert consumed_nothing(flow, KAFKA, history, probed=False) is None
+    assert consumed_nothing(flow, KAFKA, history, probed=True) is not None
+    # RabbitMQ's firehose reports deliveries itself.
+    assert consumed_nothing(Flow(sut=_idle, broker="rabbitmq"), RABBIT, history, probed=False)

@@ -21,7 +21,7 @@ from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._history import History
 from message_flow_harness._instances import Instances
 from message_flow_harness._runner import _await_quiescence, _kept_running
-from message_flow_harness._watch import TaskDeath
+from message_flow_harness._watch import TaskDeath, Watch, dies_of
 
 pytestmark = pytest.mark.asyncio
 HERE = Path(__file__).relative_to(Path.cwd()).as_posix()
@@ -243,3 +243,21 @@ async def test_the_harness_frames_are_trimmed_and_the_line_is_the_services() -> 
     assert "in consume" in death.traceback
     assert "in _send" in death.traceback
     await instances.close()
+
+
+async def test_a_death_the_service_saw_itself_is_reported_until_it_is_stopped() -> None:
+    deaths: list[TaskDeath] = []
+    watch = Watch("sut0", deaths.append)
+    exited = RuntimeError("worker exited by itself with code 1")
+    watch.report(exited, task="process", where="pid 42", traceback="its last 1 output lines: ...")
+    [death] = deaths
+    assert (
+        death.summary
+        == "service task died: RuntimeError: worker exited by itself with code 1 at pid 42"
+    )
+    assert dies_of(exited, deaths) is death  # its stop re-raising it says nothing new
+    watch.disarm()
+    watch.report(
+        RuntimeError("killed by the harness"), task="process", where="pid 43", traceback=""
+    )
+    assert len(deaths) == 1
