@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from message_flow_harness import BrokerInfo, Flow, Kind, Message, checks, fuzz
+from message_flow_harness import BrokerInfo, Flow, HarnessError, Kind, Message, checks, fuzz
 from message_flow_harness import strategies as hs
 from message_flow_harness._checks import Check, Verdict
 from message_flow_harness._history import History
-from message_flow_harness._isolation import destination_specs
+from message_flow_harness._isolation import destination_specs, new_endpoints
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.strategies import POISON
@@ -65,8 +65,6 @@ def quorum_flow(*, probes: bool = True, extra: tuple[checks.Check, ...] = ()) ->
 async def test_the_run_s_queues_are_quorum_queues_with_the_flow_s_arguments(
     adapter: RabbitAdapter, rabbitmq_broker: BrokerInfo, unique: str
 ) -> None:
-    from message_flow_harness._isolation import new_endpoints
-
     endpoints = new_endpoints(rabbitmq_broker, unique)
     specs = destination_specs(
         endpoints, 1, queue_type="quorum", queue_arguments=QUORUM_INPUT_ARGUMENTS
@@ -195,8 +193,6 @@ async def test_requeueing_forever_on_a_classic_queue_is_found(flow_check: FlowCh
 async def test_the_quorum_service_on_a_classic_flow_says_which_argument_differs(
     flow_check: FlowCheck,
 ) -> None:
-    from message_flow_harness import HarnessError
-
     flow = Flow(sut=rabbitmq_quorum_retry, broker="rabbitmq", checks=GUARDED, quiet=1.5)
     with pytest.raises(HarnessError) as raised:
         await flow_check.run(flow, INPUTS)
