@@ -62,13 +62,19 @@ def quorum_flow(*, probes: bool = True, extra: tuple[checks.Check, ...] = ()) ->
     )
 
 
+AT_LEAST_ONCE = {
+    **QUORUM_INPUT_ARGUMENTS,
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+@pytest.mark.parametrize("arguments", [QUORUM_INPUT_ARGUMENTS, AT_LEAST_ONCE])
 async def test_the_run_s_queues_are_quorum_queues_with_the_flow_s_arguments(
-    adapter: RabbitAdapter, rabbitmq_broker: BrokerInfo, unique: str
+    adapter: RabbitAdapter, rabbitmq_broker: BrokerInfo, unique: str, arguments: dict[str, object]
 ) -> None:
     endpoints = new_endpoints(rabbitmq_broker, unique)
-    specs = destination_specs(
-        endpoints, 1, queue_type="quorum", queue_arguments=QUORUM_INPUT_ARGUMENTS
-    )
+    specs = destination_specs(endpoints, 1, queue_type="quorum", queue_arguments=arguments)
     await adapter.create_all(specs)
     try:
         found = {}
@@ -82,10 +88,7 @@ async def test_the_run_s_queues_are_quorum_queues_with_the_flow_s_arguments(
     assert found == {
         endpoints.dead_letter: ("quorum", {"x-queue-type": "quorum"}),
         endpoints.output: ("quorum", {"x-queue-type": "quorum"}),
-        endpoints.input: (
-            "quorum",
-            {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT},
-        ),
+        endpoints.input: ("quorum", {"x-queue-type": "quorum", **arguments}),
     }
 
 
