@@ -60,11 +60,18 @@ class DestinationSpec:
     ``dead_letter`` names the destination that rejected messages go to; a
     RabbitMQ adapter wires it with a dead-letter exchange, Kafka has no
     broker-side wiring (the service publishes there itself).
+
+    ``queue_type`` and ``arguments`` are what a RabbitMQ queue is declared
+    with (``"quorum"``, ``{"x-delivery-limit": 5}``); None and none: the
+    broker's default, a classic queue. The flow's driver has checked them
+    (:meth:`~harness._drivers.BrokerDriver.check_queues`).
     """
 
     name: str
     partitions: int = 1
     dead_letter: str | None = None
+    queue_type: str | None = None
+    arguments: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

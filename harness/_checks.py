@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
+from message_flow_harness._drivers import drivers
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import Event, History, Kind
 from message_flow_harness._message import Message
@@ -411,7 +412,7 @@ def dead_lettered(when: Callable[[Message], bool]) -> Check:
                 yield Anomaly(
                     "dead-lettered",
                     f"{facts.name(harness_id)} was dead-lettered at {facts.at(dead[0])}"
-                    " though it is not poison",
+                    f"{_dead_letter_reason(dead[0].message)} though it is not poison",
                     (harness_id,),
                 )
 
@@ -419,21 +420,90 @@ def dead_lettered(when: Callable[[Message], bool]) -> Check:
 
 
 def max_deliveries(n: int) -> Check:
-    """No input is delivered to consumers more than ``n`` times (catches requeue storms)."""
+    """No input is delivered to consumers more than ``n`` times (catches requeue storms).
+
+    The count is the most any witness saw: the broker-side tap, the client
+    probes, or the broker's own count on the message (RabbitMQ's
+    ``x-delivery-count`` on a quorum queue's redelivery, ``x-death`` on a dead
+    letter), so deliveries no probe saw (a process service, ``probes=False``)
+    still count, and a delivery two witnesses saw counts once.
+    """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InvalidArgument(f"max_deliveries(n={n!r}) is invalid: n is a whole number >= 1")
 
     def body(facts: Facts) -> Iterator[Anomaly]:
-        for harness_id, deliveries in facts.deliveries.items():
-            if len(deliveries) > n:
+        for harness_id, found in _deliveries(facts).items():
+            if found.count > n:
+                seen = found.events
+                when = (
+                    f", first at {facts.at(seen[0])}, last at {facts.at(seen[-1])}" if seen else ""
+                )
+                said = (
+                    f"; the broker counts {found.said}"
+                    if found.said is not None and found.said != len(seen)
+                    else ""
+                )
                 yield Anomaly(
                     "max-deliveries",
-                    f"{facts.name(harness_id)} was delivered {len(deliveries)} times (limit {n}),"
-                    f" first at {facts.at(deliveries[0])}, last at {facts.at(deliveries[-1])}",
+                    f"{facts.name(harness_id)} was delivered {found.count} times"
+                    f" (limit {n}{said}){when}",
                     (harness_id,),
                 )
 
     return _check(f"max_deliveries({n})", body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivered:
+    """How often one input was delivered: the most any witness says."""
+
+    count: int
+    events: list[Event]  # the deliveries of the witness that saw the most
+    said: int | None  # the broker's own count, from the message's headers
+
+
+def _deliveries(facts: Facts) -> dict[str, _Delivered]:
+    """Per input, its deliveries as the tap, the probes and the broker itself count them.
+
+    The most of them, never their sum: the tap and the probes see the same
+    deliveries, and the broker's count is the same deliveries again.
+    """
+    seen: dict[str, dict[str, list[Event]]] = defaultdict(lambda: defaultdict(list))
+    said: dict[str, int] = {}
+    for event in facts.history:
+        harness_id = event.harness_id
+        if harness_id is None:
+            continue
+        if event.kind is Kind.DELIVERED:
+            seen[harness_id][event.source].append(event)
+        elif event.kind is not Kind.DEAD_LETTERED:
+            continue
+        if event.message is not None:
+            found_input = facts.inputs.get(harness_id)
+            queue = None if found_input is None else found_input.event.destination
+            count = _broker_deliveries(event.message, queue)
+            if count is not None and count > said.get(harness_id, 0):
+                said[harness_id] = count
+    found: dict[str, _Delivered] = {}
+    for harness_id in dict.fromkeys([*seen, *said]):  # in the order they were first seen
+        events = max(seen[harness_id].values(), key=len, default=[])
+        broker = said.get(harness_id)
+        found[harness_id] = _Delivered(max(len(events), broker or 0), events, broker)
+    return found
+
+
+def _broker_deliveries(message: Message, queue: str | None) -> int | None:
+    """The broker's own delivery count on ``message``, as its driver reads it."""
+    counts = [d.deliveries_said(message, queue=queue) for d in drivers()]
+    return max((c for c in counts if c is not None), default=None)
+
+
+def _dead_letter_reason(message: Message | None) -> str:
+    """`` (x-death: ...)`` when the broker says why it dead-lettered ``message``."""
+    if message is None:
+        return ""
+    reasons = [d.dead_letter_reason(message) for d in drivers()]
+    return next((f" ({reason})" for reason in reasons if reason), "")
 
 
 # --- timing --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from message_flow_harness._errors import InvalidArgument
 
 if TYPE_CHECKING:
     from message_flow_harness._broker import BrokerAdapter, BrokerInfo
-    from message_flow_harness._message import Endpoints
+    from message_flow_harness._message import Endpoints, Message
     from message_flow_harness.brokers._local import LocalRecipe
 
 #: The registry: broker kind -> the module whose ``driver`` serves it.
@@ -80,6 +80,35 @@ class BrokerDriver(abc.ABC):
 
     def check_flow(self, *, partitions: int) -> None:
         """Raise InvalidArgument if a flow asks for what this broker cannot do."""
+        return None
+
+    def check_queues(
+        self, *, queue_type: object, queue_arguments: Mapping[str, object]
+    ) -> Mapping[str, object]:
+        """The input queue's arguments as the broker takes them, or InvalidArgument with the fix.
+
+        By default a broker has no queue types: a flow naming one is refused.
+        """
+        if queue_type is not None or queue_arguments:
+            named = "queue_type" if queue_type is not None else "queue_arguments"
+            raise InvalidArgument(
+                f"{named} is invalid for {self.title}: its destinations are not queues with"
+                f" types or arguments; drop {named} (it is for RabbitMQ flows)"
+            )
+        return {}
+
+    # --- what the broker says about a message ---------------------------------
+
+    def deliveries_said(self, message: Message, *, queue: str | None) -> int | None:
+        """How many times the broker says it delivered ``message`` from ``queue``, or None.
+
+        Read from what the broker adds to a delivered or dead-lettered message
+        (RabbitMQ: ``x-delivery-count``, ``x-death``); None where it says nothing.
+        """
+        return None
+
+    def dead_letter_reason(self, message: Message) -> str | None:
+        """Why the broker dead-lettered ``message`` (RabbitMQ: ``x-death``), or None."""
         return None
 
     @abc.abstractmethod

@@ -68,6 +68,12 @@ class Flow:
     committed on every input partition, as a deployed service's group has a
     committed position; ``first_deploy=True`` leaves it without one, so the
     service's ``auto_offset_reset`` decides where it starts.
+
+    ``queue_type`` is the type of the queues a RabbitMQ run creates (input,
+    output, dead letter): ``"classic"`` (the broker's default) or
+    ``"quorum"``; ``queue_arguments`` are the input queue's arguments, as the
+    service declares them (``{"x-delivery-limit": 5}``), beside the
+    dead-lettering to ``endpoints.dead_letter`` the harness wires itself.
     """
 
     sut: Service
@@ -88,6 +94,8 @@ class Flow:
     first_deploy: bool = False
     name: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    queue_type: str | None = None
+    queue_arguments: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not callable(self.sut):
@@ -109,6 +117,10 @@ class Flow:
                 f"partitions={self.partitions!r} is invalid: a topic needs at least one partition"
             )
         broker_driver.check_flow(partitions=self.partitions)
+        checked = broker_driver.check_queues(
+            queue_type=self.queue_type, queue_arguments=self.queue_arguments
+        )
+        object.__setattr__(self, "queue_arguments", checked)
         for name in ("settle", "quiet", "start_timeout", "stop_timeout", "timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -201,7 +201,13 @@ async def fuzz(
         try:
             async with (
                 brokers.adapter(info) as adapter,
-                Isolation(adapter, flow.partitions, ahead=workers + 1) as isolation,
+                Isolation(
+                    adapter,
+                    flow.partitions,
+                    ahead=workers + 1,
+                    queue_type=flow.queue_type,
+                    queue_arguments=flow.queue_arguments,
+                ) as isolation,
             ):
                 campaign = Campaign(
                     flow,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -48,13 +49,27 @@ def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
     )
 
 
-def destination_specs(endpoints: Endpoints, partitions: int) -> list[DestinationSpec]:
-    """What a run needs, dead-letter destination first (the input's policy names it)."""
+def destination_specs(
+    endpoints: Endpoints,
+    partitions: int,
+    *,
+    queue_type: str | None = None,
+    queue_arguments: Mapping[str, object] | None = None,
+) -> list[DestinationSpec]:
+    """What a run needs, dead-letter destination first (the input's policy names it).
+
+    Every queue is of ``queue_type``; the input alone gets ``queue_arguments``
+    (a delivery limit belongs where the service consumes).
+    """
     return [
-        DestinationSpec(name=endpoints.dead_letter),
-        DestinationSpec(name=endpoints.output),
+        DestinationSpec(name=endpoints.dead_letter, queue_type=queue_type),
+        DestinationSpec(name=endpoints.output, queue_type=queue_type),
         DestinationSpec(
-            name=endpoints.input, partitions=partitions, dead_letter=endpoints.dead_letter
+            name=endpoints.input,
+            partitions=partitions,
+            dead_letter=endpoints.dead_letter,
+            queue_type=queue_type,
+            arguments=dict(queue_arguments or {}),
         ),
     ]
 
@@ -75,10 +90,19 @@ class Isolation:
     campaign with a finding keeps the finding and reports it as a note).
     """
 
-    def __init__(self, adapter: BrokerAdapter, partitions: int, *, ahead: int = 0) -> None:
+    def __init__(
+        self,
+        adapter: BrokerAdapter,
+        partitions: int,
+        *,
+        ahead: int = 0,
+        queue_type: str | None = None,
+        queue_arguments: Mapping[str, object] | None = None,
+    ) -> None:
         if not isinstance(ahead, int) or ahead < 0:
             raise InvalidArgument(f"ahead={ahead!r} is invalid: give a count >= 0")
         self._adapter, self._partitions, self._ahead = adapter, partitions, ahead
+        self._queue_type, self._queue_arguments = queue_type, queue_arguments
         self._spares: deque[asyncio.Task[Fresh]] = deque()  # oldest first
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
@@ -124,7 +148,14 @@ class Isolation:
         run_id = uuid.uuid4().hex[:10]
         endpoints = new_endpoints(self._adapter.info, run_id)
         try:
-            await self._adapter.create_all(destination_specs(endpoints, self._partitions))
+            await self._adapter.create_all(
+                destination_specs(
+                    endpoints,
+                    self._partitions,
+                    queue_type=self._queue_type,
+                    queue_arguments=self._queue_arguments,
+                )
+            )
         except BaseException:
             # Whatever a failed or cancelled create made must not stay behind.
             with contextlib.suppress(Exception):

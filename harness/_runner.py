@@ -132,7 +132,12 @@ class LiveRun:
         """Destinations, taps and the first instance, each undone by ``stack``."""
         if self._adapter is None:
             self._adapter = await stack.enter_async_context(brokers.adapter(self.broker))
-        isolation = self._isolation or Isolation(self.adapter, self.flow.partitions)
+        isolation = self._isolation or Isolation(
+            self.adapter,
+            self.flow.partitions,
+            queue_type=self.flow.queue_type,
+            queue_arguments=self.flow.queue_arguments,
+        )
         self.run_id, self.endpoints = await isolation.take()
         stack.push_async_callback(isolation.give_back, self.endpoints)
         await self._commit_start_while(

@@ -375,7 +375,12 @@ class RabbitAdapter(BrokerAdapter):
     # -- destinations
 
     async def create(self, spec: DestinationSpec) -> None:
-        """Declare a durable classic queue; wire dead-lettering to ``spec.dead_letter``."""
+        """Declare a durable queue of ``spec.queue_type`` with ``spec.arguments``.
+
+        Dead-lettering to ``spec.dead_letter`` is wired by a policy, not an
+        argument: a service that declares the queue with the same arguments
+        as ``spec`` (its own, as deployed) declares an equivalent queue.
+        """
         await self.create_all([spec])
 
     @_finish_before_cancel
@@ -420,10 +425,12 @@ class RabbitAdapter(BrokerAdapter):
             )
             async with self._scratch_channel() as channel:
                 await self._wire_dead_letters(channel)
-                for name in names:
-                    queue = await channel.declare_queue(name, durable=True)
-                    await queue.bind(_DEAD_LETTER_ROUTER, routing_key=name)
-                    self._created.add(name)
+                for spec in specs:
+                    queue = await channel.declare_queue(
+                        spec.name, durable=True, arguments=_declared_arguments(spec)
+                    )
+                    await queue.bind(_DEAD_LETTER_ROUTER, routing_key=spec.name)
+                    self._created.add(spec.name)
             dead_letters = {spec.dead_letter for spec in specs if spec.dead_letter is not None}
             outside = sorted(dead_letters - set(names))
             if outside:  # dead-letter queues made earlier, or outside the harness
@@ -601,6 +608,16 @@ class RabbitAdapter(BrokerAdapter):
                     raise
                 self._firehose = firehose
             return firehose
+
+
+def _declared_arguments(spec: DestinationSpec) -> dict[str, Any] | None:
+    """The arguments queue ``spec`` is declared with (None: a plain classic queue)."""
+    arguments: dict[str, Any] = dict(spec.arguments)
+    if spec.queue_type not in (None, "classic"):
+        # Classic is the default: a service declaring its queue without the argument
+        # then declares an equivalent queue.
+        arguments["x-queue-type"] = spec.queue_type
+    return arguments or None
 
 
 def _reply(exc: aiormq.exceptions.AMQPError) -> str:

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._drivers import BrokerDriver, BrokerRestart, ProxyAddress
 from message_flow_harness._errors import InvalidArgument
-from message_flow_harness._message import Endpoints
+from message_flow_harness._message import Endpoints, Message
 from message_flow_harness._redact import redact_url
 from message_flow_harness.brokers._local import free_port
+from message_flow_harness.brokers.rabbitmq import _queue_types
 
 if TYPE_CHECKING:
     from message_flow_harness._broker import BrokerAdapter
@@ -73,6 +74,17 @@ class RabbitDriver(BrokerDriver):
             raise InvalidArgument(
                 f"partitions={partitions} is invalid for RabbitMQ: queues have no partitions"
             )
+
+    def check_queues(
+        self, *, queue_type: object, queue_arguments: Mapping[str, object]
+    ) -> Mapping[str, object]:
+        return _queue_types.check_queues(queue_type=queue_type, queue_arguments=queue_arguments)
+
+    def deliveries_said(self, message: Message, *, queue: str | None) -> int | None:
+        return _queue_types.deliveries_said(message, queue=queue)
+
+    def dead_letter_reason(self, message: Message) -> str | None:
+        return _queue_types.dead_letter_reason(message)
 
     def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
         return {"amqp_url": info.url}

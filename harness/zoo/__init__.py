@@ -54,6 +54,7 @@ DEFECTS: dict[str, str | None] = {
     "rabbitmq_concurrent": "per_key_order",
     "rabbitmq_ack_before_process": "no_loss",
     "rabbitmq_requeue_forever": "max_deliveries",
+    "rabbitmq_quorum_retry": None,
     "rabbitmq_swallows_errors": "dead_lettered",
     "rabbitmq_duplicate_output": "no_duplicates",
     "rabbitmq_slow": "within",

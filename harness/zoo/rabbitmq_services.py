@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import aio_pika
@@ -53,6 +53,12 @@ CONNECTION_LOST = (
     aiormq.exceptions.ChannelClosed,
     TimeoutError,
 )
+
+#: How often rabbitmq_quorum_retry's quorum input queue delivers a message before
+#: dead-lettering it (x-delivery-limit: deliveries = limit + 1), and the queue's arguments
+#: as the service declares them (beside ``x-queue-type``).
+DELIVERY_LIMIT = 3
+QUORUM_INPUT_ARGUMENTS: Mapping[str, Any] = {"x-delivery-limit": DELIVERY_LIMIT}
 
 Consume = Callable[[AbstractChannel, AbstractQueueIterator], Coroutine[Any, Any, None]]
 
@@ -99,12 +105,18 @@ async def _wind_down(task: asyncio.Task[None], messages: AbstractQueueIterator) 
 
 @contextlib.asynccontextmanager
 async def _consuming(
-    endpoints: Endpoints, consume: Consume, *, robust: bool = False
+    endpoints: Endpoints,
+    consume: Consume,
+    *,
+    robust: bool = False,
+    declare: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[None]:
     """Run ``consume`` over the deliveries of ``endpoints.input`` until the block exits.
 
     ``robust``: connect with ``connect_robust``, which reconnects after a
     connection loss and declares the channel, its QoS and the consumer again.
+    ``declare``: declare the input queue (durable) with these arguments, as a
+    service that owns its topology does, rather than use the queue as it is.
     """
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -120,7 +132,11 @@ async def _consuming(
         async with asyncio.timeout(START_TIMEOUT_S):
             channel = await connection.channel()  # publisher confirms are on by default
             await channel.set_qos(prefetch_count=PREFETCH_COUNT)
-            queue = await channel.get_queue(endpoints.input)
+            queue = await (
+                channel.get_queue(endpoints.input)
+                if declare is None
+                else channel.declare_queue(endpoints.input, durable=True, arguments=dict(declare))
+            )
             messages = queue.iterator()
             await messages.consume()
         task = asyncio.create_task(consume(channel, messages), name=f"consume {endpoints.input}")
@@ -240,6 +256,37 @@ async def rabbitmq_requeue_forever(endpoints: Endpoints) -> AsyncIterator[None]:
             await message.ack()
 
     async with _consuming(endpoints, consume):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_quorum_retry(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct on a quorum queue: a failure is nacked with requeue, the broker bounds the retries.
+
+    The service declares its input as a quorum queue with ``x-delivery-limit``
+    (:data:`QUORUM_INPUT_ARGUMENTS`), the standard poison-message guard: a
+    message that fails every time is delivered ``DELIVERY_LIMIT + 1`` times,
+    then the broker dead-letters it. Its flow needs ``Flow(queue_type="quorum",
+    queue_arguments=QUORUM_INPUT_ARGUMENTS)``. The same handling on a classic
+    queue is ``rabbitmq_requeue_forever``.
+    """
+
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            try:
+                result = process(message.body)
+            except Exception:
+                # The quorum queue counts the earlier deliveries of a redelivered message.
+                count = message.headers.get("x-delivery-count", 0)
+                attempt = (count if isinstance(count, int) else 0) + 1
+                log.warning("attempt %d of %d failed: requeued", attempt, DELIVERY_LIMIT + 1)
+                await message.nack(requeue=True)
+                continue
+            await _publish(channel, endpoints.output, message, result)
+            await message.ack()
+
+    declared = {"x-queue-type": "quorum", **QUORUM_INPUT_ARGUMENTS}
+    async with _consuming(endpoints, consume, declare=declared):
         yield
 
 
@@ -396,6 +443,7 @@ RABBITMQ_SERVICES: dict[
         rabbitmq_concurrent,
         rabbitmq_ack_before_process,
         rabbitmq_requeue_forever,
+        rabbitmq_quorum_retry,
         rabbitmq_swallows_errors,
         rabbitmq_duplicate_output,
         rabbitmq_slow,
