@@ -23,6 +23,7 @@ from typing import Literal
 
 from message_flow_harness._drivers import drivers
 from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._fault_windows import FaultWindow, touched_by, windows_of
 from message_flow_harness._history import Event, History, Kind
 from message_flow_harness._message import Message
 from message_flow_harness._text import bounded, plural
@@ -509,14 +510,32 @@ def _dead_letter_reason(message: Message | None) -> str:
 # --- timing --------------------------------------------------------------------------
 
 
-def _latencies(facts: Facts) -> list[tuple[float, str]]:
-    """Publish → first output (or dead letter) in ms, per accounted input."""
-    found = []
-    for harness_id, item in facts.inputs.items():
-        landed = facts.accounted(harness_id)
-        if landed:
-            found.append(((landed[0].at_ns - item.event.at_ns) / 1e6, harness_id))
-    return found
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """Publish -> first output (or dead letter) of one accounted input, and the fault window
+    it was in flight in (None: an ordinary input)."""
+
+    harness_id: str
+    took_ms: float
+    touched: FaultWindow | None
+
+
+def _timings(facts: Facts) -> tuple[list[_Timing], tuple[FaultWindow, ...]]:
+    published = {hid: item.event.at_ns for hid, item in facts.inputs.items()}
+    out = {hid: landed[0].at_ns for hid in facts.inputs if (landed := facts.accounted(hid))}
+    windows = windows_of(facts.history.events, published, out)
+    found = [
+        _Timing(hid, (out[hid] - at) / 1e6, touched_by(windows, at, out[hid]))
+        for hid, at in published.items()
+        if hid in out
+    ]
+    return found, windows
+
+
+def _during(facts: Facts, window: FaultWindow) -> str:
+    """``crash of sut0 (+12.0 ms to +2010.3 ms)``."""
+    at = facts.history.since_start
+    return f"{window.fault} ({at(window.start_ns)} to {at(window.end_ns)})"
 
 
 def _positive_seconds(value: object) -> bool:
@@ -528,28 +547,58 @@ def _positive_seconds(value: object) -> bool:
     )
 
 
-def within(seconds: float) -> Check:
+def within(seconds: float, *, under_faults: float | None = None) -> Check:
     """Every input is output (or dead-lettered) within ``seconds`` of being published (*late*).
 
     Like every duration in the API it is in seconds: ``within(0.5)`` is 500 ms.
+    An input a fault touched (in flight during its recovery window, see
+    harness._fault_windows) is judged against ``under_faults`` seconds instead,
+    or not at all when it is None (the default); the verdict counts them.
     """
     if not _positive_seconds(seconds):
         raise InvalidArgument(
             f"within({seconds!r}) is invalid: give a positive number of seconds, e.g. within(0.5)"
         )
+    if under_faults is not None and not _positive_seconds(under_faults):
+        raise InvalidArgument(
+            f"within({seconds!r}, under_faults={under_faults!r}) is invalid: give a positive"
+            " number of seconds for inputs a fault touched, or None to leave them out"
+        )
     limit_ms = seconds * 1000
+    bound = "" if under_faults is None else f", under_faults={under_faults:g}"
+    name = f"within({seconds:g}{bound})"
 
-    def body(facts: Facts) -> Iterator[Anomaly]:
-        for took, harness_id in _latencies(facts):
-            if took > limit_ms:
-                yield Anomaly(
-                    "late",
-                    f"{facts.name(harness_id)} took {took:.1f} ms from publish to output"
-                    f" (limit {limit_ms:g} ms)",
-                    (harness_id,),
-                )
+    def late(facts: Facts, timing: _Timing, windows: bool) -> Anomaly | None:
+        window = timing.touched
+        if window is None:
+            limit, why = limit_ms, "; no fault touched it" if windows else ""
+        elif under_faults is None:
+            return None
+        else:
+            limit = under_faults * 1000
+            why = f" under faults; in flight during {_during(facts, window)}"
+        if timing.took_ms <= limit:
+            return None
+        return Anomaly(
+            "late",
+            f"{facts.name(timing.harness_id)} took {timing.took_ms:.1f} ms from publish to"
+            f" output (limit {limit:g} ms{why})",
+            (timing.harness_id,),
+        )
 
-    return _check(f"within({seconds:g})", body)
+    def run(history: History) -> Verdict:
+        facts = Facts(history)
+        timings, windows = _timings(facts)
+        found = (late(facts, timing, bool(windows)) for timing in timings)
+        anomalies = [anomaly for anomaly in found if anomaly is not None]
+        touched = sum(t.touched is not None for t in timings)
+        summary = facts.summary()
+        if touched:
+            how = "not judged" if under_faults is None else f"judged against {under_faults:g} s"
+            summary += f"; {plural(touched, 'input')} touched by faults {how}"
+        return Verdict(name, tuple(anomalies), summary)
+
+    return Check(name, run)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -573,7 +622,12 @@ def _percentile_name(name: str) -> float:
 
 
 def latency(**limits: float) -> Check:
-    """Latency percentiles stay under limits in seconds, e.g. ``latency(p50=0.02, p99=0.2)``."""
+    """Latency percentiles stay under limits in seconds, e.g. ``latency(p50=0.02, p99=0.2)``.
+
+    The percentiles are over the inputs no fault touched (see harness._fault_windows):
+    a crash's recovery is no measure of the service's latency. The verdict says
+    how many were left out.
+    """
     parsed: dict[float, float] = {}  # percentile -> limit in ms
     for name, limit in limits.items():
         q = 100.0 if name == "max" else _percentile_name(name)
@@ -586,17 +640,28 @@ def latency(**limits: float) -> Check:
         raise InvalidArgument("latency() needs at least one limit, e.g. latency(p99=0.2)")
     label = ", ".join(f"{k}={v:g}" for k, v in limits.items())
 
-    def body(facts: Facts) -> Iterator[Anomaly]:
-        values = [took for took, _ in _latencies(facts)]
-        if not values:
-            return
-        for q, limit in sorted(parsed.items()):
+    def run(history: History) -> Verdict:
+        facts = Facts(history)
+        timings, _ = _timings(facts)
+        values = [t.took_ms for t in timings if t.touched is None]
+        touched = len(timings) - len(values)
+        left_out = f" ({touched} touched by faults left out)" if touched else ""
+        anomalies = []
+        for q, limit in sorted(parsed.items()) if values else ():
             seen = percentile(values, q)
             if seen > limit:
-                yield Anomaly(
-                    "late",
-                    f"p{q:g} latency is {seen:.1f} ms over {len(values)} inputs"
-                    f" (limit {limit:g} ms)",
+                no_fault = " no fault touched" if touched else ""
+                anomalies.append(
+                    Anomaly(
+                        "late",
+                        f"p{q:g} latency is {seen:.1f} ms over"
+                        f" {plural(len(values), 'input')}{no_fault} (limit {limit:g} ms)",
+                    )
                 )
+        summary = facts.summary()
+        if touched:
+            summary += f"; percentiles over {plural(len(values), 'input')}{left_out}"
+        return Verdict(name, tuple(anomalies), summary)
 
-    return _check(f"latency({label})", body)
+    name = f"latency({label})"
+    return Check(name, run)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from message_flow_harness._checks import Anomaly
+from message_flow_harness._fault_windows import fault_windows
 from message_flow_harness._history import Event, History, Kind
 
 FONT_SIZE = 11
@@ -175,6 +176,20 @@ class Line:
     tip: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A fault's recovery window (harness._fault_windows): a shaded band across every lane.
+
+    It has no label, only a hover text, so it never overlaps a label.
+    """
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    tip: str
+
+
 @dataclass(slots=True)
 class Timeline:
     """Everything the picture draws, placed."""
@@ -185,6 +200,7 @@ class Timeline:
     texts: list[Text] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     lines: list[Line] = field(default_factory=list)
+    bands: list[Band] = field(default_factory=list)
 
     def overlapping_texts(self) -> list[tuple[Text, Text]]:
         """Pairs of texts whose boxes intersect (none, by construction)."""
@@ -419,7 +435,26 @@ class _Layout:
                     dashed=True,
                     tip=line.tip,
                 )
+        self._bands(lanes_bottom)
         return self.timeline
+
+    def _bands(self, bottom: float) -> None:
+        """One shaded band per fault window, from the fault to the end of its recovery."""
+        first_x: dict[int, float] = {}
+        last_x: dict[int, float] = {}
+        for index, event in enumerate(self.events):
+            x = self.x[index]
+            first_x[event.at_ns] = min(x, first_x.get(event.at_ns, x))
+            last_x[event.at_ns] = max(x, last_x.get(event.at_ns, x))
+        since = self.history.since_start
+        for window in fault_windows(self.history):
+            x0 = first_x.get(window.start_ns, self.left)
+            x1 = max(x0, last_x.get(window.end_ns, self.right))
+            tip = (
+                f"recovery window of {window.fault}: {since(window.start_ns)} to"
+                f" {since(window.end_ns)}; inputs in flight in it are touched by the fault"
+            )
+            self.timeline.bands.append(Band(x0, x1, MARGIN, bottom, tip))
 
     def _lane_title(self, lane: str, axis_y: float) -> None:
         self.timeline.texts.append(Text(MARGIN, axis_y + 4, lane, bold=lane == ANOMALY_LANE))
@@ -613,6 +648,7 @@ class _Layout:
             ("dashed red link: settled before output (lost)", ANOMALY_COLOUR),
             ("red bar: publish -> output of a late input", ANOMALY_COLOUR),
             ("dashed rule: a fault", COLOURS[Kind.FAULT]),
+            ("shaded band: a fault's recovery window", COLOURS[Kind.FAULT]),
         ]
         # Wrapped within the first screenful, so a wide run's legend needs no scrolling.
         widest = max(12 + text_width(text) for text, _ in items)
@@ -650,6 +686,13 @@ def render_svg(timeline: Timeline) -> str:
         f' font-family="monospace" font-size="{FONT_SIZE}">',
         '<rect width="100%" height="100%" fill="white"/>',
     ]
+    for band in timeline.bands:  # under everything else: marks and labels stay readable
+        parts.append(
+            f'<rect class="fault-window" x="{band.x0:.1f}" y="{band.y0:.1f}"'
+            f' width="{band.x1 - band.x0:.1f}" height="{band.y1 - band.y0:.1f}"'
+            f' fill="{COLOURS[Kind.FAULT]}" fill-opacity="0.08">'
+            f"<title>{_attr(band.tip)}</title></rect>"
+        )
     for line in timeline.lines:
         dash = ' stroke-dasharray="4 3"' if line.dashed else ""
         if line.role in ("order", "commit"):  # links cross lanes: the labels stay readable

@@ -2,6 +2,8 @@
 
 Each function returns a :class:`Check`; calling it on a :class:`History`
 gives a :class:`Verdict` whose anomalies read as counterexamples.
+:func:`fault_windows` says which stretch of a run each fault disturbed: the
+latency checks judge the inputs in flight then apart.
 """
 
 from message_flow_harness._checks import (
@@ -22,15 +24,18 @@ from message_flow_harness._checks import (
     percentile,
     within,
 )
+from message_flow_harness._fault_windows import FaultWindow, fault_windows
 
 __all__ = (
     "Anomaly",
     "Check",
     "Facts",
+    "FaultWindow",
     "Verdict",
     "all_of",
     "dead_lettered",
     "delivery",
+    "fault_windows",
     "latency",
     "max_deliveries",
     "no_duplicates",

@@ -214,6 +214,8 @@ async def test_the_report_of_each_zoo_defect_renders_without_overlaps(
     assert found["texts"] > 10, "the timeline was drawn"
     assert found["overlaps"] == [], f"labels overlap in {report}: {found['overlaps'][:20]}"
     assert found["clipped"] == [], f"labels cut off in {report}: {found['clipped'][:20]}"
+    if any(isinstance(step, Crash) for step in case_of(service).steps):
+        assert 'class="fault-window"' in page, "the crash's recovery window is shaded"
     anomalous = {hid for v in result.failures() for a in v.anomalies for hid in a.harness_ids}
     if anomalous:
         assert 'stroke="#c00000" stroke-width="2"' in page, "the named inputs are ringed"

@@ -107,6 +107,14 @@ class Script:
     def note(self, text: str, *, at: float | None = None) -> Self:
         return self.event(Kind.NOTE, at=at, source="harness", detail=text)
 
+    def fault(self, detail: str, lane: str = "sut0", *, at: float | None = None) -> Self:
+        """A fault as the harness records it: ``fault("crash")``, ``fault("latency 200 ms")``."""
+        return self.event(Kind.FAULT, at=at, source="harness", lane=lane, detail=detail)
+
+    def instance(self, detail: str, lane: str = "sut0", *, at: float | None = None) -> Self:
+        """What the harness notes of an instance: ``instance("started")``, ``"stopped"``."""
+        return self.event(Kind.NOTE, at=at, source="harness", lane=lane, detail=detail)
+
     # --- what the consumers do -------------------------------------------------------
 
     def _about(self, harness_id: str | None) -> dict[str, Any]:

@@ -819,7 +819,7 @@ def test_latency_counts_dead_letters_and_skips_lost_inputs() -> None:
         Script().publish("a", at=0).publish("b", at=1).publish("c", at=2).dead_letter("b", at=21)
     ).build()
     verdict = latency(p50=0.01)(history)
-    assert texts(verdict) == ["p50 latency is 20.0 ms over 1 inputs (limit 10 ms)"]
+    assert texts(verdict) == ["p50 latency is 20.0 ms over 1 input (limit 10 ms)"]
 
 
 @pytest.mark.parametrize(
