@@ -9,7 +9,8 @@ private modules behind it, in layers that import only downwards:
   name) and ``_broker`` (the adapter interface); the drivers themselves live
   in the ``brokers`` package, one folder per kind, and nothing here imports
   a client library;
-- one run: ``_isolation`` (fresh destinations), ``_instances`` (the service's
+- one run: ``_isolation`` (fresh destinations, or a vhost per run for a
+  service's own ``_topology``), ``_instances`` (the service's
   instances and their faults, through ``_proxy``), ``_environment`` (the
   run's values as environment variables), ``_service_process`` (a service
   that is an OS process), ``_probes`` (client-side recording), ``_runner``
@@ -48,6 +49,7 @@ from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._report import FuzzReport
 from message_flow_harness._runner import run
 from message_flow_harness._service_process import process
+from message_flow_harness._topology import Topology
 from message_flow_harness._waiting import eventually
 
 serialize_ast_parsing()  # before any thread the harness starts (see harness._compat)
@@ -78,6 +80,7 @@ __all__ = (
     "RunResult",
     "ServiceError",
     "TapRecord",
+    "Topology",
     "bench",
     "by_json_field",
     "by_key",

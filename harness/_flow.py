@@ -25,6 +25,7 @@ from message_flow_harness._message import BrokerKind, Endpoints, Message
 from message_flow_harness._readiness import Ready, check_ready
 from message_flow_harness._schedule import Step
 from message_flow_harness._text import plural
+from message_flow_harness._topology import Topology
 
 Service = Callable[[Endpoints], AbstractAsyncContextManager[Any]]
 
@@ -74,6 +75,20 @@ class Flow:
     ``"quorum"``; ``queue_arguments`` are the input queue's arguments, as the
     service declares them (``{"x-delivery-limit": 5}``), beside the
     dead-lettering to ``endpoints.dead_letter`` the harness wires itself.
+
+    ``topology`` (a :class:`Topology`, RabbitMQ only) is for a service that
+    declares its own exchanges and queues under fixed names: each run then
+    gets a virtual host of its own, created through the management API
+    (permissions for the broker's user, firehose tracing on) and deleted
+    after the run with everything the service declared in it;
+    ``endpoints.amqp_url`` points into it. The topology says which queue the
+    service consumes (awaited for readiness), where inputs are published (that
+    queue, or an exchange with a routing key) and where outputs and dead
+    letters are observed (a queue, or an exchange with a binding key:
+    ``Topology(input="payments.requests", publish=("payments",
+    "payment.requested"), output=("payments", "payment.completed"),
+    dead_letter=("payments.dlx", "#"))``). Without it (the default) the
+    harness creates the run's three queues itself under unique names.
     """
 
     sut: Service
@@ -96,6 +111,7 @@ class Flow:
     env: Mapping[str, str] = field(default_factory=dict)
     queue_type: str | None = None
     queue_arguments: Mapping[str, object] = field(default_factory=dict)
+    topology: Topology | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.sut):
@@ -141,6 +157,23 @@ class Flow:
                 f"first_deploy=True is invalid for {broker_driver.title}: its consumers have no"
                 " committed positions to leave out (drop first_deploy)"
             )
+        if self.topology is not None:
+            if not isinstance(self.topology, Topology):
+                raise InvalidArgument(
+                    f"topology={self.topology!r} is invalid: pass a Topology(input=...,"
+                    " output=..., dead_letter=...) or None"
+                )
+            if self.broker != Topology.broker:
+                raise InvalidArgument(
+                    f"topology=... is invalid for broker={self.broker!r}: a run's own virtual"
+                    f" host needs broker={Topology.broker!r}"
+                )
+            if self.queue_type is not None or self.queue_arguments:
+                raise InvalidArgument(
+                    "queue_type and queue_arguments are invalid with topology=...: they shape"
+                    " the queues the harness creates, and under a topology the service declares"
+                    " its own (drop them)"
+                )
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(

@@ -7,6 +7,11 @@ unique names. Creating and deleting them is a broker round trip or three
 while the current run is busy and deletes finished ones in the background,
 so neither sits on a run's critical path (two, so that one slow creation
 does not hold up a run: on Kafka a creation takes most of an example).
+
+A flow with a :class:`~message_flow_harness._topology.Topology` (a RabbitMQ
+service that declares its own exchanges and queues) gets a virtual host per
+run instead, with an adapter open on it: the service's own names, unique
+because the vhost is; deleting the vhost deletes all it declared.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from message_flow_harness._broker import BrokerAdapter, BrokerInfo, DestinationS
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import Endpoints
+from message_flow_harness._topology import Topology, vhosts_of
 
 #: How long leaving an ``Isolation`` block waits for the deletions still running:
 #: longer than one deletion's own bound (Kafka's adapter waits up to 60 s for a
@@ -31,10 +37,12 @@ SETTLE_S = 90.0
 
 
 class Fresh(NamedTuple):
-    """One run's identity and its created destinations."""
+    """One run's identity and its created destinations (and vhost's adapter, if it has one)."""
 
     run_id: str
     endpoints: Endpoints
+    #: Open on the run's own vhost (a flow with a topology): the run publishes and taps with it.
+    adapter: BrokerAdapter | None = None
 
 
 def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
@@ -104,13 +112,23 @@ class Isolation:
         self._adapter, self._partitions, self._ahead = adapter, partitions, ahead
         self._queue_type, self._queue_arguments = queue_type, queue_arguments
         self._spares: deque[asyncio.Task[Fresh]] = deque()  # oldest first
+        self._topology: Topology | None = None  # what the spares are made for
+        self._stale: list[asyncio.Task[Fresh]] = []  # spares made for another topology
+        self._vhosts: dict[str, tuple[str, BrokerAdapter]] = {}  # amqp_url -> (vhost, adapter)
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
         self._closed = False
 
-    async def take(self) -> Fresh:
-        """Destinations and a group nobody used before, created and ready."""
+    async def take(self, topology: Topology | None = None) -> Fresh:
+        """Destinations and a group nobody used before, created and ready.
+
+        With ``topology``: a virtual host nobody used before, and an adapter open on it.
+        """
+        if topology != self._topology:  # a campaign has one flow: this is rare
+            self._stale.extend(self._spares)
+            self._spares.clear()
+            self._topology = topology
         spare = self._spares.popleft() if self._spares else None
         # Awaiting the spare's task: a cancel here cancels it too, and it removes
         # what it had created.
@@ -146,6 +164,8 @@ class Isolation:
 
     async def _prepare(self) -> Fresh:
         run_id = uuid.uuid4().hex[:10]
+        if self._topology is not None:
+            return await self._prepare_vhost(run_id, self._topology)
         endpoints = new_endpoints(self._adapter.info, run_id)
         try:
             await self._adapter.create_all(
@@ -163,13 +183,36 @@ class Isolation:
             raise
         return Fresh(run_id, endpoints)
 
+    async def _prepare_vhost(self, run_id: str, topology: Topology) -> Fresh:
+        vhosts = vhosts_of(self._adapter)
+        name = f"h-{run_id}"
+        adapter = await vhosts.open_vhost(name)  # removes what it made if it fails
+        input_, output, dead_letter = topology.names()
+        endpoints = Endpoints(
+            kind=self._adapter.info.kind,
+            input=input_,
+            output=output,
+            dead_letter=dead_letter,
+            amqp_url=adapter.info.url,
+        )
+        self._vhosts[adapter.info.url] = (name, adapter)
+        return Fresh(run_id, endpoints, adapter)
+
     async def _remove(self, endpoints: Endpoints) -> None:
         """Delete a run's destinations and its group at once (each bounded by the adapter).
 
         At once, so a group a crashed member still holds (the adapter waits for
         it to empty) keeps neither the topics nor a lost broker's second timeout
-        waiting.
+        waiting. A run's vhost goes whole, with its adapter.
         """
+        vhost = self._vhosts.pop(endpoints.amqp_url or "", None)
+        if vhost is not None:
+            name, adapter = vhost
+            try:
+                await adapter.close()
+            finally:
+                await vhosts_of(self._adapter).delete_vhost(name)
+            return
         specs = destination_specs(endpoints, self._partitions)
         removals = [self._adapter.delete_all([spec.name for spec in reversed(specs)])]
         if endpoints.group_id is not None:
@@ -189,7 +232,8 @@ class Isolation:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        spares, self._spares = list(self._spares), deque()
+        spares, self._spares = [*self._stale, *self._spares], deque()
+        self._stale = []
         for spare in spares:
             spare.cancel()
         if spares:

@@ -8,6 +8,9 @@ publish the inputs, stamped with harness ids (a run of consecutive publishes
 as one burst) → wait for quiescence → stop the service → stop taps, delete
 destinations → run checks (lost inputs noted with their likely cause).
 Cleanup runs whatever happened, so a failing or cancelled run leaves nothing.
+Under ``Flow(topology=...)`` the run has a vhost of its own and an adapter
+on it: it publishes where the topology says, and taps an exchange through a
+binding once the service consumes (it declares its exchanges on start).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from message_flow_harness import brokers
-from message_flow_harness._broker import BrokerAdapter, BrokerInfo, TapRecord
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishReceipt, TapRecord
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._correlation import Correlation, Correlator
 from message_flow_harness._drivers import driver
@@ -48,6 +51,7 @@ from message_flow_harness._schedule import (
     as_schedule,
     faults_of,
 )
+from message_flow_harness._topology import Topology, routed
 from message_flow_harness._watch import TaskDeath
 
 
@@ -95,6 +99,7 @@ class LiveRun:
                 f" pass the {flow.broker}_broker fixture"
             )
         self.flow, self.broker, self._adapter = flow, broker, adapter
+        self._vhost_adapter: BrokerAdapter | None = None  # a run with a topology: its vhost's
         self._isolation, self._faults = isolation, faults
         self.run_id = uuid.uuid4().hex[:10]  # until the destinations are taken
         self.endpoints: Endpoints  # set on entering
@@ -111,6 +116,9 @@ class LiveRun:
 
     @property
     def adapter(self) -> BrokerAdapter:
+        """The adapter the run publishes and taps with (on its own vhost, with a topology)."""
+        if self._vhost_adapter is not None:
+            return self._vhost_adapter
         assert self._adapter is not None, "enter the LiveRun first"
         return self._adapter
 
@@ -138,10 +146,18 @@ class LiveRun:
             queue_type=self.flow.queue_type,
             queue_arguments=self.flow.queue_arguments,
         )
-        self.run_id, self.endpoints = await isolation.take()
+        fresh = await isolation.take(self.flow.topology)
+        self.run_id, self.endpoints, self._vhost_adapter = fresh
         stack.push_async_callback(isolation.give_back, self.endpoints)
         await self._commit_start_while(
-            _tap_destinations(self.adapter, self.endpoints, self.history, self.correlator, stack)
+            _tap_destinations(
+                self.adapter,
+                self.endpoints,
+                self.history,
+                self.correlator,
+                stack,
+                topology=self.flow.topology,
+            )
         )
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
@@ -163,6 +179,10 @@ class LiveRun:
         )
         if awaited is not None:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
+        if self.flow.topology is not None:
+            await _tap_bindings(
+                self.adapter, self.flow.topology, self.history, self.correlator, stack
+            )
 
     async def _commit_start_while(self, other: Awaitable[None]) -> None:
         """Start the run's group at the input's first offset (unless a first deploy), meanwhile
@@ -254,10 +274,7 @@ class LiveRun:
         keys = [self.correlator.register(m.harness_id or "", m) for m in stamped]
         at_ns = time.perf_counter_ns()
         receipts = await asyncio.gather(
-            *(
-                self.adapter.publish_many(self.endpoints.input, messages, producer=producer)
-                for producer, messages in by_producer.items()
-            )
+            *(self._publish(messages, producer) for producer, messages in by_producer.items())
         )
         unread = {producer: iter(got) for producer, got in zip(by_producer, receipts, strict=True)}
         for step, message, key in zip(burst, stamped, keys, strict=True):
@@ -276,6 +293,15 @@ class LiveRun:
                 message=message,
             )
             self.published.append(message)
+
+    async def _publish(self, messages: list[Message], producer: int) -> list[PublishReceipt]:
+        topology = self.flow.topology
+        if topology is not None and topology.publish is not None:
+            exchange, routing_key = topology.publish
+            return await routed(self.adapter).publish_routed(
+                exchange, routing_key, messages, producer=producer
+            )
+        return await self.adapter.publish_many(self.endpoints.input, messages, producer=producer)
 
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""
@@ -440,13 +466,38 @@ async def _tap_destinations(
     history: History,
     correlator: Correlator,
     stack: AsyncExitStack,
+    *,
+    topology: Topology | None = None,
 ) -> None:
     taps = [(endpoints.output, Kind.OUTPUT), (endpoints.dead_letter, Kind.DEAD_LETTERED)]
+    if topology is not None:  # routes through exchanges are tapped once the service consumes
+        routes = ((topology.output, Kind.OUTPUT), (topology.dead_letter, Kind.DEAD_LETTERED))
+        taps = [(route, kind) for route, kind in routes if isinstance(route, str)]
     if driver(endpoints.kind).taps_deliveries:
         taps.append((endpoints.input, Kind.DELIVERED))
     for name, kind in taps:
         await stack.enter_async_context(
             adapter.tap(name, _tap_to_history(history, kind, correlator))
+        )
+
+
+async def _tap_bindings(
+    adapter: BrokerAdapter,
+    topology: Topology,
+    history: History,
+    correlator: Correlator,
+    stack: AsyncExitStack,
+) -> None:
+    """Bind taps to the exchanges the topology observes: they exist once the service consumes."""
+    routes = ((topology.output, Kind.OUTPUT), (topology.dead_letter, Kind.DEAD_LETTERED))
+    for route, kind in routes:
+        if isinstance(route, str):
+            continue  # a queue, tapped through the firehose from the start
+        exchange, binding_key = route
+        await stack.enter_async_context(
+            routed(adapter).tap_binding(
+                exchange, binding_key, _tap_to_history(history, kind, correlator)
+            )
         )
 
 

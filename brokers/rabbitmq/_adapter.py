@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -32,6 +33,7 @@ from message_flow_harness._broker import (
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import BrokerKind, Message
 from message_flow_harness._redact import redact_url
+from message_flow_harness.brokers.rabbitmq._binding_tap import _BindingTap
 from message_flow_harness.brokers.rabbitmq._codec import (
     _DEAD_LETTER_ROUTER,
     _MAX_NAME_BYTES,
@@ -51,7 +53,12 @@ from message_flow_harness.brokers.rabbitmq._connection import (
 )
 from message_flow_harness.brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
 from message_flow_harness.brokers.rabbitmq._management import ManagementClient
-from message_flow_harness.brokers.rabbitmq._urls import _URL_FIX, _check_url, _vhost_of
+from message_flow_harness.brokers.rabbitmq._urls import (
+    _URL_FIX,
+    _check_url,
+    _vhost_of,
+    with_vhost,
+)
 
 __all__ = ("RabbitAdapter",)
 
@@ -531,6 +538,27 @@ class RabbitAdapter(BrokerAdapter):
                 f"destination={destination!r:.60} is invalid: pass a queue name of at most "
                 f"{_MAX_NAME_BYTES} bytes"
             )
+        if self._firehose is not None:
+            self._firehose.published_to(destination)
+        return await self._publish("", destination, messages, producer=producer)
+
+    async def publish_routed(
+        self, exchange: str, routing_key: str, messages: Sequence[Message], *, producer: int = 0
+    ) -> list[PublishReceipt]:
+        """Publish persistently to ``exchange`` with ``routing_key``, awaiting the confirms.
+
+        For a service that declares its own exchange (``Flow(topology=...)``):
+        a message its bindings route nowhere is an error (``mandatory``).
+        """
+        if not isinstance(exchange, str) or not exchange:
+            raise InvalidArgument(f"exchange={exchange!r} is invalid: name the exchange")
+        return await self._publish(exchange, routing_key, messages, producer=producer)
+
+    async def _publish(
+        self, exchange_name: str, destination: str, messages: Sequence[Message], *, producer: int
+    ) -> list[PublishReceipt]:
+        """Publish through ``exchange_name`` ("" the default exchange) with ``destination`` as
+        routing key; the receipts name ``destination``."""
         bodies = [
             aio_pika.Message(
                 body=message.value,
@@ -539,11 +567,14 @@ class RabbitAdapter(BrokerAdapter):
             )
             for message in messages
         ]
-        if self._firehose is not None:
-            self._firehose.published_to(destination)
-        async with self._translated(f"publishing to queue {destination!r}"):
+        where = f"exchange {exchange_name!r} with routing key" if exchange_name else "queue"
+        async with self._translated(f"publishing to {where} {destination!r}"):
             channel = await self._publishing_channel(producer)
-            exchange = channel.default_exchange
+            exchange = (
+                await channel.get_exchange(exchange_name, ensure=False)
+                if exchange_name
+                else channel.default_exchange
+            )
             # The publishes start in this order and nothing suspends them before
             # the channel's lock, which hands out in arrival order: frames go out
             # in order and only the confirms are awaited together.
@@ -557,6 +588,12 @@ class RabbitAdapter(BrokerAdapter):
                     )
                 )
             except aiormq.exceptions.PublishError as exc:
+                if exchange_name:
+                    raise DestinationError(
+                        f"exchange {exchange_name!r} on vhost {self._vhost!r} at {self._where}"
+                        f" routed routing key {destination!r} to no queue: does the service"
+                        " bind its input queue with that key? (Topology(publish=...))"
+                    ) from exc
                 raise DestinationError(
                     f"queue {destination!r} does not exist on vhost {self._vhost!r} at "
                     f"{self._where}: the broker returned the message as unroutable; "
@@ -568,6 +605,47 @@ class RabbitAdapter(BrokerAdapter):
                     f"(negative confirm: {exc!r}): check the queue's limits and policies"
                 ) from exc
         return [PublishReceipt(destination=destination) for _ in messages]
+
+    def tap_binding(
+        self, exchange: str, binding_key: str, on_record: TapCallback
+    ) -> AbstractAsyncContextManager[None]:
+        """Observe what ``exchange`` routes with ``binding_key``, through a queue of the tap's own.
+
+        For a service that declares its own exchanges (``Flow(topology=...)``):
+        the tap binds an exclusive queue to the exchange, which must exist by
+        then, and reports each message it reads as ``landed`` on ``exchange``.
+        Unlike the firehose, it also sees what the broker dead-letters there.
+        """
+        return _BindingTap(self, exchange, binding_key, on_record)
+
+    # -- a virtual host per run (Flow(topology=...))
+
+    async def open_vhost(self, name: str) -> RabbitAdapter:
+        """Create vhost ``name`` (tracing on, the user granted) and an adapter open on it.
+
+        The new adapter's firehose is started at once: a run's first tap then
+        costs nothing, and a campaign prepares it ahead of the run.
+        """
+        await self._management.create_vhost(name)
+        info = dataclasses.replace(self.info, url=with_vhost(self.info.url, name))
+        space = RabbitAdapter(info, timeout=self._timeout)
+        try:
+            await space.open()
+            await space._shared_firehose()
+        except BaseException:
+            await space.close()
+            with contextlib.suppress(Exception):
+                await self._management.delete_vhost(name)
+            raise
+        return space
+
+    async def delete_vhost(self, name: str) -> None:
+        """Delete vhost ``name`` with everything declared in it; a missing one is fine."""
+        await self._management.delete_vhost(name)
+
+    async def list_vhosts(self, prefix: str = "") -> list[str]:
+        """The broker's virtual hosts whose name starts with ``prefix``."""
+        return sorted(v for v in await self._management.vhost_names() if v.startswith(prefix))
 
     def tap(self, destination: str, on_record: TapCallback) -> AbstractAsyncContextManager[None]:
         """Observe ``destination`` through the firehose without consuming it.

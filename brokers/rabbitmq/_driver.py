@@ -148,8 +148,11 @@ class RabbitDriver(BrokerDriver):
         return [(free_port(), match["host"], amqp_port) for _ in range(_PROXIES)]
 
     def through_proxy(self, endpoints: Endpoints, info: BrokerInfo, port: int) -> Endpoints:
+        # The endpoints' own URL: under Flow(topology=...) it points into the run's vhost.
         url = re.sub(
-            r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?", rf"\g<1>127.0.0.1:{port}", info.url
+            r"^(amqps?://(?:[^@/]*@)?)[^:/]+(?::\d+)?",
+            rf"\g<1>127.0.0.1:{port}",
+            endpoints.amqp_url or info.url,
         )
         return dataclasses.replace(endpoints, amqp_url=url)
 

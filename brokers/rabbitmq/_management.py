@@ -85,6 +85,9 @@ class ManagementClient:
         self._where = redact_url(info.url)
         self._idle: list[http.client.HTTPConnection] = []  # see _exchange
         self._lock = threading.Lock()  # they are taken and kept from worker threads
+        # RabbitMQ keeps the traced vhosts in one list it rewrites on every change, so
+        # vhosts created or deleted at once can lose their tracing: one at a time.
+        self._vhost_lock: asyncio.Lock | None = None
 
     # -- what the adapter asks
 
@@ -147,6 +150,49 @@ class ManagementClient:
             f"delete the dead-letter policy of {name!r}",
             absent_ok=True,  # a queue made without one, or already deleted
         )
+
+    # -- virtual hosts (Flow(topology=...): a vhost per run)
+
+    async def create_vhost(self, name: str) -> None:
+        """Create vhost ``name`` with firehose tracing on and grant the broker user everything."""
+        user, _ = _credentials(self._info.url)
+        quoted = urllib.parse.quote(name, safe="")
+        try:
+            async with self._one_vhost_at_a_time():
+                await self.call(
+                    "PUT", f"vhosts/{quoted}", f"create vhost {name!r}", {"tracing": True}
+                )
+            await self.call(
+                "PUT",
+                f"permissions/{quoted}/{urllib.parse.quote(user, safe='')}",
+                f"grant user {user!r} permissions on vhost {name!r}",
+                {"configure": ".*", "write": ".*", "read": ".*"},
+            )
+        except BrokerError as exc:
+            raise type(exc)(
+                f"could not create the run's virtual host {name!r} ({exc}); a Flow(topology=...)"
+                f" run needs a user with the administrator tag (`rabbitmqctl set_user_tags {user}"
+                " administrator`) and the management API"
+            ) from exc
+
+    async def delete_vhost(self, name: str) -> None:
+        """Delete vhost ``name`` with every exchange, queue and binding in it (404 is fine)."""
+        quoted = urllib.parse.quote(name, safe="")
+        async with self._one_vhost_at_a_time():
+            await self.call("DELETE", f"vhosts/{quoted}", f"delete vhost {name!r}", absent_ok=True)
+
+    def _one_vhost_at_a_time(self) -> asyncio.Lock:
+        if self._vhost_lock is None:  # made on the loop that uses it
+            self._vhost_lock = asyncio.Lock()
+        return self._vhost_lock
+
+    async def vhost_names(self) -> list[str]:
+        """The names of the broker's virtual hosts."""
+        payload = await self.call("GET", "vhosts?columns=name", "list the virtual hosts")
+        if not isinstance(payload, list):
+            where = redact_url(management_url(self._info))
+            raise BrokerError(f"the RabbitMQ management API at {where} answered {payload!r:.200}")
+        return [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
 
     # -- HTTP
 

@@ -46,6 +46,12 @@ def _vhost_of(url: str) -> str:
     return urllib.parse.unquote(path[1:])
 
 
+def with_vhost(url: str, vhost: str) -> str:
+    """``url`` pointing into ``vhost`` (percent-encoded: a "/" in a name is ``%2F``)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, safe="")))
+
+
 def _credentials(url: str) -> tuple[str, str]:
     parts = urllib.parse.urlsplit(url)
     user = urllib.parse.unquote(parts.username) if parts.username is not None else "guest"
