@@ -9,6 +9,10 @@ adds. The strategy puts a fault after about one publish in four (at most
 two per example), so some examples have none: the note gives the mean.
 The note also splits each campaign's examples into those with and without
 a fault, with their mean duration: the direct cost of a fault.
+On RabbitMQ one more campaign without faults runs each example in a virtual
+host of its own (``Flow(topology=...)``), its service declaring its own
+queues first (one extra connection a start): the per-run cost of a vhost
+against today's three queues (issue 19 asks for examples/s within 10 %).
 The cut campaign on RabbitMQ fuzzes ``rabbitmq_robust``: a service on a plain
 aio-pika connection dies with it, which the harness rightly reports as loss.
 Seed 0, no example database, no shrinking expected (the service is correct).
@@ -25,16 +29,21 @@ test session's fault runs can fail these campaigns (the figure says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
+from collections.abc import AsyncIterator
+
+import aio_pika
 
 from benchmarks import Figure, Options
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._errors import HarnessError
-from message_flow_harness._flow import Flow
+from message_flow_harness._flow import Flow, Service
 from message_flow_harness._fuzz import Example, fuzz
-from message_flow_harness._message import BrokerKind
+from message_flow_harness._message import BrokerKind, Endpoints
 from message_flow_harness._schedule import FAULT_KINDS, faults_of, messages_of
+from message_flow_harness._topology import Topology
 from message_flow_harness.checks import no_loss
 from message_flow_harness.zoo.kafka_services import kafka_correct
 from message_flow_harness.zoo.rabbitmq_services import rabbitmq_correct, rabbitmq_robust
@@ -48,11 +57,38 @@ _CUT_SERVICES = {**_SERVICES, "rabbitmq": rabbitmq_robust}
 _TARGETS = {"kafka": ">= 10", "rabbitmq": ">= 20"}
 
 
+#: What ``_declaring_correct`` declares, as a topology: dead letters through its exchange.
+_OWN_TOPOLOGY = Topology(input="orders", output="orders.done", dead_letter=("orders.dlx", ""))
+
+
+@contextlib.asynccontextmanager
+async def _declaring_correct(endpoints: Endpoints) -> AsyncIterator[None]:
+    """``rabbitmq_correct``, declaring its own queues and dead-letter exchange first."""
+    connection = await aio_pika.connect(str(endpoints.amqp_url))
+    async with connection:
+        channel = await connection.channel()
+        dlx = await channel.declare_exchange("orders.dlx", aio_pika.ExchangeType.FANOUT)
+        await (await channel.declare_queue("orders.dead", durable=True)).bind(dlx)
+        await channel.declare_queue("orders.done", durable=True)
+        arguments = {"x-dead-letter-exchange": "orders.dlx"}
+        await channel.declare_queue("orders", durable=True, arguments=arguments)
+    async with rabbitmq_correct(endpoints):
+        yield
+
+
 async def _campaign(
-    kind: BrokerKind, info: BrokerInfo, faults: list[str], examples: int, workers: int = 1
+    kind: BrokerKind,
+    info: BrokerInfo,
+    faults: list[str],
+    examples: int,
+    workers: int = 1,
+    *,
+    own_vhost: bool = False,
 ) -> tuple[float, str, dict[str, object]]:
     services = _CUT_SERVICES if "cut" in faults else _SERVICES
-    flow = Flow(sut=services[kind], broker=kind, checks=[no_loss()])
+    sut: Service = _declaring_correct if own_vhost else services[kind]
+    topology = _OWN_TOPOLOGY if own_vhost else None
+    flow = Flow(sut=sut, broker=kind, checks=[no_loss()], topology=topology)
     seen: list[Example] = []
     report = await fuzz(
         flow,
@@ -121,16 +157,20 @@ def run(options: Options) -> list[Figure]:
                 )
             )
             baseline: float | None = None
-            campaigns: list[tuple[list[str], int]] = [([], 1), ([], 2)]
-            campaigns += [([fault], 1) for fault in FAULT_KINDS]
-            for faults, workers in campaigns:
+            campaigns: list[tuple[list[str], int, bool]] = [([], 1, False), ([], 2, False)]
+            if kind == Topology.broker:  # a vhost per run: its cost against the line above
+                campaigns.append(([], 1, True))
+            campaigns += [([fault], 1, False) for fault in FAULT_KINDS]
+            for faults, workers, own_vhost in campaigns:
                 examples = options.fault_examples if faults else options.fuzz_examples
                 label = f"examples/s, faults={faults[0]}" if faults else "examples/s, no faults"
                 if workers > 1:
                     label += f", {workers} workers"
+                if own_vhost:
+                    label += ", a vhost per run"
                 try:
                     rate, note, details = asyncio.run(
-                        _campaign(kind, info, faults, examples, workers)
+                        _campaign(kind, info, faults, examples, workers, own_vhost=own_vhost)
                     )
                 except HarnessError as exc:  # e.g. another test session holds a fault proxy port
                     figures.append(

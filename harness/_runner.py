@@ -146,7 +146,8 @@ class LiveRun:
             queue_type=self.flow.queue_type,
             queue_arguments=self.flow.queue_arguments,
         )
-        fresh = await isolation.take(self.flow.topology)
+        topology = self.flow.topology
+        fresh = await (isolation.take(topology) if topology is not None else isolation.take())
         self.run_id, self.endpoints, self._vhost_adapter = fresh
         stack.push_async_callback(isolation.give_back, self.endpoints)
         await self._commit_start_while(

@@ -40,10 +40,12 @@ from message_flow_harness._fuzz import Example
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash
+from tests.doc_pages import page_namespace
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.rabbitmq]
 
 BAD_REQUEST = (ValueError, KeyError, TypeError, InvalidOperation)
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "pages" / "how-to" / "wire-your-service.md"
 
 
 # --- the service, as deployed -----------------------------------------------------------
@@ -302,4 +304,15 @@ async def test_an_exchange_the_service_never_declares_is_named_with_the_fix(
     flow = Flow(sut=payment_worker, broker="rabbitmq", topology=typo, env=ENV)
     with pytest.raises(DestinationError, match=r"exchange 'payment' does not exist"):
         await flow_check.run(flow, [request(1, "5")])
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_the_pages_payment_worker_runs_in_a_vhost_of_its_own(
+    flow_check: FlowCheck, adapter: RabbitAdapter
+) -> None:
+    flow = page_namespace(PAGE)["payments_flow"]
+    result = await flow_check(flow, [request(1, "5"), Message(b"{}"), request(2, "8")])
+    outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
+    dead = [e for e in result.history.events if e.kind.name == "DEAD_LETTERED"]
+    assert (len(outputs), len(dead)) == (2, 1), result.report()
     assert await leftovers(adapter) == ([], [])
