@@ -11,7 +11,9 @@ does not hold up a run: on Kafka a creation takes most of an example).
 A flow with a :class:`~message_flow_harness._topology.Topology` (a RabbitMQ
 service that declares its own exchanges and queues) gets a virtual host per
 run instead, with an adapter open on it: the service's own names, unique
-because the vhost is; deleting the vhost deletes all it declared.
+because the vhost is; deleting the vhost deletes all it declared. Ahead, a
+finished run's vhost is emptied instead (what the service declared is
+deleted) and handed to a later run: a tenth of the broker's work of a new one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from message_flow_harness._broker import BrokerAdapter, BrokerInfo, DestinationS
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import Endpoints
-from message_flow_harness._topology import Topology, vhosts_of
+from message_flow_harness._topology import ReusableVhost, Topology, vhosts_of
 
 #: How long leaving an ``Isolation`` block waits for the deletions still running:
 #: longer than one deletion's own bound (Kafka's adapter waits up to 60 s for a
@@ -115,6 +117,7 @@ class Isolation:
         self._topology: Topology | None = None  # what the spares are made for
         self._stale: list[asyncio.Task[Fresh]] = []  # spares made for another topology
         self._vhosts: dict[str, tuple[str, BrokerAdapter]] = {}  # amqp_url -> (vhost, adapter)
+        self._emptied: list[tuple[str, BrokerAdapter]] = []  # vhosts cleared for another run
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
@@ -185,8 +188,11 @@ class Isolation:
 
     async def _prepare_vhost(self, run_id: str, topology: Topology) -> Fresh:
         vhosts = vhosts_of(self._adapter)
-        name = f"h-{run_id}"
-        adapter = await vhosts.open_vhost(name)  # removes what it made if it fails
+        if self._emptied:
+            name, adapter = self._emptied.pop()
+        else:
+            name = f"h-{run_id}"
+            adapter = await vhosts.open_vhost(name)  # removes what it made if it fails
         input_, output, dead_letter = topology.names()
         endpoints = Endpoints(
             kind=self._adapter.info.kind,
@@ -207,11 +213,7 @@ class Isolation:
         """
         vhost = self._vhosts.pop(endpoints.amqp_url or "", None)
         if vhost is not None:
-            name, adapter = vhost
-            try:
-                await adapter.close()
-            finally:
-                await vhosts_of(self._adapter).delete_vhost(name)
+            await self._remove_vhost(*vhost)
             return
         specs = destination_specs(endpoints, self._partitions)
         removals = [self._adapter.delete_all([spec.name for spec in reversed(specs)])]
@@ -221,6 +223,27 @@ class Isolation:
         failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failed:
             raise failed[0]
+
+    async def _remove_vhost(self, name: str, adapter: BrokerAdapter) -> None:
+        """Empty a run's vhost for the next run (ahead), else delete it, with its adapter.
+
+        Emptying (deleting what the service declared) costs a few calls;
+        creating a vhost, connecting to it and deleting it cost the broker
+        about ten times as much. A vhost that cannot be emptied is deleted.
+        """
+        if self._ahead and not self._closed and isinstance(adapter, ReusableVhost):
+            cleared = True
+            try:
+                await adapter.clear_vhost()
+            except Exception:
+                cleared = False  # deleted below instead: nothing stays behind
+            if cleared and not self._closed:
+                self._emptied.append((name, adapter))
+                return
+        try:
+            await adapter.close()
+        finally:
+            await vhosts_of(self._adapter).delete_vhost(name)
 
     async def __aenter__(self) -> Self:
         return self
@@ -252,6 +275,12 @@ class Isolation:
             for task in pending:
                 task.cancel()
                 self._failures.append(TimeoutError(f"deleting took longer than {SETTLE_S:g} s"))
+        emptied, self._emptied = self._emptied, []  # after the deletions behind: they add some
+        removed = await asyncio.gather(
+            *(self._remove_vhost(name, adapter) for name, adapter in emptied),
+            return_exceptions=True,
+        )
+        self._failures.extend(outcome for outcome in removed if outcome is not None)
         if not self._failures:
             return
         failed = leftovers(self._failures)

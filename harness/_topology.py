@@ -111,6 +111,15 @@ class VhostAdapter(Protocol):
 
 
 @runtime_checkable
+class ReusableVhost(Protocol):
+    """An adapter on a run's vhost that can empty it for another run (a campaign reuses them)."""
+
+    async def clear_vhost(self) -> None:
+        """Delete everything the run's service declared in the vhost."""
+        ...
+
+
+@runtime_checkable
 class RoutedAdapter(Protocol):
     """An adapter that publishes to an exchange and taps an exchange through a binding."""
 

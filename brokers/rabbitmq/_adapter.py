@@ -643,6 +643,32 @@ class RabbitAdapter(BrokerAdapter):
         """Delete vhost ``name`` with everything declared in it; a missing one is fine."""
         await self._management.delete_vhost(name)
 
+    async def clear_vhost(self) -> None:
+        """Delete what was declared on this adapter's vhost but the harness's own, for reuse.
+
+        Every queue and exchange goes but the built-in ones, the server-named
+        (exclusive) queues of the harness's taps and its dead-letter exchanges;
+        then the firehose catches up, so no trace of before reaches a later tap.
+        """
+        async with self._administering():
+            queues, exchanges = await asyncio.gather(
+                self._management.queue_names(), self._management.exchange_names()
+            )
+            own = {"", DEAD_LETTER_EXCHANGE, _DEAD_LETTER_ROUTER}
+            async with (
+                self._translated(f"clearing vhost {self._vhost!r}"),
+                self._scratch_channel() as channel,
+            ):
+                for queue in queues:
+                    if not queue.startswith("amq."):
+                        await channel.queue_delete(queue)
+                for exchange in exchanges:
+                    if exchange not in own and not exchange.startswith("amq."):
+                        await channel.exchange_delete(exchange)
+        firehose = self._firehose
+        if firehose is not None:
+            await firehose.drain()
+
     async def list_vhosts(self, prefix: str = "") -> list[str]:
         """The broker's virtual hosts whose name starts with ``prefix``."""
         return sorted(v for v in await self._management.vhost_names() if v.startswith(prefix))

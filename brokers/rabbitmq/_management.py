@@ -186,6 +186,14 @@ class ManagementClient:
             self._vhost_lock = asyncio.Lock()
         return self._vhost_lock
 
+    async def exchange_names(self) -> list[str]:
+        """The names of the vhost's exchanges (the default exchange's is "")."""
+        payload = await self.call("GET", "exchanges/{vhost}?columns=name", "list the exchanges")
+        if not isinstance(payload, list):
+            where = redact_url(management_url(self._info))
+            raise BrokerError(f"the RabbitMQ management API at {where} answered {payload!r:.200}")
+        return [str(item["name"]) for item in payload if isinstance(item, dict) and "name" in item]
+
     async def vhost_names(self) -> list[str]:
         """The names of the broker's virtual hosts."""
         payload = await self.call("GET", "vhosts?columns=name", "list the virtual hosts")

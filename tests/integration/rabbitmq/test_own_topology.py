@@ -37,6 +37,7 @@ from message_flow_harness import (
     fuzz,
 )
 from message_flow_harness._fuzz import Example
+from message_flow_harness._isolation import Isolation
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash
@@ -315,4 +316,28 @@ async def test_the_pages_payment_worker_runs_in_a_vhost_of_its_own(
     outputs = [e for e in result.history.events if e.kind.name == "OUTPUT"]
     dead = [e for e in result.history.events if e.kind.name == "DEAD_LETTERED"]
     assert (len(outputs), len(dead)) == (2, 1), result.report()
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_a_campaign_hands_the_next_run_an_empty_vhost(adapter: RabbitAdapter) -> None:
+    """Ahead, a finished run's vhost is emptied and reused: nothing of the last run is in it."""
+    seen: list[tuple[str, list[str]]] = []
+    async with Isolation(adapter, 1, ahead=1) as isolation:
+        for _ in range(3):
+            fresh = await isolation.take(PAYMENTS)
+            url = str(fresh.endpoints.amqp_url)
+            assert fresh.adapter is not None
+            queues = await fresh.adapter.list_destinations()
+            seen.append((url, [q for q in queues if not q.startswith("amq.")]))  # not the taps'
+            connection = await aio_pika.connect(url)  # what a service leaves behind
+            async with connection:
+                channel = await connection.channel()
+                exchange = await channel.declare_exchange("payments", aio_pika.ExchangeType.TOPIC)
+                queue = await channel.declare_queue("payments.requests", durable=True)
+                await queue.bind(exchange, "payment.requested")
+                await exchange.publish(aio_pika.Message(b"{}"), routing_key="payment.requested")
+            await isolation.give_back(fresh.endpoints)
+            await asyncio.gather(*isolation._behind)  # the emptying, behind: done before the next
+    assert [queues for _, queues in seen] == [[], [], []]
+    assert len({url for url, _ in seen}) == 2, "the first run's vhost is the third run's"
     assert await leftovers(adapter) == ([], [])
