@@ -27,9 +27,11 @@ from hypothesis import strategies as st
 
 from message_flow_harness import (
     BrokerInfo,
+    BrokerUnavailable,
     DestinationError,
     Endpoints,
     Flow,
+    InvalidArgument,
     Message,
     Topology,
     by_json_field,
@@ -38,9 +40,10 @@ from message_flow_harness import (
 )
 from message_flow_harness._fuzz import Example
 from message_flow_harness._isolation import Isolation
+from message_flow_harness.brokers._local import free_port
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
-from message_flow_harness.schedule import Crash
+from message_flow_harness.schedule import BrokerRestart, Crash
 from tests.doc_pages import page_namespace
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.rabbitmq]
@@ -340,4 +343,26 @@ async def test_a_campaign_hands_the_next_run_an_empty_vhost(adapter: RabbitAdapt
             await asyncio.gather(*isolation._behind)  # the emptying, behind: done before the next
     assert [queues for _, queues in seen] == [[], [], []]
     assert len({url for url, _ in seen}) == 2, "the first run's vhost is the third run's"
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_a_management_api_that_does_not_answer_is_named_with_the_fix(
+    flow_check: FlowCheck, adapter: RabbitAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patched:
+        patched.setenv("HARNESS_RABBITMQ_MANAGEMENT_URL", f"http://127.0.0.1:{free_port()}/")
+        with pytest.raises(BrokerUnavailable) as raised:
+            await flow_check.run(payments_flow(), [request(1, "5")])
+    text = str(raised.value)
+    assert "could not create the run's virtual host" in text
+    assert "does not answer" in text
+    assert "rabbitmq-plugins enable rabbitmq_management" in text
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_a_broker_restart_is_refused_with_a_topology(
+    flow_check: FlowCheck, adapter: RabbitAdapter
+) -> None:
+    with pytest.raises(InvalidArgument, match=r"drop 'broker_restart'"):
+        await flow_check.run(payments_flow(), [request(1, "5"), BrokerRestart()])
     assert await leftovers(adapter) == ([], [])
