@@ -51,3 +51,8 @@ def test_a_run_url_points_into_its_vhost_percent_encoded() -> None:
     url = "amqp://guest:guest@127.0.0.1:5672/?heartbeat=5"
     assert with_vhost(url, "h-1a") == "amqp://guest:guest@127.0.0.1:5672/h-1a?heartbeat=5"
     assert with_vhost(url, "a/b c").startswith("amqp://guest:guest@127.0.0.1:5672/a%2Fb%20c")
+
+
+def test_queue_options_shape_the_harness_queues_not_a_services_own() -> None:
+    with pytest.raises(InvalidArgument, match=r"the service declares its own"):
+        Flow(sut=worker, broker="rabbitmq", topology=PAYMENTS, queue_type="quorum")
