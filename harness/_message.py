@@ -59,7 +59,9 @@ class Endpoints:
 
     ``input``, ``output`` and ``dead_letter`` are destination names (Kafka
     topics or RabbitMQ queues), unique per run, created by the harness before
-    the service starts and deleted after it stops.
+    the service starts and deleted after it stops. Under
+    ``Flow(topology=...)`` they are the names the topology gives (the service
+    declares them itself) and ``amqp_url`` points into the run's own vhost.
 
     ``kafka_options`` are the keyword arguments a Kafka client needs beyond
     ``bootstrap_servers`` to reach this broker (SASL/TLS: ``security_protocol``,
