@@ -66,7 +66,9 @@ def test_node_keeps_everything_in_its_workdir(rabbitmq_broker: BrokerInfo) -> No
 def test_rabbitmqctl_reaches_the_node_and_tracing_is_on(rabbitmq_broker: BrokerInfo) -> None:
     # trace_on at run time only sets this; it comes from advanced.config, so restarts keep it.
     output = rabbitmqctl(rabbitmq_broker, "eval", "application:get_env(rabbit, trace_vhosts).")
-    assert output.strip() == '{ok,[<<"/">>]}'
+    # "/" among them: runs with a vhost of their own (Flow(topology=...)) trace theirs too.
+    assert output.strip().startswith("{ok,["), output
+    assert '<<"/">>' in output, output
 
 
 def test_ctl_env_needs_a_local_node() -> None:
