@@ -523,9 +523,10 @@ async def kafka_transactional(endpoints: Endpoints) -> AsyncIterator[None]:
 async def kafka_offsets_outside_transaction(endpoints: Endpoints) -> AsyncIterator[None]:
     """Defect: commits a batch's outputs in a transaction, then its offsets outside it.
 
-    A crash between the two leaves the outputs committed and the offsets not, so
-    the batch is processed again: duplicates a ``read_committed`` consumer sees.
-    Caught by ``no_duplicates`` under crash faults only.
+    Between the two it writes the batch to its audit log (a database call). A
+    crash after the transaction and before the offsets' commit leaves the outputs
+    committed and the offsets not, so the batch is processed again: duplicates a
+    ``read_committed`` consumer sees. Caught by ``no_duplicates`` under crash faults only.
     """
 
     async def offsets_after(
@@ -537,6 +538,7 @@ async def kafka_offsets_outside_transaction(endpoints: Endpoints) -> AsyncIterat
         async with producer.transaction():
             for record in records:
                 await _send_result(producer, endpoints, record)
+        await asyncio.sleep(WORK_SECONDS)  # the audit log's write
         await consumer.commit({tp: records[-1].offset + 1})
 
     async with _transforming(endpoints, offsets_after):
