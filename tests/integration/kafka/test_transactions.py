@@ -109,6 +109,10 @@ async def test_an_exactly_once_service_passes_crashes_and_restarts(
     result = await flow_check(flow, schedule)
     crashes = [e for e in result.history.of(Kind.FAULT) if e.detail == "crash"]
     assert crashes
+    if len(crashes) > 1:
+        # A crash 10 ms after a publish meets the input's transaction open: its copy aborts
+        # (3 and 4 of 6 crashes did in trials), seen in the history, not counted.
+        assert result.history.of(Kind.ABORTED)
     inputs = [s for s in schedule if isinstance(s, Publish)]
     assert len({e.harness_id for e in result.history.of(Kind.OUTPUT)}) == len(inputs)
 
