@@ -425,9 +425,11 @@ class _TransactionalProducers(ConsumerRebalanceListener):  # type: ignore[misc]
         self.batch = asyncio.Lock()  # held while a batch's transaction is in hand
         self.endpoints = endpoints
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.rebalances = 0  # revocations so far: a batch polled before one is stale
 
     async def on_partitions_revoked(self, revoked: object) -> None:
         async with self.batch:  # the transaction in hand ends first
+            self.rebalances += 1
             for tp in list(self.producers):
                 await _stop_client(self.producers.pop(tp))
 
@@ -467,9 +469,19 @@ async def _transforming(endpoints: Endpoints, commit_offsets: CommitOffsets) -> 
     async def poll_loop() -> None:
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=100)
+            rebalances = producers.rebalances
             async with producers.batch:
+                if producers.rebalances != rebalances:
+                    # Revoked since the poll: the reassignment moved every position back to
+                    # the committed offset, so these come again, here or to the new owner.
+                    continue
                 for tp, records in batches.items():
-                    producer = producers.producers[tp]
+                    producer = producers.producers.get(tp)
+                    if producer is None:
+                        # Assigned a moment ago (records flow before the listener runs):
+                        # its producer is still starting, so fetch these again.
+                        consumer.seek(tp, records[0].offset)
+                        continue
                     try:
                         await commit_offsets(consumer, producer, tp, records)
                     except CommitFailedError:
