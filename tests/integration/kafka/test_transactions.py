@@ -19,7 +19,7 @@ from message_flow_harness import BrokerInfo, Flow, Kind, Message, checks, fuzz
 from message_flow_harness._broker import DestinationSpec, TapRecord
 from message_flow_harness.brokers.kafka import KafkaAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
-from message_flow_harness.schedule import Crash, Pause, Publish, Restart, Step
+from message_flow_harness.schedule import Crash, Join, Leave, Pause, Publish, Restart, Step
 from message_flow_harness.zoo.kafka_services import (
     kafka_offsets_outside_transaction,
     kafka_transactional,
@@ -109,12 +109,20 @@ async def test_an_exactly_once_service_passes_crashes_and_restarts(
     result = await flow_check(flow, schedule)
     crashes = [e for e in result.history.of(Kind.FAULT) if e.detail == "crash"]
     assert crashes
-    if len(crashes) > 1:
-        # A crash 10 ms after a publish meets the input's transaction open: its copy aborts
-        # (3 and 4 of 6 crashes did in trials), seen in the history, not counted.
-        assert result.history.of(Kind.ABORTED)
     inputs = [s for s in schedule if isinstance(s, Publish)]
     assert len({e.harness_id for e in result.history.of(Kind.OUTPUT)}) == len(inputs)
+
+
+async def test_an_exactly_once_service_keeps_every_input_through_a_join_and_leave(
+    flow_check: FlowCheck,
+) -> None:
+    # A campaign with join faults found this: records a rebalance hands over before the
+    # listener has started their partition's producer were skipped, and lost.
+    flow = Flow(sut=kafka_transactional, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0)
+    inputs = [Message(key=b"b", value=str(n).encode()) for n in range(4)]
+    steps: list[Step] = [Join(), Leave(), *map(Publish, inputs[:2]), Join(), Leave()]
+    result = await flow_check(flow, [*steps, *map(Publish, inputs[2:])])
+    assert len(result.history.of(Kind.OUTPUT)) == len(inputs)
 
 
 async def test_an_exactly_once_service_passes_a_crash_campaign(
