@@ -93,7 +93,9 @@ class TapRecord:
     ``landed``: the message was stored on ``destination`` (Kafka: appended to a
     partition; RabbitMQ: routed to the queue). ``delivered``: the broker handed
     it to a consumer of ``destination`` (RabbitMQ firehose only).
-    ``seen_ns`` is the tap's ``perf_counter_ns`` on receipt.
+    ``seen_ns`` is the tap's ``perf_counter_ns`` on receipt. ``aborted``: the
+    record belongs to a Kafka transaction that aborted, so no ``read_committed``
+    consumer sees it (the history records it as ``Kind.ABORTED``).
     """
 
     event: TapEvent
@@ -106,6 +108,7 @@ class TapRecord:
     redelivered: bool | None = None
     exchange: str | None = None
     routing_key: str | None = None
+    aborted: bool = False
 
 
 TapCallback = Callable[[TapRecord], None]

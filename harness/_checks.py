@@ -10,6 +10,9 @@ is *accounted for* once it has an ``output`` or ``dead_lettered`` event.
 An output's ``detail`` is its kind when the flow declares output kinds
 (fan-out: one output of each kind per input is no duplicate); a
 ``side_event`` answers nothing and no check counts it (see harness._correlation).
+Outputs are what a ``read_committed`` consumer sees: an ``aborted`` record (of a
+Kafka transaction that aborted) is no output, dead letter nor duplicate; the
+summary counts them apart.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Facts:
         self.uncorrelated: list[Event] = []
         self.output_order: list[Event] = []
         self.side_events: list[Event] = []
+        self.aborted: list[Event] = []  # counted in the summary, judged by no check
         self.sharing_key: dict[str, list[Input]] = defaultdict(list)  # business key -> inputs
         for event in history:
             if event.kind is Kind.PUBLISHED and event.harness_id:
@@ -116,6 +120,8 @@ class Facts:
                         self.sharing_key[event.detail].append(found)
             elif event.kind is Kind.SIDE_EVENT:
                 self.side_events.append(event)
+            elif event.kind is Kind.ABORTED:
+                self.aborted.append(event)
             elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
                 target = self.outputs if event.kind is Kind.OUTPUT else self.dead_letters
                 if event.kind is Kind.OUTPUT:
@@ -160,7 +166,8 @@ class Facts:
         dead = sum(len(v) for v in self.dead_letters.values()) + stray_dead
         inputs = plural(len(self.inputs), "input")
         side = f", {plural(len(self.side_events), 'side event')}" if self.side_events else ""
-        return f"{inputs}, {plural(outputs, 'output')}, {dead} dead-lettered{side}"
+        aborted = f", {len(self.aborted)} aborted (not counted)" if self.aborted else ""
+        return f"{inputs}, {plural(outputs, 'output')}, {dead} dead-lettered{side}{aborted}"
 
 
 def _show(raw: bytes) -> str:

@@ -44,6 +44,9 @@ class Kind(StrEnum):
     SENT = "sent"  # the service's producer sent a message (client side)
     OUTPUT = "output"  # a message landed on the output destination
     DEAD_LETTERED = "dead_lettered"  # a message landed on the dead-letter destination
+    # A record of a Kafka transaction that aborted, on any destination: a read_committed
+    # consumer never sees it, so no check counts it as an output or dead letter.
+    ABORTED = "aborted"
     SIDE_EVENT = "side_event"  # an output that answers nothing (Flow(side_events=...))
     FAULT = "fault"  # the harness injected a fault (``detail`` says which)
     NOTE = "note"  # anything else worth seeing on the timeline
@@ -184,11 +187,14 @@ class History:
 
         ``harness_id`` is the input the record concerns, as the run correlates it
         (``record.message.harness_id`` for a message that kept the harness's header);
-        ``detail`` is an output's kind, or why it could not be correlated.
+        ``detail`` is an output's kind, or why it could not be correlated. A record
+        of an aborted transaction (``record.aborted``) is :attr:`Kind.ABORTED`,
+        whatever ``kind`` its destination gives: outputs are what a ``read_committed``
+        consumer sees.
         """
         message = record.message
         return self.record(
-            kind,
+            Kind.ABORTED if record.aborted else kind,
             "tap",
             at_ns=record.seen_ns,
             harness_id=harness_id,

@@ -52,6 +52,7 @@ COLOURS = {
     Kind.SENT: "#8c564b",
     Kind.OUTPUT: "#2ca02c",
     Kind.DEAD_LETTERED: "#ff7f0e",
+    Kind.ABORTED: "#b0b0b0",  # grey: landed, but no read_committed consumer sees it
     Kind.SIDE_EVENT: "#98df8a",
     Kind.FAULT: "#d62728",
     Kind.NOTE: "#7f7f7f",
@@ -65,6 +66,7 @@ PUBLISHED_LANE = "harness: published"
 NOTES_LANE = "harness: notes"
 DELIVERIES_LANE = "broker: deliveries"
 OUTPUT_LANE = "broker: output"
+ABORTED_LANE = "broker: aborted"
 DEAD_LETTER_LANE = "broker: dead letters"
 SIDE_EVENT_LANE = "broker: side events"
 BROKER_LANE = "broker"
@@ -77,6 +79,7 @@ LANE_ORDER = (
     BROKER_LANE,
     DELIVERIES_LANE,
     OUTPUT_LANE,
+    ABORTED_LANE,
     DEAD_LETTER_LANE,
     SIDE_EVENT_LANE,
     ANOMALY_LANE,
@@ -92,6 +95,8 @@ def lane_of(event: Event) -> str:
         return OUTPUT_LANE
     if event.kind is Kind.DEAD_LETTERED:
         return DEAD_LETTER_LANE
+    if event.kind is Kind.ABORTED:
+        return ABORTED_LANE
     if event.kind is Kind.SIDE_EVENT:
         return SIDE_EVENT_LANE
     if event.source == "tap":
@@ -299,6 +304,8 @@ def event_label(event: Event, inputs: _Inputs) -> str:
             return f"{name} sent"
         case Kind.SIDE_EVENT:
             return f"{name} side event"
+        case Kind.ABORTED:
+            return f"{name} aborted"
     return name
 
 

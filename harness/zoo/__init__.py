@@ -49,6 +49,8 @@ DEFECTS: dict[str, str | None] = {
     "kafka_rebalance_duplicates": "no_duplicates",
     "kafka_lost_update": "totals_add_up",
     "kafka_locked_totals": None,
+    "kafka_transactional": None,
+    "kafka_offsets_outside_transaction": "no_duplicates",
     "rabbitmq_correct": None,
     "rabbitmq_robust": None,
     "rabbitmq_concurrent": "per_key_order",
@@ -65,7 +67,11 @@ DEFECTS: dict[str, str | None] = {
 
 #: Services that behave correctly unless they crash between two steps.
 NEEDS_CRASH: frozenset[str] = frozenset(
-    {"kafka_commit_before_process", "rabbitmq_ack_before_process"}
+    {
+        "kafka_commit_before_process",
+        "kafka_offsets_outside_transaction",
+        "rabbitmq_ack_before_process",
+    }
 )
 
 __all__ = (

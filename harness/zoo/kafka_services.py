@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
@@ -397,6 +397,166 @@ async def kafka_locked_totals(endpoints: Endpoints) -> AsyncIterator[None]:
         yield
 
 
+# --- exactly-once: consume, transform and produce in one transaction ------------------
+
+#: The broker aborts a transaction left open this long (a crashed instance's whose
+#: partition nobody takes over); a takeover aborts it at once (see _TransactionalProducers).
+TRANSACTION_TIMEOUT_MS = 10_000
+
+CommitOffsets = Callable[
+    [AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, list[ConsumerRecord]], Awaitable[None]
+]
+
+
+class _TransactionalProducers(ConsumerRebalanceListener):  # type: ignore[misc]
+    """One transactional producer per assigned input partition, its id derived from the partition.
+
+    Why one per partition: aiokafka's ``send_offsets_to_transaction`` sends the
+    group id but not the group's generation (no KIP-447 fencing by the group), so
+    the only thing that stops a crashed or replaced instance from committing is a
+    producer starting with the *same* ``transactional_id``: its InitProducerId
+    aborts the old producer's open transaction and fences it. An id that follows
+    the partition (``{group}-{topic}-{partition}``) does that wherever the
+    partition moves; one id per instance would not (a new instance's id is new).
+    """
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.assigned = asyncio.Event()
+        self.batch = asyncio.Lock()  # held while a batch's transaction is in hand
+        self.endpoints = endpoints
+        self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self.rebalances = 0  # revocations so far: a batch polled before one is stale
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        async with self.batch:  # the transaction in hand ends first
+            self.rebalances += 1
+            for tp in list(self.producers):
+                await _stop_client(self.producers.pop(tp))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.endpoints.bootstrap_servers,
+                transactional_id=f"{self.endpoints.group_id}-{tp.topic}-{tp.partition}",
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                enable_idempotence=True,
+            )
+            await producer.start()
+            self.producers[tp] = producer
+        self.assigned.set()
+
+    async def close(self) -> None:
+        for tp in list(self.producers):
+            await _stop_client(self.producers.pop(tp))
+
+
+@contextlib.asynccontextmanager
+async def _transforming(endpoints: Endpoints, commit_offsets: CommitOffsets) -> AsyncIterator[None]:
+    """Consume ``read_committed``; each partition's batch goes out in one transaction of its
+    partition's producer, and ``commit_offsets`` settles the batch's offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=endpoints.bootstrap_servers,
+        group_id=endpoints.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+    )
+    producers = _TransactionalProducers(endpoints)
+    stopping = asyncio.Event()
+
+    async def poll_loop() -> None:
+        while not stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=100)
+            rebalances = producers.rebalances
+            async with producers.batch:
+                if producers.rebalances != rebalances:
+                    # Revoked since the poll: the reassignment moved every position back to
+                    # the committed offset, so these come again, here or to the new owner.
+                    continue
+                for tp, records in batches.items():
+                    producer = producers.producers.get(tp)
+                    if producer is None:
+                        # Assigned a moment ago (records flow before the listener runs):
+                        # its producer is still starting, so fetch these again.
+                        consumer.seek(tp, records[0].offset)
+                        continue
+                    try:
+                        await commit_offsets(consumer, producer, tp, records)
+                    except CommitFailedError:
+                        log.warning("commit failed after a rebalance: %s redelivers", tp)
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                stack.push_async_callback(_stop_client, consumer)
+                stack.push_async_callback(producers.close)
+                await consumer.start()
+                consumer.subscribe([endpoints.input], listener=producers)
+                await producers.assigned.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"no partitions of {endpoints.input!r} assigned to group {endpoints.group_id!r}"
+                f" within {START_TIMEOUT_S} s: is Kafka up at {endpoints.bootstrap_servers}?"
+            ) from None
+        task = asyncio.create_task(poll_loop(), name=f"transform {endpoints.input}")
+        try:
+            yield
+        finally:
+            await _wind_down(task, stopping, producers.batch)
+
+
+@contextlib.asynccontextmanager
+async def kafka_transactional(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Correct, exactly-once: a batch's outputs and its input offsets commit in one transaction.
+
+    A crash aborts the open transaction (its outputs never reach a ``read_committed``
+    consumer) and the batch is consumed again from the last committed offset.
+    """
+
+    async def in_one_transaction(
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+    ) -> None:
+        async with producer.transaction():
+            for record in records:
+                await _send_result(producer, endpoints, record)
+            offsets = {tp: records[-1].offset + 1}
+            await producer.send_offsets_to_transaction(offsets, endpoints.group_id)
+
+    async with _transforming(endpoints, in_one_transaction):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def kafka_offsets_outside_transaction(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: commits a batch's outputs in a transaction, then its offsets outside it.
+
+    Between the two it writes the batch to its audit log (a database call). A
+    crash after the transaction and before the offsets' commit leaves the outputs
+    committed and the offsets not, so the batch is processed again: duplicates a
+    ``read_committed`` consumer sees. Caught by ``no_duplicates`` under crash faults only.
+    """
+
+    async def offsets_after(
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+    ) -> None:
+        async with producer.transaction():
+            for record in records:
+                await _send_result(producer, endpoints, record)
+        await asyncio.sleep(WORK_SECONDS)  # the audit log's write
+        await consumer.commit({tp: records[-1].offset + 1})
+
+    async with _transforming(endpoints, offsets_after):
+        yield
+
+
 KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]] = {
     service.__name__: service
     for service in (
@@ -409,5 +569,7 @@ KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextM
         kafka_rebalance_duplicates,
         kafka_lost_update,
         kafka_locked_totals,
+        kafka_transactional,
+        kafka_offsets_outside_transaction,
     )
 }

@@ -27,7 +27,7 @@ import pytest
 
 from message_flow_harness import Flow, Message, RunResult, checks
 from message_flow_harness.pytest_plugin import FlowCheck
-from message_flow_harness.schedule import Crash, Join, Pause, Publish, Step
+from message_flow_harness.schedule import Crash, Join, Pause, Publish, Restart, Step
 from message_flow_harness.strategies import POISON
 from message_flow_harness.zoo import DEFECTS, NEEDS_CRASH, SERVICES
 from message_flow_harness.zoo.rabbitmq_services import FLAKY
@@ -88,12 +88,24 @@ def join_during_slow_work() -> list[Step]:
     return steps
 
 
+def crashes_mid_batch() -> list[Step]:
+    """One input at a time, each followed by a crash a little later than the one before
+    (and a restart): one lands after a batch's transaction and before its offsets' commit."""
+    steps: list[Step] = []
+    for index, pause in enumerate((0.01, 0.02, 0.03, 0.04, 0.05, 0.07)):
+        message = Message(key=b"k", value=str(index).encode())
+        steps += [Publish(message), Pause(pause), Crash(0), Restart(0)]
+    return steps
+
+
 RETRIED = [
     Message(key=b"k" if i % 2 else b"j", value=FLAKY if i % 3 == 0 else b"v") for i in range(10)
 ]
 
 
 def case_of(service: str) -> Case:
+    if service == "kafka_offsets_outside_transaction":
+        return Case(steps=crashes_mid_batch(), tries=2)
     if service in NEEDS_CRASH:
         return Case(steps=crash_in_a_stream(), tries=5)
     if service.endswith("_rebalance_duplicates"):
