@@ -111,7 +111,7 @@ class Instances:
     proxied: bool = True  # False: connect straight to the broker (no faults planned)
     instances: list[Instance] = field(default_factory=list)
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
-    probed: bool = False  # the client probes saw a client of the service (not a process)
+    probed: bool = True  # its clients are within the probes' reach (not a process of its own)
     deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
     _free_proxies: list[ProxyAddress] = field(default_factory=list)
     _driver: BrokerDriver = field(init=False)
@@ -190,6 +190,8 @@ class Instances:
         finally:
             current_recorder.reset(token)
         instance.service, instance.state = service, "running"
+        if getattr(service, "in_process", True) is False:  # see _service_process
+            self.probed = False
 
     async def stop(self, instance: Instance) -> None:
         """Stop gracefully, bounded; a service that hangs on exit is an error."""
@@ -305,7 +307,6 @@ class Instances:
         recorder, instance.recorder = instance.recorder, None
         if recorder is None or not recorder.clients:
             return
-        self.probed = True  # its clients were in reach of the probes (a process's are not)
         from message_flow_harness.brokers import (
             close_leftover_clients,
         )  # the driver side, loaded only when used

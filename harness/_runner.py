@@ -29,7 +29,7 @@ from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishRecei
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._correlation import Correlation, Correlator
 from message_flow_harness._drivers import driver
-from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._errors import DestinationError, HarnessError, InvalidArgument
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History, Kind
 from message_flow_harness._instances import Instances, check_broker_restartable
@@ -317,11 +317,11 @@ class LiveRun:
         ended_by = await _await_quiescence(
             self.flow, self.history, deadline=self._deadline, deaths=deaths
         )
-        teardown: HarnessError | None = None
+        teardown: DestinationError | None = None
         try:
             await self._stack.aclose()  # services, taps and destinations go, in that order
-        except HarnessError as exc:
-            teardown = exc  # judged after the checks: a finding outlives a failed cleanup
+        except DestinationError as exc:
+            teardown = exc  # judged after the checks: a finding outlives leftovers
         verdicts = _with_causes(
             tuple(check(self.history) for check in self.flow.checks),
             self.flow,

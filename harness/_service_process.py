@@ -178,6 +178,9 @@ class ProcessService:
 class ServiceProcess:
     """One instance of a process service: started on enter, stopped on exit or killed."""
 
+    #: Its clients live in another process: the client probes cannot see its deliveries.
+    in_process = False
+
     def __init__(self, spec: ProcessService, endpoints: Endpoints) -> None:
         self.spec = spec
         self.endpoints = endpoints
