@@ -121,6 +121,7 @@ class Isolation:
         self._lent: list[Endpoints] = []  # taken, not given back yet
         self._behind: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
+        self._again: list[Endpoints] = []  # deletions behind that met the broker away
         self._closed = False
 
     async def take(self, topology: Topology | None = None) -> Fresh:
@@ -156,9 +157,16 @@ class Isolation:
         if not self._ahead or self._closed:  # nobody would wait for a task after closing
             await self._remove(endpoints)
             return
-        task = asyncio.create_task(self._remove(endpoints), name="harness: delete behind")
+        task = asyncio.create_task(self._remove_behind(endpoints), name="harness: delete behind")
         self._behind.add(task)
         task.add_done_callback(self._settled)
+
+    async def _remove_behind(self, endpoints: Endpoints) -> None:
+        try:
+            await self._remove(endpoints)
+        except BrokerUnavailable:
+            # Away for a moment (a later run's BrokerRestart fault): again on exit.
+            self._again.append(endpoints)
 
     def _settled(self, task: asyncio.Task[None]) -> None:
         self._behind.discard(task)
@@ -275,6 +283,9 @@ class Isolation:
             for task in pending:
                 task.cancel()
                 self._failures.append(TimeoutError(f"deleting took longer than {SETTLE_S:g} s"))
+        again, self._again = self._again, []
+        removed = await asyncio.gather(*map(self._remove, again), return_exceptions=True)
+        self._failures.extend(outcome for outcome in removed if outcome is not None)
         emptied, self._emptied = self._emptied, []  # after the deletions behind: they add some
         removed = await asyncio.gather(
             *(self._remove_vhost(name, adapter) for name, adapter in emptied),
