@@ -72,6 +72,9 @@ class BrokerDriver(abc.ABC):
     #: a run then taps its input for them too, seeing what no client probe sees.
     taps_deliveries: ClassVar[bool] = False
 
+    #: What its client probes record that an After step can wait for (``TRIGGER_EVENTS``).
+    trigger_events: ClassVar[tuple[str, ...]] = ("delivered", "sent", "output")
+
     #: Why a consumer with no committed position skips inputs, for a ``Flow(first_deploy=True)``
     #: run's verdict; None where consumers have no committed position (first_deploy is moot).
     first_deploy_note: ClassVar[str | None] = None

@@ -57,6 +57,7 @@ from message_flow_harness._runner import LiveRun, run_flow
 from message_flow_harness._schedule import Publish, Step
 from message_flow_harness._shrink import Shrinker
 from message_flow_harness._text import plural
+from message_flow_harness._triggers import events_seen
 from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
 
@@ -282,7 +283,9 @@ class Campaign:
         self.database, self.report_dir = database, report_dir
         self.progress, self.flow_reference = progress, flow_reference
         messages = flow.messages if flow.messages is not None else message_lists()
-        self.strategy = schedules(messages=messages, faults=faults, producers=producers)
+        self.strategy = schedules(
+            messages=messages, faults=faults, producers=producers, events=events_seen(flow)
+        )
         self.loop = asyncio.get_running_loop()
         self.started = time.monotonic()
         self.examples = 0  # examples run so far, search and shrinking

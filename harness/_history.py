@@ -17,7 +17,7 @@ import base64
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -147,6 +147,8 @@ def record(self, kind, source, *, at_ns=None, {details}):
     # Positional construction: a probe pays this inside the consumer it watches.
     event = _new_tuple(Event, (kind, _now_ns() if at_ns is None else at_ns, source, {values}))
     self.events.append(event)
+    if self.on_event is not None:
+        self.on_event(event)
     return event
 
 def add(self, kind, source, {details}, /):
@@ -158,6 +160,8 @@ def add(self, kind, source, {details}, /):
     """
     event = _new_tuple(Event, (kind, _now_ns(), source, {values}))
     self.events.append(event)
+    if self.on_event is not None:
+        self.on_event(event)
     return event
 '''
 _recording = define_from_fields(_RECORDING, owner="History", scope=globals())
@@ -176,6 +180,9 @@ class History:
     started_ns: int = field(default_factory=time.perf_counter_ns)
     logs: deque[LogEntry] = field(default_factory=_log_buffer)
     logs_dropped: int = 0  # older records the limit pushed out
+    # Called with each event as it is recorded, inside whoever records it (a probe
+    # inside the service): how an After step's fault lands right at its event.
+    on_event: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
 
     record: ClassVar[_Record] = _recording["record"]
     add: ClassVar[_Add] = _recording["add"]
@@ -209,6 +216,8 @@ class History:
 
     def append(self, event: Event) -> None:
         self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
 
     def add_log(self, entry: LogEntry) -> None:
         """Keep a log record; past :data:`LOG_LIMIT`, the oldest goes (and is counted)."""

@@ -33,7 +33,7 @@ from message_flow_harness._proxy import FaultProxy
 from message_flow_harness._redact import redact_url
 from message_flow_harness._watch import TaskDeath, Watch, dies_of
 
-State = Literal["running", "crashed", "stopped"]
+State = Literal["running", "severed", "crashed", "stopped"]
 
 
 @dataclass(eq=False)
@@ -48,7 +48,12 @@ class Instance:
 
     @property
     def name(self) -> str:
-        return f"sut{self.number}"
+        return instance_name(self.number)
+
+
+def instance_name(number: int) -> str:
+    """An instance's name: its lane in the history, its probes' lanes' prefix (``sut0:``)."""
+    return f"sut{number}"
 
 
 def check_broker_restartable(info: BrokerInfo) -> None:
@@ -195,6 +200,8 @@ class Instances:
 
     async def stop(self, instance: Instance) -> None:
         """Stop gracefully, bounded; a service that hangs on exit is an error."""
+        if instance.state == "severed":  # a crash begun at an event: it ends as one
+            await self.crash(instance)
         if instance.state != "running" or instance.service is None:
             return
         service, instance.service, instance.state = instance.service, None, "stopped"
@@ -264,14 +271,25 @@ class Instances:
         if instance.watch is not None:
             instance.watch.disarm(crashed=crashed)
 
-    async def crash(self, instance: Instance) -> None:
-        """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
+    def sever(self, instance: Instance) -> None:
+        """A crash's first instant: cut and refuse its connections (synchronous).
+
+        Called from inside an event (an After step's trigger) it lands before the
+        service's next instruction; :meth:`crash` then stops what is left.
+        """
         if instance.state != "running" or instance.service is None:
             return
         proxy = self._needs_proxy(instance, "Crash")
         self._disarm(instance, crashed=True)  # its tasks fail with the cut connections
         proxy.crash()
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail="crash")
+        instance.state = "severed"
+
+    async def crash(self, instance: Instance) -> None:
+        """Cut and refuse its connections, then stop it: nothing graceful reaches the broker."""
+        self.sever(instance)
+        if instance.state != "severed" or instance.service is None:
+            return
         service, instance.service, instance.state = instance.service, None, "crashed"
         # A service with a kill() coroutine (a process) ends at once through it.
         # Otherwise its exit fails or hangs against refused connections; either way
@@ -321,6 +339,8 @@ class Instances:
             self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
 
     async def restart(self, instance: Instance) -> None:
+        if instance.state == "severed":
+            await self.crash(instance)
         if instance.state != "crashed":
             return
         if instance.proxy is not None:

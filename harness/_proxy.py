@@ -32,6 +32,10 @@ class FaultProxy:
     _server: asyncio.Server | None = None
     _links: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    # Each open connection: what the service sends (its reader), the service's end, the broker's.
+    _open: set[tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamWriter]] = field(
+        default_factory=set
+    )
     connections: int = 0  # accepted so far, for tests and reports
 
     async def start(self) -> None:
@@ -62,8 +66,18 @@ class FaultProxy:
         self._writers.clear()
 
     def crash(self) -> None:
-        """Cut every connection and refuse new ones until :meth:`heal`."""
+        """Cut every connection and refuse new ones until :meth:`heal`.
+
+        What the service had already written reaches the broker first, as the
+        writes of a killed process do (they sit in the kernel's buffers): an
+        ack or a commit it made just before the crash counts, nothing after it.
+        Synchronous, so a crash at an event lands before the service's next step.
+        """
         self.refusing = True
+        for reader, client, upstream in list(self._open):
+            upstream.write(_sent_so_far(reader, client))
+            self._writers.discard(upstream)
+            upstream.close()  # after what it has buffered: a closed connection, as a crash leaves
         self.cut()
 
     def heal(self) -> None:
@@ -92,6 +106,8 @@ class FaultProxy:
             return
         self.connections += 1
         self._writers.update((client, upstream))
+        link = (reader, client, upstream)
+        self._open.add(link)
         pumps = [
             asyncio.create_task(self._pump(reader, upstream)),
             asyncio.create_task(self._pump(upstream_reader, client)),
@@ -104,6 +120,7 @@ class FaultProxy:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             self._links.difference_update(pumps)
+            self._open.discard(link)
             for writer in (client, upstream):
                 self._writers.discard(writer)
                 writer.transport.abort()
@@ -115,3 +132,27 @@ class FaultProxy:
                     await asyncio.sleep(self.latency)
                 writer.write(chunk)
                 await writer.drain()
+
+
+def _sent_so_far(reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> bytes:
+    """What the service has sent that the proxy has not passed on yet, taken now.
+
+    The stream's buffer (read by the event loop, not yet by the pump) and the
+    socket's (in the kernel, not yet read): a non-blocking read of a duplicate
+    of the socket takes that without waiting for the loop.
+    """
+    buffered: bytearray | None = getattr(reader, "_buffer", None)  # CPython's StreamReader
+    pending = bytearray(buffered or b"")
+    if buffered:
+        buffered.clear()
+    transport_socket = client.get_extra_info("socket")
+    if transport_socket is None:
+        return bytes(pending)
+    with (
+        transport_socket.dup() as own,
+        contextlib.suppress(BlockingIOError, OSError),
+    ):
+        own.setblocking(False)
+        while chunk := own.recv(_CHUNK):
+            pending += chunk
+    return bytes(pending)

@@ -32,14 +32,21 @@ from message_flow_harness._drivers import driver
 from message_flow_harness._errors import DestinationError, HarnessError, InvalidArgument
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History, Kind
-from message_flow_harness._instances import Instances, check_broker_restartable
+from message_flow_harness._instances import (
+    Instance,
+    Instances,
+    check_broker_restartable,
+    instance_name,
+)
 from message_flow_harness._isolation import Isolation
 from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._readiness import await_ready, consumed_nothing, skipped_on_first_deploy
 from message_flow_harness._schedule import (
+    After,
     BrokerRestart,
     Crash,
+    Cut,
     Join,
     Latency,
     Leave,
@@ -52,6 +59,7 @@ from message_flow_harness._schedule import (
     faults_of,
 )
 from message_flow_harness._topology import Topology, routed
+from message_flow_harness._triggers import Trigger
 from message_flow_harness._watch import TaskDeath
 
 
@@ -110,6 +118,7 @@ class LiveRun:
         self._stack = AsyncExitStack()
         self._instances: Instances  # set on entering
         self._deadline = 0.0
+        self._trigger: Trigger | None = None  # an After step's, armed ahead of it
         self.correlator = Correlator(
             flow.correlate, output_kinds=flow.output_kinds, side_events=flow.side_events
         )
@@ -220,14 +229,31 @@ class LiveRun:
         self._deadline = time.monotonic() + self.flow.timeout
         try:
             try:
-                for is_burst, run in itertools.groupby(schedule, lambda s: isinstance(s, Publish)):
-                    if is_burst:
-                        await self.publish_burst([s for s in run if isinstance(s, Publish)])
-                    else:
-                        for step in run:
-                            await self.do(step)
+                steps, index = tuple(schedule), 0
+                while index < len(steps):
+                    end = index
+                    while end < len(steps) and isinstance(steps[end], Publish):
+                        end += 1
+                    if end > index:
+                        # An After straight after publishes watches from when they go out.
+                        self._arm(steps, end)
+                        await self.publish_burst(
+                            [s for s in steps[index:end] if isinstance(s, Publish)]
+                        )
+                        index = end
+                        continue
+                    self._arm(steps, index)
+                    armed = self._trigger if isinstance(steps[index], After) else None
+                    await self.do(steps[index])
+                    index += 1
+                    if armed is not None and armed.fired_at_once and index < len(steps):
+                        # The fault after it was carried out with the event: just recorded.
+                        self.steps.append(steps[index])
+                        index += 1
                 return await self.finish(history_dir=history_dir)
             finally:
+                if self._trigger is not None:  # never fire into the teardown
+                    self._trigger.disarm()
                 await self._stack.aclose()  # after finish(), nothing is left to close
         except HarnessError as exc:
             self.keep_partial(exc, history_dir)
@@ -244,11 +270,53 @@ class LiveRun:
             )
             exc.add_note(f"partial history: {exc.history_path}")
 
+    def _arm(self, steps: Sequence[Step], at: int) -> None:
+        """Arm a trigger for ``steps[at]`` if it is an After step (and none is armed)."""
+        if self._trigger is not None or at >= len(steps):
+            return
+        step = steps[at]
+        if isinstance(step, After):
+            then = steps[at + 1] if at + 1 < len(steps) else None
+            self._trigger = Trigger(
+                step, self.history, f"{instance_name(step.instance)}:", self._at_once(then)
+            )
+
+    def _at_once(self, step: Step | None) -> Callable[[], None] | None:
+        """The first instant of ``step``, to carry out inside the event an After waits for.
+
+        A crash's cut of every connection (its stop follows as the step itself), a
+        cut or a latency (all of the step); other steps wait for the schedule.
+        """
+        instances = self._instances
+        if isinstance(step, Crash):
+            number = step.instance
+            return lambda: _on_instance(instances, number, instances.sever)
+        if isinstance(step, Cut):
+            number = step.instance
+            return lambda: _on_instance(instances, number, instances.cut)
+        if isinstance(step, Latency):
+            seconds, number = step.seconds, step.instance
+            return lambda: _on_instance(instances, number, lambda i: instances.latency(i, seconds))
+        return None
+
     async def do(self, step: Step | Message) -> None:
         """Carry out one step (a plain Message is published)."""
         [step] = as_schedule([step])
         if isinstance(step, Publish):
             await self.publish_burst([step])
+        elif isinstance(step, After):
+            self.steps.append(step)
+            trigger = self._trigger or Trigger(
+                step, self.history, f"{instance_name(step.instance)}:", None
+            )
+            self._trigger = None
+            bound = min(self.flow.quiet, self._deadline - time.monotonic())
+            if not await trigger.wait(bound):
+                self.history.record(
+                    Kind.NOTE,
+                    "harness",
+                    detail=f"{step!r}: no such event within {bound:.3g} s, went on without it",
+                )
         else:
             if isinstance(step, BrokerRestart) and self.flow.topology is not None:
                 raise InvalidArgument(
@@ -433,6 +501,12 @@ async def run_flow(
     except HarnessError as exc:  # entering failed (a service that cannot start...)
         live.keep_partial(exc, history_dir)
         raise
+
+
+def _on_instance(instances: Instances, number: int, action: Callable[[Instance], None]) -> None:
+    instance = instances.get(number)
+    if instance is not None:  # one that never started: shrinking made the fault moot
+        action(instance)
 
 
 async def _apply(

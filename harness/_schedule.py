@@ -58,6 +58,46 @@ class Settle:
     """Wait until every input published so far is accounted for (bounded by Flow.quiet)."""
 
 
+#: What an :class:`After` step can wait for: the history's event kinds a fault may follow.
+TRIGGER_EVENTS = ("delivered", "committed", "acked", "sent", "output")
+
+
+@dataclass(frozen=True, slots=True)
+class After:
+    """Wait for an event, so that the fault after this step lands right after it.
+
+    ``After("committed")`` waits for instance ``instance``'s next commit (its
+    probes record ``delivered``, ``committed``, ``acked`` and ``sent``);
+    ``After("output")`` for the next output on the broker (any instance). A
+    crash or cut that follows cuts the instance's connections from inside the
+    event itself (before the service's next instruction), so a race between
+    a commit or ack and an output needs no luck with a timed pause. Straight
+    after publishes, it watches from when they go out. Waits at most
+    ``Flow.quiet``; the fault then comes anyway (the history notes it).
+    """
+
+    event: str
+    instance: int = 0
+
+    def __post_init__(self) -> None:
+        if self.event not in TRIGGER_EVENTS:
+            raise InvalidArgument(
+                f"After(event={self.event!r}) is invalid: use one of {', '.join(TRIGGER_EVENTS)}"
+            )
+        if (
+            isinstance(self.instance, bool)
+            or not isinstance(self.instance, int)
+            or self.instance < 0
+        ):
+            raise InvalidArgument(
+                f"After(instance={self.instance!r}) is invalid: give an instance number >= 0"
+            )
+
+    def __repr__(self) -> str:
+        extra = f", instance={self.instance}" if self.instance else ""
+        return f"After({self.event!r}{extra})"
+
+
 @dataclass(frozen=True, slots=True)
 class Crash:
     """Cut the instance's connections, refuse new ones, then stop it: no graceful commit or ack."""
@@ -112,13 +152,25 @@ class BrokerRestart:
 
 
 Fault = Crash | Restart | Join | Leave | Latency | Cut | BrokerRestart
-Step = Publish | Pause | Settle | Fault
+Step = Publish | Pause | Settle | After | Fault
 #: The fault kinds ``faults=True`` draws from.
 FAULT_KINDS = ("crash", "join", "latency", "cut")
 #: Kinds only drawn when named (``faults=["broker_restart"]``): a broker restart
 #: costs seconds (a JVM start for Kafka), so it would slow a default campaign tenfold.
 OPT_IN_FAULT_KINDS = ("broker_restart",)
-_STEP_TYPES = (Publish, Pause, Settle, Crash, Restart, Join, Leave, Latency, Cut, BrokerRestart)
+_STEP_TYPES = (
+    Publish,
+    Pause,
+    Settle,
+    After,
+    Crash,
+    Restart,
+    Join,
+    Leave,
+    Latency,
+    Cut,
+    BrokerRestart,
+)
 
 
 def as_schedule(steps: Sequence[Step | Message]) -> tuple[Step, ...]:
@@ -131,8 +183,8 @@ def as_schedule(steps: Sequence[Step | Message]) -> tuple[Step, ...]:
             schedule.append(step)
         else:
             raise InvalidArgument(
-                f"{step!r} is not a step: give Message, Publish, Pause, Settle, Crash, Restart,"
-                " Join, Leave, Latency, Cut or BrokerRestart"
+                f"{step!r} is not a step: give Message, Publish, Pause, Settle, After, Crash,"
+                " Restart, Join, Leave, Latency, Cut or BrokerRestart"
             )
     return tuple(schedule)
 
@@ -142,4 +194,4 @@ def messages_of(schedule: Sequence[Step]) -> list[Message]:
 
 
 def faults_of(schedule: Sequence[Step]) -> list[Step]:
-    return [step for step in schedule if not isinstance(step, Publish | Pause | Settle)]
+    return [step for step in schedule if not isinstance(step, Publish | Pause | Settle | After)]

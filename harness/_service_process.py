@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import ClassVar, Literal
 
 from message_flow_harness._environment import (
     check_templates,
@@ -159,6 +159,9 @@ def _label(command: Sequence[str]) -> str:
 @dataclass(frozen=True, kw_only=True)
 class ProcessService:
     """What :func:`process` returns: called with a run's endpoints, one process to run."""
+
+    #: Its instances run in processes of their own, where no client probe sees.
+    in_process: ClassVar[bool] = False
 
     argv: tuple[str, ...]
     templates: Mapping[str, str]

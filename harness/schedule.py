@@ -3,6 +3,8 @@
 from message_flow_harness._schedule import (
     FAULT_KINDS,
     OPT_IN_FAULT_KINDS,
+    TRIGGER_EVENTS,
+    After,
     BrokerRestart,
     Crash,
     Cut,
@@ -20,6 +22,8 @@ from message_flow_harness._schedule import (
 __all__ = (
     "FAULT_KINDS",
     "OPT_IN_FAULT_KINDS",
+    "TRIGGER_EVENTS",
+    "After",
     "BrokerRestart",
     "Crash",
     "Cut",

@@ -18,6 +18,8 @@ from message_flow_harness._schedule import (
     FAULT_KINDS,
     MAX_PRODUCERS,
     OPT_IN_FAULT_KINDS,
+    TRIGGER_EVENTS,
+    After,
     BrokerRestart,
     Crash,
     Cut,
@@ -107,6 +109,15 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
 _FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(0.005), Pause(0.02), Pause(0.001))
 
 
+#: Faults an After step lands inside its event (the rest would only follow it).
+_AT_ONCE = (Crash, Cut, Latency)
+
+
+def _leads(events: Sequence[str]) -> st.SearchStrategy[Step | None]:
+    """What leads up to a fault: a timed lead, or an event it lands right after."""
+    return st.sampled_from((*_FAULT_LEADS, *(After(event) for event in events)))
+
+
 @st.composite
 def _schedule(
     draw: st.DrawFn,
@@ -116,10 +127,12 @@ def _schedule(
     max_instances: int,
     pauses: bool,
     producers: int,
+    events: Sequence[str],
 ) -> list[Step]:
     steps: list[Step] = []
     budget = max_faults
     fault = _faults(kinds, max_instances)
+    leads, timed_leads = _leads(events), _leads(())
     for message in draw(message_lists):
         # A gap before about one publish in three: none (a burst), about one
         # message's handling (1-5 ms here), or several (20 ms). Longer waits
@@ -131,13 +144,16 @@ def _schedule(
         steps.append(Publish(message, producer))
         if budget and draw(st.integers(0, 3)) == 3:  # a fault after about one publish in four
             # What leads up to it: nothing (it hits as the publishes land), a
-            # Settle (between messages, once processing has caught up), or a
+            # Settle (between messages, once processing has caught up), a
             # pause that lands it inside a message's handling (5 ms here: a
-            # fetch and a commit or ack; shrinking prefers it to 20 and 1).
-            lead = draw(st.sampled_from(_FAULT_LEADS))
+            # fetch and a commit or ack; shrinking prefers it to 20 and 1), or
+            # an event it lands right after (After("committed")), where a
+            # race's window opens whatever the timing.
+            drawn = draw(fault)
+            lead = draw(leads if isinstance(drawn[0], _AT_ONCE) else timed_leads)
             if lead is not None:
                 steps.append(lead)
-            steps.extend(draw(fault))
+            steps.extend(drawn)
             budget -= 1
     return steps
 
@@ -150,6 +166,7 @@ def schedules(
     max_instances: int = 2,
     pauses: bool = True,
     producers: int = 1,
+    events: Sequence[str] = TRIGGER_EVENTS,
 ) -> st.SearchStrategy[list[Step]]:
     """Publishes of ``messages`` interleaved with pauses and faults.
 
@@ -161,8 +178,11 @@ def schedules(
     ``faults`` is True (all of ``crash``, ``join``, ``latency``, ``cut``),
     False, or the kinds to use, which may also name ``broker_restart`` (a
     restart of a broker the harness started: not in True because each costs
-    seconds). Shrinking removes faults, pauses and
-    messages until only what the failure needs is left.
+    seconds). A fault may follow an :class:`~message_flow_harness.schedule.After`
+    step, landing right after one of ``events`` (of ``TRIGGER_EVENTS``; give
+    those the service's probes record, or () for timed faults only).
+    Shrinking removes faults, pauses and messages until only what the failure
+    needs is left.
     """
     if faults is True:
         kinds: Sequence[str] = FAULT_KINDS
@@ -182,9 +202,20 @@ def schedules(
         or not 1 <= producers <= MAX_PRODUCERS
     ):
         raise InvalidArgument(f"producers={producers!r} is invalid: give 1 to {MAX_PRODUCERS}")
+    unknown_events = [e for e in events if e not in TRIGGER_EVENTS]
+    if isinstance(events, str) or unknown_events:
+        raise InvalidArgument(
+            f"events={events!r} is invalid: give a sequence of {', '.join(TRIGGER_EVENTS)}"
+        )
     message_lists = messages if messages is not None else globals()["messages"]()
     return _schedule(
-        message_lists, kinds, max_faults if kinds else 0, max_instances, pauses, producers
+        message_lists,
+        kinds,
+        max_faults if kinds else 0,
+        max_instances,
+        pauses,
+        producers,
+        tuple(events),
     )
 
 

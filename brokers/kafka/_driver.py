@@ -23,6 +23,7 @@ _MAX_PROXIES = 16
 class KafkaDriver(BrokerDriver):
     kind = "kafka"
     title = "Kafka"
+    trigger_events = ("delivered", "committed", "sent", "output")
     url_env = _settings.URL_ENV
     probes_module = "message_flow_harness.brokers.kafka._probes"
     url_option = _settings.URL_OPTION

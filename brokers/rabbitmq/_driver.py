@@ -56,6 +56,7 @@ class _RabbitRestart(BrokerRestart):
 class RabbitDriver(BrokerDriver):
     kind = "rabbitmq"
     title = "RabbitMQ"
+    trigger_events = ("delivered", "acked", "sent", "output")
     url_env = URL_ENV
     probes_module = "message_flow_harness.brokers.rabbitmq._probes"
     url_option = URL_OPTION

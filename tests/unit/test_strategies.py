@@ -9,7 +9,18 @@ from hypothesis import given, settings
 
 from message_flow_harness import InvalidArgument, Message
 from message_flow_harness import strategies as hs
-from message_flow_harness.schedule import Crash, Join, Pause, Publish, Settle, Step
+from message_flow_harness.schedule import (
+    TRIGGER_EVENTS,
+    After,
+    Crash,
+    Cut,
+    Join,
+    Latency,
+    Pause,
+    Publish,
+    Settle,
+    Step,
+)
 
 
 def _collect(strategy: object, examples: int = 200) -> list[object]:
@@ -48,16 +59,46 @@ def test_schedules_interleave_faults_with_publishes() -> None:
         assert sum(isinstance(s, Crash) for s in steps) <= 2
 
 
-def test_a_fault_comes_straight_after_a_publish_after_a_settle_or_after_a_pause() -> None:
-    """A pause before a crash lands it inside a message's handling, where commits race."""
+def test_a_fault_comes_after_a_publish_a_settle_a_pause_or_an_event() -> None:
+    """A pause before a crash lands it inside a message's handling, where commits race;
+    an After step lands it right at the commit or delivery it names."""
     schedules = _collect(hs.schedules(faults=["crash"], max_faults=1), examples=300)
     leads: set[type] = set()
+    events: set[str] = set()
     for schedule in schedules:
         steps: list[Step] = schedule  # type: ignore[assignment]
         for before, step in itertools.pairwise(steps):
             if isinstance(step, Crash):
                 leads.add(type(before))
-    assert leads == {Publish, Settle, Pause}
+                if isinstance(before, After):
+                    events.add(before.event)
+    assert leads == {Publish, Settle, Pause, After}
+    assert events == set(TRIGGER_EVENTS)
+
+
+def test_after_steps_follow_publishes_and_wait_only_for_the_events_given() -> None:
+    schedules = _collect(
+        hs.schedules(faults=True, max_faults=2, events=["committed"]), examples=300
+    )
+    seen = 0
+    for schedule in schedules:
+        steps: list[Step] = schedule  # type: ignore[assignment]
+        for index, step in enumerate(steps):
+            if isinstance(step, After):
+                seen += 1
+                assert step == After("committed")
+                assert isinstance(steps[index - 1], Publish)  # it watches from the publishes
+                assert isinstance(steps[index + 1], Crash | Cut | Latency)  # a fault it lands
+    assert seen
+    no_events = _collect(hs.schedules(faults=True, events=()), examples=100)
+    assert not any(isinstance(s, After) for schedule in no_events for s in schedule)  # type: ignore[attr-defined]
+
+
+def test_events_must_be_trigger_events() -> None:
+    with pytest.raises(InvalidArgument, match="events="):
+        hs.schedules(events=["commited"])
+    with pytest.raises(InvalidArgument, match="events="):
+        hs.schedules(events="committed")
 
 
 def test_schedules_without_faults_only_publish_and_pause() -> None:
