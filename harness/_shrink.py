@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from message_flow_harness._flow import RunResult
-from message_flow_harness._schedule import Step, faults_of, messages_of
+from message_flow_harness._schedule import After, Step, faults_of, messages_of
 
 
 def judge(run: Callable[[], RunResult], tries: int) -> RunResult:
@@ -57,29 +57,59 @@ def delete_steps(
     steps make each later run cheaper. Stops when no single step can go or
     the time is up; returns what is left.
     """
-    kept = tuple(schedule)
+    kept = _units(schedule)
     chunk = max(1, len(kept) // 2)
     while len(kept) > 1:
         deleted = False
         end = len(kept)
         while end > 0:
             if not time_left():
-                return kept
+                return _steps(kept)
             start = max(0, end - chunk)
             candidate = kept[:start] + kept[end:]
-            if candidate and fails(candidate):
+            if candidate and fails(_steps(candidate)):
                 kept, deleted = candidate, True
             end = start
         if chunk == 1 and not deleted:
             break
         chunk = max(1, min(chunk // 2, len(kept) // 2))
-    return kept
+    return _steps(kept)
 
 
-def size(schedule: Sequence[Step]) -> tuple[int, int, int]:
-    """How big a failing schedule is, smallest first (the order shrinking works towards)."""
+def _units(schedule: Sequence[Step]) -> list[tuple[Step, ...]]:
+    """The steps deletion takes as one: an After and the fault it places go together.
+
+    Deleting only the After would turn a fault at an event into a timed one,
+    which fails by luck: no simpler, and a worse reproduction.
+    """
+    units: list[tuple[Step, ...]] = []
+    index = 0
+    while index < len(schedule):
+        width = 2 if isinstance(schedule[index], After) else 1
+        units.append(tuple(schedule[index : index + width]))
+        index += width
+    return units
+
+
+def _steps(units: Sequence[tuple[Step, ...]]) -> tuple[Step, ...]:
+    return tuple(step for unit in units for step in unit)
+
+
+def size(schedule: Sequence[Step]) -> tuple[int, int, int, int]:
+    """How big a failing schedule is, smallest first (the order shrinking works towards).
+
+    An After step counts for nothing but a plus: a fault at an event is not
+    bigger than a timed one, and it fails every time rather than by luck.
+    """
     messages = messages_of(schedule)
-    return (len(schedule), len(faults_of(schedule)), sum(len(m.value) for m in messages))
+    faults = faults_of(schedule)
+    placed = sum(isinstance(step, After) for step in schedule)
+    return (
+        len(schedule) - placed,
+        len(faults),
+        sum(len(m.value) for m in messages),
+        len(faults) - placed,  # timed faults
+    )
 
 
 def smaller(best: RunResult | None, other: RunResult) -> RunResult:

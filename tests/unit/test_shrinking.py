@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from message_flow_harness._shrink import delete_steps, judge
+from message_flow_harness import Message
+from message_flow_harness._shrink import delete_steps, judge, size
+from message_flow_harness.schedule import After, Crash, Cut, Pause, Publish, Step
 
 
 def scripted(outcomes: str) -> tuple[Callable[[], Any], list[str]]:
@@ -95,3 +97,27 @@ def test_deleting_steps_stops_when_the_time_is_up() -> None:
     # the time ran out before the quarters.
     assert tried == [tuple("abcd")]
     assert kept == tuple("abcd")
+
+
+def test_an_after_step_goes_only_with_the_fault_it_places() -> None:
+    """Deleting the After alone would leave a timed crash that fails by luck (a flaky judge
+    may pass it): the pair stays or goes as one."""
+    publish = Publish(Message(b"1"))
+    schedule = (publish, After("committed"), Crash(0), Pause(0.02), Cut(0))
+    tried: list[tuple[Step, ...]] = []
+
+    def judged(candidate: tuple[Step, ...]) -> bool:
+        tried.append(candidate)
+        return Crash(0) in candidate  # a judge that would take the timed crash too
+
+    kept = delete_steps(schedule, judged, lambda: True)
+    assert kept == (After("committed"), Crash(0))
+    assert all(After("committed") not in candidate or Crash(0) in candidate for candidate in tried)
+
+
+def test_a_fault_at_an_event_is_smaller_than_a_timed_one() -> None:
+    publish = Publish(Message(b"1"))
+    at_event = (publish, After("committed"), Crash(0))
+    timed = (publish, Crash(0))
+    after_pause = (publish, Pause(0.005), Crash(0))
+    assert size(at_event) < size(timed) < size(after_pause)
