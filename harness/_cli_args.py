@@ -13,9 +13,9 @@ import math
 
 from message_flow_harness._drivers import driver, drivers
 from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._fault_model import Faults
 from message_flow_harness._schedule import FAULT_KINDS, MAX_PRODUCERS, OPT_IN_FAULT_KINDS
 from message_flow_harness._shard import Shard
-from message_flow_harness._fault_model import Faults
 
 
 class UsageError(HarnessError):

@@ -10,6 +10,7 @@ directory, where new ones go), or a Hypothesis ``ExampleDatabase`` itself.
 from __future__ import annotations
 
 from pathlib import Path
+
 from hypothesis.database import (
     DirectoryBasedExampleDatabase,
     ExampleDatabase,
@@ -26,9 +27,7 @@ LOCAL = Path(".hypothesis") / "harness"
 #: The artifact name Hypothesis's GitHubArtifactDatabase reads by default.
 ARTIFACT = "hypothesis-example-db"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-_FORMS = (
-    "a directory, a Redis URL (redis://HOST:PORT/DB) or github:OWNER/REPO[/ARTIFACT]"
-)
+_FORMS = "a directory, a Redis URL (redis://HOST:PORT/DB) or github:OWNER/REPO[/ARTIFACT]"
 
 
 Database = Path | str | ExampleDatabase | None
@@ -82,8 +81,7 @@ def _redis(url: str) -> ExampleDatabase:
         from hypothesis.extra.redis import RedisExampleDatabase
     except ImportError:
         raise InvalidArgument(
-            f"database {shown!r} needs the redis client: pip install"
-            " 'message-flow-harness[redis]'"
+            f"database {shown!r} needs the redis client: pip install 'message-flow-harness[redis]'"
         ) from None
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)

@@ -3,8 +3,9 @@
 A campaign split across CI jobs (``harness fuzz --shard 2/4``) runs its
 searches as a campaign's ``workers`` do on one machine, the jobs' workers
 numbered apart: each search has its own seed (the campaign's seed plus its
-number among all the shards' searches) and a share of ``max_examples``, and the first worker of every shard replays
-the failures the shared example database holds before searching.
+number among all the shards' searches) and a share of ``max_examples``, and
+the first worker of every shard replays the failures the shared example
+database holds before searching.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,9 @@ from message_flow_harness._fuzz import Example
 from message_flow_harness.schedule import Crash, Cut, Join, Latency, Leave
 from message_flow_harness.zoo.rabbitmq_services import rabbitmq_robust
 from tests.integration.private_redis import private_redis
+
+#: ``harness fuzz ARGS`` in a project of its own: how it ended.
+Harness = Callable[..., subprocess.CompletedProcess[str]]
 
 FLOWS = """\
 from message_flow_harness import Faults, Flow, checks
@@ -45,7 +48,7 @@ lost_update = Flow(
 
 
 @pytest.fixture
-def harness(rabbitmq_broker: BrokerInfo, tmp_path: Path) -> Iterator[object]:
+def harness(rabbitmq_broker: BrokerInfo, tmp_path: Path) -> Harness:
     """``harness fuzz ARGS`` in a project holding FLOWS, on the session's RabbitMQ."""
     (tmp_path / "model_flows.py").write_text(FLOWS)
     root = Path(__file__).parents[2]
@@ -60,17 +63,17 @@ def harness(rabbitmq_broker: BrokerInfo, tmp_path: Path) -> Iterator[object]:
             env={**os.environ, "PYTHONPATH": f"{root}:{tmp_path}", **management},
         )  # fmt: skip
 
-    yield run
+    return run
 
 
 @pytest.mark.rabbitmq
-def test_a_crash_only_model_finds_its_crash_race_without_a_flag(harness: object) -> None:
-    found = harness("model_flows:acks_early", "--max-examples", "150", "--seed", "1")  # type: ignore[operator]
+def test_a_crash_only_model_finds_its_crash_race_without_a_flag(harness: Harness) -> None:
+    found = harness("model_flows:acks_early", "--max-examples", "150", "--seed", "1")
     assert found.returncode == 1, found.stdout + found.stderr
     assert "Crash(instance=0)" in found.stdout
     assert "lost:" in found.stdout
     # Asking for a fault the deployment cannot suffer is an error naming the option.
-    refused = harness("model_flows:acks_early", "--faults", "crash,join")  # type: ignore[operator]
+    refused = harness("model_flows:acks_early", "--faults", "crash,join")
     assert refused.returncode == 2
     assert "set instances=2 in the flow's Faults(...)" in refused.stderr
 
@@ -93,29 +96,32 @@ async def test_a_single_instance_flow_never_draws_join(
         report_dir=tmp_path, progress=seen.append, shrink_seconds=10, reruns=0,
     )  # fmt: skip
     steps = [type(step) for example in seen for step in example.schedule]
-    assert Join not in steps and Leave not in steps
+    assert Join not in steps
+    assert Leave not in steps
     assert {Crash, Latency, Cut} & set(steps)  # faults are on without being asked for
 
 
 def _found(done: subprocess.CompletedProcess[str]) -> tuple[int, str]:
     at = re.search(r"first failure at example (\d+)", done.stdout)
-    assert done.returncode == 1 and at is not None, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert at is not None, done.stdout
     return int(at[1]), done.stdout
 
 
 @pytest.mark.rabbitmq
 def test_two_shards_sharing_redis_find_what_the_whole_campaign_finds(
-    harness: object, tmp_path: Path
+    harness: Harness, tmp_path: Path
 ) -> None:
     run = harness
-    _, whole = _found(run("model_flows:lost_update", "--max-examples", "20", "--seed", "1"))  # type: ignore[operator]
-    assert "totals_add_up()" in whole and "lost-update" in whole
+    _, whole = _found(run("model_flows:lost_update", "--max-examples", "20", "--seed", "1"))
+    assert "totals_add_up()" in whole
+    assert "lost-update" in whole
     with private_redis(tmp_path / "redis") as url:
         shard = ("model_flows:lost_update", "--max-examples", "20", "--database", url)
-        _, first = _found(run(*shard, "--shard", "1/2"))  # type: ignore[operator]
+        _, first = _found(run(*shard, "--shard", "1/2"))
         assert "lost-update" in first
         # The second shard replays what the first saved before its own search.
-        at, second = _found(run(*shard, "--shard", "2/2"))  # type: ignore[operator]
+        at, second = _found(run(*shard, "--shard", "2/2"))
         assert at == 1, second
         assert "lost-update" in second
         assert "--shard 2/2" in second  # how to repeat this shard's search
