@@ -36,12 +36,14 @@ from message_flow_harness._errors import (
     BrokerError,
     BrokerStartError,
     BrokerUnavailable,
+    DatabaseUnavailable,
     DestinationError,
     HarnessError,
     HarnessTimeout,
     InvalidArgument,
     ServiceError,
 )
+from message_flow_harness._fault_model import Faults
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._fuzz import ChecksFailed, fuzz
 from message_flow_harness._history import Event, History, Kind
@@ -64,10 +66,12 @@ __all__ = (
     "BrokerUnavailable",
     "ChecksFailed",
     "Correlation",
+    "DatabaseUnavailable",
     "DestinationError",
     "DestinationSpec",
     "Endpoints",
     "Event",
+    "Faults",
     "Flow",
     "FuzzReport",
     "HarnessError",

@@ -29,12 +29,16 @@ from message_flow_harness._cli_args import (
     add_output_arguments,
     broker_url,
     fault_kinds,
+    faults_asked,
     non_negative_int,
     positive_int,
     producer_count,
+    shard_of,
 )
 from message_flow_harness._drivers import BROKER_KINDS, check_kind, driver
 from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._example_database import LOCAL, open_database
+from message_flow_harness._fault_model import campaign_kinds
 from message_flow_harness._fuzz import FuzzReport, check_fuzz_arguments, fuzz
 from message_flow_harness._logs import show_logs
 from message_flow_harness._message import BrokerKind
@@ -42,6 +46,7 @@ from message_flow_harness._progress import FuzzProgress, LiveBar
 from message_flow_harness._redact import is_secret_name, redact_url
 from message_flow_harness._reference import load_flow as load_flow  # re-exported
 from message_flow_harness._report import fuzz_summary
+from message_flow_harness._shard import Shard
 from message_flow_harness._text import shorten
 from message_flow_harness.brokers import _local
 
@@ -159,31 +164,43 @@ def _demo(kinds: list[BrokerKind]) -> int:
 
 
 #: Where ``harness fuzz`` keeps failing examples (Hypothesis's database) between runs.
-DATABASE = Path(".hypothesis") / "harness"
+DATABASE = LOCAL
 
 
 def _fuzz(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
     url = broker_url(args, flow.broker)
-    faults: list[str] = list(args.faults or ())
-    if args.workers > 1 and faults:
+    faults = faults_asked(args.faults, flow.faults)
+    kinds = campaign_kinds(flow.faults, faults, flow=f"{args.flow} (Flow(faults=...))")
+    if args.workers > 1 and kinds:
+        given = "--faults" if args.faults is not None else f"{args.flow}'s fault model"
         raise UsageError(
-            f"--workers {args.workers} runs examples at once, which --faults cannot share"
-            " (a fault run holds fault proxies, and a broker restart hits every run):"
-            " give --workers 1 with --faults"
+            f"--workers {args.workers} runs examples at once, which fault schedules cannot"
+            f" share (a fault run holds fault proxies, and a broker restart hits every run),"
+            f" and {given} draws {', '.join(kinds)}: give --workers 1, or --faults none"
         )
-    database = DATABASE.resolve()
-    if args.replay and not database.is_dir():
-        raise InvalidArgument(_nothing_to_replay(args.flow, database))
+    where = _database_of(args.database)
+    if args.replay and isinstance(where, Path) and not where.is_dir():
+        raise InvalidArgument(_nothing_to_replay(args.flow, where))
+    database = open_database(where)  # a Redis server that does not answer: said now
     check_fuzz_arguments(  # the library's own checks, should a new one not be in the CLI yet
+        flow,
         max_examples=args.max_examples,
         faults=faults,
         producers=args.producers,
         workers=args.workers,
+        shard=args.shard,
     )
+    shard = args.shard or Shard()
+    examples = shard.examples(args.max_examples)
     with brokers.provision(flow.broker, url=url) as info:
         if not args.quiet:
-            print(f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)}", flush=True)
+            drawn = f"faults: {', '.join(kinds)}" if kinds else "no faults"
+            of = f", shard {shard}" if args.shard else ""
+            print(
+                f"fuzzing {flow.label} on {flow.broker} at {redact_url(info.url)} ({drawn}{of})",
+                flush=True,
+            )
         with LiveBar(show=not args.quiet) as bar:
             report = asyncio.run(
                 fuzz(
@@ -195,24 +212,31 @@ def _fuzz(args: argparse.Namespace) -> int:
                     broker=info,
                     database=database,
                     report_dir=Path(args.report_dir),
-                    progress=FuzzProgress(
-                        bar, max_examples=args.max_examples, verbose=args.verbose > 0
-                    ),
+                    progress=FuzzProgress(bar, max_examples=examples, verbose=args.verbose > 0),
                     flow_reference=args.flow,
                     replay_only=args.replay,
                     workers=args.workers,
+                    shard=(shard.index, shard.count),
                 )
             )
     if args.replay and report.examples == 0:
-        raise InvalidArgument(_nothing_to_replay(args.flow, database))
-    print(fuzz_summary(report, rerun=f"--seed {report.seed}"))
+        raise InvalidArgument(_nothing_to_replay(args.flow, args.database))
+    rerun = f"--seed {report.seed}" + (f" --shard {shard}" if args.shard else "")
+    print(fuzz_summary(report, rerun=rerun))
     if args.json:
         Path(args.json).write_text(json.dumps(fuzz_json(report), indent=1))
         print(f"JSON: {args.json}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _nothing_to_replay(reference: str, database: Path) -> str:
+def _database_of(spec: str) -> Path | str:
+    """``--database``: a directory (resolved from here) or a URL-like name, passed on."""
+    if "://" in spec or spec.startswith("github:"):
+        return spec
+    return Path(spec).resolve()
+
+
+def _nothing_to_replay(reference: str, database: object) -> str:
     return (
         f"--replay found no saved failure of {reference} in {database}:"
         " failures are saved there by runs without --seed that fail, run from this"
@@ -298,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=fault_kinds,
         default=None,
         metavar="KINDS",
-        help="add fault schedules: all (crash,join,latency,cut), or a comma list of those"
-        " and broker_restart (brokers the harness started); e.g. --faults crash,cut"
-        " (default: no faults)",
+        help="the fault kinds to draw: all (every kind the flow's Flow(faults=Faults(...))"
+        " allows; for a flow without one crash,join,latency,cut), none, or a comma list of"
+        " crash, join, latency, cut and broker_restart (brokers the harness started), e.g."
+        " --faults crash,cut; a kind the flow's model rules out is an error naming the"
+        " Faults option to change (default: the flow's model; no faults for a flow without"
+        " one)",
     )
     fuzz_parser.add_argument(
         "--producers",
@@ -314,12 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=1,
         metavar="N",
-        help="run N searches at once, each with its own seed (not with --faults)",
+        help="run N searches at once, each with its own seed (not with faults)",
     )
     fuzz_parser.add_argument(
         "--replay",
         action="store_true",
-        help=f"only re-run the failures earlier runs saved in {DATABASE}",
+        help="only re-run the failures earlier runs saved in the --database",
+    )
+    fuzz_parser.add_argument(
+        "--database",
+        default=str(DATABASE),
+        metavar="DB",
+        help="where failures are saved and replayed first: a directory, a Redis URL"
+        " (redis://HOST:PORT/DB, shared by CI jobs and machines) or github:OWNER/REPO[/ARTIFACT]"
+        " (read a CI job's uploaded directory; new failures go to .hypothesis/harness)",
+    )
+    fuzz_parser.add_argument(
+        "--shard",
+        type=shard_of,
+        default=None,
+        metavar="I/N",
+        help="run the I-th of N independent searches that make up the campaign (one per CI"
+        " job): its share of --max-examples, its own seeds, the database's failures first",
     )
     fuzz_parser.add_argument(
         "--report-dir",

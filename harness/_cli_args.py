@@ -12,8 +12,10 @@ import argparse
 import math
 
 from message_flow_harness._drivers import driver, drivers
-from message_flow_harness._errors import HarnessError
+from message_flow_harness._errors import HarnessError, InvalidArgument
+from message_flow_harness._fault_model import Faults
 from message_flow_harness._schedule import FAULT_KINDS, MAX_PRODUCERS, OPT_IN_FAULT_KINDS
+from message_flow_harness._shard import Shard
 
 
 class UsageError(HarnessError):
@@ -35,21 +37,46 @@ class Formatter(argparse.HelpFormatter):
 
 
 def fault_kinds(text: str) -> tuple[str, ...]:
-    """``all`` or a comma list of fault kinds (``crash,cut``): the kinds, checked."""
-    known = (*FAULT_KINDS, *OPT_IN_FAULT_KINDS)
+    """``none``, or a comma list of fault kinds and ``all`` (``crash,cut``): checked.
+
+    ``all`` stays a name: which kinds it means depends on the flow (:func:`faults_asked`).
+    """
+    if text.strip() == "none":
+        return ()
+    known = ("all", *FAULT_KINDS, *OPT_IN_FAULT_KINDS)
     kinds: list[str] = []
     for name in (part.strip() for part in text.split(",")):
-        found = FAULT_KINDS if name == "all" else (name,) if name in known else None
-        if found is None and ":" in name:  # the flow, taken for the kinds
+        if name not in known and ":" in name:  # the flow, taken for the kinds
             raise argparse.ArgumentTypeError(
                 f"{name!r} is not a fault kind: --faults takes KINDS, e.g. --faults all {name}"
             )
-        if found is None:
+        if name not in known:
             raise argparse.ArgumentTypeError(
-                f"unknown fault kind {name!r}: give all, or a comma list of {', '.join(known)}"
+                f"unknown fault kind {name!r}: give all, none, or a comma list of"
+                f" {', '.join(known[1:])}"
             )
-        kinds += [kind for kind in found if kind not in kinds]
+        if name not in kinds:
+            kinds.append(name)
     return tuple(kinds)
+
+
+def faults_asked(kinds: tuple[str, ...] | None, model: Faults | None) -> bool | list[str] | None:
+    """What ``--faults`` asks of :func:`fuzz`: None (not given: the flow's model), False
+    (``none``), or the kinds, ``all`` read as every kind the flow's model allows (without
+    one: crash, join, latency, cut)."""
+    if kinds is None or not kinds:
+        return None if kinds is None else False
+    everything = model.kinds if model is not None else FAULT_KINDS
+    named = [kind for name in kinds for kind in (everything if name == "all" else (name,))]
+    return list(dict.fromkeys(named))
+
+
+def shard_of(text: str) -> Shard:
+    """``I/N``: the I-th of N shards of a campaign."""
+    try:
+        return Shard.parse(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def producer_count(text: str) -> int:

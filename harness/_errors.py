@@ -44,3 +44,7 @@ class HarnessTimeout(HarnessError, TimeoutError):
 
 class ServiceError(HarnessError):
     """The service under test raised or hung while starting or stopping."""
+
+
+class DatabaseUnavailable(HarnessError, ConnectionError):
+    """The example database named for a campaign does not answer (a Redis server down)."""

@@ -20,6 +20,7 @@ from message_flow_harness._correlation import (
 from message_flow_harness._drivers import BROKER_KINDS, driver
 from message_flow_harness._environment import check_templates
 from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._fault_model import Faults, check_fault_model
 from message_flow_harness._history import History
 from message_flow_harness._message import BrokerKind, Endpoints, Message
 from message_flow_harness._readiness import Ready, check_ready
@@ -89,6 +90,12 @@ class Flow:
     "payment.requested"), output=("payments", "payment.completed"),
     dead_letter=("payments.dlx", "#"))``). Without it (the default) the
     harness creates the run's three queues itself under unique names.
+
+    ``faults`` (a :class:`Faults`) says which faults the deployment can
+    suffer: :func:`fuzz` draws those by default, and never a fault it rules
+    out (``Faults(crash=True, network=True)``: one instance, so no competing
+    consumer). None (the default) declares nothing: ``fuzz`` then draws only
+    the faults it is asked for.
     """
 
     sut: Service
@@ -112,6 +119,7 @@ class Flow:
     queue_type: str | None = None
     queue_arguments: Mapping[str, object] = field(default_factory=dict)
     topology: Topology | None = None
+    faults: Faults | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.sut):
@@ -148,6 +156,7 @@ class Flow:
         check_flow_options(self.correlate, self.output_kinds, self.side_events)
         object.__setattr__(self, "env", check_templates(self.env, where="Flow(env=...)"))
         check_ready(self.ready)
+        check_fault_model(self.faults)
         if not isinstance(self.first_deploy, bool):
             raise InvalidArgument(
                 f"first_deploy={self.first_deploy!r} is invalid: pass True or False"

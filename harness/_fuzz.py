@@ -36,13 +36,15 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
-from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky
 from hypothesis.reporting import with_reporter
 
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo
 from message_flow_harness._errors import BrokerUnavailable, HarnessError, InvalidArgument
+from message_flow_harness._example_database import LOCAL, Database, open_database
+from message_flow_harness._fault_model import campaign_kinds
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History
 from message_flow_harness._instances import check_broker_restartable
@@ -55,9 +57,9 @@ from message_flow_harness._report import (
 from message_flow_harness._report import write_failure
 from message_flow_harness._runner import LiveRun, run_flow
 from message_flow_harness._schedule import Publish, Step
+from message_flow_harness._shard import Shard
 from message_flow_harness._shrink import Shrinker
 from message_flow_harness._text import plural
-from message_flow_harness._triggers import events_seen
 from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
 
@@ -120,15 +122,18 @@ def _fail(result: RunResult) -> None:
 
 
 def check_fuzz_arguments(
+    flow: Flow,
     *,
     max_examples: int,
-    faults: bool | Sequence[str],
+    faults: bool | Sequence[str] | None,
     producers: int,
     workers: int,
     shrink_tries: int = 3,
     reruns: int = 5,
-) -> None:
-    """Raise InvalidArgument, naming the fix, for arguments :func:`fuzz` cannot run with.
+    shard: Shard | None = None,
+) -> tuple[str, ...]:
+    """The fault kinds the campaign draws; InvalidArgument, naming the fix, for arguments
+    :func:`fuzz` cannot run with.
 
     Checked before any broker is leased or started (the CLI calls it first too).
     """
@@ -140,13 +145,19 @@ def check_fuzz_arguments(
         raise InvalidArgument(f"reruns={reruns!r} is invalid: give a count >= 0")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InvalidArgument(f"workers={workers!r} is invalid: give a count >= 1")
-    if workers > 1 and faults:
+    kinds = campaign_kinds(flow.faults, faults, flow=f"flow {flow.label}")
+    if workers > 1 and kinds:
+        drawn = "the flow's fault model draws" if faults is None else "it would draw"
         raise InvalidArgument(
             f"workers={workers} runs examples at once, which a fault schedule cannot share:"
             " a fault run holds fault proxies (Kafka has two, on fixed ports) and a broker"
-            " restart hits every run; pass workers=1 with faults"
+            f" restart hits every run, and {drawn} {', '.join(kinds)}; pass workers=1, or"
+            " faults=False"
         )
-    schedules(faults=faults, producers=producers)  # unknown fault kinds, producers out of range
+    if shard is not None:
+        shard.examples(max_examples)  # every shard has an example to run
+    schedules(flow=flow, faults=list(kinds), producers=producers)  # producers out of range
+    return kinds
 
 
 async def fuzz(
@@ -154,22 +165,27 @@ async def fuzz(
     *,
     max_examples: int = 100,
     seed: int | None = None,
-    faults: bool | Sequence[str] = False,
+    faults: bool | Sequence[str] | None = None,
     producers: int = 1,
     broker: BrokerInfo | None = None,
     shrink_seconds: float = 120.0,
     shrink_tries: int = 3,
     reruns: int = 5,
     replay_only: bool = False,
-    database: Path | None = Path(".hypothesis") / "harness",
+    database: Database = LOCAL,
     report_dir: Path | None = Path("reports"),
     progress: Callable[[Example], None] | None = None,
     flow_reference: str | None = None,
     workers: int = 1,
+    shard: tuple[int, int] = (1, 1),
 ) -> FuzzReport:
     """Search for a schedule that breaks ``flow``'s checks; shrink and re-run it.
 
-    ``faults`` adds fault schedules (True for all kinds, or a list of kinds);
+    ``faults`` are the fault kinds to draw, within the flow's fault model
+    (``Flow(faults=Faults(...))``): None (the default) draws every kind the
+    model allows (none for a flow without one), True every kind it allows
+    (without a model: crash, join, latency, cut), False none, and a list of
+    kinds those (a kind the model rules out is an error naming the option).
     ``producers`` > 1 publishes through that many concurrent producers.
     ``workers`` > 1 runs that many searches at once (fault-free campaigns
     only), ``max_examples`` shared between them, each with its own seed
@@ -179,24 +195,35 @@ async def fuzz(
     candidate counts as passing after ``shrink_tries`` passes in a row, and
     as failing once it has failed twice (so the minimal schedule is one that
     repeats, not one that failed once by luck). Failing examples are kept in
-    Hypothesis's database under ``database`` and tried first next time
-    (unseeded runs only: a ``seed`` replays one exact search instead);
-    ``replay_only`` runs just those. An unseeded run chooses its seed (the
+    Hypothesis's example ``database`` and tried first next time (unseeded
+    runs only: a ``seed`` repeats one exact search instead): a directory, a
+    Redis URL (``redis://host:6379/0``), ``github:OWNER/REPO`` (a CI job's
+    uploaded artifact, read-only, beside the local directory) or an
+    ``ExampleDatabase``; ``replay_only`` runs just those. ``shard=(i, n)``
+    runs the i-th of n independent searches that together make the campaign
+    (one per CI job; see harness._shard): its share of ``max_examples``,
+    seeds numbered apart from the other shards', the database's failures
+    replayed first. An unseeded run chooses its seed (the
     report's ``seed``): passing it back repeats the search. Without ``broker``,
     a local one is leased. ``progress`` hears of every example, re-runs too.
     """
-    check_fuzz_arguments(
+    split = Shard(*shard)
+    kinds = check_fuzz_arguments(
+        flow,
         max_examples=max_examples,
         faults=faults,
         producers=producers,
         workers=workers,
         shrink_tries=shrink_tries,
         reruns=reruns,
+        shard=split,
     )
+    max_examples = split.examples(max_examples)
     workers = 1 if replay_only else min(workers, max_examples)  # each has an example to run
+    examples_database = open_database(database)
 
     async def on(info: BrokerInfo) -> FuzzReport:
-        if not isinstance(faults, bool) and "broker_restart" in faults:
+        if "broker_restart" in kinds:
             check_broker_restartable(info)  # now, not at the first example that draws one
         campaign: Campaign | None = None
         try:
@@ -217,13 +244,14 @@ async def fuzz(
                     info,
                     max_examples=max_examples,
                     seed=seed,
-                    faults=faults,
+                    faults=kinds,
                     producers=producers,
                     shrink_seconds=shrink_seconds,
                     shrink_tries=shrink_tries,
                     reruns=reruns,
                     replay_only=replay_only,
-                    database=database,
+                    database=examples_database,
+                    shard=split,
                     report_dir=report_dir,
                     progress=progress,
                     flow_reference=flow_reference,
@@ -261,17 +289,18 @@ class Campaign:
         *,
         max_examples: int,
         seed: int | None,
-        faults: bool | Sequence[str],
+        faults: Sequence[str],
         producers: int,
         shrink_seconds: float,
         shrink_tries: int,
         reruns: int,
         replay_only: bool,
-        database: Path | None,
+        database: Database,
         report_dir: Path | None,
         progress: Callable[[Example], None] | None,
         flow_reference: str | None,
         workers: int,
+        shard: Shard | None = None,
     ) -> None:
         self.flow, self.adapter, self.isolation, self.broker = flow, adapter, isolation, broker
         self.max_examples, self.faults = max_examples, faults
@@ -280,11 +309,12 @@ class Campaign:
         self.seeded = seed is not None
         self.seed = seed if seed is not None else choose_seed()
         self.reruns, self.replay_only, self.workers = reruns, replay_only, workers
-        self.database, self.report_dir = database, report_dir
+        self.database: ExampleDatabase | None = open_database(database)
+        self.report_dir, self.shard = report_dir, shard or Shard()
         self.progress, self.flow_reference = progress, flow_reference
         messages = flow.messages if flow.messages is not None else message_lists()
         self.strategy = schedules(
-            messages=messages, faults=faults, producers=producers, events=events_seen(flow)
+            messages=messages, flow=flow, faults=list(faults), producers=producers
         )
         self.loop = asyncio.get_running_loop()
         self.started = time.monotonic()
@@ -409,7 +439,10 @@ class Campaign:
             raise raised[0]
 
     def _worker_search(self, worker: int) -> Callable[[], None]:
-        """Worker ``worker``'s Hypothesis test: its share of the examples, its own seed."""
+        """Worker ``worker``'s Hypothesis test: its share of the examples, its own seed.
+
+        Its seed is the campaign's plus its number among every shard's workers.
+        """
 
         def test_schedule(schedule: list[Step]) -> None:
             self._hypothesis_test(schedule)
@@ -419,7 +452,8 @@ class Campaign:
         replayed = (Phase.explicit, Phase.reuse) if worker == 0 else ()  # saved ones: once
         workers, max_examples = self.workers, self.max_examples
         # @seed drops the database; the settings applied over it put it back when wanted.
-        seeded = hypothesis_seed(self.seed + worker)(given(self.strategy)(test_schedule))
+        number = self.shard.search_number(worker)
+        seeded = hypothesis_seed(self.seed + number)(given(self.strategy)(test_schedule))
         saving = self.database is not None and (self.replay_only or not self.seeded)
         test = settings(
             max_examples=max_examples // workers + (worker < max_examples % workers),
@@ -427,7 +461,7 @@ class Campaign:
             phases=(*replayed, Phase.shrink)
             if self.replay_only
             else (*replayed, Phase.generate, Phase.shrink),
-            database=DirectoryBasedExampleDatabase(str(self.database)) if saving else None,
+            database=self.database if saving else None,
             suppress_health_check=list(HealthCheck),
             print_blob=False,
             report_multiple_bugs=False,

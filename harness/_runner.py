@@ -30,6 +30,7 @@ from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._correlation import Correlation, Correlator
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import DestinationError, HarnessError, InvalidArgument
+from message_flow_harness._fault_model import check_suffered
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History, Kind
 from message_flow_harness._instances import (
@@ -302,6 +303,7 @@ class LiveRun:
     async def do(self, step: Step | Message) -> None:
         """Carry out one step (a plain Message is published)."""
         [step] = as_schedule([step])
+        check_suffered(self.flow.faults, step, flow=f"flow {self.flow.label}")
         if isinstance(step, Publish):
             await self.publish_burst([step])
         elif isinstance(step, After):
@@ -486,6 +488,8 @@ async def run_flow(
     off the run's critical path.
     """
     schedule = as_schedule(steps)
+    for step in schedule:  # before anything starts
+        check_suffered(flow.faults, step, flow=f"flow {flow.label}")
     if any(isinstance(step, BrokerRestart) for step in schedule):
         check_broker_restartable(broker)  # before anything starts
     live = LiveRun(

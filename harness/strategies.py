@@ -9,15 +9,15 @@ and fault schedules interleaved with the publishes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hypothesis import strategies as st
 
 from message_flow_harness._errors import InvalidArgument
+from message_flow_harness._fault_model import Faults, campaign_kinds
 from message_flow_harness._message import Message
 from message_flow_harness._schedule import (
-    FAULT_KINDS,
     MAX_PRODUCERS,
-    OPT_IN_FAULT_KINDS,
     TRIGGER_EVENTS,
     After,
     BrokerRestart,
@@ -32,6 +32,10 @@ from message_flow_harness._schedule import (
     Settle,
     Step,
 )
+from message_flow_harness._triggers import events_seen
+
+if TYPE_CHECKING:
+    from message_flow_harness._flow import Flow
 
 POISON = b"poison"
 
@@ -87,8 +91,8 @@ def messages(
     return st.lists(one, min_size=min_size, max_size=max_size)
 
 
-def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[Step]]:
-    """One fault, as the steps that make it up."""
+def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[Step]] | None:
+    """One fault, as the steps that make it up; None when ``kinds`` leave nothing to draw."""
     options: list[st.SearchStrategy[list[Step]]] = []
     for kind in kinds:
         if kind == "crash":
@@ -103,7 +107,7 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
             options.append(st.just([Cut(0)]))
         elif kind == "broker_restart":  # graceful first: shrinking prefers it
             options.append(st.sampled_from([False, True]).map(lambda hard: [BrokerRestart(hard)]))
-    return st.one_of(options) if options else st.nothing()
+    return st.one_of(options) if options else None
 
 
 _FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(0.005), Pause(0.02), Pause(0.001))
@@ -137,6 +141,10 @@ def _schedule(
     budget = max_faults
     fault = _faults(kinds, max_instances)
     leads, timed_leads = _leads(events), _leads(())
+    # Once max_instances run at once, a fault is drawn without Join (no more instances
+    # than the deployment runs); the same draws as before until then.
+    fault_at_most = _faults([kind for kind in kinds if kind != "join"], max_instances)
+    extra = 0  # instances running beside instance 0
     for message in draw(message_lists):
         # A gap before about one publish in three: none (a burst), about one
         # message's handling (1-5 ms here), or several (20 ms). Longer waits
@@ -146,6 +154,9 @@ def _schedule(
         # Which producer publishes it; shrinks to producer 0 (one ordered publisher).
         producer = draw(st.integers(0, producers - 1)) if producers > 1 else 0
         steps.append(Publish(message, producer))
+        drawn_from = fault if extra + 1 < max_instances else fault_at_most
+        if drawn_from is None:
+            continue
         if budget and draw(st.integers(0, 3)) == 3:  # a fault after about one publish in four
             # What leads up to it: nothing (it hits as the publishes land), a
             # Settle (between messages, once processing has caught up), a
@@ -153,7 +164,10 @@ def _schedule(
             # fetch and a commit or ack; shrinking prefers it to 20 and 1), or
             # an event it lands right after (After("committed")), where a
             # race's window opens whatever the timing.
-            drawn = draw(fault)
+            drawn = draw(drawn_from)
+            extra += sum(isinstance(s, Join) for s in drawn) - sum(
+                isinstance(s, Leave) for s in drawn
+            )
             lead = draw(leads if isinstance(drawn[0], _AT_ONCE) else timed_leads)
             if lead is not None:
                 steps.append(lead)
@@ -165,12 +179,13 @@ def _schedule(
 def schedules(
     *,
     messages: st.SearchStrategy[list[Message]] | None = None,
-    faults: bool | Sequence[str] = True,
+    faults: bool | Sequence[str] | Faults | None = None,
+    flow: Flow | None = None,
     max_faults: int = 2,
-    max_instances: int = 2,
+    max_instances: int | None = None,
     pauses: bool = True,
     producers: int = 1,
-    events: Sequence[str] = TRIGGER_EVENTS,
+    events: Sequence[str] | None = None,
 ) -> st.SearchStrategy[list[Step]]:
     """Publishes of ``messages`` interleaved with pauses and faults.
 
@@ -179,25 +194,30 @@ def schedules(
     of that many concurrent producers, so the broker may interleave a
     burst's publishes of different producers (checks allow for it).
 
-    ``faults`` is True (all of ``crash``, ``join``, ``latency``, ``cut``),
-    False, or the kinds to use, which may also name ``broker_restart`` (a
-    restart of a broker the harness started: not in True because each costs
-    seconds). A fault may follow an :class:`~message_flow_harness.schedule.After`
-    step, landing right after one of ``events`` (of ``TRIGGER_EVENTS``; give
-    those the service's probes record, or () for timed faults only).
-    Shrinking removes faults, pauses and messages until only what the failure
-    needs is left.
+    ``flow`` lends its ``messages`` and its fault model (``Flow(faults=...)``):
+    then only the faults its deployment can suffer are drawn, and at most its
+    ``instances`` run at once. ``faults`` is a :class:`Faults` model, or the
+    kinds to draw within the flow's model: True (every kind it allows; for a
+    flow without one, all of ``crash``, ``join``, ``latency``, ``cut``), False,
+    or a list of kinds, which may also name ``broker_restart`` (a restart of a
+    broker the harness started: not in True because each costs seconds).
+    Left out, it is the flow's model, or True.
+
+    A fault may follow an :class:`~message_flow_harness.schedule.After` step,
+    landing right after one of ``events`` (of ``TRIGGER_EVENTS``): left out,
+    those the flow's probes record, or all of them without a flow; () draws
+    timed faults only. Shrinking removes faults, pauses and messages until
+    only what the failure needs is left.
     """
-    if faults is True:
-        kinds: Sequence[str] = FAULT_KINDS
-    elif faults is False:
-        kinds = ()
-    else:
-        kinds = tuple(faults)
-        known = (*FAULT_KINDS, *OPT_IN_FAULT_KINDS)
-        unknown = [k for k in kinds if k not in known]
-        if unknown:
-            raise InvalidArgument(f"faults={unknown!r} is invalid: use some of {', '.join(known)}")
+    model = faults if isinstance(faults, Faults) else flow.faults if flow is not None else None
+    asked = None if isinstance(faults, Faults) else faults
+    kinds = campaign_kinds(
+        model,
+        True if asked is None and model is None else asked,
+        flow=f"flow {flow.label}" if flow is not None else "the model",
+    )
+    if max_instances is None:
+        max_instances = model.instances if model is not None else 2
     if not isinstance(max_faults, int) or max_faults < 0:
         raise InvalidArgument(f"max_faults={max_faults!r} is invalid: give a count >= 0")
     if (
@@ -206,11 +226,15 @@ def schedules(
         or not 1 <= producers <= MAX_PRODUCERS
     ):
         raise InvalidArgument(f"producers={producers!r} is invalid: give 1 to {MAX_PRODUCERS}")
+    if events is None:
+        events = events_seen(flow) if flow is not None else TRIGGER_EVENTS
     unknown_events = [e for e in events if e not in TRIGGER_EVENTS]
     if isinstance(events, str) or unknown_events:
         raise InvalidArgument(
             f"events={events!r} is invalid: give a sequence of {', '.join(TRIGGER_EVENTS)}"
         )
+    if messages is None and flow is not None:
+        messages = flow.messages
     message_lists = messages if messages is not None else globals()["messages"]()
     return _schedule(
         message_lists,

@@ -27,6 +27,7 @@ from message_flow_harness import (
     BrokerInfo,
     BrokerUnavailable,
     Endpoints,
+    Faults,
     Flow,
     FuzzReport,
     InvalidArgument,
@@ -38,22 +39,28 @@ from message_flow_harness._bench import command as bench_module
 from message_flow_harness._bench.result import BenchResult, Round
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._cli import build_parser, main
-from message_flow_harness._cli_args import fault_kinds
+from message_flow_harness._cli_args import fault_kinds, faults_asked
 from message_flow_harness._fuzz import SEEDS, Campaign, Example, choose_seed
 from message_flow_harness._progress import FuzzProgress, LiveBar, example_line
 from message_flow_harness._reference import did_you_mean, load_flow
 from message_flow_harness._report import fuzz_summary
 from message_flow_harness._schedule import FAULT_KINDS, Publish, Step
+from message_flow_harness._shard import Shard
 from message_flow_harness._text import bounded, plural, shorten
 from message_flow_harness.schedule import Crash
 from tests.unit.histories import Script
 
 FLOW_REF = "tests.unit.test_reproduction:FLOW"  # a Flow named "orders", on Kafka
+SINGLE_INSTANCE_REF = "tests.unit.test_cli:SINGLE_INSTANCE"
 
 
 @asynccontextmanager
 async def service(endpoints: Endpoints) -> AsyncIterator[None]:
     yield
+
+
+#: A deployment of one instance: it crashes and meets a bad network, never a second consumer.
+SINGLE_INSTANCE = Flow(sut=service, broker="rabbitmq", faults=Faults(crash=True, network=True))
 
 
 @dataclass
@@ -113,10 +120,64 @@ def test_faults_always_takes_kinds_so_it_never_swallows_the_flow() -> None:
     parser = build_parser()
     args = parser.parse_args(["fuzz", "--faults", "crash,cut", FLOW_REF])
     assert (args.faults, args.flow) == (("crash", "cut"), FLOW_REF)
-    assert fault_kinds("all") == FAULT_KINDS
-    assert fault_kinds("all,broker_restart") == (*FAULT_KINDS, "broker_restart")
+    assert fault_kinds("all,broker_restart") == ("all", "broker_restart")
     assert fault_kinds("cut, crash ,cut") == ("cut", "crash")
+    assert fault_kinds("none") == ()
     assert parser.parse_args(["fuzz", FLOW_REF]).faults is None
+
+
+def test_faults_all_means_every_kind_the_flow_can_suffer() -> None:
+    assert faults_asked(None, None) is None  # not given: the flow's model decides
+    assert faults_asked((), SINGLE_INSTANCE.faults) is False  # --faults none
+    assert faults_asked(("all",), None) == list(FAULT_KINDS)
+    assert faults_asked(("all", "broker_restart"), None) == [*FAULT_KINDS, "broker_restart"]
+    assert faults_asked(("all",), SINGLE_INSTANCE.faults) == ["crash", "latency", "cut"]
+    assert faults_asked(("cut", "all"), SINGLE_INSTANCE.faults) == ["cut", "crash", "latency"]
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_a_fault_the_flow_rules_out_is_an_error_naming_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    found = harness(capsys, "fuzz", "--faults", "crash,join", SINGLE_INSTANCE_REF)
+    assert found.code == 2
+    err = one_line(found.err)
+    assert "which rules out join" in err, err
+    assert "set instances=2 in the flow's Faults(...)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("no_broker")
+def test_workers_with_a_flow_that_declares_faults_says_how_to_turn_them_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    found = harness(capsys, "fuzz", "--workers", "2", SINGLE_INSTANCE_REF)
+    assert found.code == 2
+    err = one_line(found.err)
+    assert f"{SINGLE_INSTANCE_REF}'s fault model draws crash, latency, cut" in err, err
+    assert "give --workers 1, or --faults none" in err
+
+
+@pytest.mark.usefixtures("no_broker")
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        (["--shard", "3/2"], "argument --shard: shard 3/2 is invalid: give I/N with 1 <= I <= N"),
+        (["--shard", "half"], "argument --shard: shard 'half' is invalid: give I/N"),
+        (
+            ["--shard", "3/3", "--max-examples", "2"],
+            "max_examples=2 leaves shard 3/3 no example: give at least 3, one per shard",
+        ),
+        (["--database", "ftp://host/db"], "no example database speaks ftp://"),
+        (["--database", "github:owner"], "give github:OWNER/REPO"),
+    ],
+)
+def test_bad_sharing_options_are_errors_before_any_broker(
+    options: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = harness(capsys, "fuzz", *options, FLOW_REF)
+    assert found.code == 2
+    assert complaint in one_line(found.err), found.err
 
 
 def test_faults_given_the_flow_says_it_wants_kinds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,7 +193,7 @@ def test_faults_given_the_flow_says_it_wants_kinds(capsys: pytest.CaptureFixture
     [
         (
             ["--faults", "crash,nonsense"],
-            "argument --faults: unknown fault kind 'nonsense': give all, or a comma list of"
+            "argument --faults: unknown fault kind 'nonsense': give all, none, or a comma list of"
             " crash, join, latency, cut, broker_restart",
         ),
         (["--workers", "2", "--faults", "crash"], "--workers 2 runs examples at once"),
@@ -419,6 +480,7 @@ def campaign(
     replay_only: bool = False,
     max_examples: int = 12,
     real_reruns: bool = False,
+    shard: Shard | None = None,
 ) -> tuple[FuzzReport, list[Example]]:
     """A real campaign (Hypothesis, seeds, database) whose examples are judged by ``fails``."""
     seen: list[Example] = []
@@ -434,9 +496,9 @@ def campaign(
         made = Campaign(
             flow, None, None,  # type: ignore[arg-type]  # no adapter, no isolation: not used
             BrokerInfo(kind="kafka", url="127.0.0.1:1", provider="url"),
-            max_examples=max_examples, seed=seed, faults=False, producers=1, shrink_seconds=5.0,
+            max_examples=max_examples, seed=seed, faults=(), producers=1, shrink_seconds=5.0,
             shrink_tries=1, reruns=1, replay_only=replay_only, database=database,
-            report_dir=None, progress=seen.append, flow_reference=None, workers=1,
+            report_dir=None, progress=seen.append, flow_reference=None, workers=1, shard=shard,
         )  # fmt: skip
         made._run_example = run_example.__get__(made)  # type: ignore[method-assign]
         if not real_reruns:
@@ -460,6 +522,30 @@ def test_an_unseeded_campaign_chooses_a_seed_that_repeats_its_search(
     assert seeded.seed == 424242
     _, different = campaign(seed=1, database=None)
     assert [e.schedule for e in different] != [e.schedule for e in first]
+
+
+def test_shards_search_with_seeds_numbered_apart() -> None:
+    def schedules(examples: list[Example]) -> list[tuple[Step, ...]]:
+        return [example.schedule for example in examples]
+
+    _, first = campaign(seed=5, database=None, max_examples=6, shard=Shard(1, 2))
+    _, second = campaign(seed=5, database=None, max_examples=6, shard=Shard(2, 2))
+    assert schedules(first) == schedules(campaign(seed=5, database=None, max_examples=6)[1])
+    assert schedules(second) == schedules(campaign(seed=6, database=None, max_examples=6)[1])
+    assert schedules(second) != schedules(first)
+
+
+def test_every_shard_replays_the_failures_another_saved_first(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    found, _ = campaign(
+        seed=None, database=shared, fails=fails_with_three, max_examples=40, shard=Shard(1, 2)
+    )
+    assert not found.ok
+    other, seen = campaign(
+        seed=None, database=shared, fails=fails_with_three, max_examples=40, shard=Shard(2, 2)
+    )
+    assert not other.ok
+    assert (seen[0].phase, seen[0].ok) == ("search", False)  # shard 1's failure came first
 
 
 def test_chosen_seeds_are_short_and_vary() -> None:

@@ -6,11 +6,15 @@ are run against real brokers by ``tests/integration/test_tutorial.py``.
 
 from __future__ import annotations
 
+import re
+import shlex
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from message_flow_harness._cli import build_parser
 from tests.doc_pages import (
     ROOT,
     SHELLS,
@@ -46,6 +50,49 @@ def test_files_parse(page: Path) -> None:
                 tomllib.loads(block.text)
             except tomllib.TOMLDecodeError as exc:
                 pytest.fail(f"{block.where}: {block.path} is not valid TOML: {exc}")
+
+
+#: A GitHub Actions expression (``${{ matrix.shard }}``): a value only the runner knows.
+_EXPRESSION = re.compile(r"\$\{\{[^}]*\}\}")
+
+
+def _harness_commands(workflow: object) -> list[str]:
+    """The ``harness ...`` commands of a workflow's ``run`` steps, continuation lines joined."""
+    if isinstance(workflow, dict):
+        found = [
+            line.strip()
+            for key, value in workflow.items()
+            if key == "run" and isinstance(value, str)
+            for line in value.replace("\\\n", " ").splitlines()
+            if line.strip().startswith("harness ")
+        ]
+        return found + [c for v in workflow.values() for c in _harness_commands(v)]
+    if isinstance(workflow, list):
+        return [command for item in workflow for command in _harness_commands(item)]
+    return []
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_workflows_parse_and_so_do_their_harness_commands(page: Path) -> None:
+    """A YAML block (a CI workflow) is valid YAML, and its harness commands parse.
+
+    They are not run: they need the reader's project and CI. The runner's
+    expressions stand in as 1.
+    """
+    for block in blocks(page):
+        if block.language != "yaml":
+            continue
+        try:
+            workflow = yaml.safe_load(block.text)
+        except yaml.YAMLError as exc:
+            pytest.fail(f"{block.where}: not valid YAML: {exc}")
+        for command in _harness_commands(workflow):
+            filled = _EXPRESSION.sub("1", command)
+            argv = shlex.split(filled)
+            try:
+                build_parser().parse_args(argv[1:])
+            except SystemExit:
+                pytest.fail(f"{block.where}: `{command}` does not parse", pytrace=False)
 
 
 def _unlabelled_or_unrun(block: Block) -> str | None:
