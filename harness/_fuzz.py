@@ -60,6 +60,7 @@ from message_flow_harness._schedule import Publish, Step
 from message_flow_harness._shard import Shard
 from message_flow_harness._shrink import Shrinker
 from message_flow_harness._text import plural
+from message_flow_harness._triggers import events_seen
 from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
 
@@ -497,11 +498,15 @@ class Campaign:
             if not result.ok:
                 if not self._claim_first_failure():
                     raise _Stopped  # found at the same time as another worker's: kept as seen
-                # Deleting steps keeps every smaller failure it judges; Hypothesis's
-                # shrinker then starts from the failure raised below.
-                self.shrinker.delete_steps(
-                    result.schedule, lambda candidate: not self._judge_candidate(candidate).ok
-                )
+
+                # Deleting steps, then placing timed faults at events, keeps every
+                # smaller failure it judges; Hypothesis's shrinker then starts from
+                # the failure raised below.
+                def fails(candidate: tuple[Step, ...]) -> bool:
+                    return not self._judge_candidate(candidate).ok
+
+                kept = self.shrinker.delete_steps(result.schedule, fails)
+                self.shrinker.place_at_events(kept, events_seen(self.flow), fails)
         if not result.ok:
             _fail(result)
 

@@ -152,6 +152,8 @@ class BrokerRestart:
 
 
 Fault = Crash | Restart | Join | Leave | Latency | Cut | BrokerRestart
+#: The faults an After step carries out inside its event (the others only follow it).
+AT_ONCE = (Crash, Cut, Latency)
 Step = Publish | Pause | Settle | After | Fault
 #: The fault kinds ``faults=True`` draws from.
 FAULT_KINDS = ("crash", "join", "latency", "cut")

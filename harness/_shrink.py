@@ -17,7 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from message_flow_harness._flow import RunResult
-from message_flow_harness._schedule import After, Step, faults_of, messages_of
+from message_flow_harness._schedule import (
+    AT_ONCE,
+    After,
+    Pause,
+    Settle,
+    Step,
+    faults_of,
+    messages_of,
+)
 
 
 def judge(run: Callable[[], RunResult], tries: int) -> RunResult:
@@ -74,6 +82,40 @@ def delete_steps(
             break
         chunk = max(1, min(chunk // 2, len(kept) // 2))
     return _steps(kept)
+
+
+def place_at_events(
+    schedule: Sequence[Step],
+    events: Sequence[str],
+    fails: Callable[[tuple[Step, ...]], bool],
+    time_left: Callable[[], bool],
+) -> tuple[Step, ...]:
+    """Put each timed crash, cut or latency at an event instead, where that still fails.
+
+    A timed fault that found a race landed in its window by luck, and its
+    reproduction fails as rarely. The same fault right after the event the
+    race needs (``After("committed")`` before the crash, in place of a pause
+    or nothing) fails every time; it is also smaller (see :func:`size`). Each
+    of ``events`` is tried in turn; the first whose candidate fails is kept.
+    """
+    kept = tuple(schedule)
+    index = 0
+    while index < len(kept):
+        step = kept[index]
+        placed = index > 0 and isinstance(kept[index - 1], After)
+        if not isinstance(step, AT_ONCE) or placed:
+            index += 1
+            continue
+        lead = index - 1 if index > 0 and isinstance(kept[index - 1], Pause | Settle) else index
+        index += 1
+        for event in events:
+            if not time_left():
+                return kept
+            candidate = (*kept[:lead], After(event, step.instance), *kept[index - 1 :])
+            if fails(candidate):
+                kept, index = candidate, lead + 2  # past the After and its fault
+                break
+    return kept
 
 
 def _units(schedule: Sequence[Step]) -> list[tuple[Step, ...]]:
@@ -171,3 +213,12 @@ class Shrinker:
         spends the budget before it deletes anything.
         """
         return delete_steps(schedule, fails, self.time_left)
+
+    def place_at_events(
+        self,
+        schedule: Sequence[Step],
+        events: Sequence[str],
+        fails: Callable[[tuple[Step, ...]], bool],
+    ) -> tuple[Step, ...]:
+        """The second pass: :func:`place_at_events` within the time."""
+        return place_at_events(schedule, events, fails, self.time_left)

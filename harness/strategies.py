@@ -17,6 +17,7 @@ from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._fault_model import Faults, campaign_kinds
 from message_flow_harness._message import Message
 from message_flow_harness._schedule import (
+    AT_ONCE,
     MAX_PRODUCERS,
     TRIGGER_EVENTS,
     After,
@@ -113,10 +114,6 @@ def _faults(kinds: Sequence[str], max_instances: int) -> st.SearchStrategy[list[
 _FAULT_LEADS: tuple[Step | None, ...] = (None, Settle(), Pause(0.005), Pause(0.02), Pause(0.001))
 
 
-#: Faults an After step lands inside its event (the rest would only follow it).
-_AT_ONCE = (Crash, Cut, Latency)
-
-
 def _leads(events: Sequence[str]) -> st.SearchStrategy[Step | None]:
     """What leads up to a fault: an event it lands right after, or a timed lead.
 
@@ -168,7 +165,7 @@ def _schedule(
             extra += sum(isinstance(s, Join) for s in drawn) - sum(
                 isinstance(s, Leave) for s in drawn
             )
-            lead = draw(leads if isinstance(drawn[0], _AT_ONCE) else timed_leads)
+            lead = draw(leads if isinstance(drawn[0], AT_ONCE) else timed_leads)
             if lead is not None:
                 steps.append(lead)
             steps.extend(drawn)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from message_flow_harness import Message
-from message_flow_harness._shrink import delete_steps, judge, size
+from message_flow_harness._shrink import delete_steps, judge, place_at_events, size
 from message_flow_harness.schedule import After, Crash, Cut, Pause, Publish, Step
 
 
@@ -121,3 +121,27 @@ def test_a_fault_at_an_event_is_smaller_than_a_timed_one() -> None:
     timed = (publish, Crash(0))
     after_pause = (publish, Pause(0.005), Crash(0))
     assert size(at_event) < size(timed) < size(after_pause)
+
+
+def test_a_timed_crash_is_placed_at_the_first_event_that_still_fails() -> None:
+    publish = Publish(Message(b"1"))
+    schedule = (publish, Pause(0.02), Crash(0), publish, Cut(0))
+    tried: list[tuple[Step, ...]] = []
+
+    def judged(candidate: tuple[Step, ...]) -> bool:
+        tried.append(candidate)
+        return After("delivered") not in candidate  # the race needs the commit
+
+    kept = place_at_events(schedule, ["delivered", "committed", "output"], judged, lambda: True)
+    # The pause makes way for the commit; the cut, led by nothing, gets one too.
+    assert kept == (publish, After("committed"), Crash(0), publish, After("committed"), Cut(0))
+    assert tried[0] == (publish, After("delivered"), Crash(0), publish, Cut(0))
+    assert len(tried) == 2 + 2
+
+
+def test_placing_leaves_faults_already_at_events_and_stops_when_the_time_is_up() -> None:
+    publish = Publish(Message(b"1"))
+    placed = (publish, After("acked"), Crash(0))
+    assert place_at_events(placed, ["delivered"], lambda c: True, lambda: True) == placed
+    timed = (publish, Crash(0))
+    assert place_at_events(timed, ["delivered"], lambda c: True, lambda: False) == timed
