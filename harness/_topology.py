@@ -196,13 +196,7 @@ class Topology:
 
 def label_of(entry: Named) -> str:
     """How the history names an output: its name, or ``exchange:binding_key`` for a route."""
-    return (
-        entry
-        if isinstance(entry, str)
-        else name_of(entry)
-        if isinstance(entry, Topic)
-        else ":".join(entry)
-    )
+    return ":".join(entry) if isinstance(entry, tuple) else name_of(entry)
 
 
 def name_of(entry: Named) -> str:
@@ -220,7 +214,7 @@ def _several(role: str, value: object) -> tuple[Named, ...]:
     entries = tuple(value) if isinstance(value, several) and value else (value,)
     for entry in entries:
         _check_named(role, entry)
-    return entries  # type: ignore[return-value]
+    return entries
 
 
 def _is_pair(value: object) -> bool:

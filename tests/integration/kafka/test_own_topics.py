@@ -10,6 +10,7 @@ to it, hands those over through ``env`` templates, and deletes them after.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,9 +36,12 @@ from message_flow_harness._isolation import Isolation
 from message_flow_harness.brokers.kafka import KafkaAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Publish
+from tests.doc_pages import page_namespace
 from tests.integration.services.kafka_fulfilment import FulfilmentSettings, FulfilmentWorker
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kafka]
+
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "pages" / "how-to" / "wire-your-service.md"
 
 # --- the glue: the flow -----------------------------------------------------------------
 
@@ -219,4 +223,19 @@ async def test_a_crash_campaign_finds_the_worker_that_commits_payments_first(
     assert "to='payments'" in report.reproduction()
     assert report.report_path is not None
     assert payments in report.report_path.read_text()
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_the_pages_fulfilment_worker_runs_with_topics_of_its_own(
+    flow_check: FlowCheck, adapter: KafkaAdapter
+) -> None:
+    namespace = page_namespace(PAGE)
+    flow = dataclasses.replace(
+        namespace["fulfilment_flow"], checks=[checks.no_loss(), checks.no_duplicates()]
+    )
+    messages = [order(1), namespace["first_payment"], Message(b"{}", to="payments")]
+    result = await flow_check(flow, messages)
+    kinds = sorted(str(e.detail) for e in result.history.of(Kind.OUTPUT))
+    assert kinds == ["invoices", "invoices", "shipments"], result.report()
+    assert len(result.history.of(Kind.DEAD_LETTERED)) == 1, result.report()
     assert await leftovers(adapter) == ([], [])
