@@ -233,7 +233,8 @@ async def test_the_pages_fulfilment_worker_runs_with_topics_of_its_own(
     flow = dataclasses.replace(
         namespace["fulfilment_flow"], checks=[checks.no_loss(), checks.no_duplicates()]
     )
-    messages = [order(1), namespace["first_payment"], Message(b"{}", to="payments")]
+    no_items = Message(b'{"order_id": "o-9"}', to="orders")  # dead-lettered, key and all
+    messages = [order(1), namespace["first_payment"], no_items]
     result = await flow_check(flow, messages)
     kinds = sorted(str(e.detail) for e in result.history.of(Kind.OUTPUT))
     assert kinds == ["invoices", "invoices", "shipments"], result.report()
