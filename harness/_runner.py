@@ -320,7 +320,7 @@ class LiveRun:
                     detail=f"{step!r}: no such event within {bound:.3g} s, went on without it",
                 )
         else:
-            if isinstance(step, BrokerRestart) and self.flow.topology is not None:
+            if isinstance(step, BrokerRestart) and self._vhost_adapter is not None:
                 raise InvalidArgument(
                     "a BrokerRestart is not supported with Flow(topology=...) yet: the run's"
                     " vhost adapter is not carried over a restart; drop 'broker_restart' from"
