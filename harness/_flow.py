@@ -209,17 +209,22 @@ class Flow:
             for name in topology.input_names()
         ]
 
-    def input_of(self, endpoints: Endpoints, message: Message) -> str:
-        """The run's destination ``message`` is published to; InvalidArgument naming the fix."""
+    def input_name(self, message: Message) -> str | None:
+        """The topology's name of the input ``message`` goes to (None: the flow's one input);
+        InvalidArgument naming the fix for a ``to`` the flow has no input of."""
         if self.topology is not None:
-            name = self.topology.input_for(message)
-            return endpoints.names.get(name, name)
+            return self.topology.input_for(message)
         if message.to is not None:
             raise InvalidArgument(
                 f"Message(to={message.to!r}) is invalid for flow {self.label}: it has one input;"
                 " name several with Flow(topology=Topology(input=[...], ...)), or drop to="
             )
-        return endpoints.input
+        return None
+
+    def input_of(self, endpoints: Endpoints, message: Message) -> str:
+        """The run's destination ``message`` is published to."""
+        name = self.input_name(message)
+        return endpoints.input if name is None else endpoints.names.get(name, name)
 
     @property
     def label(self) -> str:

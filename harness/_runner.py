@@ -58,6 +58,7 @@ from message_flow_harness._schedule import (
     Step,
     as_schedule,
     faults_of,
+    messages_of,
 )
 from message_flow_harness._topology import Named, Route, label_of, name_of, routed
 from message_flow_harness._triggers import Trigger
@@ -494,6 +495,8 @@ async def run_flow(
     schedule = as_schedule(steps)
     if any(isinstance(step, BrokerRestart) for step in schedule):
         check_broker_restartable(broker)  # before anything starts
+    for message in messages_of(schedule):
+        flow.input_name(message)  # a Message(to=...) the flow has no input of: before too
     live = LiveRun(
         flow,
         broker=broker,

@@ -28,6 +28,7 @@ from message_flow_harness._correlation import Correlator
 from message_flow_harness._environment import check_templates, render
 from message_flow_harness._history import History, Kind
 from message_flow_harness._isolation import topology_endpoints, topology_specs
+from message_flow_harness._runner import run_flow
 from message_flow_harness._timeline import event_tip
 
 FULFILMENT = Topology(
@@ -274,3 +275,10 @@ def test_inputs_of_a_strategy_are_names() -> None:
         strategies.messages(inputs="orders")
     unnamed = find(strategies.messages(), lambda drawn: True, settings=settings(database=None))
     assert all(m.to is None for m in unnamed)
+
+
+@pytest.mark.asyncio
+async def test_a_schedule_naming_an_input_the_flow_lacks_fails_before_anything_starts() -> None:
+    # No broker answers at this address: the error comes before any connection is tried.
+    with pytest.raises(InvalidArgument, match=r"names no input of this topology: its inputs"):
+        await run_flow(kafka_flow(), [Message(b"{}", to="refunds")], broker=KAFKA)
