@@ -158,7 +158,7 @@ def run(options: Options) -> list[Figure]:
             )
             baseline: float | None = None
             campaigns: list[tuple[list[str], int, bool]] = [([], 1, False), ([], 2, False)]
-            if kind == Topology.broker:  # a vhost per run: its cost against the line above
+            if kind == "rabbitmq":  # a vhost per run: its cost against the line above
                 campaigns.append(([], 1, True))
             campaigns += [([fault], 1, False) for fault in FAULT_KINDS]
             for faults, workers, own_vhost in campaigns:

@@ -51,7 +51,7 @@ from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._report import FuzzReport
 from message_flow_harness._runner import run
 from message_flow_harness._service_process import process
-from message_flow_harness._topology import Topology
+from message_flow_harness._topology import Topic, Topology
 from message_flow_harness._waiting import eventually
 
 serialize_ast_parsing()  # before any thread the harness starts (see harness._compat)
@@ -84,6 +84,7 @@ __all__ = (
     "RunResult",
     "ServiceError",
     "TapRecord",
+    "Topic",
     "Topology",
     "bench",
     "by_json_field",

@@ -61,7 +61,8 @@ class DestinationSpec:
     RabbitMQ adapter wires it with a dead-letter exchange, Kafka has no
     broker-side wiring (the service publishes there itself).
 
-    ``queue_type`` and ``arguments`` are what a RabbitMQ queue is declared
+    ``config`` are a Kafka topic's configs. ``queue_type`` and ``arguments``
+    are what a RabbitMQ queue is declared
     with (``"quorum"``, ``{"x-delivery-limit": 5}``); None and none: the
     broker's default, a classic queue. The flow's driver has checked them
     (:meth:`~harness._drivers.BrokerDriver.check_queues`).
@@ -72,6 +73,8 @@ class DestinationSpec:
     dead_letter: str | None = None
     queue_type: str | None = None
     arguments: Mapping[str, object] = field(default_factory=dict)
+    #: Kafka topic configs (``{"retention.ms": "60000"}``), as a service's own topic has them.
+    config: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

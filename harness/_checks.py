@@ -308,6 +308,9 @@ def _order_anomalies(
 ) -> Iterator[Anomaly]:
     """Within each group, first outputs must come in publish order (*nonmonotonic*).
 
+    Groups are per input destination and per output destination as well (a
+    flow with several inputs or outputs: see ``Topology``).
+
     Publish order is what the publishers guaranteed: an input whose publish
     started after another's (bursts run one after another), or a later one
     of the same producer in a burst. Inputs that concurrent producers
@@ -315,16 +318,25 @@ def _order_anomalies(
     Redelivered duplicates are judged by their first output, so the replay
     that at-least-once delivery causes after a crash is not a reordering.
     """
-    first_output: dict[str, int] = {}
-    for position, event in enumerate(facts.output_order):
+    # Per output destination: outputs of one input on two destinations (fan-out) each keep
+    # their own order, and so do inputs of two input destinations (one ordered log each).
+    first_output: dict[tuple[str | None, str], int] = {}
+    for at, event in enumerate(facts.output_order):
         if event.harness_id is not None:
-            first_output.setdefault(event.harness_id, position)
-    groups: dict[object, list[Input]] = defaultdict(list)
-    for found in facts.inputs.values():
-        if found.harness_id in first_output:
-            groups[group_of(found)].append(found)
-    for group, members in groups.items():
-        emitted = sorted(members, key=lambda i: first_output[i.harness_id])
+            first_output.setdefault((event.destination, event.harness_id), at)
+    outputs = sorted({out for out, _ in first_output}, key=str)
+    several_inputs = len({i.event.destination for i in facts.inputs.values()}) > 1
+    groups: dict[tuple[str | None, str | None, object], list[Input]] = defaultdict(list)
+    for out in outputs:
+        for found in facts.inputs.values():
+            if (out, found.harness_id) in first_output:
+                groups[out, found.event.destination, group_of(found)].append(found)
+    for (out, into, group), members in groups.items():
+        where = [f"input {into}"] if several_inputs else []
+        where += [f"output {out}"] if len(outputs) > 1 else []
+        described = ", ".join([*where, describe(group)])
+        position = {i.harness_id: first_output[out, i.harness_id] for i in members}
+        emitted = sorted(members, key=lambda i: position[i.harness_id])
         latest: Input | None = None  # output so far: the one whose publish started last
         latest_of: dict[str | None, Input] = {}  # ... and the latest one of each producer
         for found in emitted:
@@ -336,11 +348,11 @@ def _order_anomalies(
                 if after is not None and after.number < found.number:
                     after = None
             if after is not None:
-                out_late = facts.output_order[first_output[found.harness_id]]
-                out_early = facts.output_order[first_output[after.harness_id]]
+                out_late = facts.output_order[position[found.harness_id]]
+                out_early = facts.output_order[position[after.harness_id]]
                 yield Anomaly(
                     "nonmonotonic",
-                    f"{describe(group)}: output of #{after.number} (id {after.harness_id})"
+                    f"{described}: output of #{after.number} (id {after.harness_id})"
                     f" at {facts.at(out_early)} came before #{found.number}"
                     f" (id {found.harness_id}) at {facts.at(out_late)};"
                     f" published at {facts.at(after.event)} and {facts.at(found.event)}",

@@ -9,7 +9,8 @@ functions). The older form, a function of an output returning a harness id,
 still works.
 
 Beside correlation, a flow may declare *fan-out* (one input yields outputs of
-several kinds: a ``chunk`` and an ``end``) and *side events* (outputs that
+several kinds: a ``chunk`` and an ``end``, or outputs on several destinations
+of a ``Topology``: the destination is then the kind) and *side events* (outputs that
 answer nothing, such as an audit or ``payment.failed`` event): each output is
 recorded with its kind, and side events as events of their own.
 
@@ -245,10 +246,17 @@ class Correlator:
     def as_delivery(self, message: Message) -> Landing:
         return Landing(Kind.DELIVERED, self.of_delivery(message))
 
-    def of_output(self, message: Message) -> Landing:
-        """An output's input and kind, or a side event; an uncorrelated output says why."""
+    def of_output(self, message: Message, *, via: str | None = None) -> Landing:
+        """An output's input and kind, or a side event; an uncorrelated output says why.
+
+        ``via`` names the output it came out of, for a flow with several: it
+        is the kind (``shipments``), or leads it (``shipments/created``), so
+        one input answered on two outputs is fan-out, not a duplicate.
+        """
         kind = self._kind_of(message) if self._kind_of is not None else None
         side = self._side(message) if callable(self._side) else kind in self._side
+        if via is not None:
+            kind = via if kind is None else f"{via}/{kind}"
         if side:  # answers nothing, and need not name an input: its kind is its detail
             harness_id, _ = self._answer(message, "output", kind, answers=False)
             return Landing(Kind.SIDE_EVENT, harness_id, kind)

@@ -19,6 +19,7 @@ from message_flow_harness._errors import InvalidArgument
 if TYPE_CHECKING:
     from message_flow_harness._broker import BrokerAdapter, BrokerInfo
     from message_flow_harness._message import Endpoints, Message
+    from message_flow_harness._topology import Topology
     from message_flow_harness.brokers._local import LocalRecipe
 
 #: The registry: broker kind -> the module whose ``driver`` serves it.
@@ -84,6 +85,13 @@ class BrokerDriver(abc.ABC):
     def check_flow(self, *, partitions: int) -> None:
         """Raise InvalidArgument if a flow asks for what this broker cannot do."""
         return None
+
+    def check_topology(self, topology: Topology) -> None:
+        """Raise InvalidArgument if ``topology`` names what this broker cannot isolate per run."""
+        raise InvalidArgument(
+            f"topology=... is invalid for {self.title}: it cannot isolate a service's own"
+            " destinations per run yet (drop topology)"
+        )
 
     def check_queues(
         self, *, queue_type: object, queue_arguments: Mapping[str, object]

@@ -1,8 +1,9 @@
 """The run's values under the names a service reads: environment templates over its endpoints.
 
 A template is a string with ``{field}`` placeholders for fields of
-:class:`Endpoints` (``"{bootstrap_servers}"``, ``"amqp://.../{input}"``);
-``{{`` and ``}}`` are literal braces. ``Flow(env=...)`` sets them in
+:class:`Endpoints` (``"{bootstrap_servers}"``, ``"amqp://.../{input}"``), and
+``{names[orders]}`` for the run's name of a destination the flow's
+``Topology`` names ``orders``; ``{{`` and ``}}`` are literal braces. ``Flow(env=...)`` sets them in
 ``os.environ`` around an in-process service's start (:func:`launching`);
 ``process(env=...)`` passes them to the process, above ``os.environ`` and
 the :data:`DEFAULT_VARIABLES`. Both check and render them here.
@@ -66,14 +67,33 @@ def check_templates(env: object, *, where: str) -> dict[str, str]:
                 ' e.g. "{input}" (write constant values as str too)'
             )
         for field in _fields_of(template, name=name, where=where):
-            if field not in TEMPLATE_FIELDS:
+            if field not in TEMPLATE_FIELDS and named_destination(field) is None:
                 raise InvalidArgument(
                     f"{where} maps {name!r} to {template!r}, which names {{{field}}}: the"
-                    f" fields are {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+                    f" fields are {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}, and"
+                    " {names[NAME]} for a destination the flow's topology names"
                     " (write a literal brace as {{ or }})"
                 )
         checked[name] = template
     return checked
+
+
+def named_destination(field: str) -> str | None:
+    """``orders`` for the placeholder ``names[orders]``, else None."""
+    if field.startswith("names[") and field.endswith("]") and len(field) > len("names[]"):
+        return field[len("names[") : -1]
+    return None
+
+
+def destinations_named(templates: Mapping[str, str]) -> dict[str, str]:
+    """Each ``{names[X]}`` the templates use: X -> the variable that uses it."""
+    found: dict[str, str] = {}
+    for name, template in templates.items():
+        for field in _fields_of(template, name=name, where="env"):
+            destination = named_destination(field)
+            if destination is not None:
+                found.setdefault(destination, name)
+    return found
 
 
 def _fields_of(template: str, *, name: str, where: str) -> list[str]:
@@ -103,6 +123,15 @@ def render(templates: Mapping[str, str], endpoints: Endpoints) -> dict[str, str]
     rendered = {}
     for name, template in templates.items():
         for field in _fields_of(template, name=name, where="env"):
+            destination = named_destination(field)
+            if destination is not None:
+                if destination not in endpoints.names:
+                    raise InvalidArgument(
+                        f"env maps {name!r} to {template!r}, and this run names no"
+                        f" {destination!r}: name it in the flow's Topology, or use one of"
+                        f" {', '.join(map(repr, endpoints.names)) or 'its fields'}"
+                    )
+                continue
             if values.get(field) is None:
                 raise InvalidArgument(
                     f"env maps {name!r} to {template!r}, and a {endpoints.kind} run has no"
@@ -122,8 +151,10 @@ def default_environment(endpoints: Endpoints) -> dict[str, str]:
     }
 
 
-def _values(endpoints: Endpoints) -> dict[str, str | None]:
-    return {field: getattr(endpoints, field) for field in TEMPLATE_FIELDS}
+def _values(endpoints: Endpoints) -> dict[str, object]:
+    values: dict[str, object] = {field: getattr(endpoints, field) for field in TEMPLATE_FIELDS}
+    values["names"] = endpoints.names
+    return values
 
 
 @asynccontextmanager

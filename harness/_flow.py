@@ -18,7 +18,7 @@ from message_flow_harness._correlation import (
     check_flow_options,
 )
 from message_flow_harness._drivers import BROKER_KINDS, driver
-from message_flow_harness._environment import check_templates
+from message_flow_harness._environment import check_templates, destinations_named
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._fault_model import Faults, check_fault_model
 from message_flow_harness._history import History
@@ -77,19 +77,26 @@ class Flow:
     service declares them (``{"x-delivery-limit": 5}``), beside the
     dead-lettering to ``endpoints.dead_letter`` the harness wires itself.
 
-    ``topology`` (a :class:`Topology`, RabbitMQ only) is for a service that
-    declares its own exchanges and queues under fixed names: each run then
-    gets a virtual host of its own, created through the management API
-    (permissions for the broker's user, firehose tracing on) and deleted
-    after the run with everything the service declared in it;
-    ``endpoints.amqp_url`` points into it. The topology says which queue the
-    service consumes (awaited for readiness), where inputs are published (that
-    queue, or an exchange with a routing key) and where outputs and dead
-    letters are observed (a queue, or an exchange with a binding key:
+    ``topology`` (a :class:`Topology`) is for a service with destinations of
+    its own under fixed names: several inputs and outputs, a dead letter, on
+    Kafka partitions and topic configs per topic (:class:`Topic`). Each run
+    isolates them: on Kafka every topic is created under a name unique to the
+    run and deleted after (``endpoints.names`` maps the service's name to the
+    run's; ``env={"ORDERS_TOPIC": "{names[orders]}"}`` hands it over); on
+    RabbitMQ the run gets a virtual host of its own (created through the
+    management API with permissions for the broker's user and firehose
+    tracing on, deleted after the run with everything the service declared
+    in it; ``endpoints.amqp_url`` points into it). The topology says what the
+    service consumes (awaited for readiness; a message names its input with
+    ``Message(to=...)``), where inputs are published (RabbitMQ: that queue,
+    or an exchange with a routing key) and where outputs and dead letters
+    are observed (a queue or topic, or an exchange with a binding key:
     ``Topology(input="payments.requests", publish=("payments",
     "payment.requested"), output=("payments", "payment.completed"),
-    dead_letter=("payments.dlx", "#"))``). Without it (the default) the
-    harness creates the run's three queues itself under unique names.
+    dead_letter=("payments.dlx", "#"))``); several outputs are fan-out, each
+    output recorded with the destination it came out of. Without it (the
+    default) the harness creates the run's three destinations itself under
+    unique names.
 
     ``faults`` (a :class:`Faults`) says which faults the deployment can
     suffer: :func:`fuzz` draws those by default, and never a fault it rules
@@ -167,28 +174,66 @@ class Flow:
                 " committed positions to leave out (drop first_deploy)"
             )
         if self.topology is not None:
-            if not isinstance(self.topology, Topology):
-                raise InvalidArgument(
-                    f"topology={self.topology!r} is invalid: pass a Topology(input=...,"
-                    " output=..., dead_letter=...) or None"
-                )
-            if self.broker != Topology.broker:
-                raise InvalidArgument(
-                    f"topology=... is invalid for broker={self.broker!r}: a run's own virtual"
-                    f" host needs broker={Topology.broker!r}"
-                )
-            if self.queue_type is not None or self.queue_arguments:
-                raise InvalidArgument(
-                    "queue_type and queue_arguments are invalid with topology=...: they shape"
-                    " the queues the harness creates, and under a topology the service declares"
-                    " its own (drop them)"
-                )
+            self._check_topology(self.topology)
         for check in self.checks:
             if not isinstance(check, Check):
                 raise InvalidArgument(
                     f"checks contains {check!r}: use the functions of harness.checks,"
                     " e.g. checks.no_loss()"
                 )
+
+    def _check_topology(self, topology: object) -> None:
+        if not isinstance(topology, Topology):
+            raise InvalidArgument(
+                f"topology={topology!r} is invalid: pass a Topology(input=...,"
+                " output=..., dead_letter=...) or None"
+            )
+        driver(self.broker).check_topology(topology)
+        if self.queue_type is not None or self.queue_arguments:
+            raise InvalidArgument(
+                "queue_type and queue_arguments are invalid with topology=...: they shape"
+                " the queues the harness creates, and under a topology the service declares"
+                " its own (drop them)"
+            )
+        if self.partitions != 1:
+            raise InvalidArgument(
+                f"partitions={self.partitions!r} is invalid with topology=...: give each"
+                " topic its own, Topic('orders', partitions=3), and drop partitions="
+            )
+        named = {*topology.input_names(), *topology.output_names(), topology.names()[2]}
+        for destination, variable in destinations_named(self.env).items():
+            if destination not in named:
+                raise InvalidArgument(
+                    f"Flow(env=...) maps {variable!r} to {{names[{destination}]}}, which the"
+                    f" topology does not name: use one of {', '.join(map(repr, sorted(named)))}"
+                )
+
+    def inputs_of(self, endpoints: Endpoints) -> list[tuple[str, int]]:
+        """A run's input destinations and their partitions (one input without a topology)."""
+        topology = self.topology
+        if topology is None:
+            return [(endpoints.input, self.partitions)]
+        return [
+            (endpoints.names.get(name, name), topology.partitions_of(name))
+            for name in topology.input_names()
+        ]
+
+    def input_name(self, message: Message) -> str | None:
+        """The topology's name of the input ``message`` goes to (None: the flow's one input);
+        InvalidArgument naming the fix for a ``to`` the flow has no input of."""
+        if self.topology is not None:
+            return self.topology.input_for(message)
+        if message.to is not None:
+            raise InvalidArgument(
+                f"Message(to={message.to!r}) is invalid for flow {self.label}: it has one input;"
+                " name several with Flow(topology=Topology(input=[...], ...)), or drop to="
+            )
+        return None
+
+    def input_of(self, endpoints: Endpoints, message: Message) -> str:
+        """The run's destination ``message`` is published to."""
+        name = self.input_name(message)
+        return endpoints.input if name is None else endpoints.names.get(name, name)
 
     @property
     def label(self) -> str:

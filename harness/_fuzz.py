@@ -61,7 +61,6 @@ from message_flow_harness._shard import Shard
 from message_flow_harness._shrink import Shrinker
 from message_flow_harness._text import plural
 from message_flow_harness._triggers import events_seen
-from message_flow_harness.strategies import messages as message_lists
 from message_flow_harness.strategies import schedules
 
 #: Where Hypothesis's own reports go (its "Falsifying example", its "add @seed(...) to
@@ -313,10 +312,7 @@ class Campaign:
         self.database: ExampleDatabase | None = open_database(database)
         self.report_dir, self.shard = report_dir, shard or Shard()
         self.progress, self.flow_reference = progress, flow_reference
-        messages = flow.messages if flow.messages is not None else message_lists()
-        self.strategy = schedules(
-            messages=messages, flow=flow, faults=list(faults), producers=producers
-        )
+        self.strategy = schedules(flow=flow, faults=list(faults), producers=producers)
         self.loop = asyncio.get_running_loop()
         self.started = time.monotonic()
         self.examples = 0  # examples run so far, search and shrinking

@@ -315,6 +315,7 @@ def _event_to_json(event: Event) -> dict[str, Any]:
                 "key": _bytes_to_json(value.key),
                 "value": _bytes_to_json(value.value),
                 "headers": {k: _bytes_to_json(v) for k, v in value.headers.items()},
+                **({"to": value.to} if value.to is not None else {}),
             }
         elif name == "kind":
             value = str(value)
@@ -333,5 +334,6 @@ def _event_from_json(data: Mapping[str, Any]) -> Event:
             key=_bytes_from_json(raw.get("key")),
             value=_bytes_from_json(raw.get("value")) or b"",
             headers={k: _bytes_from_json(v) or b"" for k, v in raw.get("headers", {}).items()},
+            to=raw.get("to"),
         )
     return Event(**values)

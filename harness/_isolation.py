@@ -8,10 +8,13 @@ while the current run is busy and deletes finished ones in the background,
 so neither sits on a run's critical path (two, so that one slow creation
 does not hold up a run: on Kafka a creation takes most of an example).
 
-A flow with a :class:`~message_flow_harness._topology.Topology` (a RabbitMQ
-service that declares its own exchanges and queues) gets a virtual host per
-run instead, with an adapter open on it: the service's own names, unique
-because the vhost is; deleting the vhost deletes all it declared. Ahead, a
+A flow with a :class:`~message_flow_harness._topology.Topology` (a service's
+own destinations under fixed names) gets them isolated the way its broker
+can. On Kafka each topic it names is created under a name unique to the run
+(``h-<run>-orders``), with its partitions and configs, and deleted like the
+default three. On RabbitMQ (an adapter with virtual hosts) the run gets a
+virtual host instead, with an adapter open on it: the service's own names,
+unique because the vhost is; deleting the vhost deletes all it declared. Ahead, a
 finished run's vhost is emptied instead (what the service declared is
 deleted) and handed to a later run: a tenth of the broker's work of a new one.
 """
@@ -30,7 +33,12 @@ from message_flow_harness._broker import BrokerAdapter, BrokerInfo, DestinationS
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import Endpoints
-from message_flow_harness._topology import ReusableVhost, Topology, vhosts_of
+from message_flow_harness._topology import (
+    ReusableVhost,
+    Topology,
+    VhostAdapter,
+    vhosts_of,
+)
 
 #: How long leaving an ``Isolation`` block waits for the deletions still running:
 #: longer than one deletion's own bound (Kafka's adapter waits up to 60 s for a
@@ -57,6 +65,31 @@ def new_endpoints(info: BrokerInfo, run_id: str) -> Endpoints:
         dead_letter=f"{prefix}-dlq",
         **driver(info.kind).address(info, prefix=prefix),
     )
+
+
+def topology_endpoints(info: BrokerInfo, run_id: str, topology: Topology) -> Endpoints:
+    """A run's endpoints under ``topology``: each name it gives mapped to one unique to the run."""
+    prefix = f"h-{run_id}"
+    names = {topic.name: f"{prefix}-{topic.name}" for topic in topology.topics()}
+    input_, output, dead_letter = topology.names()
+    return Endpoints(
+        kind=info.kind,
+        input=names[input_],
+        output=names[output],
+        dead_letter=names[dead_letter],
+        names=names,
+        **driver(info.kind).address(info, prefix=prefix),
+    )
+
+
+def topology_specs(endpoints: Endpoints, topology: Topology) -> list[DestinationSpec]:
+    """The run's topics of ``topology``, with the partitions and configs it gives each."""
+    return [
+        DestinationSpec(
+            name=endpoints.names[topic.name], partitions=topic.partitions, config=topic.config
+        )
+        for topic in topology.topics()
+    ]
 
 
 def destination_specs(
@@ -175,18 +208,22 @@ class Isolation:
 
     async def _prepare(self) -> Fresh:
         run_id = uuid.uuid4().hex[:10]
-        if self._topology is not None:
-            return await self._prepare_vhost(run_id, self._topology)
-        endpoints = new_endpoints(self._adapter.info, run_id)
-        try:
-            await self._adapter.create_all(
-                destination_specs(
-                    endpoints,
-                    self._partitions,
-                    queue_type=self._queue_type,
-                    queue_arguments=self._queue_arguments,
-                )
+        topology = self._topology
+        if topology is not None and isinstance(self._adapter, VhostAdapter):
+            return await self._prepare_vhost(run_id, topology)
+        if topology is not None:
+            endpoints = topology_endpoints(self._adapter.info, run_id, topology)
+            specs = topology_specs(endpoints, topology)
+        else:
+            endpoints = new_endpoints(self._adapter.info, run_id)
+            specs = destination_specs(
+                endpoints,
+                self._partitions,
+                queue_type=self._queue_type,
+                queue_arguments=self._queue_arguments,
             )
+        try:
+            await self._adapter.create_all(specs)
         except BaseException:
             # Whatever a failed or cancelled create made must not stay behind.
             with contextlib.suppress(Exception):
@@ -208,6 +245,8 @@ class Isolation:
             output=output,
             dead_letter=dead_letter,
             amqp_url=adapter.info.url,
+            # The service's own names: unique because the vhost is.
+            names={topic.name: topic.name for topic in topology.topics()},
         )
         self._vhosts[adapter.info.url] = (name, adapter)
         return Fresh(run_id, endpoints, adapter)
@@ -224,7 +263,9 @@ class Isolation:
             await self._remove_vhost(*vhost)
             return
         specs = destination_specs(endpoints, self._partitions)
-        removals = [self._adapter.delete_all([spec.name for spec in reversed(specs)])]
+        names = [spec.name for spec in reversed(specs)]
+        names += [name for name in endpoints.names.values() if name not in names]
+        removals = [self._adapter.delete_all(names)]
         if endpoints.group_id is not None:
             removals.append(self._adapter.forget_group(endpoints.group_id))
         outcomes = await asyncio.gather(*removals, return_exceptions=True)

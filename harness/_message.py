@@ -17,13 +17,19 @@ BrokerKind = str
 HARNESS_ID_HEADER = "x-harness-id"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Message:
-    """One message: an optional key, a byte payload and string-keyed byte headers."""
+    """One message: an optional key, a byte payload and string-keyed byte headers.
+
+    ``to`` names the input an input message is published to, as the flow's
+    ``Topology`` names it (``Message(b'{"id": 1}', to="payments")``); None:
+    the flow's first (or only) input.
+    """
 
     value: bytes = b""
     key: bytes | None = None
     headers: Mapping[str, bytes] = field(default_factory=dict)
+    to: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, bytes):
@@ -41,6 +47,16 @@ class Message:
                     f"Message header {name!r}={header!r} is invalid: "
                     "header names are str and values are bytes"
                 )
+        if self.to is not None and (not isinstance(self.to, str) or not self.to):
+            raise InvalidArgument(
+                f"Message to={self.to!r} is invalid: name an input of the flow's topology,"
+                " e.g. to='payments', or leave it None for the first input"
+            )
+
+    def __repr__(self) -> str:
+        # Valid Python, as schedules print it; ``to`` only when it says something.
+        to = "" if self.to is None else f", to={self.to!r}"
+        return f"Message(value={self.value!r}, key={self.key!r}, headers={self.headers!r}{to})"
 
     @property
     def harness_id(self) -> str | None:
@@ -50,7 +66,9 @@ class Message:
 
     def with_headers(self, **extra: bytes) -> Message:
         """A copy with headers added (or replaced)."""
-        return Message(value=self.value, key=self.key, headers={**self.headers, **extra})
+        return Message(
+            value=self.value, key=self.key, headers={**self.headers, **extra}, to=self.to
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,8 +78,11 @@ class Endpoints:
     ``input``, ``output`` and ``dead_letter`` are destination names (Kafka
     topics or RabbitMQ queues), unique per run, created by the harness before
     the service starts and deleted after it stops. Under
-    ``Flow(topology=...)`` they are the names the topology gives (the service
-    declares them itself) and ``amqp_url`` points into the run's own vhost.
+    ``Flow(topology=...)`` they are the run's names of the topology's first
+    input, first output and dead letter, and ``names`` maps every name the
+    topology gives to the run's: on Kafka a topic unique to the run
+    (``{"orders": "h-1a2b-orders", ...}``), on RabbitMQ the same name, in the
+    run's own vhost (``amqp_url`` points into it).
 
     ``kafka_options`` are the keyword arguments a Kafka client needs beyond
     ``bootstrap_servers`` to reach this broker (SASL/TLS: ``security_protocol``,
@@ -80,6 +101,7 @@ class Endpoints:
     amqp_url: str | None = None
     group_id: str | None = None
     kafka_options: Mapping[str, object] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         fields = [
@@ -93,6 +115,8 @@ class Endpoints:
         ]
         if self.kafka_options:
             fields.append(f"kafka_options={redact_options(self.kafka_options)!r}")
+        if self.names:
+            fields.append(f"names={dict(self.names)!r}")
         return f"Endpoints({', '.join(fields)})"
 
     def __post_init__(self) -> None:

@@ -97,9 +97,13 @@ async def await_ready(
     else:
 
         async def unready() -> str | None:
-            return await adapter.unready(
-                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
-            )
+            for name, partitions in flow.inputs_of(endpoints):  # each input, in turn
+                missing = await adapter.unready(
+                    name, group_id=endpoints.group_id, partitions=partitions
+                )
+                if missing is not None:
+                    return missing
+            return None
 
         fix = driver(endpoints.kind).readiness_fix(endpoints)
     began = time.monotonic()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import time
 import uuid
@@ -27,7 +28,7 @@ from pathlib import Path
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishReceipt, TapRecord
 from message_flow_harness._checks import Anomaly, Verdict
-from message_flow_harness._correlation import Correlation, Correlator
+from message_flow_harness._correlation import Correlation, Correlator, Landing
 from message_flow_harness._drivers import driver
 from message_flow_harness._errors import DestinationError, HarnessError, InvalidArgument
 from message_flow_harness._fault_model import check_suffered
@@ -58,20 +59,23 @@ from message_flow_harness._schedule import (
     Step,
     as_schedule,
     faults_of,
+    messages_of,
 )
-from message_flow_harness._topology import Topology, routed
+from message_flow_harness._topology import Named, Route, label_of, name_of, routed
 from message_flow_harness._triggers import Trigger
 from message_flow_harness._watch import TaskDeath
 
 
 def _tap_to_history(
-    history: History, kind: Kind, correlator: Correlator
+    history: History, kind: Kind, correlator: Correlator, *, via: str | None = None
 ) -> Callable[[TapRecord], None]:
-    resolve = {
-        Kind.OUTPUT: correlator.of_output,
+    """Record what a tap sees as ``kind``; ``via`` names the output (of several) it taps."""
+    resolvers: dict[Kind, Callable[[Message], Landing]] = {
+        Kind.OUTPUT: functools.partial(correlator.of_output, via=via),
         Kind.DEAD_LETTERED: correlator.of_dead_letter,
         Kind.DELIVERED: correlator.as_delivery,
-    }[kind]
+    }
+    resolve = resolvers[kind]
 
     def on_record(record: TapRecord) -> None:
         if kind is Kind.DELIVERED and record.event != "delivered":
@@ -162,12 +166,7 @@ class LiveRun:
         stack.push_async_callback(isolation.give_back, self.endpoints)
         await self._commit_start_while(
             _tap_destinations(
-                self.adapter,
-                self.endpoints,
-                self.history,
-                self.correlator,
-                stack,
-                topology=self.flow.topology,
+                self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
             )
         )
         if self.flow.probes:
@@ -192,7 +191,7 @@ class LiveRun:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
         if self.flow.topology is not None:
             await _tap_bindings(
-                self.adapter, self.flow.topology, self.history, self.correlator, stack
+                self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
             )
 
     async def _commit_start_while(self, other: Awaitable[None]) -> None:
@@ -202,9 +201,13 @@ class LiveRun:
         if flow.first_deploy or endpoints.group_id is None:
             await other
             return
+        group_id = endpoints.group_id
         committing = asyncio.ensure_future(
-            self.adapter.commit_start(
-                endpoints.input, group_id=endpoints.group_id, partitions=flow.partitions
+            asyncio.gather(
+                *(
+                    self.adapter.commit_start(name, group_id=group_id, partitions=partitions)
+                    for name, partitions in flow.inputs_of(endpoints)
+                )
             )
         )
         try:
@@ -320,7 +323,7 @@ class LiveRun:
                     detail=f"{step!r}: no such event within {bound:.3g} s, went on without it",
                 )
         else:
-            if isinstance(step, BrokerRestart) and self.flow.topology is not None:
+            if isinstance(step, BrokerRestart) and self._vhost_adapter is not None:
                 raise InvalidArgument(
                     "a BrokerRestart is not supported with Flow(topology=...) yet: the run's"
                     " vhost adapter is not carried over a restart; drop 'broker_restart' from"
@@ -344,24 +347,26 @@ class LiveRun:
             )
             for step in burst
         ]
-        by_producer: dict[int, list[Message]] = {}
-        for step, message in zip(burst, stamped, strict=True):
-            by_producer.setdefault(step.producer, []).append(message)
+        # Each producer's messages to each input, in order (several inputs: Message.to).
+        targets = [self.flow.input_of(self.endpoints, m) for m in stamped]
+        by_lane: dict[tuple[int, str], list[Message]] = {}
+        for step, target, message in zip(burst, targets, stamped, strict=True):
+            by_lane.setdefault((step.producer, target), []).append(message)
         # Known before they are published: an answer may land before publish_many returns.
         keys = [self.correlator.register(m.harness_id or "", m) for m in stamped]
         at_ns = time.perf_counter_ns()
         receipts = await asyncio.gather(
-            *(self._publish(messages, producer) for producer, messages in by_producer.items())
+            *(self._publish(messages, *lane) for lane, messages in by_lane.items())
         )
-        unread = {producer: iter(got) for producer, got in zip(by_producer, receipts, strict=True)}
-        for step, message, key in zip(burst, stamped, keys, strict=True):
-            receipt = next(unread[step.producer])
+        unread = {lane: iter(got) for lane, got in zip(by_lane, receipts, strict=True)}
+        for step, target, message, key in zip(burst, targets, stamped, keys, strict=True):
+            receipt = next(unread[step.producer, target])
             self.history.record(
                 Kind.PUBLISHED,
                 "harness",
                 at_ns=at_ns,
                 harness_id=message.harness_id,
-                destination=self.endpoints.input,
+                destination=target,
                 key=message.key,
                 partition=receipt.partition,
                 offset=receipt.offset,
@@ -371,14 +376,16 @@ class LiveRun:
             )
             self.published.append(message)
 
-    async def _publish(self, messages: list[Message], producer: int) -> list[PublishReceipt]:
+    async def _publish(
+        self, messages: list[Message], producer: int, destination: str
+    ) -> list[PublishReceipt]:
         topology = self.flow.topology
         if topology is not None and topology.publish is not None:
             exchange, routing_key = topology.publish
             return await routed(self.adapter).publish_routed(
                 exchange, routing_key, messages, producer=producer
             )
-        return await self.adapter.publish_many(self.endpoints.input, messages, producer=producer)
+        return await self.adapter.publish_many(destination, messages, producer=producer)
 
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""
@@ -492,6 +499,8 @@ async def run_flow(
         check_suffered(flow.faults, step, flow=f"flow {flow.label}")
     if any(isinstance(step, BrokerRestart) for step in schedule):
         check_broker_restartable(broker)  # before anything starts
+    for message in messages_of(schedule):
+        flow.input_name(message)  # a Message(to=...) the flow has no input of: before too
     live = LiveRun(
         flow,
         broker=broker,
@@ -545,43 +554,71 @@ async def _apply(
             instances.cut(instance)
 
 
+def _observed(flow: Flow, endpoints: Endpoints) -> list[tuple[Route, Kind, str | None]]:
+    """What a run taps: each output (with its label when there are several), the dead letter."""
+    topology = flow.topology
+    if topology is None:
+        return [
+            (endpoints.output, Kind.OUTPUT, None),
+            (endpoints.dead_letter, Kind.DEAD_LETTERED, None),
+        ]
+    several = len(topology.outputs) > 1
+    observed: list[tuple[Route, Kind, str | None]] = [
+        (_run_route(output, endpoints), Kind.OUTPUT, label_of(output) if several else None)
+        for output in topology.outputs
+    ]
+    observed.append((_run_route(topology.dead_letter, endpoints), Kind.DEAD_LETTERED, None))
+    return observed
+
+
+def _run_route(entry: Named, endpoints: Endpoints) -> Route:
+    """Where the run observes ``entry``: the run's name of a destination, or an exchange route."""
+    if isinstance(entry, tuple):
+        return entry
+    name = name_of(entry)
+    return endpoints.names.get(name, name)
+
+
 async def _tap_destinations(
     adapter: BrokerAdapter,
+    flow: Flow,
     endpoints: Endpoints,
     history: History,
     correlator: Correlator,
     stack: AsyncExitStack,
-    *,
-    topology: Topology | None = None,
 ) -> None:
-    taps = [(endpoints.output, Kind.OUTPUT), (endpoints.dead_letter, Kind.DEAD_LETTERED)]
-    if topology is not None:  # routes through exchanges are tapped once the service consumes
-        routes = ((topology.output, Kind.OUTPUT), (topology.dead_letter, Kind.DEAD_LETTERED))
-        taps = [(route, kind) for route, kind in routes if isinstance(route, str)]
+    """Tap the outputs and dead letters that are destinations (routes wait for the service),
+    and where the broker reports deliveries, the inputs."""
+    taps = [
+        (route, _tap_to_history(history, kind, correlator, via=via))
+        for route, kind, via in _observed(flow, endpoints)
+        if isinstance(route, str)
+    ]
     if driver(endpoints.kind).taps_deliveries:
-        taps.append((endpoints.input, Kind.DELIVERED))
-    for name, kind in taps:
-        await stack.enter_async_context(
-            adapter.tap(name, _tap_to_history(history, kind, correlator))
-        )
+        taps += [
+            (name, _tap_to_history(history, Kind.DELIVERED, correlator))
+            for name, _ in flow.inputs_of(endpoints)
+        ]
+    for name, on_record in taps:
+        await stack.enter_async_context(adapter.tap(name, on_record))
 
 
 async def _tap_bindings(
     adapter: BrokerAdapter,
-    topology: Topology,
+    flow: Flow,
+    endpoints: Endpoints,
     history: History,
     correlator: Correlator,
     stack: AsyncExitStack,
 ) -> None:
     """Bind taps to the exchanges the topology observes: they exist once the service consumes."""
-    routes = ((topology.output, Kind.OUTPUT), (topology.dead_letter, Kind.DEAD_LETTERED))
-    for route, kind in routes:
+    for route, kind, via in _observed(flow, endpoints):
         if isinstance(route, str):
             continue  # a queue, tapped through the firehose from the start
         exchange, binding_key = route
         await stack.enter_async_context(
             routed(adapter).tap_binding(
-                exchange, binding_key, _tap_to_history(history, kind, correlator)
+                exchange, binding_key, _tap_to_history(history, kind, correlator, via=via)
             )
         )
 

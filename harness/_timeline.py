@@ -302,6 +302,8 @@ def event_label(event: Event, inputs: _Inputs) -> str:
             return f"{name} error"
         case Kind.SENT:
             return f"{name} sent"
+        case Kind.OUTPUT if event.harness_id is not None and event.detail:
+            return f"{name} {event.detail}"  # its kind: which output, of several
         case Kind.SIDE_EVENT:
             return f"{name} side event"
         case Kind.ABORTED:
@@ -312,6 +314,8 @@ def event_label(event: Event, inputs: _Inputs) -> str:
 def event_tip(event: Event, history: History) -> str:
     """The hover text of a mark: what, when, which input, where."""
     parts = [str(event.kind), history.since_start(event.at_ns), event.source]
+    if event.destination:
+        parts.append(f"on {event.destination}")
     if event.harness_id:
         parts.append(f"id {event.harness_id}")
     if event.partition is not None:

@@ -72,10 +72,16 @@ def messages(
     keys: st.SearchStrategy[bytes | None] | None = None,
     values: st.SearchStrategy[bytes] | None = None,
     headers: st.SearchStrategy[dict[str, bytes]] | None = None,
+    inputs: Sequence[str] = (),
     min_size: int = 1,
     max_size: int = 10,
 ) -> st.SearchStrategy[list[Message]]:
-    """Lists of messages; every part can be replaced to suit a flow."""
+    """Lists of messages; every part can be replaced to suit a flow.
+
+    ``inputs`` are the names of a flow's inputs (its ``Topology``): each
+    message goes to one of them (``Message.to``), so a list mixes them; the
+    draw shrinks towards the first. Empty: the flow's only input.
+    """
     if (
         not isinstance(min_size, int)
         or not isinstance(max_size, int)
@@ -88,7 +94,13 @@ def messages(
     key_strategy = keys if keys is not None else globals()["keys"]()
     value_strategy = values if values is not None else globals()["values"]()
     header_strategy = headers if headers is not None else st.just({})
-    one = st.builds(Message, value=value_strategy, key=key_strategy, headers=header_strategy)
+    if isinstance(inputs, str) or not all(isinstance(n, str) and n for n in inputs):
+        raise InvalidArgument(
+            f"messages(inputs={inputs!r}) is invalid: give the names of the flow's inputs,"
+            " e.g. inputs=['orders', 'payments']"
+        )
+    to = st.sampled_from(list(inputs)) if inputs else st.none()
+    one = st.builds(Message, value=value_strategy, key=key_strategy, headers=header_strategy, to=to)
     return st.lists(one, min_size=min_size, max_size=max_size)
 
 
@@ -232,7 +244,11 @@ def schedules(
         )
     if messages is None and flow is not None:
         messages = flow.messages
-    message_lists = messages if messages is not None else globals()["messages"]()
+    if messages is None:  # to each of the flow's inputs when it has several
+        topology = flow.topology if flow is not None else None
+        inputs = topology.input_names() if topology is not None else ()
+        messages = globals()["messages"](inputs=inputs if len(inputs) > 1 else ())
+    message_lists = messages
     return _schedule(
         message_lists,
         kinds,

@@ -227,6 +227,7 @@ class KafkaAdapter(BrokerAdapter):
     async def create_all(self, specs: Sequence[DestinationSpec]) -> None:
         """Create topics in one request and wait until every partition of each has a leader."""
         wanted: dict[str, int] = {}
+        configs: dict[str, Mapping[str, str]] = {}
         for spec in specs:
             name = _check_topic_name(spec.name)
             if not isinstance(spec.partitions, int) or spec.partitions < 1:
@@ -235,6 +236,7 @@ class KafkaAdapter(BrokerAdapter):
                     " partition"
                 )
             wanted[name] = spec.partitions
+            configs[name] = spec.config
         if not wanted:
             return
         admin, _ = self._clients()
@@ -243,7 +245,10 @@ class KafkaAdapter(BrokerAdapter):
         try:
             async with asyncio.timeout(self._timeout):
                 response = await admin.create_topics(
-                    [NewTopic(name, partitions, 1) for name, partitions in wanted.items()],
+                    [
+                        NewTopic(name, partitions, 1, topic_configs=dict(configs[name]))
+                        for name, partitions in wanted.items()
+                    ],
                     timeout_ms=int(self._timeout * 1000),
                 )
                 for topic_error in response.topic_errors:
@@ -258,7 +263,8 @@ class KafkaAdapter(BrokerAdapter):
                         raise DestinationError(
                             f"Kafka at {self.info.url} refused to create topic {name!r} "
                             f"({kafka_errors.for_code(code).__name__}: {message}): "
-                            "check the name, partitions and the broker's topic policy"
+                            "check the name, partitions, topic configs and the broker's topic"
+                            " policy"
                         )
                 # Under KRaft a successful CreateTopics only means the controller
                 # committed it: leaders appear in metadata a little later.

@@ -14,6 +14,7 @@ from message_flow_harness.brokers.kafka import _settings
 
 if TYPE_CHECKING:
     from message_flow_harness._broker import BrokerAdapter, BrokerInfo
+    from message_flow_harness._topology import Topology
     from message_flow_harness.brokers._local import LocalRecipe
 
 #: How many fault proxies a broker the harness started advertises listeners for, at most.
@@ -56,6 +57,24 @@ class KafkaDriver(BrokerDriver):
             f"it may not subscribe to {endpoints.input!r} (endpoints.input), or start at the end"
             " of the topic (auto_offset_reset='latest')"
         )
+
+    def check_topology(self, topology: Topology) -> None:
+        for role, entry in (
+            *(("input", e) for e in topology.inputs),
+            *(("output", e) for e in topology.outputs),
+            ("dead_letter", topology.dead_letter),
+        ):
+            if isinstance(entry, tuple):
+                raise InvalidArgument(
+                    f"Topology({role}={entry!r}) is invalid on Kafka: (exchange, binding_key) is a"
+                    " RabbitMQ route; name a topic, or several in a list:"
+                    f" {role}={list(entry)!r}"
+                )
+        if topology.publish is not None:
+            raise InvalidArgument(
+                f"Topology(publish={topology.publish!r}) is invalid on Kafka: inputs are published"
+                " to their topic (drop publish; Message(to=...) picks the input)"
+            )
 
     def address(self, info: BrokerInfo, *, prefix: str) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from message_flow_harness._drivers import BrokerDriver, BrokerRestart, ProxyAddr
 from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._message import Endpoints, Message
 from message_flow_harness._redact import redact_url
+from message_flow_harness._topology import Topic, Topology
 from message_flow_harness.brokers._local import free_port
 from message_flow_harness.brokers.rabbitmq import _queue_types
 
@@ -75,6 +76,15 @@ class RabbitDriver(BrokerDriver):
             raise InvalidArgument(
                 f"partitions={partitions} is invalid for RabbitMQ: queues have no partitions"
             )
+
+    def check_topology(self, topology: Topology) -> None:
+        for entry in (*topology.inputs, *topology.outputs, topology.dead_letter):
+            if isinstance(entry, Topic):
+                raise InvalidArgument(
+                    f"Topology has {entry!r}, a Kafka topic: on RabbitMQ name the queue"
+                    f" ({entry.name!r}), or an exchange route (exchange, binding_key); the"
+                    " service declares its queues' arguments itself"
+                )
 
     def check_queues(
         self, *, queue_type: object, queue_arguments: Mapping[str, object]

@@ -170,7 +170,13 @@ class Script:
     # --- what lands ------------------------------------------------------------------
 
     def _landed(
-        self, kind: Kind, destination: str, harness_id: str | None, lane: str, at: float | None
+        self,
+        kind: Kind,
+        destination: str,
+        harness_id: str | None,
+        lane: str,
+        at: float | None,
+        detail: str | None = None,
     ) -> Self:
         about = self._about(harness_id)
         original: Message | None = about.pop("message", None)
@@ -186,12 +192,24 @@ class Script:
             destination=destination,
             lane=lane,
             message=message,
+            detail=detail,
             **about,
         )
 
-    def output(self, harness_id: str | None, *, lane: str = "c1", at: float | None = None) -> Self:
-        """A message answering ``harness_id`` (None: carrying no id) lands on the output."""
-        return self._landed(Kind.OUTPUT, self.output_name, harness_id, lane, at)
+    def output(
+        self,
+        harness_id: str | None,
+        *,
+        lane: str = "c1",
+        at: float | None = None,
+        on: str | None = None,
+    ) -> Self:
+        """A message answering ``harness_id`` (None: carrying no id) lands on the output.
+
+        ``on`` names one output of several (a Topology's): its destination and its kind.
+        """
+        destination = self.output_name if on is None else on
+        return self._landed(Kind.OUTPUT, destination, harness_id, lane, at, detail=on)
 
     def dead_letter(
         self, harness_id: str | None, *, lane: str = "c1", at: float | None = None

@@ -12,13 +12,16 @@ are observed, and deletes the vhost (and all the worker declared) after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
@@ -39,6 +42,7 @@ from message_flow_harness import (
     fuzz,
 )
 from message_flow_harness._fuzz import Example
+from message_flow_harness._history import Kind
 from message_flow_harness._isolation import Isolation
 from message_flow_harness.brokers._local import free_port
 from message_flow_harness.brokers.rabbitmq import RabbitAdapter
@@ -365,4 +369,77 @@ async def test_a_broker_restart_is_refused_with_a_topology(
 ) -> None:
     with pytest.raises(InvalidArgument, match=r"drop 'broker_restart'"):
         await flow_check.run(payments_flow(), [request(1, "5"), BrokerRestart()])
+    assert await leftovers(adapter) == ([], [])
+
+
+# --- several inputs and outputs: one mechanism with Kafka's ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def shop_worker(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Consumes orders and refunds from two queues; answers each on its own routing key."""
+    connection = await aio_pika.connect_robust(os.environ["SHOP_AMQP_URL"])
+    channel = await connection.channel()
+    shop = await channel.declare_exchange("shop", aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange("shop.dlx", aio_pika.ExchangeType.TOPIC, durable=True)
+    arguments: dict[str, aio_pika.abc.FieldValue] = {"x-dead-letter-exchange": "shop.dlx"}
+    tags = []
+
+    def answering(routing_key: str) -> Callable[[aio_pika.abc.AbstractIncomingMessage], Any]:
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            try:
+                request_id = json.loads(message.body)["id"]
+            except BAD_REQUEST:
+                await message.reject(requeue=False)  # to shop.dlx
+                return
+            answer = json.dumps({"id": request_id, "status": "done"}).encode()
+            await shop.publish(aio_pika.Message(answer), routing_key=routing_key)
+            await message.ack()
+
+        return on_message
+
+    queues = []
+    for queue_name, answer_key in (("shop.orders", "order.done"), ("shop.refunds", "refund.done")):
+        queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+        queues.append(queue)
+        tags.append(await queue.consume(answering(answer_key)))
+    try:
+        yield
+    finally:
+        for queue, tag in zip(queues, tags, strict=True):
+            await queue.cancel(tag)
+        await connection.close()
+
+
+SHOP = Topology(
+    input=["shop.orders", "shop.refunds"],
+    output=[("shop", "order.done"), ("shop", "refund.done")],
+    dead_letter=("shop.dlx", "#"),
+)
+
+
+async def test_several_input_queues_and_output_routes_each_judged(
+    flow_check: FlowCheck, adapter: RabbitAdapter
+) -> None:
+    flow = Flow(
+        sut=shop_worker,
+        broker="rabbitmq",
+        topology=SHOP,
+        env={"SHOP_AMQP_URL": "{amqp_url}"},
+        correlate=by_json_field("id"),
+        checks=[checks.no_loss(), checks.no_duplicates(), checks.per_key_order()],
+    )
+    messages = [
+        Message(b'{"id": "o-1"}', key=b"k"),
+        Message(b'{"id": "r-1"}', key=b"k", to="shop.refunds"),
+        Message(b"not json", to="shop.refunds"),
+        Message(b'{"id": "o-2"}', key=b"k", to="shop.orders"),
+    ]
+    result = await flow_check(flow, messages)
+    assert result.endpoints.names["shop.refunds"] == "shop.refunds"  # its own, in its vhost
+    published = sorted(str(e.destination) for e in result.history.of(Kind.PUBLISHED))
+    assert published == ["shop.orders", "shop.orders", "shop.refunds", "shop.refunds"]
+    kinds = sorted(str(e.detail) for e in result.history.of(Kind.OUTPUT))
+    assert kinds == ["shop:order.done", "shop:order.done", "shop:refund.done"], result.report()
+    assert len(result.history.of(Kind.DEAD_LETTERED)) == 1, result.report()
     assert await leftovers(adapter) == ([], [])
