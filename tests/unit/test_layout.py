@@ -203,3 +203,12 @@ def test_every_package_folder_ships_in_the_wheel() -> None:
         name for name, path in _modules(ROOT, PACKAGES).items() if path.name == "__init__.py"
     }
     assert folders == set(setuptools["packages"])
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest imports test files by basename (tests have no packages): two of one name fail."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"rename one of each so pytest can collect them: {shared}"
