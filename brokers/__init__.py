@@ -108,11 +108,21 @@ def detach_driver_randomness(kind: BrokerKind) -> None:
     driver(kind).detach_randomness()
 
 
-async def close_leftover_clients(kind: BrokerKind, clients: list[object]) -> int:
-    """Close the driver clients a stopped service left open; how many there were."""
+async def close_leftover_clients(
+    kind: BrokerKind, clients: list[object], *, abort: bool = False
+) -> int:
+    """Close the driver clients a stopped service left open; how many there were.
+
+    ``abort``: a crashed service's, closed without flushing what they buffered.
+    """
     close = driver(kind).close_leftover
-    closed = await asyncio.gather(*(close(c) for c in clients), return_exceptions=True)
+    closed = await asyncio.gather(*(close(c, abort=abort) for c in clients), return_exceptions=True)
     return sum(1 for outcome in closed if outcome is True)
+
+
+def group_members_of(kind: BrokerKind, clients: list[object]) -> set[str]:
+    """The consumer-group member ids a service's ``clients`` hold (Kafka; none elsewhere)."""
+    return driver(kind).group_members_of(clients)
 
 
 @contextmanager
@@ -169,6 +179,7 @@ __all__ = (
     "check_reachable",
     "close_leftover_clients",
     "detach_driver_randomness",
+    "group_members_of",
     "info_from_url",
     "install_client_probes",
     "provision",

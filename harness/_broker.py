@@ -200,6 +200,10 @@ class BrokerAdapter(abc.ABC):
         """Consumer groups whose id starts with ``prefix`` (Kafka; none elsewhere)."""
         return []
 
+    async def group_members(self, group_id: str) -> frozenset[str]:
+        """The member ids of consumer group ``group_id`` now (Kafka; none elsewhere)."""
+        return frozenset()
+
     async def unready(
         self, destination: str, *, group_id: str | None, partitions: int
     ) -> str | None:

@@ -180,8 +180,9 @@ class BrokerDriver(abc.ABC):
 
     # --- the service's own clients -------------------------------------------
 
-    #: The module that probes the client library: its ``install()``, ``uninstall()``
-    #: and ``close_leftover(client) -> bool`` serve the three methods below.
+    #: The module that probes the client library: its ``install()``, ``uninstall()``,
+    #: ``close_leftover(client, *, abort) -> bool`` and ``group_member(client) -> str |
+    #: None`` serve the four methods below.
     probes_module: ClassVar[str]
 
     def install_client_probes(self) -> None:
@@ -192,10 +193,20 @@ class BrokerDriver(abc.ABC):
         """Undo :meth:`install_client_probes`."""
         importlib.import_module(self.probes_module).uninstall()
 
-    async def close_leftover(self, client: object) -> bool:
-        """Close one client a stopped service left open; whether it was open."""
-        closed: bool = await importlib.import_module(self.probes_module).close_leftover(client)
+    async def close_leftover(self, client: object, *, abort: bool = False) -> bool:
+        """Close one client a stopped service left open; whether it was open.
+
+        ``abort``: the service crashed, so nothing it buffered may go out (no flush,
+        no final commit or goodbye), before its exit runs.
+        """
+        module = importlib.import_module(self.probes_module)
+        closed: bool = await module.close_leftover(client, abort=abort)
         return closed
+
+    def group_members_of(self, clients: Sequence[object]) -> set[str]:
+        """The consumer-group member ids ``clients`` hold (none where there are no groups)."""
+        member_of = importlib.import_module(self.probes_module).group_member
+        return {member for client in clients if (member := member_of(client)) is not None}
 
     @abc.abstractmethod
     def detach_randomness(self) -> None:

@@ -254,21 +254,43 @@ class RunResult:
     history_path: Path | None = None
     #: Harness errors after the checks ran (a cleanup that failed): the finding stands.
     errors: tuple[str, ...] = ()
+    #: Inputs (harness ids) with no output nor dead letter in the history the checks
+    #: read, of a run that ended before every input was accounted for (no progress,
+    #: the deadline, a task of the service that died); empty otherwise.
+    unaccounted: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return all(v.ok for v in self.verdicts)
+
+    def headline(self) -> str:
+        """The report's first line: what the checks found, and how the run ended.
+
+        Checks that held over inputs that never came out are no pass: the
+        checks given cannot see them (no ``no_loss()``), and the headline says so.
+        """
+        ended = f"run ended: {self.ended_by}"
+        if not self.ok:
+            verdict = "CHECKS FAILED"
+        elif self.unaccounted:
+            return (
+                f"flow {self.flow.label} on {self.endpoints.kind}: no check failed, yet"
+                f" {len(self.unaccounted)} of {plural(len(self.messages), 'input')} never came"
+                f" out ({ended})"
+            )
+        else:
+            verdict = "all checks held"
+        return (
+            f"flow {self.flow.label} on {self.endpoints.kind}: {verdict}"
+            f" ({plural(len(self.messages), 'message')}, {ended})"
+        )
 
     def failures(self) -> list[Verdict]:
         return [v for v in self.verdicts if not v.ok]
 
     def report(self) -> str:
         """The text a person reads: verdicts with counterexamples and where the history is."""
-        lines = [
-            f"flow {self.flow.label} on {self.endpoints.kind}: "
-            f"{'all checks held' if self.ok else 'CHECKS FAILED'}"
-            f" ({plural(len(self.messages), 'message')}, run ended: {self.ended_by})"
-        ]
+        lines = [self.headline()]
         lines += [str(v) for v in self.verdicts]
         if self.errors:
             lines.append("the harness failed after this run (the finding stands):")

@@ -28,12 +28,16 @@ from message_flow_harness._flow import Flow
 from message_flow_harness._history import History, Kind
 from message_flow_harness._logs import attributed
 from message_flow_harness._message import Endpoints
+from message_flow_harness._pace import RunPace
 from message_flow_harness._probes import Recorder, current_recorder
 from message_flow_harness._proxy import FaultProxy
 from message_flow_harness._redact import redact_url
 from message_flow_harness._watch import TaskDeath, Watch, dies_of
 
 State = Literal["running", "severed", "crashed", "stopped"]
+#: How long a crashed instance's tasks get to end once cancelled: a task that swallows
+#: the cancel is left behind after that, never waited on again.
+CANCEL_WAIT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -118,6 +122,7 @@ class Instances:
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
     probed: bool = True  # its clients are within the probes' reach (not a process of its own)
     deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
+    pace: RunPace = field(default_factory=RunPace)  # what the faults do to when the run ends
     _free_proxies: list[ProxyAddress] = field(default_factory=list)
     _driver: BrokerDriver = field(init=False)
 
@@ -291,6 +296,9 @@ class Instances:
         if instance.state != "severed" or instance.service is None:
             return
         service, instance.service, instance.state = instance.service, None, "crashed"
+        # First, before its exit runs: its clients end where they stand, so nothing
+        # they buffered goes out, now or once a Restart heals the proxy.
+        await self._abort_clients(instance)
         # A service with a kill() coroutine (a process) ends at once through it.
         # Otherwise its exit fails or hangs against refused connections; either way
         # it is over. Drivers may even raise a stray CancelledError (aiokafka does
@@ -315,10 +323,39 @@ class Instances:
                 else f"exit after crash: {exc!r}"
             )
             self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
-        # A client its exit did not close would reconnect once the proxy heals:
-        # a crashed process keeps nothing alive.
+        # A task or a client its exit left would run on (and reconnect once the proxy
+        # heals): a crashed process keeps nothing alive.
+        await self._cancel_tasks(instance)
         await self._close_leftovers(instance)
         _cancel_if_swallowed()
+
+    async def _abort_clients(self, instance: Instance) -> None:
+        """End a crashed instance's driver clients without a flush, a commit or a goodbye."""
+        recorder = instance.recorder
+        if recorder is None or not recorder.clients:
+            return
+        from message_flow_harness.brokers import (
+            close_leftover_clients,
+            group_members_of,
+        )  # the driver side, loaded only when used
+
+        # Its group members hold their partitions until their session expires.
+        self.pace.note_crash(group_members_of(self.info.kind, recorder.clients))
+        try:
+            async with asyncio.timeout(self.flow.stop_timeout):
+                await close_leftover_clients(self.info.kind, recorder.clients, abort=True)
+        except TimeoutError:
+            detail = f"its clients did not end within {self.flow.stop_timeout:g} s of the crash"
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
+
+    async def _cancel_tasks(self, instance: Instance) -> None:
+        """Cancel every task the crashed instance still runs (bounded: see Watch.cancel_all)."""
+        if instance.watch is None:
+            return
+        left = await instance.watch.cancel_all(within=CANCEL_WAIT_S)
+        if left:
+            detail = f"{left} of its tasks did not end within {CANCEL_WAIT_S:g} s of a cancel"
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
 
     async def _close_leftovers(self, instance: Instance) -> None:
         """Close driver clients the instance left open (bounded), and say so in the history."""
@@ -417,6 +454,7 @@ class Instances:
 
     def latency(self, instance: Instance, seconds: float) -> None:
         self._needs_proxy(instance, "Latency").latency = seconds
+        self.pace.note_latency(seconds)
         detail = f"latency {seconds * 1000:g} ms"
         self.history.record(Kind.FAULT, "harness", lane=instance.name, detail=detail)
 

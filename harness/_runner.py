@@ -43,6 +43,7 @@ from message_flow_harness._instances import (
 from message_flow_harness._isolation import Isolation
 from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
+from message_flow_harness._pace import RunPace
 from message_flow_harness._readiness import await_ready, consumed_nothing, skipped_on_first_deploy
 from message_flow_harness._schedule import (
     After,
@@ -64,6 +65,9 @@ from message_flow_harness._schedule import (
 from message_flow_harness._topology import Named, Route, label_of, name_of, routed
 from message_flow_harness._triggers import Trigger
 from message_flow_harness._watch import TaskDeath
+
+#: How ``ended_by`` reads when a run ended as it should: every input came out.
+ALL_ACCOUNTED_FOR = "every input accounted for"
 
 
 def _tap_to_history(
@@ -176,10 +180,16 @@ class LiveRun:
         flow = self.flow
         if isinstance(flow.correlate, Correlation):
             flow = dataclasses.replace(flow, correlate=self.correlator.of_delivery)
+        # When the run ends follows its faults: a crashed member's group is asked about.
+        group_id = self.endpoints.group_id
+        adapter = self.adapter
+        pace = RunPace(
+            members=None if group_id is None else functools.partial(adapter.group_members, group_id)
+        )
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
         self._instances = Instances(
-            flow, self.broker, self.endpoints, self.history, proxied=self._faults
+            flow, self.broker, self.endpoints, self.history, proxied=self._faults, pace=pace
         )
         stack.push_async_callback(self._instances.close)
         first = await self._instances.add()
@@ -392,7 +402,11 @@ class LiveRun:
         await self._instances.restart_crashed()
         deaths = self._instances.deaths
         ended_by = await _await_quiescence(
-            self.flow, self.history, deadline=self._deadline, deaths=deaths
+            self.flow,
+            self.history,
+            deadline=self._deadline,
+            deaths=deaths,
+            pace=self._instances.pace,
         )
         teardown: DestinationError | None = None
         try:
@@ -428,6 +442,7 @@ class LiveRun:
             ended_by=ended_by,
             history_path=path,
             errors=errors,
+            unaccounted=() if ended_by == ALL_ACCOUNTED_FOR else unaccounted(self.history),
         )
 
 
@@ -458,6 +473,13 @@ def _with_causes(
         else v
         for v in verdicts
     )
+
+
+def unaccounted(history: History) -> tuple[str, ...]:
+    """The inputs (harness ids, in publish order) with no output nor dead letter in ``history``."""
+    answered = {e.harness_id for e in history.of(Kind.OUTPUT, Kind.DEAD_LETTERED)}
+    published = dict.fromkeys(e.harness_id for e in history.of(Kind.PUBLISHED))
+    return tuple(h for h in published if h is not None and h not in answered)
 
 
 def _kept_running(deaths: Sequence[TaskDeath]) -> Verdict:
@@ -531,7 +553,9 @@ async def _apply(
     if isinstance(step, Pause):
         await asyncio.sleep(step.seconds)
     elif isinstance(step, Settle):
-        await _await_quiescence(flow, history, deadline=deadline, deaths=instances.deaths)
+        await _await_quiescence(
+            flow, history, deadline=deadline, deaths=instances.deaths, pace=instances.pace
+        )
     elif isinstance(step, Join):
         await instances.add()
     elif isinstance(step, Leave):
@@ -624,7 +648,12 @@ async def _tap_bindings(
 
 
 async def _await_quiescence(
-    flow: Flow, history: History, *, deadline: float, deaths: Sequence[TaskDeath] = ()
+    flow: Flow,
+    history: History,
+    *,
+    deadline: float,
+    deaths: Sequence[TaskDeath] = (),
+    pace: RunPace | None = None,
 ) -> str:
     """Wait until every input is accounted for and the run falls silent, or progress stops.
 
@@ -639,16 +668,23 @@ async def _await_quiescence(
     count as handling: that is the broker's pace. Progress is a new output or
     dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
-    at the deadline. A task of the service that died (``deaths``) ends the
-    wait at once: nothing more will come out of it.
+    at the deadline. The service's own first send of an input (a ``sent``
+    event) is progress too: its output is on the way. ``pace`` says what the
+    run's faults do: latency stretches ``quiet`` by the round trips a step of
+    progress takes, and while a crashed Kafka member is still in the group
+    (its partitions wait for its session to time out) there is no "no
+    progress": the count starts again once it has left. A task of the
+    service that died (``deaths``) ends the wait at once: nothing more will
+    come out of it.
     """
+    pace = pace or RunPace()
     inputs: set[str] = set()
     handed_ns: dict[str, int] = {}  # an input's latest publish or delivery
     answered_ns: dict[str, int] = {}  # an input's latest output or dead letter
     unanswered: dict[str, int] = {}  # inputs delivered since their latest answer: when
     accounted = answered_ns.keys()  # inputs with an output or dead letter (a live view)
+    sent: set[str] = set()  # inputs the service has sent something of
     settle_ns = round(flow.settle * 1e9)
-    quiet_ns = round(flow.quiet * 1e9)
     slowest_ns = 0  # the slowest handling seen
     seen = 0  # events already folded in
     # Silence counts from the events' own times, not from when this loop saw
@@ -669,6 +705,12 @@ async def _await_quiescence(
                 # Events of different sources arrive slightly out of order: compare times.
                 if answered_ns.get(harness_id, -1) < event.at_ns:
                     unanswered[harness_id] = max(unanswered.get(harness_id, 0), event.at_ns)
+            elif event.kind is Kind.SENT:
+                # Its first send only: a service re-sending one input forever (a retry
+                # loop) makes no more progress than a requeue storm does.
+                if harness_id not in sent and harness_id not in accounted:
+                    last_progress_ns = max(last_progress_ns, event.at_ns)
+                sent.add(harness_id)
             elif event.kind in (Kind.OUTPUT, Kind.DEAD_LETTERED):
                 if harness_id not in accounted:
                     last_progress_ns = max(last_progress_ns, event.at_ns)
@@ -682,6 +724,7 @@ async def _await_quiescence(
         if deaths:
             return f"{deaths[0].summary} ({deaths[0].instance})"
         now_ns = time.perf_counter_ns()
+        quiet_ns = round(pace.quiet(flow.quiet) * 1e9)  # a latency fault may come meanwhile
         # A delivery already answered needs no wait: only one that may still
         # come out (again) gets twice the slowest handling.
         last_unanswered_ns = max(unanswered.values(), default=0)
@@ -689,12 +732,17 @@ async def _await_quiescence(
         if inputs <= accounted and (
             now_ns >= silent_at_ns or now_ns - last_progress_ns >= quiet_ns
         ):
-            return "every input accounted for"
+            return ALL_ACCOUNTED_FOR
         if now_ns - last_progress_ns >= quiet_ns:
-            return (
-                f"no progress for {flow.quiet:g} s with"
-                f" {len(inputs - accounted)} inputs unaccounted for"
-            )
+            if await pace.held():  # a crashed member's partitions are not free yet
+                last_progress_ns = time.perf_counter_ns()
+            elif pace.left_ns > last_progress_ns:  # just left: the count starts now
+                last_progress_ns = pace.left_ns
+            else:
+                return (
+                    f"no progress for {pace.stretched(flow.quiet)} with"
+                    f" {len(inputs - accounted)} inputs unaccounted for"
+                )
         if time.monotonic() >= deadline:
             return f"timeout after {flow.timeout:g} s"
         # Poll every few ms; once all is accounted for, wake exactly when the

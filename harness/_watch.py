@@ -14,6 +14,9 @@ trimmed to the service's frames and the library frames under them.
 The factory tells services apart by a context variable that
 :meth:`Watch.starting` sets while one instance starts: tasks copy the
 context they are created in, so concurrent runs on one loop never mix.
+The same variable marks every task of the instance, its client library's
+included and whatever those spawn later: a crash cancels them all
+(:meth:`Watch.cancel_all`), as a killed process leaves nothing running.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import linecache
 import os
 import sys
 import sysconfig
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,6 +86,9 @@ class Watch:
         self._armed = True
         self._quiet = False
         self._starting = False
+        # Every task created in this instance's context, watched or not (weak: done
+        # tasks go away with their last reference).
+        self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     @contextmanager
     def starting(self) -> Iterator[None]:
@@ -104,6 +111,26 @@ class Watch:
         """
         self._armed = False
         self._quiet = crashed
+
+    async def cancel_all(self, *, within: float) -> int:
+        """Cancel every task of the instance still running; how many did not end ``within`` s.
+
+        Bounded, and never waiting again on a task that swallows its cancel: a
+        crashed process runs nothing, so such a task is only left behind (and
+        its count noted by the caller). What the cancelled tasks end with is
+        retrieved here, so asyncio prints nothing about them either.
+        """
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if not task.done() and task is not current]
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return 0
+        done, pending = await asyncio.wait(tasks, timeout=within)
+        for task in done:
+            if not task.cancelled():
+                task.exception()
+        return len(pending)
 
     def report(self, error: BaseException, *, task: str, where: str, traceback: str) -> None:
         """A death the service saw itself (its own process exiting): reported as a task's."""
@@ -162,13 +189,10 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
             task = asyncio.Task(coro, loop=loop, **options)
         context = options.get("context")
         watch = context.get(_watching) if context is not None else _watching.get()
-        if (
-            watch is not None
-            and watch._starting
-            and isinstance(task, asyncio.Task)
-            and not _is_library(coro)
-            and _spawned_by_caller()
-        ):
+        if watch is None or not isinstance(task, asyncio.Task):
+            return task
+        watch._tasks.add(task)  # for a crash to cancel
+        if watch._starting and not _is_library(coro) and _spawned_by_caller():
             watch._adopt(task)
         return task
 

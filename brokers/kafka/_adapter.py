@@ -496,6 +496,29 @@ class KafkaAdapter(BrokerAdapter):
             f" {len(members)} {'member' if len(members) == 1 else 'members'})"
         )
 
+    async def group_members(self, group_id: str) -> frozenset[str]:
+        """The member ids of ``group_id`` as its coordinator lists them (none: empty or gone).
+
+        A crashed member stays listed until its session times out: only then are
+        its partitions assigned again (see harness._pace).
+        """
+        admin = await self._run_admin()
+        try:
+            async with asyncio.timeout(self._timeout):
+                [response] = await admin.describe_consumer_groups(
+                    [group_id], group_coordinator_id=self._coordinators.get(group_id)
+                )
+        except COORDINATOR_NOT_READY:
+            self._coordinators.pop(group_id, None)
+            return frozenset()
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, f"describing consumer group {group_id!r}") from err
+        [group] = response.groups
+        error_code, members = group[0], group[5]
+        if error_code in ASK_AGAIN:
+            self._coordinators.pop(group_id, None)
+        return frozenset(member[0] for member in members) if error_code == 0 else frozenset()
+
     async def commit_start(self, destination: str, *, group_id: str, partitions: int) -> None:
         """Commit offset 0 of every partition of a fresh topic for ``group_id`` (no member).
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from message_flow_harness._history import Kind
@@ -183,15 +184,118 @@ async def finish_broken_stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> boo
     return True
 
 
-async def close_leftover(client: object) -> bool:
+class InstanceCrashed(KafkaConnectionError):  # type: ignore[misc]
+    """What a crashed instance's pending sends fail with: its process is gone."""
+
+
+#: How long an aborted client's tasks get to end once cancelled (their connections closed).
+ABORT_WAIT_S = 1.0
+
+
+def _crash_tasks(client: AIOKafkaConsumer | AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+    """Stop ``client`` where it stands, flushing nothing; the tasks it ran, cancelled.
+
+    A producer's buffered batches fail (nobody is left to be told: their
+    exceptions are retrieved here) and are dropped, so its sender cannot
+    deliver them once the network heals; a consumer's coordinator sends no
+    final commit nor LeaveGroup, its fetcher fetches nothing more. Marked
+    closed, so the service's own ``stop()`` later does nothing.
+    """
+    tasks: list[asyncio.Future[Any] | None] = []
+    client._closed = True
+    if isinstance(client, AIOKafkaProducer):
+        accumulator = client._message_accumulator
+        lost = InstanceCrashed("the instance crashed: its unsent records went with it")
+        batches = [*accumulator._pending_batches]
+        for queue in accumulator._batches.values():
+            batches += queue
+        accumulator._batches.clear()
+        accumulator._pending_batches.clear()
+        accumulator._exception = lost  # a send after the crash fails too
+        for batch in batches:
+            batch.failure(lost)
+            # Retrieved, so asyncio says nothing of a send nobody awaits (a crashed
+            # process has nobody left to tell); a service awaiting one still gets it.
+            for future in (batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)):
+                if future.done() and not future.cancelled():
+                    future.exception()
+        sender = client._sender
+        tasks.append(sender.sender_task if sender is not None else None)
+    else:
+        coordinator = client._coordinator
+        if coordinator is not None:
+            if not coordinator._closing.done():
+                coordinator._closing.set_result(None)  # no close() will send anything
+            for name in (
+                "_coordination_task",
+                "_heartbeat_task",
+                "_commit_refresh_task",
+                "_reset_committed_task",
+            ):
+                tasks.append(getattr(coordinator, name, None))
+        fetcher = client._fetcher
+        if fetcher is not None:
+            fetcher._closed = True
+            tasks += [fetcher._fetch_task, *fetcher._pending_tasks]
+            for waiter in fetcher._fetch_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)  # a getmany() waiting returns (and meets _closed)
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    return running
+
+
+async def abort_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
+    """End a crashed instance's client at once (see :func:`_crash_tasks`); True if it ran.
+
+    ``stop()`` would flush: a producer's pending batch would reach the broker
+    after the crash (aiokafka's sender retries until the proxy heals on a
+    Restart), which a killed process never does. Its tasks get
+    ``ABORT_WAIT_S`` to end, once their connections are closed; one that does
+    not is left behind, cancelled.
+    """
+    network = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+    if client._closed is not False:  # stopped, or never started: at most a broken stop
+        return await finish_broken_stop(client)
+    try:
+        tasks = _crash_tasks(client)
+    except AttributeError:  # another aiokafka's internals: close it, flushing or not
+        await client.stop()
+        return True
+    await network.close()  # connections cut already (the crash): nothing more goes out
+    if tasks:
+        done, _ = await asyncio.wait(tasks, timeout=ABORT_WAIT_S)
+        for task in done:
+            if not task.cancelled():
+                task.exception()
+    return True
+
+
+def group_member(client: object) -> str | None:
+    """The consumer-group member id ``client`` holds, if it is a consumer in a group."""
+    coordinator = getattr(client, "_coordinator", None)
+    member = getattr(coordinator, "member_id", None) if coordinator is not None else None
+    # Before it joins (and after it leaves) aiokafka's member id is "" (UNKNOWN_MEMBER_ID).
+    return (
+        member
+        if isinstance(client, AIOKafkaConsumer) and isinstance(member, str) and member
+        else None
+    )
+
+
+async def close_leftover(client: object, *, abort: bool = False) -> bool:
     """Stop a consumer or producer the service left running; True if it had to.
 
     Also finishes a ``stop()`` of the service's that raised halfway (see
     :func:`finish_broken_stop`): otherwise its client would reconnect for the
-    rest of the campaign.
+    rest of the campaign. ``abort`` (a crash) stops it without flushing or
+    saying goodbye (see :func:`abort_client`).
     """
     if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
         return False
+    if abort:
+        return await abort_client(client)
     if getattr(client, "_closed", True) is False:
         await client.stop()
         return True

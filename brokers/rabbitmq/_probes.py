@@ -124,12 +124,24 @@ def _wrap_connect(original: Callable[..., Awaitable[None]]) -> Callable[..., Awa
     return connect
 
 
-async def close_leftover(client: object) -> bool:
-    """Close a connection the service left open; True if it had to."""
+async def close_leftover(client: object, *, abort: bool = False) -> bool:
+    """Close a connection the service left open; True if it had to.
+
+    ``abort`` (a crash, before the service's exit runs) does nothing: an
+    aio-pika connection buffers nothing that could go out later (a publish
+    waits for its confirm), and the connection is closed after the exit.
+    """
+    if abort:
+        return False
     if not isinstance(client, Connection) or client.is_closed:
         return False
     await client.close()
     return True
+
+
+def group_member(client: object) -> str | None:
+    """No consumer groups on RabbitMQ: a client holds no group membership."""
+    return None
 
 
 _PATCHES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (

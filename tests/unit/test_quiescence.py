@@ -1,4 +1,9 @@
-"""When a run ends: all inputs accounted for, then a silence in proportion to the pace."""
+"""When a run ends: all inputs accounted for, then a silence in proportion to the pace.
+
+The pace follows the faults (latency stretches the wait for progress, a crashed
+Kafka member holds it until it has left its group) and what the service shows
+(its first send of an input is progress).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import pytest
 
 from message_flow_harness import Endpoints, Flow
 from message_flow_harness._history import History, Kind
+from message_flow_harness._pace import ROUND_TRIPS_PER_STEP, RunPace
 from message_flow_harness._runner import _await_quiescence
 
 pytestmark = pytest.mark.asyncio
@@ -93,3 +99,117 @@ async def test_an_input_not_accounted_for_ends_the_run_after_quiet() -> None:
     flow = Flow(sut=_idle, broker="kafka", settle=0.03, quiet=0.2)
     ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 30)
     assert ended_by == "no progress for 0.2 s with 1 inputs unaccounted for"
+
+
+# --- what the faults and the service show stretch "no progress" -----------------------------
+
+
+async def test_latency_stretches_the_wait_for_progress_by_round_trips() -> None:
+    """Under latency every round trip is slower: ``quiet`` grows by the round trips of a step."""
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    pace = RunPace()
+    pace.note_latency(0.02)  # 10 round trips of 2 x 20 ms: 0.4 s more than quiet
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
+    began = time.monotonic()
+    ended_by = await _await_quiescence(flow, history, deadline=began + 30, pace=pace)
+    assert time.monotonic() - began >= 0.1 + ROUND_TRIPS_PER_STEP * 2 * 0.02
+    assert ended_by == (
+        "no progress for 0.5 s (quiet 0.1 s, 20 ms latency) with 1 inputs unaccounted for"
+    )
+
+
+async def test_the_services_first_send_of_an_input_is_progress() -> None:
+    """Its output is on the way (a transaction not yet committed, say): the count restarts."""
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.2)
+
+    async def send_late() -> None:
+        await asyncio.sleep(0.15)
+        history.record(Kind.SENT, "probe", harness_id="a")
+
+    began = time.monotonic()
+    sending = asyncio.create_task(send_late())
+    ended_by = await _await_quiescence(flow, history, deadline=began + 30)
+    waited = time.monotonic() - began
+    await sending
+    assert ended_by.startswith("no progress for 0.2 s")
+    assert waited >= 0.35  # 0.15 s to the send, then quiet
+
+
+async def test_sending_one_input_again_and_again_is_no_progress() -> None:
+    """A retry loop re-sending one input forever ends after ``quiet``, not at the deadline."""
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.2)
+    stop = asyncio.Event()
+
+    async def resend() -> None:
+        while not stop.is_set():
+            history.record(Kind.SENT, "probe", harness_id="a")
+            await asyncio.sleep(0.02)
+
+    sending = asyncio.create_task(resend())
+    try:
+        ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 5)
+    finally:
+        stop.set()
+        await sending
+    assert ended_by == "no progress for 0.2 s with 1 inputs unaccounted for"
+
+
+class _Group:
+    """Stands for the admin API's view of the service's group: who is in it, asked how often."""
+
+    def __init__(self, members: set[str]) -> None:
+        self.members = members
+        self.asked = 0
+
+    async def __call__(self) -> frozenset[str]:
+        self.asked += 1
+        return frozenset(self.members)
+
+
+async def test_no_progress_waits_until_a_crashed_member_has_left_its_group() -> None:
+    """Its partitions go to the others only once its session expires: count from then."""
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    group = _Group({"crashed", "alive"})
+    pace = RunPace(members=group)
+    pace.note_crash({"crashed"})
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
+
+    async def session_expires() -> None:
+        await asyncio.sleep(0.5)
+        group.members.discard("crashed")
+
+    began = time.monotonic()
+    expiring = asyncio.create_task(session_expires())
+    ended_by = await _await_quiescence(flow, history, deadline=began + 30, pace=pace)
+    waited = time.monotonic() - began
+    await expiring
+    assert ended_by == "no progress for 0.1 s with 1 inputs unaccounted for"
+    assert waited >= 0.5 + 0.1
+    assert group.asked >= 2
+    assert not pace.crashed
+
+
+async def test_a_crashed_member_that_never_leaves_is_bounded_by_the_deadline() -> None:
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    pace = RunPace(members=_Group({"crashed"}))
+    pace.note_crash({"crashed"})
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1, timeout=0.4)
+    ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 0.4, pace=pace)
+    assert ended_by == "timeout after 0.4 s"
+
+
+async def test_a_crash_holds_nothing_up_where_the_broker_has_no_groups() -> None:
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    pace = RunPace()  # RabbitMQ: no group to ask
+    pace.note_crash({"crashed"})
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
+    ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 5, pace=pace)
+    assert ended_by == "no progress for 0.1 s with 1 inputs unaccounted for"
