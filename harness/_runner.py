@@ -325,7 +325,9 @@ class LiveRun:
                 step, self.history, f"{instance_name(step.instance)}:", None
             )
             self._trigger = None
-            bound = min(self.flow.quiet, self._deadline - time.monotonic())
+            # As long as "no progress" lasts: under latency an event takes longer too.
+            pace = self._instances.pace
+            bound = min(pace.quiet(self.flow.quiet), self._deadline - time.monotonic())
             if not await trigger.wait(bound):
                 self.history.record(
                     Kind.NOTE,

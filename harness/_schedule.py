@@ -73,7 +73,8 @@ class After:
     event itself (before the service's next instruction), so a race between
     a commit or ack and an output needs no luck with a timed pause. Straight
     after publishes, it watches from when they go out. Waits at most
-    ``Flow.quiet``; the fault then comes anyway (the history notes it).
+    ``Flow.quiet`` (stretched under latency, as the wait for progress is);
+    the fault then comes anyway (the history notes it).
     """
 
     event: str

@@ -202,7 +202,6 @@ def _crash_tasks(client: AIOKafkaConsumer | AIOKafkaProducer) -> list[asyncio.Fu
     closed, so the service's own ``stop()`` later does nothing.
     """
     tasks: list[asyncio.Future[Any] | None] = []
-    client._closed = True
     if isinstance(client, AIOKafkaProducer):
         accumulator = client._message_accumulator
         lost = InstanceCrashed("the instance crashed: its unsent records went with it")
@@ -240,6 +239,7 @@ def _crash_tasks(client: AIOKafkaConsumer | AIOKafkaProducer) -> list[asyncio.Fu
             for waiter in fetcher._fetch_waiters:
                 if not waiter.done():
                     waiter.set_result(None)  # a getmany() waiting returns (and meets _closed)
+    client._closed = True  # last: internals missing on the way leave stop() to do it all
     running = [task for task in tasks if task is not None and not task.done()]
     for task in running:
         task.cancel()
