@@ -623,6 +623,11 @@ async def _tap_bindings(
         )
 
 
+#: Round trips a service makes from a cut or a delay to its next output (reconnect,
+#: find the coordinator, join and sync the group, fetch offsets, fetch, produce, commit).
+_RECOVERY_ROUND_TRIPS = 12
+
+
 async def _await_quiescence(
     flow: Flow, history: History, *, deadline: float, deaths: Sequence[TaskDeath] = ()
 ) -> str:
@@ -639,7 +644,8 @@ async def _await_quiescence(
     count as handling: that is the broker's pace. Progress is a new output or
     dead letter: a consumer busy redelivering a poison message forever makes
     none, so a requeue storm ends the run after ``quiet`` seconds instead of
-    at the deadline. A task of the service that died (``deaths``) ends the
+    at the deadline (``quiet`` stretched by a Latency fault's delay on every round
+    trip of a recovery). A task of the service that died (``deaths``) ends the
     wait at once: nothing more will come out of it.
     """
     inputs: set[str] = set()
@@ -650,6 +656,7 @@ async def _await_quiescence(
     settle_ns = round(flow.settle * 1e9)
     quiet_ns = round(flow.quiet * 1e9)
     slowest_ns = 0  # the slowest handling seen
+    latency_ns = 0  # the largest Latency fault of the run
     seen = 0  # events already folded in
     # Silence counts from the events' own times, not from when this loop saw
     # them: polling late must not lengthen every run by the polling interval.
@@ -658,6 +665,13 @@ async def _await_quiescence(
         events = history.events
         for event in events[seen:]:
             last_event_ns = max(last_event_ns, event.at_ns)
+            detail = event.detail or ""
+            if event.kind is Kind.FAULT and detail.startswith("latency "):
+                # Every round trip through the proxy now pays the delay each way: a
+                # reconnect and group rejoin take about a dozen of them before the
+                # next output, so the quiet bound stretches by as much.
+                latency_ns = max(latency_ns, round(float(detail.split()[1]) * 1e6))
+                quiet_ns = round(flow.quiet * 1e9) + _RECOVERY_ROUND_TRIPS * 2 * latency_ns
             harness_id = event.harness_id
             if harness_id is None:
                 continue
@@ -692,7 +706,7 @@ async def _await_quiescence(
             return "every input accounted for"
         if now_ns - last_progress_ns >= quiet_ns:
             return (
-                f"no progress for {flow.quiet:g} s with"
+                f"no progress for {quiet_ns / 1e9:g} s with"
                 f" {len(inputs - accounted)} inputs unaccounted for"
             )
         if time.monotonic() >= deadline:

@@ -93,3 +93,15 @@ async def test_an_input_not_accounted_for_ends_the_run_after_quiet() -> None:
     flow = Flow(sut=_idle, broker="kafka", settle=0.03, quiet=0.2)
     ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 30)
     assert ended_by == "no progress for 0.2 s with 1 inputs unaccounted for"
+
+
+async def test_a_latency_fault_stretches_the_quiet_bound_by_a_recovery_of_round_trips() -> None:
+    """Under Latency(10 ms) a reconnect pays 12 round trips of 2 x 10 ms: quiet 0.2 s -> 0.44 s."""
+    history = History()
+    history.record(Kind.FAULT, "harness", lane="sut0", detail="latency 10 ms")
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    flow = Flow(sut=_idle, broker="kafka", settle=0.03, quiet=0.2)
+    started = time.monotonic()
+    ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 30)
+    assert ended_by == "no progress for 0.44 s with 1 inputs unaccounted for"
+    assert time.monotonic() - started >= 0.44  # a lower bound only: never a timed ceiling
