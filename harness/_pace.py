@@ -23,9 +23,11 @@ from message_flow_harness._errors import HarnessError
 #: running, 6.1-6.6 for the first (metadata of the output topic, a fetch in
 #: flight); transactional (``kafka_transactional``) 4.2 once running, 6.6 from
 #: publish to the first output and 6.0 between two partitions' transactions
-#: (AddPartitions, Produce, AddOffsets, TxnOffsetCommit, EndTxn). 10 is that
-#: worst case with room for a metadata refresh or a rejoin on top.
-ROUND_TRIPS_PER_STEP = 10
+#: (AddPartitions, Produce, AddOffsets, TxnOffsetCommit, EndTxn). A recovery after
+#: a cut takes more: reconnect, find the coordinator, join and sync the group, fetch
+#: offsets, fetch, produce, commit (the README's service under Latency(0.2) + Cut
+#: was read as lost after 10). 12 covers that.
+ROUND_TRIPS_PER_STEP = 12
 #: How often the group of a crashed member is asked whether it is still there.
 GROUP_POLL_S = 0.2
 

@@ -97,15 +97,24 @@ class FaultProxy:
         if self.refusing:
             client.transport.abort()
             return
+        # Known before the upstream opens: a cut, crash or close meanwhile aborts it
+        # too, instead of leaving a link that outlives the fault (or a leaked socket).
+        self._writers.add(client)
         try:
             upstream_reader, upstream = await asyncio.wait_for(
                 asyncio.open_connection(self.upstream_host, self.upstream_port), 5.0
             )
         except (OSError, TimeoutError):
+            self._writers.discard(client)
             client.transport.abort()
             return
+        if client.transport.is_closing() or self.refusing:  # a fault landed meanwhile
+            self._writers.discard(client)
+            client.transport.abort()
+            upstream.transport.abort()
+            return
         self.connections += 1
-        self._writers.update((client, upstream))
+        self._writers.add(upstream)
         link = (reader, client, upstream)
         self._open.add(link)
         pumps = [

@@ -17,10 +17,14 @@ pytestmark = pytest.mark.asyncio
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(1024):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
+    try:
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass  # the proxy aborted its side (a cut)
+    finally:
+        writer.close()
 
 
 @pytest_asyncio.fixture
@@ -80,3 +84,27 @@ async def test_a_taken_port_is_a_clear_error(proxy: FaultProxy) -> None:
     second = FaultProxy(proxy.listen_port, "127.0.0.1", 1)
     with pytest.raises(BrokerUnavailable, match=f"cannot listen on 127.0.0.1:{proxy.listen_port}"):
         await second.start()
+
+
+async def test_a_cut_while_the_upstream_opens_ends_that_link_too(
+    proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link is known before its upstream answers: a cut meanwhile reaches it."""
+    opening, go_on = asyncio.Event(), asyncio.Event()
+    real_open = asyncio.open_connection
+
+    async def slow_open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        opening.set()
+        await go_on.wait()
+        return await real_open(host, port)
+
+    monkeypatch.setattr(asyncio, "open_connection", slow_open)
+    reader, writer = await real_open("127.0.0.1", proxy.listen_port)
+    await asyncio.wait_for(opening.wait(), 5)
+    proxy.cut()
+    go_on.set()
+    writer.write(b"a")
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+    assert proxy.connections == 0  # never linked to the upstream

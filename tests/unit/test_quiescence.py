@@ -109,13 +109,13 @@ async def test_latency_stretches_the_wait_for_progress_by_round_trips() -> None:
     history = History()
     history.record(Kind.PUBLISHED, "harness", harness_id="a")
     pace = RunPace()
-    pace.note_latency(0.02)  # 10 round trips of 2 x 20 ms: 0.4 s more than quiet
+    pace.note_latency(0.02)  # 12 round trips of 2 x 20 ms: 0.48 s more than quiet
     flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
     began = time.monotonic()
     ended_by = await _await_quiescence(flow, history, deadline=began + 30, pace=pace)
     assert time.monotonic() - began >= 0.1 + ROUND_TRIPS_PER_STEP * 2 * 0.02
     assert ended_by == (
-        "no progress for 0.5 s (quiet 0.1 s, 20 ms latency) with 1 inputs unaccounted for"
+        "no progress for 0.58 s (quiet 0.1 s, 20 ms latency) with 1 inputs unaccounted for"
     )
 
 
