@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
@@ -163,6 +164,32 @@ def _wrap_start(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return start
 
 
+def _wrap_connect(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def connect(self: Any) -> Any:
+        recorder = current_recorder.get()
+        if recorder is not None:
+            # Held until the instance ends: see close_leftover. A connection whose
+            # peer went away is otherwise dropped by aiokafka without a close.
+            recorder.track(self)
+        return await original(self)
+
+    return connect
+
+
+def _close_orphan(conn: AIOKafkaConnection, *, abort: bool) -> None:
+    """Close a connection of the instance's that no client will close.
+
+    aiokafka forgets a connection whose peer closed it (its pool drops what is
+    not ``connected()``), and one a cancelled task was opening; the socket then
+    lingers until garbage collection warns of it. After a crash every socket
+    goes, as a killed process's do; after a stop only those already broken
+    (an open one belongs to a client being stopped, which closes it itself).
+    """
+    if conn._reader is not None and (abort or not conn.connected()):
+        conn.close()
+
+
 async def finish_broken_stop(client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
     """Finish a ``stop()`` that raised halfway; True if there was anything to finish.
 
@@ -208,8 +235,7 @@ def _crash_tasks(client: AIOKafkaConsumer | AIOKafkaProducer) -> list[asyncio.Fu
         batches = [*accumulator._pending_batches]
         for queue in accumulator._batches.values():
             batches += queue
-        accumulator._batches.clear()
-        accumulator._pending_batches.clear()
+        accumulator._batches.clear()  # pending ones leave _pending_batches as they fail
         accumulator._exception = lost  # a send after the crash fails too
         for batch in batches:
             batch.failure(lost)
@@ -252,8 +278,8 @@ async def abort_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
     ``stop()`` would flush: a producer's pending batch would reach the broker
     after the crash (aiokafka's sender retries until the proxy heals on a
     Restart), which a killed process never does. Its tasks get
-    ``ABORT_WAIT_S`` to end, once their connections are closed; one that does
-    not is left behind, cancelled.
+    ``ABORT_WAIT_S`` to end once cancelled (one that does not is left behind,
+    cancelled); then its connections are closed.
     """
     network = client._client if isinstance(client, AIOKafkaConsumer) else client.client
     if client._closed is not False:  # stopped, or never started: at most a broken stop
@@ -263,12 +289,14 @@ async def abort_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> bool:
     except AttributeError:  # another aiokafka's internals: close it, flushing or not
         await client.stop()
         return True
-    await network.close()  # connections cut already (the crash): nothing more goes out
-    if tasks:
+    if tasks:  # the crash cut their connections already: nothing more goes out
         done, _ = await asyncio.wait(tasks, timeout=ABORT_WAIT_S)
         for task in done:
             if not task.cancelled():
                 task.exception()
+    # Only now: a task cancelled while it opened a connection closes that one itself,
+    # and whatever it had opened before is in the network client's pool by then.
+    await network.close()
     return True
 
 
@@ -292,6 +320,9 @@ async def close_leftover(client: object, *, abort: bool = False) -> bool:
     rest of the campaign. ``abort`` (a crash) stops it without flushing or
     saying goodbye (see :func:`abort_client`).
     """
+    if isinstance(client, AIOKafkaConnection):
+        _close_orphan(client, abort=abort)
+        return False  # a socket, not a client the service left open
     if not isinstance(client, AIOKafkaConsumer | AIOKafkaProducer):
         return False
     if abort:
@@ -309,6 +340,7 @@ _PATCHES: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
     (AIOKafkaProducer, "send", _wrap_send),
     (AIOKafkaConsumer, "start", _wrap_start),
     (AIOKafkaProducer, "start", _wrap_start),
+    (AIOKafkaConnection, "connect", _wrap_connect),
 )
 
 
