@@ -2,8 +2,8 @@
 
 The tap reports what a ``read_committed`` consumer sees as outputs and the
 records of aborted transactions as ``aborted`` events; the zoo's exactly-once
-service (``kafka_transactional``) passes crash faults, and its twin that
-commits offsets outside the transaction is found.
+service (``kafka_transactional``) passes crash faults, and its twins that
+commit the offsets, or send the outputs, outside the transaction are found.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from message_flow_harness._broker import DestinationSpec, TapRecord
 from message_flow_harness.brokers.kafka import KafkaAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Leave, Pause, Publish, Restart, Step
+from message_flow_harness.zoo import Service
 from message_flow_harness.zoo.kafka_services import (
     kafka_offsets_outside_transaction,
+    kafka_outputs_outside_transaction,
     kafka_transactional,
 )
 
@@ -136,13 +138,36 @@ async def test_an_exactly_once_service_passes_a_crash_campaign(
     assert report.ok, report.summary()
 
 
-async def test_offsets_committed_outside_the_transaction_duplicate_after_a_crash(
-    flow_check: FlowCheck,
+@pytest.mark.parametrize(
+    "service",
+    [kafka_offsets_outside_transaction, kafka_outputs_outside_transaction],
+    ids=["offsets-outside", "outputs-outside"],
+)
+async def test_a_twin_that_settles_part_of_a_batch_outside_the_transaction_duplicates(
+    flow_check: FlowCheck, service: Service
 ) -> None:
-    flow = Flow(
-        sut=kafka_offsets_outside_transaction, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0
-    )
+    flow = Flow(sut=service, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0)
     result = await flow_check.run(flow, crashes_mid_batch())
     assert not result.ok, result.report()
     anomalies = [a for v in result.failures() for a in v.anomalies]
     assert {a.kind for a in anomalies} == {"duplicate"}, result.report()
+
+
+async def test_fuzz_with_crashes_finds_outputs_sent_outside_the_transaction(
+    kafka_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(
+        sut=kafka_outputs_outside_transaction, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0
+    )
+    report = await fuzz(
+        flow, max_examples=60, seed=1, faults=["crash"], broker=kafka_broker, database=None,
+        report_dir=tmp_path, shrink_seconds=90, reruns=3,
+    )  # fmt: skip
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    schedule = report.minimal.schedule
+    assert any(isinstance(s, Crash) for s in schedule), report.summary()
+    assert len([s for s in schedule if isinstance(s, Publish)]) <= 2, report.summary()
+    anomalies = [a for v in report.minimal.failures() for a in v.anomalies]
+    assert {a.kind for a in anomalies} == {"duplicate"}, report.summary()
+    assert any(report.reruns), f"the minimal schedule did not fail again: {report.summary()}"
