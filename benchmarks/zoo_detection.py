@@ -74,6 +74,14 @@ def _campaign(service: str) -> Campaign:
         )
     if service.endswith(("_commit_before_process", "_ack_before_process")):
         return Campaign(checks=(checks.no_loss(),), faults=("crash",), label="crash")
+    if service.endswith("_outside_transaction"):
+        # quiet: a crashed instance's group session and open transaction end first.
+        return Campaign(
+            checks=(checks.no_loss(), checks.no_duplicates()),
+            faults=("crash",),
+            quiet=3.0,
+            label="transactions",
+        )
     if service.endswith("_rebalance_duplicates"):
         # quiet longer than a rebalance takes, or a slow one reads as loss.
         return Campaign(
@@ -101,6 +109,7 @@ def _correct_campaigns(kind: BrokerKind) -> list[tuple[str, Campaign]]:
     ]
     if kind == "kafka":
         campaigns.append((plain, _campaign("kafka_rebalance_duplicates")))
+        campaigns.append(("kafka_transactional", _campaign("kafka_outputs_outside_transaction")))
     return campaigns
 
 

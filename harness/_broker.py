@@ -20,6 +20,10 @@ from message_flow_harness._redact import redact_options, redact_url
 
 ProviderName = Literal["url", "local", "docker"]
 
+#: How the harness's own producer publishes a flow's inputs (``Flow(publishing=...)``).
+Publishing = Literal["plain", "idempotent", "transactional"]
+PUBLISHING: tuple[Publishing, ...] = ("plain", "idempotent", "transactional")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerInfo:
@@ -124,6 +128,16 @@ def check_producer(producer: object) -> int:
     return producer
 
 
+def check_publishing(publishing: object) -> Publishing:
+    """``publishing`` as given, if it is one of :data:`PUBLISHING`, else InvalidArgument."""
+    for mode in PUBLISHING:
+        if publishing == mode and isinstance(publishing, str):
+            return mode
+    raise InvalidArgument(
+        f"publishing={publishing!r} is invalid: use one of {', '.join(map(repr, PUBLISHING))}"
+    )
+
+
 class BrokerAdapter(abc.ABC):
     """One connection's worth of administration and traffic on a broker.
 
@@ -163,14 +177,22 @@ class BrokerAdapter(abc.ABC):
 
     @abc.abstractmethod
     async def publish_many(
-        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+        self,
+        destination: str,
+        messages: Sequence[Message],
+        *,
+        producer: int = 0,
+        publishing: Publishing = "plain",
     ) -> list[PublishReceipt]:
         """Publish ``messages`` in order, all in flight at once; wait until the broker has each.
 
         ``producer`` picks one of the adapter's publishing connections (a
         Kafka producer, a RabbitMQ channel), created on first use: calls on
         different producers run concurrently and the broker may interleave
-        them, while one producer's messages keep their order.
+        them, while one producer's messages keep their order. ``publishing``
+        is how (:data:`PUBLISHING`; its driver's ``publishing_modes`` say which
+        a broker offers): ``"transactional"`` publishes the call's messages in
+        one transaction.
         """
 
     @abc.abstractmethod

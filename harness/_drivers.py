@@ -76,6 +76,11 @@ class BrokerDriver(abc.ABC):
     #: What its client probes record that an After step can wait for (``TRIGGER_EVENTS``).
     trigger_events: ClassVar[tuple[str, ...]] = ("delivered", "sent", "output")
 
+    #: How the harness's own producer can publish inputs here (``Flow(publishing=...)``),
+    #: and what to do instead of a mode it cannot.
+    publishing_modes: ClassVar[tuple[str, ...]] = ("plain",)
+    publishing_fix: ClassVar[str] = "drop publishing"
+
     #: Why a consumer with no committed position skips inputs, for a ``Flow(first_deploy=True)``
     #: run's verdict; None where consumers have no committed position (first_deploy is moot).
     first_deploy_note: ClassVar[str | None] = None
@@ -85,6 +90,14 @@ class BrokerDriver(abc.ABC):
     def check_flow(self, *, partitions: int) -> None:
         """Raise InvalidArgument if a flow asks for what this broker cannot do."""
         return None
+
+    def check_publishing(self, publishing: str) -> None:
+        """Raise InvalidArgument if this broker's adapter cannot publish as ``publishing`` asks."""
+        if publishing not in self.publishing_modes:
+            raise InvalidArgument(
+                f"publishing={publishing!r} is invalid for {self.title}: it publishes"
+                f" {' or '.join(map(repr, self.publishing_modes))} only ({self.publishing_fix})"
+            )
 
     def check_topology(self, topology: Topology) -> None:
         """Raise InvalidArgument if ``topology`` names what this broker cannot isolate per run."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from message_flow_harness._broker import Publishing, check_publishing
 from message_flow_harness._checks import Check, Verdict, no_loss
 from message_flow_harness._correlation import (
     Correlation,
@@ -98,6 +99,15 @@ class Flow:
     default) the harness creates the run's three destinations itself under
     unique names.
 
+    ``publishing`` is how the harness's own producer publishes the inputs:
+    ``"plain"`` (the default; acked by all in-sync replicas), ``"idempotent"``
+    (Kafka: ``enable_idempotence=True``, so a retried send is never written
+    twice) or ``"transactional"`` (Kafka: a transactional producer; the inputs
+    a Publish step or burst sends to one input go out in one committed
+    transaction, as an upstream exactly-once service writes them, so a
+    ``read_committed`` consumer sees them and its partitions hold transaction
+    markers between them). RabbitMQ takes ``"plain"`` only.
+
     ``faults`` (a :class:`Faults`) says which faults the deployment can
     suffer: :func:`fuzz` draws those by default, and never a fault it rules
     out (``Faults(crash=True, network=True)``: one instance, so no competing
@@ -127,6 +137,7 @@ class Flow:
     queue_arguments: Mapping[str, object] = field(default_factory=dict)
     topology: Topology | None = None
     faults: Faults | None = None
+    publishing: Publishing = "plain"
 
     def __post_init__(self) -> None:
         if not callable(self.sut):
@@ -148,6 +159,7 @@ class Flow:
                 f"partitions={self.partitions!r} is invalid: a topic needs at least one partition"
             )
         broker_driver.check_flow(partitions=self.partitions)
+        broker_driver.check_publishing(check_publishing(self.publishing))
         checked = broker_driver.check_queues(
             queue_type=self.queue_type, queue_arguments=self.queue_arguments
         )

@@ -397,7 +397,9 @@ class LiveRun:
             return await routed(self.adapter).publish_routed(
                 exchange, routing_key, messages, producer=producer
             )
-        return await self.adapter.publish_many(destination, messages, producer=producer)
+        return await self.adapter.publish_many(
+            destination, messages, producer=producer, publishing=self.flow.publishing
+        )
 
     async def finish(self, *, history_dir: Path | None = None) -> RunResult:
         """Restart crashed instances, wait for quiescence, tear down, and check."""

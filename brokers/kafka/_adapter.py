@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -26,9 +27,11 @@ from message_flow_harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
+    Publishing,
     PublishReceipt,
     TapCallback,
     check_producer,
+    check_publishing,
 )
 from message_flow_harness._errors import (
     BrokerUnavailable,
@@ -85,7 +88,8 @@ class KafkaAdapter(BrokerAdapter):
     one producer (``acks="all"``) are shared by all calls, a second admin
     client serves a run's own group (its committed start, its readiness);
     each tap has its own group-less consumer, kept for the next tap when it
-    is done.
+    is done. Other producers (a number > 0, idempotent or transactional
+    publishing) start on first use and are kept until the adapter closes.
     """
 
     kind: BrokerKind = "kafka"
@@ -107,8 +111,13 @@ class KafkaAdapter(BrokerAdapter):
         self._run_admin_lock = asyncio.Lock()
         self._coordinators: dict[str, int] = {}  # a run's group -> its coordinator, until forgotten
         self._producer: Any = None
-        self._extra_producers: dict[int, Any] = {}  # publish_many(producer=n) for n > 0
+        # publish_many(producer=n, publishing=p) but for (0, "plain"), the one above.
+        self._extra_producers: dict[tuple[int, Publishing], Any] = {}
         self._producers_lock = asyncio.Lock()
+        # A transactional producer has one transaction open at a time: its calls take turns.
+        self._transaction_turns: dict[tuple[int, Publishing], asyncio.Lock] = {}
+        # Unique to this adapter: two adapters' producers never fence each other.
+        self._transactional_prefix = f"harness-{uuid.uuid4().hex[:12]}"
         self._taps = Taps(info, timeout=self._timeout, clients=self._clients)
         self._closed = False
 
@@ -133,7 +142,7 @@ class KafkaAdapter(BrokerAdapter):
             request_timeout_ms=request_timeout_ms,
             **self.info.client_options,
         )
-        producer = self._new_producer("harness-producer")
+        producer = self._new_producer(0, "plain")
         try:
             async with asyncio.timeout(self._timeout):
                 await admin.start()
@@ -589,18 +598,34 @@ class KafkaAdapter(BrokerAdapter):
             raise InvalidArgument(
                 f"partition={partition!r} is invalid: pass None or a partition number >= 0"
             )
-        [receipt] = await self._send(destination, [message], partition=partition, producer=0)
+        [receipt] = await self._send(
+            destination, [message], partition=partition, producer=0, publishing="plain"
+        )
         return receipt
 
     async def publish_many(
-        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+        self,
+        destination: str,
+        messages: Sequence[Message],
+        *,
+        producer: int = 0,
+        publishing: Publishing = "plain",
     ) -> list[PublishReceipt]:
         """Send records in order, all in flight at once; wait for all in-sync replicas.
 
         ``producer`` > 0 is a producer client of its own (its own connection),
-        started on first use and stopped with the adapter.
+        started on first use and stopped with the adapter. ``publishing``:
+        ``"plain"``, ``"idempotent"`` (``enable_idempotence=True``) or
+        ``"transactional"`` (the records go out in one transaction, committed
+        before this returns; a failure aborts it).
         """
-        return await self._send(destination, messages, partition=None, producer=producer)
+        return await self._send(
+            destination,
+            messages,
+            partition=None,
+            producer=producer,
+            publishing=check_publishing(publishing),
+        )
 
     async def _send(
         self,
@@ -609,12 +634,14 @@ class KafkaAdapter(BrokerAdapter):
         *,
         partition: int | None,
         producer: int,
+        publishing: Publishing,
     ) -> list[PublishReceipt]:
         name = _check_topic_name(destination)
         doing = f"publishing to topic {name!r}"
+        lane = (check_producer(producer), publishing)
         try:
-            async with asyncio.timeout(self._timeout):
-                client = await self._producer_for(producer)
+            async with asyncio.timeout(self._timeout), self._turn(lane):
+                client = await self._producer_for(*lane)
                 known = client.client.cluster.partitions_for_topic(name)
                 if known is None and await self._exists(name) is False:
                     raise DestinationError(
@@ -628,20 +655,21 @@ class KafkaAdapter(BrokerAdapter):
                             f"partition={partition} is invalid: topic {name!r} has partitions "
                             f"0..{max(known)}"
                         )
-                # send() queues a record and returns its delivery future, so the
-                # records queue in call order, and a producer has one batch per
-                # partition in flight at a time: the partition keeps that order.
-                deliveries = [
-                    await client.send(
-                        name,
-                        value=message.value,
-                        key=message.key,
-                        partition=partition,
-                        headers=list(message.headers.items()),
-                    )
-                    for message in messages
-                ]
-                sent = await asyncio.gather(*deliveries)
+                async with self._transaction(client, lane):
+                    # send() queues a record and returns its delivery future, so the
+                    # records queue in call order, and a producer has one batch per
+                    # partition in flight at a time: the partition keeps that order.
+                    deliveries = [
+                        await client.send(
+                            name,
+                            value=message.value,
+                            key=message.key,
+                            partition=partition,
+                            headers=list(message.headers.items()),
+                        )
+                        for message in messages
+                    ]
+                    sent = await asyncio.gather(*deliveries)
         except HarnessError:
             raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
@@ -656,33 +684,68 @@ class KafkaAdapter(BrokerAdapter):
             for record in sent
         ]
 
-    async def _producer_for(self, number: int) -> Any:
-        """Producer ``number``: 0 is the adapter's own, others start on first use."""
+    async def _producer_for(self, number: int, publishing: Publishing) -> Any:
+        """Producer ``number`` publishing as asked: (0, plain) is the adapter's own, others
+        start on first use."""
         _, own = self._clients()
-        if check_producer(number) == 0:
+        if (number, publishing) == (0, "plain"):
             return own
         async with self._producers_lock:
-            client = self._extra_producers.get(number)
+            client = self._extra_producers.get((number, publishing))
             if client is None:
-                client = self._new_producer(f"harness-producer-{number}")
+                client = self._new_producer(number, publishing)
                 try:
                     await client.start()
                 except BaseException:
                     await bounded(client.stop(), self._timeout)
                     raise
-                self._extra_producers[number] = client
+                self._extra_producers[number, publishing] = client
         return client
 
-    def _new_producer(self, client_id: str) -> Any:
+    def _new_producer(self, number: int, publishing: Publishing) -> Any:
+        name = "harness-producer" + (f"-{number}" if number else "")
+        modes: dict[str, Any] = {}
+        if publishing != "plain":
+            modes["enable_idempotence"] = True
+            name += f"-{publishing}"
+        if publishing == "transactional":
+            modes["transactional_id"] = f"{self._transactional_prefix}-{number}"
         return AIOKafkaProducer(
             bootstrap_servers=self.info.url,
-            client_id=client_id,
+            client_id=name,
             acks="all",
             linger_ms=0,
             max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=int(self._timeout * 1000),
+            **modes,
             **self.info.client_options,
         )
+
+    def _turn(self, lane: tuple[int, Publishing]) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Wait for a transactional producer's transaction in hand to end (others: no wait)."""
+        if lane[1] != "transactional":
+            return contextlib.nullcontext()
+        return self._transaction_turns.setdefault(lane, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, client: Any, lane: tuple[int, Publishing]) -> AsyncIterator[None]:
+        """The block's sends in one transaction of a transactional producer (others: as is).
+
+        A transaction that fails (or is cancelled by the call's bound) leaves the
+        producer in a state aiokafka cannot always recover: it is dropped, and the
+        next call starts one with the same ``transactional_id``, which aborts
+        whatever the old one left open.
+        """
+        if lane[1] != "transactional":
+            yield
+            return
+        try:
+            async with client.transaction():
+                yield
+        except BaseException:
+            self._extra_producers.pop(lane, None)
+            await bounded(client.stop(), self._timeout)
+            raise
 
     def tap(
         self, destination: str, on_record: TapCallback

@@ -37,6 +37,8 @@ class KafkaDriver(BrokerDriver):
         + " (env HARNESS_KAFKA_<NAME>; prefer the environment for passwords)"
     )
 
+    publishing_modes = ("plain", "idempotent", "transactional")
+
     first_deploy_note = (
         "with no committed offsets (Flow(first_deploy=True)) a consumer with"
         " auto_offset_reset='latest' starts at the end of the partition, after the inputs"

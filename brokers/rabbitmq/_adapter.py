@@ -26,10 +26,13 @@ from message_flow_harness._broker import (
     BrokerAdapter,
     BrokerInfo,
     DestinationSpec,
+    Publishing,
     PublishReceipt,
     TapCallback,
     check_producer,
+    check_publishing,
 )
+from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import BrokerKind, Message
 from message_flow_harness._redact import redact_url
@@ -526,13 +529,20 @@ class RabbitAdapter(BrokerAdapter):
         return receipt
 
     async def publish_many(
-        self, destination: str, messages: Sequence[Message], *, producer: int = 0
+        self,
+        destination: str,
+        messages: Sequence[Message],
+        *,
+        producer: int = 0,
+        publishing: Publishing = "plain",
     ) -> list[PublishReceipt]:
         """Publish persistently, in order, all awaiting their confirms at once.
 
         ``producer`` > 0 is a publishing channel of its own on the adapter's
         connection (the broker runs each channel as its own process).
+        ``publishing`` is ``"plain"`` only (the others are Kafka producer modes).
         """
+        driver(self.kind).check_publishing(check_publishing(publishing))
         if not isinstance(destination, str) or len(destination.encode()) > _MAX_NAME_BYTES:
             raise InvalidArgument(
                 f"destination={destination!r:.60} is invalid: pass a queue name of at most "

@@ -63,6 +63,12 @@ class RabbitDriver(BrokerDriver):
     url_option = URL_OPTION
     url_example = "amqp://guest:guest@127.0.0.1:5672/"
     taps_deliveries = True
+    # Idempotent and transactional publishing are Kafka producer modes; the harness already
+    # waits for RabbitMQ's publisher confirm of every input.
+    publishing_fix = (
+        "the harness publishes every input with publisher confirms already; idempotent and"
+        " transactional producers are Kafka's: drop publishing"
+    )
 
     def readiness_fix(self, endpoints: Endpoints) -> str:
         return (

@@ -51,6 +51,7 @@ DEFECTS: dict[str, str | None] = {
     "kafka_locked_totals": None,
     "kafka_transactional": None,
     "kafka_offsets_outside_transaction": "no_duplicates",
+    "kafka_outputs_outside_transaction": "no_duplicates",
     "rabbitmq_correct": None,
     "rabbitmq_robust": None,
     "rabbitmq_concurrent": "per_key_order",
@@ -70,6 +71,7 @@ NEEDS_CRASH: frozenset[str] = frozenset(
     {
         "kafka_commit_before_process",
         "kafka_offsets_outside_transaction",
+        "kafka_outputs_outside_transaction",
         "rabbitmq_ack_before_process",
     }
 )

@@ -507,6 +507,17 @@ async def _transforming(endpoints: Endpoints, commit_offsets: CommitOffsets) -> 
             await _wind_down(task, stopping, producers.batch)
 
 
+async def _send_offsets(
+    producer: AIOKafkaProducer,
+    endpoints: Endpoints,
+    tp: TopicPartition,
+    records: list[ConsumerRecord],
+) -> None:
+    """Add the batch's input offsets to ``producer``'s open transaction."""
+    offsets = {tp: records[-1].offset + 1}
+    await producer.send_offsets_to_transaction(offsets, endpoints.group_id)
+
+
 @contextlib.asynccontextmanager
 async def kafka_transactional(endpoints: Endpoints) -> AsyncIterator[None]:
     """Correct, exactly-once: a batch's outputs and its input offsets commit in one transaction.
@@ -524,8 +535,7 @@ async def kafka_transactional(endpoints: Endpoints) -> AsyncIterator[None]:
         async with producer.transaction():
             for record in records:
                 await _send_result(producer, endpoints, record)
-            offsets = {tp: records[-1].offset + 1}
-            await producer.send_offsets_to_transaction(offsets, endpoints.group_id)
+            await _send_offsets(producer, endpoints, tp, records)
 
     async with _transforming(endpoints, in_one_transaction):
         yield
@@ -557,6 +567,41 @@ async def kafka_offsets_outside_transaction(endpoints: Endpoints) -> AsyncIterat
         yield
 
 
+@contextlib.asynccontextmanager
+async def kafka_outputs_outside_transaction(endpoints: Endpoints) -> AsyncIterator[None]:
+    """Defect: sends a batch's outputs with the service's plain producer, then commits its
+    offsets in a transaction of the partition's transactional producer.
+
+    The outputs are no part of the transaction: once acked they are in the
+    committed view, whatever becomes of it. Between the two the service writes
+    the batch to its audit log (a database call). A crash after the outputs and
+    before the transaction commits aborts the offsets, so the batch is processed
+    again: duplicates a ``read_committed`` consumer sees. Caught by
+    ``no_duplicates`` under crash faults only.
+    """
+    # The producer the rest of the application publishes with (no transactional_id).
+    plain = AIOKafkaProducer(bootstrap_servers=endpoints.bootstrap_servers, acks="all")
+
+    async def outputs_before(
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+    ) -> None:
+        deliveries = [await _send_result(plain, endpoints, record) for record in records]
+        await asyncio.gather(*deliveries)
+        await asyncio.sleep(WORK_SECONDS)  # the audit log's write
+        async with producer.transaction():
+            await _send_offsets(producer, endpoints, tp, records)
+
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_stop_client, plain)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            await plain.start()
+        async with _transforming(endpoints, outputs_before):
+            yield
+
+
 KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]] = {
     service.__name__: service
     for service in (
@@ -571,5 +616,6 @@ KAFKA_SERVICES: dict[str, Callable[[Endpoints], contextlib.AbstractAsyncContextM
         kafka_locked_totals,
         kafka_transactional,
         kafka_offsets_outside_transaction,
+        kafka_outputs_outside_transaction,
     )
 }

@@ -90,7 +90,8 @@ def join_during_slow_work() -> list[Step]:
 
 def crashes_mid_batch() -> list[Step]:
     """One input at a time, each followed by a crash a little later than the one before
-    (and a restart): one lands after a batch's transaction and before its offsets' commit."""
+    (and a restart): one lands between the part of a batch settled outside its transaction
+    and the transaction's commit."""
     steps: list[Step] = []
     for index, pause in enumerate((0.01, 0.02, 0.03, 0.04, 0.05, 0.07)):
         message = Message(key=b"k", value=str(index).encode())
@@ -104,7 +105,7 @@ RETRIED = [
 
 
 def case_of(service: str) -> Case:
-    if service == "kafka_offsets_outside_transaction":
+    if service.endswith("_outside_transaction"):
         return Case(steps=crashes_mid_batch(), tries=2)
     if service in NEEDS_CRASH:
         return Case(steps=crash_in_a_stream(), tries=5)

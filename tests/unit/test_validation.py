@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from message_flow_harness import Endpoints, Flow, InvalidArgument, Message, brokers, checks, fuzz
+from message_flow_harness._broker import Publishing
 from message_flow_harness._drivers import check_kind
 from message_flow_harness._redact import redact_url
 
@@ -48,6 +49,72 @@ def test_flow_rejects_malformed_options(options: dict[str, object], match: str) 
     arguments: dict[str, object] = {"sut": service, "broker": "kafka", **options}
     with pytest.raises(InvalidArgument, match=match):
         Flow(**arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"publishing": "exactly-once"},
+            r"publishing='exactly-once' is invalid: use one of 'plain', 'idempotent',"
+            r" 'transactional'",
+        ),
+        ({"publishing": None}, r"publishing=None is invalid: use one of 'plain'"),
+        ({"publishing": "Plain"}, r"publishing='Plain' is invalid: use one of"),
+        (
+            {"broker": "rabbitmq", "publishing": "transactional"},
+            r"publishing='transactional' is invalid for RabbitMQ: it publishes 'plain' only"
+            r" \(the harness publishes every input with publisher confirms already;.*drop"
+            r" publishing\)",
+        ),
+        (
+            {"broker": "rabbitmq", "publishing": "idempotent"},
+            "publishing='idempotent' is invalid for RabbitMQ",
+        ),
+    ],
+)
+def test_flow_rejects_a_publishing_mode_its_broker_lacks(
+    options: dict[str, object], match: str
+) -> None:
+    arguments: dict[str, object] = {"sut": service, "broker": "kafka", **options}
+    with pytest.raises(InvalidArgument, match=match):
+        Flow(**arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("broker", "publishing"),
+    [
+        ("kafka", "plain"),
+        ("kafka", "idempotent"),
+        ("kafka", "transactional"),
+        ("rabbitmq", "plain"),
+    ],
+)
+def test_flow_takes_the_publishing_modes_its_broker_offers(
+    broker: str, publishing: Publishing
+) -> None:
+    assert Flow(sut=service, broker=broker, publishing=publishing).publishing == publishing
+    assert Flow(sut=service, broker=broker).publishing == "plain"
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "publishing", "match"),
+    [
+        (
+            "kafka",
+            "127.0.0.1:9",
+            "exactly-once",
+            "publishing='exactly-once' is invalid: use one of",
+        ),
+        ("rabbitmq", "amqp://guest:guest@127.0.0.1:9/", "idempotent", "invalid for RabbitMQ"),
+    ],
+)
+def test_an_adapter_refuses_a_publishing_mode_before_it_connects(
+    kind: str, url: str, publishing: str, match: str
+) -> None:
+    adapter = brokers.adapter(brokers.info_from_url(check_kind(kind), url))
+    with pytest.raises(InvalidArgument, match=match):
+        asyncio.run(adapter.publish_many("t", [Message()], publishing=publishing))  # type: ignore[arg-type]
 
 
 def test_flow_defaults_check_for_loss() -> None:

@@ -2,8 +2,8 @@
 
 The tap reports what a ``read_committed`` consumer sees as outputs and the
 records of aborted transactions as ``aborted`` events; the zoo's exactly-once
-service (``kafka_transactional``) passes crash faults, and its twin that
-commits offsets outside the transaction is found.
+service (``kafka_transactional``) passes crash faults, and its twins that
+commit the offsets, or send the outputs, outside the transaction are found.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from message_flow_harness import BrokerInfo, Flow, Kind, Message, checks, fuzz
 from message_flow_harness._broker import DestinationSpec, TapRecord
 from message_flow_harness.brokers.kafka import KafkaAdapter
 from message_flow_harness.pytest_plugin import FlowCheck
 from message_flow_harness.schedule import Crash, Join, Leave, Pause, Publish, Restart, Step
+from message_flow_harness.zoo import Service
 from message_flow_harness.zoo.kafka_services import (
     kafka_offsets_outside_transaction,
+    kafka_outputs_outside_transaction,
     kafka_transactional,
 )
 
@@ -75,6 +77,37 @@ async def test_the_tap_hands_over_aborted_records_apart_from_committed_ones(
         assert {v for v, r in by_value.items() if not r.aborted} == {b"kept-1", b"kept-2", b"plain"}
     finally:
         await producer.stop()
+        await adapter.delete(topic_name)
+
+
+async def test_transactional_publishing_commits_each_call_in_one_transaction(
+    adapter: KafkaAdapter, kafka_broker: BrokerInfo, topic_name: str
+) -> None:
+    await adapter.create(DestinationSpec(name=topic_name))
+    sent = [Message(key=b"k", value=str(n).encode()) for n in range(5)]
+    consumer = AIOKafkaConsumer(
+        topic_name,
+        bootstrap_servers=kafka_broker.url,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    try:
+        first = await adapter.publish_many(topic_name, sent[:3], publishing="transactional")
+        second = await adapter.publish_many(topic_name, sent[3:], publishing="transactional")
+        idempotent = await adapter.publish_many(topic_name, sent[:2], publishing="idempotent")
+        # Each transaction ends in a commit marker, which takes an offset of its own.
+        assert [r.offset for r in first] == [0, 1, 2]
+        assert [r.offset for r in second] == [4, 5]
+        assert [r.offset for r in idempotent] == [7, 8]
+        await consumer.start()
+        seen: list[bytes] = []
+        async with asyncio.timeout(10):
+            while len(seen) < 7:
+                batches = await consumer.getmany(timeout_ms=200)
+                seen += [r.value for batch in batches.values() for r in batch]
+        assert seen == [m.value for m in (*sent, *sent[:2])]
+    finally:
+        await consumer.stop()
         await adapter.delete(topic_name)
 
 
@@ -136,13 +169,61 @@ async def test_an_exactly_once_service_passes_a_crash_campaign(
     assert report.ok, report.summary()
 
 
-async def test_offsets_committed_outside_the_transaction_duplicate_after_a_crash(
-    flow_check: FlowCheck,
+@pytest.mark.parametrize(
+    "service",
+    [kafka_offsets_outside_transaction, kafka_outputs_outside_transaction],
+    ids=["offsets-outside", "outputs-outside"],
+)
+async def test_a_twin_that_settles_part_of_a_batch_outside_the_transaction_duplicates(
+    flow_check: FlowCheck, service: Service
 ) -> None:
-    flow = Flow(
-        sut=kafka_offsets_outside_transaction, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0
-    )
+    flow = Flow(sut=service, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0)
     result = await flow_check.run(flow, crashes_mid_batch())
     assert not result.ok, result.report()
     anomalies = [a for v in result.failures() for a in v.anomalies]
     assert {a.kind for a in anomalies} == {"duplicate"}, result.report()
+
+
+async def test_fuzz_with_crashes_finds_outputs_sent_outside_the_transaction(
+    kafka_broker: BrokerInfo, tmp_path: Path
+) -> None:
+    flow = Flow(
+        sut=kafka_outputs_outside_transaction, broker="kafka", checks=EXACTLY_ONCE, quiet=3.0
+    )
+    report = await fuzz(
+        flow, max_examples=60, seed=1, faults=["crash"], broker=kafka_broker, database=None,
+        report_dir=tmp_path, shrink_seconds=90, reruns=3,
+    )  # fmt: skip
+    assert not report.ok, report.summary()
+    assert report.minimal is not None
+    schedule = report.minimal.schedule
+    assert any(isinstance(s, Crash) for s in schedule), report.summary()
+    assert len([s for s in schedule if isinstance(s, Publish)]) <= 2, report.summary()
+    anomalies = [a for v in report.minimal.failures() for a in v.anomalies]
+    assert {a.kind for a in anomalies} == {"duplicate"}, report.summary()
+    assert any(report.reruns), f"the minimal schedule did not fail again: {report.summary()}"
+
+
+async def test_inputs_published_in_transactions_pass_an_exactly_once_service(
+    flow_check: FlowCheck,
+) -> None:
+    # The service consumes read_committed: every output is an input it saw committed.
+    flow = Flow(
+        sut=kafka_transactional,
+        broker="kafka",
+        checks=EXACTLY_ONCE,
+        quiet=3.0,
+        publishing="transactional",
+    )
+    inputs = [Message(key=b"ab"[n % 2 :][:1], value=str(n).encode()) for n in range(8)]
+    bursts: list[Step] = [
+        *map(Publish, inputs[:3]), Pause(0.05),
+        *map(Publish, inputs[3:5]), Crash(0), Restart(0),
+        *map(Publish, inputs[5:]),
+    ]  # fmt: skip
+    result = await flow_check(flow, bursts)
+    outputs = {e.harness_id for e in result.history.of(Kind.OUTPUT)}
+    assert len(outputs) == len(inputs)
+    # One transaction per burst: its commit marker takes the offset after it.
+    offsets = [e.offset for e in result.history.of(Kind.PUBLISHED)]
+    assert offsets == [0, 1, 2, 4, 5, 7, 8, 9], offsets
