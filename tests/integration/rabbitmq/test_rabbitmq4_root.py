@@ -17,7 +17,6 @@ from message_flow_harness.brokers.rabbitmq import ROOT_ENV, rabbitmqctl
 
 pytestmark = [
     pytest.mark.rabbitmq,
-    pytest.mark.asyncio,
     pytest.mark.skipif(
         not os.environ.get(ROOT_ENV, "").strip(),
         reason=f"{ROOT_ENV} is unset: the RabbitMQ 4.x pass (make test-rabbitmq4) runs this",
@@ -33,6 +32,7 @@ def test_the_session_node_runs_in_the_root(rabbitmq_broker: BrokerInfo) -> None:
     assert Path(rabbitmq_broker.extra["log"]).is_file()
 
 
+@pytest.mark.asyncio
 async def test_the_broker_says_it_is_4x(rabbitmq_broker: BrokerInfo) -> None:
     connection = await aio_pika.connect(rabbitmq_broker.url)
     try:
