@@ -6,6 +6,9 @@ one workdir, says how to launch the node beside its own epmd, and waits until
 the node is ready (registered with epmd, ``await_startup``, then a publish and
 consume round trip whose firehose trace is seen, over AMQPS too when there is
 a TLS listener). :func:`ctl_env` and :func:`rabbitmqctl` reach such a node.
+Its programs are the system's, or those of a Debian root holding another
+RabbitMQ (``HARNESS_RABBITMQ_ROOT``): an :class:`Installation` (``_root``)
+wraps every command the node runs and maps the root's paths.
 """
 
 from __future__ import annotations
