@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv jars test unit integration lint demo bench brokers-up brokers-down clean
+.PHONY: setup system venv jars test unit integration lint demo bench brokers-up brokers-down clean \
+	rabbitmq4 test-rabbitmq4
 
 setup: system venv jars
 
@@ -38,6 +39,16 @@ lint: venv
 
 test: setup lint
 	$(BIN)/pytest
+
+# RabbitMQ 4.x (Debian 13's, in a root of its own: it needs a newer glibc than the
+# system's): the RabbitMQ tests again, with the harness's private node inside it.
+RABBITMQ4_ROOT ?= /opt/rabbitmq4-root
+
+rabbitmq4:
+	HARNESS_RABBITMQ_ROOT=$(RABBITMQ4_ROOT) bash .ci/install-rabbitmq4
+
+test-rabbitmq4: setup rabbitmq4
+	HARNESS_RABBITMQ_ROOT=$(RABBITMQ4_ROOT) $(BIN)/pytest tests/integration/rabbitmq
 
 unit: venv
 	$(BIN)/pytest tests/unit

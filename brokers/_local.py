@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerError, BrokerStartError, InvalidArgument
 from message_flow_harness._message import BrokerKind
 from message_flow_harness.brokers._process import (
@@ -106,7 +107,9 @@ def cache_dir() -> Path:
 
 # --- leases -----------------------------------------------------------------
 #
-# State lives in cache_dir()/run/<kind>/, guarded by <kind>.lock:
+# State lives in cache_dir()/run/<slot>/, guarded by <slot>.lock, where the slot is
+# the driver's (BrokerDriver.local_slot: the kind, unless the kind's recipe can start
+# different brokers, such as RabbitMQ from HARNESS_RABBITMQ_ROOT):
 #   plan.json    what the supervisor runs (written by the leasing process)
 #   state.json   the ready broker's BrokerInfo and pids (written once ready)
 #   owners/      one file per lease, named "<pid>-<start time>" (a process
@@ -242,13 +245,18 @@ def holders(kind: BrokerKind) -> list[Holder]:
 
 
 def run_dir(kind: BrokerKind) -> Path:
-    path = cache_dir() / "run" / kind
+    """The state of the local broker of ``kind`` that this process's settings ask for."""
+    path = cache_dir() / "run" / driver(kind).local_slot()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def _lock_of(directory: Path, *, timeout: float = _LOCK_TIMEOUT) -> FileLock:
+    return FileLock(str(directory.parent / f"{directory.name}.lock"), timeout=timeout)
+
+
 def _lock(kind: BrokerKind) -> FileLock:
-    return FileLock(str(run_dir(kind).parent / f"{kind}.lock"), timeout=_LOCK_TIMEOUT)
+    return _lock_of(run_dir(kind))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -412,7 +420,7 @@ def restart(
     budget = recipe.start_timeout + RESTART_GRACE if timeout is None else timeout
     deadline = began + budget
     log = info.extra.get("log") or str(Path(info.extra.get("workdir", directory)) / "broker.out")
-    lock = FileLock(str(directory.parent / f"{info.kind}.lock"), timeout=max(budget, 1.0))
+    lock = _lock_of(directory, timeout=max(budget, 1.0))
     with lock:
         state = _read_json(directory / "state.json")
         launched = _read_json(directory / "launched.json")

@@ -181,6 +181,14 @@ class BrokerDriver(abc.ABC):
     def recipe(self) -> LocalRecipe:
         """How to start a broker of this kind as a local process."""
 
+    def local_slot(self) -> str:
+        """The name under which the local broker :meth:`recipe` starts is kept and shared.
+
+        Recipes that start different brokers (another installation, another
+        version) need different slots, or one would be reused for the other.
+        """
+        return self.kind
+
     @abc.abstractmethod
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
         """A broker in a container (testcontainers) and the function that stops it."""

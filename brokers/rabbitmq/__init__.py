@@ -44,7 +44,9 @@ driver = RabbitDriver()
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "DEAD_LETTER_EXCHANGE": "message_flow_harness.brokers.rabbitmq._codec",
+    "Installation": "message_flow_harness.brokers.rabbitmq._root",
     "KEY_HEADER": "message_flow_harness.brokers.rabbitmq._codec",
+    "ROOT_ENV": "message_flow_harness.brokers.rabbitmq._root",
     "RabbitAdapter": "message_flow_harness.brokers.rabbitmq._adapter",
     "RabbitRecipe": "message_flow_harness.brokers.rabbitmq._node",
     "Reconciled": "message_flow_harness.brokers.rabbitmq._firehose",

@@ -56,6 +56,7 @@ from message_flow_harness.brokers.rabbitmq._connection import (
 )
 from message_flow_harness.brokers.rabbitmq._firehose import Reconciled, _Firehose, _FirehoseTap
 from message_flow_harness.brokers.rabbitmq._management import ManagementClient
+from message_flow_harness.brokers.rabbitmq._queue_types import check_for_broker
 from message_flow_harness.brokers.rabbitmq._urls import (
     _URL_FIX,
     _check_url,
@@ -147,6 +148,14 @@ class RabbitAdapter(BrokerAdapter):
         self._dead_letters_wired = False
         self._loop = asyncio.get_running_loop()
         _OPEN_ADAPTERS.add(self)
+
+    def _broker_version(self) -> str | None:
+        """The version the broker gave when this adapter connected, if it gave one."""
+        transport = self._connection.transport if self._connection is not None else None
+        said = transport.connection.server_properties.get("version") if transport else None
+        if isinstance(said, bytes):
+            said = said.decode("utf-8", "replace")
+        return said if isinstance(said, str) else None
 
     def _on_connection_closed(self, connection: object, exc: BaseException | None) -> None:
         if connection is not self._connection:
@@ -415,6 +424,7 @@ class RabbitAdapter(BrokerAdapter):
                 _validate_queue_name(
                     spec.dead_letter, what="dead_letter", limit=_MAX_TRACEABLE_BYTES
                 )
+            check_for_broker(spec.arguments, version=self._broker_version())
         async with self._translated(f"creating queue(s) {_some(names)}"):
             existing = await self._management.existing(names)
             taken = [name for name in names if name in existing]

@@ -9,11 +9,13 @@ broker's info with the function that stops it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
+from typing import Final
 
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._errors import BrokerError, BrokerStartError, BrokerUnavailable
@@ -59,10 +61,25 @@ def _docker_engine_problem() -> str | None:
     return None
 
 
+#: The image when neither the caller nor ``HARNESS_RABBITMQ_IMAGE`` names one.
+DEFAULT_IMAGE: Final = "rabbitmq:3.10-management"
+IMAGE_ENV: Final = "HARNESS_RABBITMQ_IMAGE"
+
+
+def image_from_env() -> str:
+    """The image ``HARNESS_RABBITMQ_IMAGE`` names (say ``rabbitmq:4.0-management``), else ours."""
+    return os.environ.get(IMAGE_ENV, "").strip() or DEFAULT_IMAGE
+
+
 def start_container(
-    *, image: str = "rabbitmq:3.10-management", timeout: float = 120.0
+    *, image: str | None = None, timeout: float = 120.0
 ) -> tuple[BrokerInfo, Callable[[], None]]:
-    """Start RabbitMQ in a container with tracing on; return its info and a stop function."""
+    """Start RabbitMQ in a container with tracing on; return its info and a stop function.
+
+    ``image`` defaults to :func:`image_from_env`: a management image, which the
+    harness needs for its management API.
+    """
+    image = image or image_from_env()
     problem = _docker_engine_problem()
     if problem is not None:
         raise BrokerUnavailable(

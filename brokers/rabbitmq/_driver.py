@@ -136,9 +136,17 @@ class RabbitDriver(BrokerDriver):
         return {self.url_env: info.url, **management}
 
     def recipe(self) -> LocalRecipe:
+        """A private node of the system's rabbitmq-server, or of HARNESS_RABBITMQ_ROOT's."""
         from message_flow_harness.brokers.rabbitmq._node import RabbitRecipe
+        from message_flow_harness.brokers.rabbitmq._root import Installation
 
-        return RabbitRecipe()
+        return RabbitRecipe(installation=Installation.from_env())
+
+    def local_slot(self) -> str:
+        """One slot per installation: a 3.10 node never serves a 4.x request, nor the reverse."""
+        from message_flow_harness.brokers.rabbitmq._root import Installation
+
+        return Installation.from_env().slot
 
     def start_container(self) -> tuple[BrokerInfo, Callable[[], None]]:
         from message_flow_harness.brokers.rabbitmq._docker import start_container

@@ -6,6 +6,9 @@ one workdir, says how to launch the node beside its own epmd, and waits until
 the node is ready (registered with epmd, ``await_startup``, then a publish and
 consume round trip whose firehose trace is seen, over AMQPS too when there is
 a TLS listener). :func:`ctl_env` and :func:`rabbitmqctl` reach such a node.
+Its programs are the system's, or those of a Debian root holding another
+RabbitMQ (``HARNESS_RABBITMQ_ROOT``): an :class:`Installation` (``_root``)
+wraps every command the node runs and maps the root's paths.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -32,6 +34,7 @@ from message_flow_harness.brokers._local import LaunchPlan, free_port
 from message_flow_harness.brokers._tls import make_pki, openssl_available
 from message_flow_harness.brokers.rabbitmq._codec import TRACE_EXCHANGE
 from message_flow_harness.brokers.rabbitmq._connection import _connect_amqp
+from message_flow_harness.brokers.rabbitmq._root import ROOT_KEY, Installation
 from message_flow_harness.brokers.rabbitmq._urls import secure_url
 
 RABBITMQ_BIN: Final = Path("/usr/lib/rabbitmq/bin")
@@ -136,11 +139,16 @@ def rabbitmqctl(info: BrokerInfo, *args: str, timeout: float = _CTL_TIMEOUT) -> 
 
     Raises BrokerError with the tool's output when it fails or exceeds ``timeout``.
     """
-    argv = [str(RABBITMQ_BIN / "rabbitmqctl"), *args]
+    env = ctl_env(info)
+    installation = Installation.of(info)
+    # The CLI runs where the node's programs live; its files are in the node's data dir.
+    argv = installation.command(
+        [str(RABBITMQ_BIN / "rabbitmqctl"), *args], binds=[Path(env["HOME"])]
+    )
     try:
         done = subprocess.run(
             argv,
-            env={**os.environ, **ctl_env(info)},
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -171,12 +179,17 @@ class RabbitRecipe:
     kind: BrokerKind = "rabbitmq"
     start_timeout: float = 60.0
 
+    def __init__(self, *, installation: Installation | None = None) -> None:
+        #: Where the node's programs come from (default: this machine's rabbitmq-server).
+        self.installation = installation or Installation()
+
     def check_prerequisites(self) -> None:
         """Raise BrokerStartError unless rabbitmq-server and epmd are installed."""
-        server = RABBITMQ_BIN / "rabbitmq-server"
+        self.installation.check()
+        server = self.installation.host_path(RABBITMQ_BIN / "rabbitmq-server")
         if not os.access(server, os.X_OK):
             raise BrokerStartError(f"{server} is missing: {_INSTALL_FIX}")
-        if shutil.which("epmd") is None:
+        if self.installation.epmd() is None:
             raise BrokerStartError(f"epmd (Erlang) is not on PATH: {_INSTALL_FIX}")
 
     def prepare(self, workdir: Path) -> LaunchPlan:
@@ -232,7 +245,11 @@ class RabbitRecipe:
         cookie = workdir / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
         cookie.chmod(0o400)
+        installation = self.installation
+        version = installation.version()
         info_extra = {
+            **({ROOT_KEY: str(installation.root)} if installation.root is not None else {}),
+            **({"version": version} if version is not None else {}),
             "management": f"http://127.0.0.1:{management_port}/",
             "node": node,
             "log": str(workdir / "log" / f"{node}.log"),
@@ -255,7 +272,7 @@ class RabbitRecipe:
         if not any(c.isspace() or c in "\"'\\" for c in str(preload)):
             # Only the server gets it (ERL_AFLAGS runs before `-s rabbit boot`), not the CLI.
             env["ERL_AFLAGS"] = f'-eval file:script(\\"{preload}\\")'
-        epmd = shutil.which("epmd") or "epmd"
+        epmd = installation.epmd() or "epmd"
         server = RABBITMQ_BIN / "rabbitmq-server"
         # The node must not boot before its private epmd listens (it would fail to
         # register); wait for it, bounded, then become the server.
@@ -269,10 +286,12 @@ class RabbitRecipe:
             f'exec "{server}"'
         )
         return LaunchPlan(
-            argv=["/bin/sh", "-c", start],
+            argv=installation.command(["/bin/sh", "-c", start], binds=[workdir]),
             url=url,
             env=env,
-            companions=[[epmd, "-port", str(epmd_port), "-address", "127.0.0.1"]],
+            companions=[
+                installation.command([epmd, "-port", str(epmd_port), "-address", "127.0.0.1"])
+            ],
             extra=info_extra,
         )
 

@@ -4,7 +4,8 @@ A flow may ask for quorum queues (``Flow(queue_type="quorum")``) with
 arguments for its input queue (``queue_arguments={"x-delivery-limit": 5}``),
 declared exactly as the service declares them, so the service's own declare
 is equivalent. :func:`check_queues` refuses what RabbitMQ would take and then
-quietly ignore or degrade. Quorum queues say how often they delivered a
+quietly ignore or degrade, and :func:`check_for_broker` what only some versions
+take as asked. Quorum queues say how often they delivered a
 message (``x-delivery-count`` on a redelivery) and every dead letter says why
 it died (``x-death``): :func:`deliveries_said` and :func:`dead_letter_reason`
 read them from a message a tap saw (the firehose keeps the headers; a table
@@ -62,9 +63,10 @@ def check_queues(
                 " RabbitMQ ignores it there; pass Flow(queue_type='quorum')"
             )
     limit = arguments.get("x-delivery-limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < -1):
         raise InvalidArgument(
-            f"queue_arguments['x-delivery-limit']={limit!r} is invalid: give a whole number >= 0"
+            f"queue_arguments['x-delivery-limit']={limit!r} is invalid: give a whole number >= 0,"
+            " or -1 for no limit (RabbitMQ 4.x)"
         )
     strategy = arguments.get("x-dead-letter-strategy")
     if strategy not in (None, "at-most-once", "at-least-once"):
@@ -80,6 +82,23 @@ def check_queues(
             " without it)"
         )
     return arguments
+
+
+def check_for_broker(arguments: Mapping[str, object], *, version: str | None) -> None:
+    """Refuse what the broker running ``version`` would take and treat otherwise than asked.
+
+    ``x-delivery-limit: -1`` turns the limit off on RabbitMQ 4.x (whose quorum
+    queues have a default limit of 20); 3.x takes it and ends a message at its
+    first return.
+    """
+    limit = arguments.get("x-delivery-limit")
+    major = _number(version.partition(".")[0]) if version else None
+    if isinstance(limit, int) and limit < 0 and major is not None and major < 4:
+        raise InvalidArgument(
+            f"queue_arguments['x-delivery-limit']={limit!r} means no limit on RabbitMQ 4.x only:"
+            f" this broker runs {version}, where a message goes at its first return; on 3.x"
+            " leave x-delivery-limit out (a quorum queue has no limit there)"
+        )
 
 
 def deliveries_said(message: Message, *, queue: str | None) -> int | None:
@@ -113,7 +132,9 @@ def dead_letter_reason(message: Message) -> str | None:
     last = deaths[0]  # RabbitMQ puts the latest death first
     reason = str(last.get("reason", "unknown"))
     explained = {
-        "delivery_limit": "the queue's x-delivery-limit was reached",
+        "delivery_limit": (
+            "the queue's x-delivery-limit, 20 on RabbitMQ 4.x unless set, was reached"
+        ),
         "rejected": "a consumer rejected it without requeue",
         "expired": "its TTL expired",
         "maxlen": "the queue was full",

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from message_flow_harness import BrokerInfo
+from message_flow_harness._drivers import driver
 from message_flow_harness._message import BrokerKind
 from message_flow_harness.brokers._local import cache_dir
 
@@ -44,7 +45,8 @@ def private_broker(kind: BrokerKind, directory: Path) -> Iterator[BrokerInfo]:
     up = _harness(cache, "up", kind)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        state = json.loads((cache / "run" / kind / "state.json").read_text())
+        slot = driver(kind).local_slot()  # HARNESS_RABBITMQ_ROOT's node has a slot of its own
+        state = json.loads((cache / "run" / slot / "state.json").read_text())
         yield BrokerInfo(kind=kind, url=state["url"], provider="local", extra=state["extra"])
     finally:
         _harness(cache, "down", kind)

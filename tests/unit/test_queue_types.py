@@ -18,6 +18,7 @@ from histories import Script
 from message_flow_harness import Endpoints, Flow, InvalidArgument, Kind, Message
 from message_flow_harness._history import History
 from message_flow_harness._isolation import destination_specs
+from message_flow_harness.brokers.rabbitmq._queue_types import check_for_broker
 from message_flow_harness.checks import dead_lettered, max_deliveries
 from message_flow_harness.zoo.rabbitmq_services import DELIVERY_LIMIT, QUORUM_INPUT_ARGUMENTS
 
@@ -66,8 +67,9 @@ def test_at_least_once_dead_lettering_with_reject_publish_is_taken() -> None:
             r"the harness dead-letters the input queue to endpoints.dead_letter itself",
         ),
         (
-            {"queue_type": "quorum", "queue_arguments": {"x-delivery-limit": -1}},
-            r"\['x-delivery-limit'\]=-1 is invalid: give a whole number >= 0",
+            {"queue_type": "quorum", "queue_arguments": {"x-delivery-limit": -2}},
+            r"\['x-delivery-limit'\]=-2 is invalid: give a whole number >= 0, or -1 for no limit"
+            r" \(RabbitMQ 4.x\)",
         ),
         (
             {"queue_type": "quorum", "queue_arguments": {"x-delivery-limit": "5"}},
@@ -92,6 +94,26 @@ def test_rabbitmq_flows_reject_queue_options_rabbitmq_would_ignore(
 ) -> None:
     with pytest.raises(InvalidArgument, match=match):
         Flow(sut=service, broker="rabbitmq", **options)  # type: ignore[arg-type]
+
+
+def test_no_delivery_limit_is_minus_one_on_rabbitmq_4_only() -> None:
+    flow = Flow(
+        sut=service,
+        broker="rabbitmq",
+        queue_type="quorum",
+        queue_arguments={"x-delivery-limit": -1},
+    )
+    assert flow.queue_arguments == {"x-delivery-limit": -1}
+    check_for_broker(flow.queue_arguments, version="4.0.5")
+    check_for_broker(flow.queue_arguments, version=None)  # a broker that says nothing
+    check_for_broker({"x-delivery-limit": 5}, version="3.10.8")
+    with pytest.raises(InvalidArgument) as raised:
+        check_for_broker(flow.queue_arguments, version="3.10.8")
+    assert str(raised.value) == (
+        "queue_arguments['x-delivery-limit']=-1 means no limit on RabbitMQ 4.x only: this"
+        " broker runs 3.10.8, where a message goes at its first return; on 3.x leave"
+        " x-delivery-limit out (a quorum queue has no limit there)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,8 +238,8 @@ def test_dead_lettered_says_why_the_broker_dead_lettered_an_ordinary_input() -> 
     ).anomalies
     assert anomaly.kind == "dead-lettered"
     assert (
-        "(x-death: the queue's x-delivery-limit was reached in queue 'in') though it is not"
-        " poison" in anomaly.text
+        "(x-death: the queue's x-delivery-limit, 20 on RabbitMQ 4.x unless set, was reached in"
+        " queue 'in') though it is not poison" in anomaly.text
     )
 
 

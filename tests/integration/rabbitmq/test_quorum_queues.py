@@ -12,9 +12,19 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
+import aio_pika
 import pytest
 
-from message_flow_harness import BrokerInfo, Flow, HarnessError, Kind, Message, checks, fuzz
+from message_flow_harness import (
+    BrokerInfo,
+    Flow,
+    HarnessError,
+    InvalidArgument,
+    Kind,
+    Message,
+    checks,
+    fuzz,
+)
 from message_flow_harness import strategies as hs
 from message_flow_harness._checks import Check, Verdict
 from message_flow_harness._history import History
@@ -90,6 +100,39 @@ async def test_the_run_s_queues_are_quorum_queues_with_the_flow_s_arguments(
         endpoints.output: ("quorum", {"x-queue-type": "quorum"}),
         endpoints.input: ("quorum", {"x-queue-type": "quorum", **arguments}),
     }
+
+
+async def test_no_delivery_limit_is_refused_on_3x_and_holds_past_4x_s_default(
+    adapter: RabbitAdapter, rabbitmq_broker: BrokerInfo, unique: str
+) -> None:
+    """``x-delivery-limit: -1`` turns 4.x's default limit (20) off; 3.x would drop the message."""
+    endpoints = new_endpoints(rabbitmq_broker, unique)
+    no_limit = {"x-delivery-limit": -1}
+    specs = destination_specs(endpoints, 1, queue_type="quorum", queue_arguments=no_limit)
+    version = adapter._broker_version()
+    assert version is not None
+    if int(version.split(".")[0]) < 4:
+        with pytest.raises(InvalidArgument, match=r"means no limit on RabbitMQ 4\.x only"):
+            await adapter.create_all(specs)
+        assert await adapter.list_destinations(unique) == []  # refused before any was made
+        return
+    await adapter.create_all(specs)
+    try:
+        await adapter.publish(endpoints.input, Message(b"retried"))
+        connection = await aio_pika.connect(rabbitmq_broker.url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(endpoints.input, ensure=False)
+            for _ in range(25):  # past the default limit of 20 returns
+                message = await queue.get(timeout=5)
+                await message.nack(requeue=True)
+            last = await queue.get(timeout=5)
+            assert last.headers["x-delivery-count"] == 25
+            await last.ack()
+            dead_letters = await channel.get_queue(endpoints.dead_letter, ensure=False)
+            assert await dead_letters.get(fail=False) is None
+    finally:
+        await adapter.delete_all([spec.name for spec in specs])
 
 
 async def test_a_service_relying_on_the_delivery_limit_passes(flow_check: FlowCheck) -> None:

@@ -54,6 +54,21 @@ def management(info: BrokerInfo, method: str, path: str, body: object = None) ->
     return json.loads(data) if data else None
 
 
+async def plain_queue_arguments(info: BrokerInfo, name: str) -> Any:
+    """The arguments the broker reports for a durable queue declared with none, as services do.
+
+    None before 4.0 (``{}``); 4.x records the type it chose (``{"x-queue-type": "classic"}``).
+    """
+    connection = await aio_pika.connect(info.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True)
+        try:
+            return management(info, "GET", f"/api/queues/%2F/{name}")["arguments"]
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+
+
 def with_url(info: BrokerInfo, url: str) -> BrokerInfo:
     return BrokerInfo(kind="rabbitmq", url=url, provider="url", extra=info.extra)
 
@@ -303,7 +318,8 @@ async def test_delete_is_clean_and_idempotent(adapter: RabbitAdapter, unique: st
         depth = management(adapter.info, "GET", f"/api/queues/%2F/{unique}")
         assert depth["name"] == unique
         assert depth["durable"] is True
-        assert depth["arguments"] == {}  # a service may declare it plainly (durable=True)
+        # No argument of the harness's: a service may declare it plainly (durable=True).
+        assert depth["arguments"] == await plain_queue_arguments(adapter.info, f"{unique}-plain")
     finally:
         await adapter.delete(unique)
 
@@ -329,7 +345,7 @@ async def test_dead_letter_queue_is_wired_through_the_harness_exchange(
     try:
         queue = management(adapter.info, "GET", f"/api/queues/%2F/{unique}-in")
         # Wired by a policy, so the queue's own arguments stay as a service declares them.
-        assert queue["arguments"] == {}
+        assert queue["arguments"] == await plain_queue_arguments(adapter.info, f"{unique}-plain")
         policy = management(adapter.info, "GET", f"/api/policies/%2F/harness-dlx-{unique}-in")
         assert policy["definition"] == {
             "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
