@@ -41,22 +41,32 @@ def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
     )
     before = asyncio.run(_destinations(info))
     option = "--kafka-bootstrap" if kind == "kafka" else "--amqp-url"
-    with subprocess.Popen(
+    # stderr to a file: a pipe nobody reads until the end could fill and stall the campaign.
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr_file, subprocess.Popen(
         [sys.executable, "-m", "message_flow_harness._cli", "fuzz", "flows:flow",
          "--max-examples", "1000", "-v", option, info.url, "--report-dir", str(tmp_path)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr_file, text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}",
              "HARNESS_RABBITMQ_MANAGEMENT_URL": info.extra.get("management", "")},
     ) as fuzzing:  # fmt: skip
         assert fuzzing.stdout is not None
-        assert fuzzing.stderr is not None
         for _ in range(3):  # wait until examples are running (-v: a line per example)
             if not fuzzing.stdout.readline().strip():
-                pytest.fail(f"the campaign ended before Ctrl-C: {fuzzing.stderr.read()}")
+                pytest.fail(f"the campaign ended before Ctrl-C: {errors.read_text()}")
         fuzzing.send_signal(signal.SIGINT)
         started = time.monotonic()
-        _, stderr = fuzzing.communicate(timeout=60)
+        try:
+            stdout, _ = fuzzing.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            fuzzing.kill()
+            stdout, _ = fuzzing.communicate()
+            pytest.fail(
+                f"still running 60 s after Ctrl-C;\nstdout (end): {stdout[-3000:]}"
+                f"\nstderr (end): {errors.read_text()[-5000:]}"
+            )
         stopped_in = time.monotonic() - started
+    stderr = errors.read_text()
     print(f"\n{kind}: stopped {stopped_in:.1f} s after Ctrl-C")
     assert fuzzing.returncode == 2, stderr
     assert "interrupted" in stderr
