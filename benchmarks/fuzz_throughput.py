@@ -39,10 +39,21 @@ from benchmarks import Figure, Options
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._errors import HarnessError
+from message_flow_harness._fault_model import kind_of
 from message_flow_harness._flow import Flow, Service
 from message_flow_harness._fuzz import Example, fuzz
-from message_flow_harness._message import BrokerKind, Endpoints
-from message_flow_harness._schedule import FAULT_KINDS, faults_of, messages_of
+from message_flow_harness._history import Kind
+from message_flow_harness._message import BrokerKind, Endpoints, Message
+from message_flow_harness._runner import run as run_once
+from message_flow_harness._schedule import (
+    FAULT_KINDS,
+    Crash,
+    Publish,
+    Restart,
+    Step,
+    faults_of,
+    messages_of,
+)
 from message_flow_harness._topology import Topology
 from message_flow_harness.checks import no_loss
 from message_flow_harness.zoo.kafka_services import kafka_correct
@@ -55,6 +66,10 @@ _SERVICES = {"kafka": kafka_correct, "rabbitmq": rabbitmq_correct}
 _CUT_SERVICES = {**_SERVICES, "rabbitmq": rabbitmq_robust}
 # Issue 4's targets for campaigns without faults (sequences of up to 10 messages).
 _TARGETS = {"kafka": ">= 10", "rabbitmq": ">= 20"}
+# Issue 22's, for a campaign with every fault kind the service can suffer.
+_ALL_FAULTS_TARGET = ">= 5"
+#: How often the crash breakdown runs its one schedule (the figures are medians).
+_CRASH_RUNS = 5
 
 
 #: What ``_declaring_correct`` declares, as a topology: dead letters through its exchange.
@@ -119,6 +134,13 @@ async def _campaign(
             f"; {len(faulty)} with a fault: {_mean_ms(faulty)} each,"
             f" {len(clean)} without: {_mean_ms(clean)}"
         )
+    if len(faults) > 1:  # what each kind costs: the examples it is in (with others, maybe)
+        by_kind = {
+            kind: [e.seconds * 1000 for e in seen if kind in _kinds(e.schedule)] for kind in faults
+        }
+        note += "; with a " + ", ".join(
+            f"{kind}: {_mean_ms(ms)} ({len(ms)})" for kind, ms in by_kind.items()
+        )
     if not report.ok:
         note += f"; FOUND A FAILURE in a correct service: {report.violations[:1]}"
     details: dict[str, object] = {
@@ -135,6 +157,67 @@ async def _campaign(
 
 def _mean_ms(values: list[float]) -> str:
     return f"{statistics.fmean(values):,.0f} ms" if values else "-"
+
+
+def _kinds(schedule: tuple[Step, ...]) -> set[str]:
+    return {kind for step in schedule if (kind := kind_of(step)) is not None}
+
+
+async def _crash_breakdown(
+    kind: BrokerKind, info: BrokerInfo
+) -> tuple[float, str, dict[str, object]]:
+    """Where a crash example's time goes: one schedule, run ``_CRASH_RUNS`` times.
+
+    ``[Publish, Publish, Crash(0), Restart(0), Publish]`` on the correct
+    service, read off each run's history: from the first publish to the
+    crash (the service handles two inputs), the crash itself (cut, abort,
+    its exit, its tasks cancelled: the harness's part), from the restart to
+    the first output after it (the service starts again and, on Kafka,
+    rejoins a group that holds the crashed member's partitions until its
+    session times out: the broker's part), then the closing silence, and the
+    rest (destinations, the service's first start, its stop, the checks).
+    """
+    flow = Flow(sut=_SERVICES[kind], broker=kind, checks=[no_loss()])
+    steps = [
+        Publish(Message(key=b"k", value=b"first")),
+        Publish(Message(key=b"k", value=b"second")),
+        Crash(0),
+        Restart(0),
+        Publish(Message(key=b"k", value=b"third")),
+    ]
+    phases: dict[str, list[float]] = {
+        name: [] for name in ("handling", "crash", "recovery", "silence", "rest", "total")
+    }
+    for _ in range(_CRASH_RUNS):
+        began = asyncio.get_running_loop().time()
+        result = await run_once(flow, steps, broker=info)
+        total = asyncio.get_running_loop().time() - began
+        if not result.ok:
+            raise HarnessError(f"the correct service failed the crash schedule: {result.report()}")
+        events = result.history.events
+        at = {e.detail: e.at_ns for e in events if e.kind is Kind.FAULT}
+        first_publish = min(e.at_ns for e in events if e.kind is Kind.PUBLISHED)
+        outputs = [e.at_ns for e in events if e.kind is Kind.OUTPUT]
+        after_restart = min(ns for ns in outputs if ns > at["restart"])
+        last = max(e.at_ns for e in events)
+        spans = {
+            "handling": at["crash"] - first_publish,
+            "crash": at["restart"] - at["crash"],
+            "recovery": after_restart - at["restart"],
+            "silence": last - max(outputs),
+        }
+        for name, ns in spans.items():
+            phases[name].append(ns / 1e6)
+        phases["total"].append(total * 1000)
+        phases["rest"].append(total * 1000 - sum(ns / 1e6 for ns in spans.values()))
+    medians = {name: statistics.median(values) for name, values in phases.items()}
+    note = (
+        f"median of {_CRASH_RUNS} runs: first publish to crash {medians['handling']:,.0f} ms,"
+        f" the crash {medians['crash']:,.0f} ms, restart to its first output"
+        f" {medians['recovery']:,.0f} ms, closing silence {medians['silence']:,.0f} ms,"
+        f" the rest (destinations, start, stop, checks) {medians['rest']:,.0f} ms"
+    )
+    return medians["total"] / 1000, note, {"ms": phases}
 
 
 def run(options: Options) -> list[Figure]:
@@ -161,9 +244,14 @@ def run(options: Options) -> list[Figure]:
             if kind == "rabbitmq":  # a vhost per run: its cost against the line above
                 campaigns.append(([], 1, True))
             campaigns += [([fault], 1, False) for fault in FAULT_KINDS]
+            campaigns.append((list(FAULT_KINDS), 1, False))  # all of them, as a flow's model
             for faults, workers, own_vhost in campaigns:
                 examples = options.fault_examples if faults else options.fuzz_examples
-                label = f"examples/s, faults={faults[0]}" if faults else "examples/s, no faults"
+                if len(faults) > 1:
+                    examples *= len(faults)
+                label = (
+                    f"examples/s, faults={','.join(faults)}" if faults else "examples/s, no faults"
+                )
                 if workers > 1:
                     label += f", {workers} workers"
                 if own_vhost:
@@ -195,9 +283,29 @@ def run(options: Options) -> list[Figure]:
                         value=rate,
                         unit="examples/s",
                         broker=kind,
-                        target=None if faults else _TARGETS[kind],
+                        target=_target(kind, faults),
                         note=note,
                         details=details,
                     )
                 )
+            figures.append(_crash_figure(kind, info))
     return figures
+
+
+def _target(kind: BrokerKind, faults: list[str]) -> str | None:
+    if not faults:
+        return _TARGETS[kind]
+    return _ALL_FAULTS_TARGET if len(faults) > 1 else None
+
+
+def _crash_figure(kind: BrokerKind, info: BrokerInfo) -> Figure:
+    name = "seconds a crash example takes, by phase"
+    try:
+        seconds, note, details = asyncio.run(_crash_breakdown(kind, info))
+    except HarnessError as exc:
+        return Figure(
+            benchmark=NAME, name=name, value=None, unit="s", broker=kind, note=f"failed: {exc}"
+        )
+    return Figure(
+        benchmark=NAME, name=name, value=seconds, unit="s", broker=kind, note=note, details=details
+    )

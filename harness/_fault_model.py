@@ -186,9 +186,14 @@ def ruled_out_message(kinds: Sequence[str], model: Faults, *, flow: str) -> str:
     )
 
 
+def kind_of(step: Step) -> str | None:
+    """The fault kind of ``step`` (``Restart`` is a crash's), None for a publish or a pause."""
+    return _KIND_OF_STEP.get(type(step))
+
+
 def check_suffered(model: Faults | None, step: Step, *, flow: str) -> None:
     """Refuse a fault step the flow's ``model`` rules out, before it runs."""
-    kind = _KIND_OF_STEP.get(type(step))
+    kind = kind_of(step)
     if model is None or kind is None or kind in model.kinds:
         return
     raise InvalidArgument(f"{step!r} cannot run: {ruled_out_message([kind], model, flow=flow)}")

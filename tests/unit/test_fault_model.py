@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from message_flow_harness import BrokerInfo, Endpoints, Faults, Flow, InvalidArgument, Message
 from message_flow_harness import strategies as hs
-from message_flow_harness._fault_model import campaign_kinds, check_suffered
+from message_flow_harness._fault_model import campaign_kinds, check_suffered, kind_of
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import (
     BrokerRestart,
@@ -155,3 +155,13 @@ def test_run_flow_refuses_a_ruled_out_fault_before_touching_the_broker() -> None
     schedule = [Publish(Message(b"x")), Join()]
     with pytest.raises(InvalidArgument, match=r"Join\(\) cannot run"):
         asyncio.run(run_flow(_flow(SINGLE), schedule, broker=nowhere))
+
+
+def test_each_fault_step_has_its_kind_and_a_publish_has_none() -> None:
+    from message_flow_harness.schedule import Crash, Cut, Join, Latency, Leave, Publish, Restart
+
+    steps = [Crash(0), Restart(0), Join(), Leave(), Latency(0.1), Cut(0)]
+    assert [kind_of(step) for step in steps] == [
+        "crash", "crash", "join", "join", "latency", "cut"
+    ]  # fmt: skip
+    assert kind_of(Publish(Message(key=b"k", value=b"v"))) is None
