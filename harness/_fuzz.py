@@ -29,7 +29,7 @@ import threading
 import time
 import unittest
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,10 @@ class _CampaignAborted(BaseException):
     def __init__(self, error: HarnessError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+#: How often a search thread waiting for a run checks that the campaign still runs.
+_WAIT_SLICE_S = 0.25
 
 
 class _Stopped(BaseException):
@@ -544,13 +548,35 @@ class Campaign:
             self.examples += 1
         future = asyncio.run_coroutine_threadsafe(self._play(list(schedule)), self.loop)
         try:
-            return future.result(timeout=self.flow.timeout * 3 + 60)
+            return self._outcome(future, within=self.flow.timeout * 3 + 60)
         except HarnessError as error:
             self.stop.set()
             raise _CampaignAborted(error) from None
         except BaseException:
             future.cancel()
             raise
+
+    def _outcome(self, future: Future[RunResult], *, within: float) -> RunResult:
+        """``future``'s result, waited for in slices: a cancelled campaign's loop may end first.
+
+        A run submitted just as Ctrl-C ends the campaign can find the loop gone:
+        its future then never resolves, and a search thread waiting out the
+        whole bound would hold the process's exit (threads are joined at exit).
+        """
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return future.result(
+                    timeout=min(_WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
+                )
+            except TimeoutError:
+                if future.done():
+                    raise  # the run's own TimeoutError
+                if self.stop.is_set() and not self.loop.is_running():
+                    future.cancel()
+                    raise _Stopped from None
+                if time.monotonic() >= deadline:
+                    raise
 
     # --- on the loop: the live runs ------------------------------------------------------
 
