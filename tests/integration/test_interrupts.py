@@ -17,6 +17,12 @@ from message_flow_harness import BrokerInfo, brokers
 ROOT = Path(__file__).parents[2]
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's default in the campaign's process: a shell without job control (CI's
+    ``cmd &``) starts its background jobs with SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _destinations(info: BrokerInfo) -> set[str]:
     async with brokers.adapter(info) as adapter:
         return set(await adapter.list_destinations("h-"))
@@ -47,6 +53,7 @@ def test_ctrl_c_stops_a_fuzz_run_within_bounds_and_leaves_nothing(
         [sys.executable, "-m", "message_flow_harness._cli", "fuzz", "flows:flow",
          "--max-examples", "1000", "-v", option, info.url, "--report-dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+        preexec_fn=_as_in_a_terminal,
         env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}",
              "HARNESS_RABBITMQ_MANAGEMENT_URL": info.extra.get("management", "")},
     ) as fuzzing:  # fmt: skip
