@@ -215,7 +215,7 @@ class InstanceCrashed(KafkaConnectionError):  # type: ignore[misc]
     """What a crashed instance's pending sends fail with: its process is gone."""
 
 
-#: How long an aborted client's tasks get to end once cancelled (their connections closed).
+#: How long an aborted client's tasks get to end once cancelled (its connections close after).
 ABORT_WAIT_S = 1.0
 
 
