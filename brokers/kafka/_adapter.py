@@ -471,22 +471,10 @@ class KafkaAdapter(BrokerAdapter):
         """None once ``group_id`` is Stable and its members hold every input partition."""
         if group_id is None:
             return None  # a service without a group reads its partitions itself
-        admin = await self._run_admin()
-        try:
-            async with asyncio.timeout(self._timeout):
-                [response] = await admin.describe_consumer_groups(
-                    [group_id], group_coordinator_id=self._coordinators.get(group_id)
-                )
-        except COORDINATOR_NOT_READY:
-            self._coordinators.pop(group_id, None)
+        group = await self._describe_group(group_id)
+        if group is None:
             return f"consumer group {group_id!r} had no coordinator yet"
-        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
-            raise self._translate(err, f"describing consumer group {group_id!r}") from err
-        [group] = response.groups
         error_code, state, members = group[0], group[2], group[5]
-        if error_code in ASK_AGAIN:
-            self._coordinators.pop(group_id, None)
-            return f"consumer group {group_id!r} had no coordinator yet"
         held: set[int] = set()
         if error_code == 0 and state == "Stable":  # mid-rebalance assignments are stale
             for member in members:
@@ -511,6 +499,17 @@ class KafkaAdapter(BrokerAdapter):
         A crashed member stays listed until its session times out: only then are
         its partitions assigned again (see harness._pace).
         """
+        group = await self._describe_group(group_id)
+        if group is None or group[0] != 0:
+            return frozenset()
+        return frozenset(member[0] for member in group[5])
+
+    async def _describe_group(self, group_id: str) -> Any:
+        """``group_id`` as its coordinator describes it; None while it has no coordinator yet.
+
+        The coordinator found is remembered per group, and forgotten when it answers
+        that it is not (or no longer) the one.
+        """
         admin = await self._run_admin()
         try:
             async with asyncio.timeout(self._timeout):
@@ -519,14 +518,14 @@ class KafkaAdapter(BrokerAdapter):
                 )
         except COORDINATOR_NOT_READY:
             self._coordinators.pop(group_id, None)
-            return frozenset()
+            return None
         except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
             raise self._translate(err, f"describing consumer group {group_id!r}") from err
         [group] = response.groups
-        error_code, members = group[0], group[5]
-        if error_code in ASK_AGAIN:
+        if group[0] in ASK_AGAIN:
             self._coordinators.pop(group_id, None)
-        return frozenset(member[0] for member in members) if error_code == 0 else frozenset()
+            return None
+        return group
 
     async def commit_start(self, destination: str, *, group_id: str, partitions: int) -> None:
         """Commit offset 0 of every partition of a fresh topic for ``group_id`` (no member).
