@@ -183,6 +183,9 @@ class History:
     # Called with each event as it is recorded, inside whoever records it (a probe
     # inside the service): how an After step's fault lands right at its event.
     on_event: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
+    # The kind ``on_event`` waits for: a probe whose event has no broker reply
+    # (a RabbitMQ ack) makes sure the broker has it before recording it.
+    awaited: Kind | None = field(default=None, repr=False, compare=False)
 
     record: ClassVar[_Record] = _recording["record"]
     add: ClassVar[_Add] = _recording["add"]

@@ -43,6 +43,7 @@ class Trigger:
         self._fired: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._error: Exception | None = None
         history.on_event = self._on_event
+        history.awaited = self._kind
 
     def _on_event(self, event: Event) -> None:
         if event.kind is not self._kind:
@@ -65,6 +66,7 @@ class Trigger:
     def disarm(self) -> None:
         if self._history.on_event == self._on_event:
             self._history.on_event = None
+            self._history.awaited = None
 
     async def wait(self, bound: float) -> bool:
         """Whether the event came within ``bound`` seconds; disarmed either way."""

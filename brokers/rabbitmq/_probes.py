@@ -9,6 +9,7 @@ context when the service connects while starting.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from message_flow_harness._history import Kind
 from message_flow_harness._probes import Recorder, current_recorder, patch_method
 
 _undo: list[Callable[[], None]] = []  # set while installed
+_REACHED_BROKER_TIMEOUT = 5.0  # seconds for the broker to answer behind an ack
 
 
 def _lane(recorder: Recorder, message: IncomingMessage) -> str:
@@ -71,6 +73,8 @@ def _wrap_settle(
         await original(self, *args, **kwargs)
         recorder = current_recorder.get()
         if recorder is not None:
+            if recorder.history.awaited is kind:
+                await _reached_broker(self)
             requeue = default
             if position is not None:
                 if "requeue" in kwargs:
@@ -91,6 +95,21 @@ def _wrap_settle(
             )
 
     return settle
+
+
+async def _reached_broker(message: IncomingMessage) -> None:
+    """Return once the broker has taken what the channel sent before (an ack has no reply).
+
+    An After step's fault lands when the event is recorded: without this, a
+    crash could cut the ack on its way (in a socket or the fault proxy) and the
+    broker would deliver the input again. A passive declare of ``amq.direct``
+    (in every virtual host) is answered only after the frames sent before it.
+    """
+    # Bounded, and never the service's error: the ack itself already went out.
+    with contextlib.suppress(Exception):
+        await message.channel.exchange_declare(
+            "amq.direct", passive=True, timeout=_REACHED_BROKER_TIMEOUT
+        )
 
 
 def _wrap_publish(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -37,12 +37,15 @@ def test_the_trigger_fires_inside_the_matching_event_only() -> None:
             "sut0:",
             lambda: fired_while_recording.append(len(history.events)),
         )
+        # A probe whose event has no broker reply (a RabbitMQ ack) asks what is awaited.
+        assert history.awaited is Kind.COMMITTED
         history.record(Kind.DELIVERED, "probe", lane="sut0:consumer-1")  # another kind
         history.record(Kind.COMMITTED, "probe", lane="sut1:consumer-1")  # another instance
         history.add(Kind.COMMITTED, "probe", None, "in", None, 0, 1, "sut0:consumer-1")
         # Carried out inside add(), before it returned: the service had no next instruction.
         assert fired_while_recording == [3]
         assert history.on_event is None  # disarmed: a second commit fires nothing
+        assert history.awaited is None
         history.record(Kind.COMMITTED, "probe", lane="sut0:consumer-1")
         assert fired_while_recording == [3]
         assert await trigger.wait(1.0)
