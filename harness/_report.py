@@ -9,6 +9,7 @@ the minimal failing run.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,12 @@ class FuzzReport:
         """The minimal failing schedule as a ready-to-paste pytest test."""
         if self.minimal is None:
             return ""
-        return reproduction_test(self.flow, self.minimal.schedule, self.flow_reference)
+        return reproduction_test(
+            self.flow,
+            self.minimal.schedule,
+            self.flow_reference,
+            failed_again=(sum(self.reruns), len(self.reruns)),
+        )
 
     def summary(self) -> str:
         return fuzz_summary(self)
@@ -118,8 +124,35 @@ def _identifier(text: str) -> str:
     return re.sub(r"\W+", "_", text).strip("_").lower() or "flow"
 
 
-def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | None) -> str:
-    """A pytest test that replays ``schedule`` on ``flow`` (paste it into your suite)."""
+#: How surely the pasted test catches a race that fails in some runs only.
+CATCH_RATE = 0.99
+MAX_ATTEMPTS = 20
+
+
+def attempts_to_catch(failed: int, runs: int) -> int:
+    """How many runs of a schedule fail at least once, :data:`CATCH_RATE` of the time.
+
+    At the rate the re-runs saw (1 when every one failed, or none were made;
+    none failing counts as half of one, the shrinking having seen it fail).
+    """
+    if runs == 0 or failed >= runs:
+        return 1
+    rate = max(failed, 0.5) / runs
+    return min(MAX_ATTEMPTS, math.ceil(math.log(1 - CATCH_RATE) / math.log(1 - rate)))
+
+
+def reproduction_test(
+    flow: Flow,
+    schedule: Sequence[Step],
+    reference: str | None,
+    *,
+    failed_again: tuple[int, int] = (0, 0),
+) -> str:
+    """A pytest test that replays ``schedule`` on ``flow`` (paste it into your suite).
+
+    ``failed_again`` (failed, re-runs) sets ``attempts`` for a race that failed
+    in some re-runs only, so the pasted test still catches it.
+    """
     module, _, name = (reference or "").partition(":")
     load = (
         f"from {module} import {name} as flow\n"
@@ -132,6 +165,15 @@ def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | Non
     imports = "from message_flow_harness import Message\n" if "Publish" in used else ""
     if used:
         imports += f"from message_flow_harness.schedule import {', '.join(used)}\n"
+    attempts = attempts_to_catch(*failed_again)
+    repeat, why = "", ""
+    if attempts > 1:
+        failed, runs = failed_again
+        repeat = f", attempts={attempts}"
+        why = (
+            f"    # failed again in {failed} of {runs} re-runs:"
+            f" {attempts} attempts catch it {CATCH_RATE:.0%} of the time\n"
+        )
     return (
         "import pytest\n"
         f"{imports}"
@@ -139,9 +181,10 @@ def reproduction_test(flow: Flow, schedule: Sequence[Step], reference: str | Non
         "@pytest.mark.asyncio\n"
         f"@pytest.mark.{flow.broker}\n"
         f"async def test_{_identifier(flow.label)}_minimal_reproduction(flow_check):\n"
+        f"{why}"
         "    await flow_check(flow, [\n"
         f"{steps}"
-        "    ])\n"
+        f"    ]{repeat})\n"
     )
 
 
@@ -167,6 +210,7 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
     schedule = minimal.schedule
     messages, faults = len(messages_of(schedule)), len(faults_of(schedule))
     failed_again = sum(report.reruns)
+    attempts = attempts_to_catch(failed_again, len(report.reruns))
     lines += [
         f"first failure at example {report.first_failure_at};"
         f" minimal schedule has {plural(messages, 'message')} and {plural(faults, 'fault')}:",
@@ -179,7 +223,8 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
             " (the failure did not repeat while shrinking: this is the smallest seen)"
             if report.flaky
             else ""
-        ),
+        )
+        + (f"; the test below runs it up to {attempts} times" if attempts > 1 else ""),
     ]
     if report.errors:
         lines += ["", "the harness failed after finding this (the finding stands):"]

@@ -20,7 +20,7 @@ import pytest
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._drivers import BROKER_KINDS, BrokerDriver, driver, drivers
-from message_flow_harness._errors import HarnessError
+from message_flow_harness._errors import HarnessError, InvalidArgument
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._message import BrokerKind, Message
 from message_flow_harness._schedule import Step
@@ -151,11 +151,22 @@ class FlowCheck:
         broker: BrokerInfo = self._request.getfixturevalue(f"{flow.broker}_broker")
         return await run_flow(flow, messages, broker=broker, history_dir=self._history_dir)
 
-    async def __call__(self, flow: Flow, messages: Sequence[Message | Step]) -> RunResult:
-        result = await self.run(flow, messages)
-        if not result.ok:
-            report = self.write_report(result)
-            pytest.fail(f"{result.report()}\nreport: {report}", pytrace=False)
+    async def __call__(
+        self, flow: Flow, messages: Sequence[Message | Step], *, attempts: int = 1
+    ) -> RunResult:
+        """Run and assert; ``attempts`` runs it up to that many times, failing at the first failure.
+
+        For a race that fails in some runs only (a campaign's re-runs say how
+        often): the test passes only if every attempt holds.
+        """
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidArgument(f"attempts={attempts!r} is invalid: give a count >= 1")
+        for attempt in range(1, attempts + 1):
+            result = await self.run(flow, messages)
+            if not result.ok:
+                report = self.write_report(result)
+                which = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
+                pytest.fail(f"{result.report()}\nreport: {report}{which}", pytrace=False)
         return result
 
     def write_report(self, result: RunResult) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from message_flow_harness import Endpoints, Flow, Message
-from message_flow_harness._report import reproduction_test
+from message_flow_harness._report import MAX_ATTEMPTS, attempts_to_catch, reproduction_test
 from message_flow_harness.schedule import Crash, Publish
 
 
@@ -36,3 +36,28 @@ def test_an_empty_schedule_is_still_valid_python() -> None:
     code = reproduction_test(FLOW, (), None)
     assert _imported(code) == set()
     assert "flow = ...  # your Flow object" in code
+
+
+def test_a_race_that_failed_in_some_re_runs_is_tried_enough_times() -> None:
+    steps = (Publish(Message(value=b"1", key=b"a")), Crash(0))
+    code = reproduction_test(FLOW, steps, "m:flow", failed_again=(3, 5))
+    ast.parse(code)
+    assert "    ], attempts=6)\n" in code
+    assert "# failed again in 3 of 5 re-runs: 6 attempts catch it 99% of the time" in code
+
+
+def test_a_failure_that_always_repeats_runs_once() -> None:
+    steps = (Publish(Message(value=b"1", key=b"a")),)
+    for failed_again in ((5, 5), (0, 0)):
+        code = reproduction_test(FLOW, steps, "m:flow", failed_again=failed_again)
+        assert "attempts" not in code
+        assert code.endswith("    ])\n")
+
+
+def test_attempts_catch_the_race_99_times_in_100_at_the_rate_seen() -> None:
+    for failed, runs in ((4, 5), (3, 5), (2, 5), (1, 5)):
+        attempts = attempts_to_catch(failed, runs)
+        missed = (1 - failed / runs) ** attempts
+        assert missed <= 0.01 or attempts == MAX_ATTEMPTS
+        assert (1 - failed / runs) ** (attempts - 1) > 0.01  # and no more than needed
+    assert attempts_to_catch(0, 5) == MAX_ATTEMPTS  # never repeated: the most we try
