@@ -38,6 +38,8 @@ State = Literal["running", "severed", "crashed", "stopped"]
 #: How long a crashed instance's tasks get to end once cancelled: a task that swallows
 #: the cancel is left behind after that, never waited on again.
 CANCEL_WAIT_S = 1.0
+#: Deaths of per-message tasks noted in full per run; the rest are counted.
+MAX_HANDLER_DEATHS = 20
 
 
 @dataclass(eq=False)
@@ -122,6 +124,9 @@ class Instances:
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
     probed: bool = True  # its clients are within the probes' reach (not a process of its own)
     deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
+    # Tasks it spawned once running (per message) that died: the first few, and how many.
+    handler_deaths: list[TaskDeath] = field(default_factory=list)
+    handler_deaths_seen: int = 0
     pace: RunPace = field(default_factory=RunPace)  # what the faults do to when the run ends
     _free_proxies: list[ProxyAddress] = field(default_factory=list)
     _driver: BrokerDriver = field(init=False)
@@ -179,7 +184,7 @@ class Instances:
         recorder = Recorder(self.history, correlate=flow.correlate, prefix=f"{instance.name}:")
         instance.recorder = recorder
         token = current_recorder.set(recorder if flow.probes else None)
-        instance.watch = watch = Watch(instance.name, self._died)
+        instance.watch = watch = Watch(instance.name, self._died, self._handler_died)
         bound = asyncio.timeout(flow.start_timeout)
         try:
             with watch.starting():
@@ -269,6 +274,18 @@ class Instances:
             lane=death.instance,
             detail=f"{death.summary} (task {death.task!r})",
         )
+
+    def _handler_died(self, death: TaskDeath) -> None:
+        """A task it spawned once running died (the run goes on): note the first few."""
+        self.handler_deaths_seen += 1
+        if len(self.handler_deaths) < MAX_HANDLER_DEATHS:
+            self.handler_deaths.append(death)
+            self.history.record(
+                Kind.NOTE,
+                "harness",
+                lane=death.instance,
+                detail=f"{death.summary} (task {death.task!r}; the run goes on)",
+            )
 
     @staticmethod
     def _disarm(instance: Instance, *, crashed: bool = False) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishReceipt, TapRecord
+from message_flow_harness._causes import handlers_died, with_causes
 from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._correlation import Correlation, Correlator, Landing
 from message_flow_harness._drivers import driver
@@ -45,7 +46,7 @@ from message_flow_harness._isolation import Isolation
 from message_flow_harness._logs import attributed, capturing
 from message_flow_harness._message import HARNESS_ID_HEADER, Endpoints, Message
 from message_flow_harness._pace import RunPace
-from message_flow_harness._readiness import await_ready, consumed_nothing, skipped_on_first_deploy
+from message_flow_harness._readiness import await_ready
 from message_flow_harness._schedule import (
     After,
     BrokerRestart,
@@ -422,12 +423,13 @@ class LiveRun:
             await self._stack.aclose()  # services, taps and destinations go, in that order
         except DestinationError as exc:
             teardown = exc  # judged after the checks: a finding outlives leftovers
-        verdicts = _with_causes(
+        verdicts = with_causes(
             tuple(check(self.history) for check in self.flow.checks),
             self.flow,
             self.endpoints,
             self.history,
             probed=self._instances.probed,
+            handler_deaths=handlers_died(self._instances),
         )
         if deaths:  # first: what the other verdicts (inputs lost after it...) follow from
             verdicts = (_kept_running(deaths), *verdicts)
@@ -453,35 +455,6 @@ class LiveRun:
             errors=errors,
             unaccounted=() if ended_by == ALL_ACCOUNTED_FOR else unaccounted(self.history),
         )
-
-
-def _with_causes(
-    verdicts: tuple[Verdict, ...],
-    flow: Flow,
-    endpoints: Endpoints,
-    history: History,
-    *,
-    probed: bool = True,
-) -> tuple[Verdict, ...]:
-    """The verdicts, with the likely cause of lost inputs noted on those that report any."""
-    causes = tuple(
-        cause
-        for cause in (
-            consumed_nothing(flow, endpoints, history, probed=probed),
-            skipped_on_first_deploy(flow, endpoints, history),
-        )
-        if cause is not None
-    )
-    if not causes:
-        return verdicts
-    for cause in causes:
-        history.record(Kind.NOTE, "harness", detail=cause)
-    return tuple(
-        dataclasses.replace(v, notes=(*v.notes, *causes))
-        if any(a.kind == "lost" for a in v.anomalies)
-        else v
-        for v in verdicts
-    )
 
 
 def unaccounted(history: History) -> tuple[str, ...]:

@@ -9,7 +9,9 @@ the tasks that a starting service spawns itself (``asyncio.create_task``,
 or ``wait_for``, whose errors reach the code awaiting them, nor its client
 library's own tasks), and a done-callback turns such a task's exception into
 a :class:`TaskDeath` that names the service's own line, with the traceback
-trimmed to the service's frames and the library frames under them.
+trimmed to the service's frames and the library frames under them. A task it
+spawns once running (one per message, say) is watched too: its death ends
+nothing, but is the likely cause of the input it was handling going missing.
 
 The factory tells services apart by a context variable that
 :meth:`Watch.starting` sets while one instance starts: tasks copy the
@@ -67,9 +69,14 @@ class TaskDeath:
     traceback: str  # the service's frames and the library frames under them
 
     @property
+    def cause(self) -> str:
+        """``TypeError: Expected list, got tuple at orders/service.py:42``."""
+        return f"{_describe(self.error)} at {self.where}"
+
+    @property
     def summary(self) -> str:
         """``service task died: TypeError: Expected list, got tuple at orders/service.py:42``."""
-        return f"service task died: {_describe(self.error)} at {self.where}"
+        return f"service task died: {self.cause}"
 
     def __str__(self) -> str:
         lines = [f"{self.summary} ({self.instance}, task {self.task!r})"]
@@ -78,11 +85,17 @@ class TaskDeath:
 
 
 class Watch:
-    """One service instance's watch over the tasks it spawns while it starts."""
+    """One service instance's watch over the tasks it spawns (while it starts, and after)."""
 
-    def __init__(self, instance: str, on_death: Callable[[TaskDeath], None]) -> None:
+    def __init__(
+        self,
+        instance: str,
+        on_death: Callable[[TaskDeath], None],
+        on_handler_death: Callable[[TaskDeath], None] | None = None,
+    ) -> None:
         self.instance = instance
         self._on_death = on_death
+        self._on_handler_death = on_handler_death
         self._armed = True
         self._quiet = False
         self._starting = False
@@ -138,16 +151,30 @@ class Watch:
             self._on_death(TaskDeath(self.instance, task, error, where, traceback))
 
     def _adopt(self, task: asyncio.Task[Any]) -> None:
-        task.add_done_callback(self._ended)
+        if self._starting:
+            task.add_done_callback(self._ended)
+        elif self._on_handler_death is not None:
+            task.add_done_callback(self._handler_ended)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
+        death = self._death_of(task)
+        if death is not None:
+            self._on_death(death)
+
+    def _handler_ended(self, task: asyncio.Task[Any]) -> None:
+        """A task spawned once running (one per message, say): its death is one input's cause."""
+        death = self._death_of(task)
+        if death is not None and self._on_handler_death is not None:
+            self._on_handler_death(death)
+
+    def _death_of(self, task: asyncio.Task[Any]) -> TaskDeath | None:
         if task.cancelled() or not (self._armed or self._quiet):
-            return
+            return None
         error = task.exception()  # retrieved: asyncio will not print it when it is collected
         if error is None or not self._armed:
-            return
+            return None
         where, trimmed = _locate(error)
-        self._on_death(TaskDeath(self.instance, task.get_name(), error, where, trimmed))
+        return TaskDeath(self.instance, task.get_name(), error, where, trimmed)
 
 
 def starting_watch() -> Watch | None:
@@ -192,7 +219,7 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
         if watch is None or not isinstance(task, asyncio.Task):
             return task
         watch._tasks.add(task)  # for a crash to cancel
-        if watch._starting and not _is_library(coro) and _spawned_by_caller():
+        if not _is_library(coro) and _spawned_by_caller():
             watch._adopt(task)
         return task
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from message_flow_harness import Endpoints, Flow, InvalidArgument
+from message_flow_harness._causes import with_causes
 from message_flow_harness._checks import no_loss
 from message_flow_harness._history import History, Kind
 from message_flow_harness._readiness import consumed_nothing, skipped_on_first_deploy
-from message_flow_harness._runner import _with_causes
 
 KAFKA = Endpoints(
     kind="kafka",
@@ -64,7 +64,7 @@ def test_a_run_that_consumed_nothing_says_so_on_its_losses() -> None:
     history = History()
     _published(history, 3)
     flow = Flow(sut=_idle, broker="kafka")
-    [verdict] = _with_causes((no_loss()(history),), flow, KAFKA, history)
+    [verdict] = with_causes((no_loss()(history),), flow, KAFKA, history)
     [note] = verdict.notes
     assert note == (
         "the service consumed nothing: it may not subscribe to 'h-1-in' (endpoints.input),"
@@ -122,7 +122,7 @@ def test_inputs_skipped_behind_later_deliveries_are_explained_on_a_first_deploy(
         "2 lost inputs (#1, #2) never reached the service while later records of their"
         " partition did: with no committed offsets"
     )
-    [verdict] = _with_causes((no_loss()(history),), first_deploy, KAFKA, history)
+    [verdict] = with_causes((no_loss()(history),), first_deploy, KAFKA, history)
     assert verdict.notes == (note,)
     # With committed offsets the consumer starts at the first input: no such cause.
     assert skipped_on_first_deploy(Flow(sut=_idle, broker="kafka"), KAFKA, history) is None
@@ -133,7 +133,7 @@ def test_a_verdict_without_losses_gets_no_note() -> None:
     _published(history, 1)
     flow = Flow(sut=_idle, broker="kafka")
     passing = no_loss()(History())
-    assert _with_causes((passing,), flow, KAFKA, history) == (passing,)
+    assert with_causes((passing,), flow, KAFKA, history) == (passing,)
 
 
 def test_a_service_whose_clients_the_probes_never_saw_gets_no_guess_on_kafka() -> None:

@@ -18,8 +18,9 @@ import pytest
 
 from message_flow_harness import Endpoints, Flow, Kind, eventually
 from message_flow_harness._broker import BrokerInfo
+from message_flow_harness._causes import handlers_died
 from message_flow_harness._history import History
-from message_flow_harness._instances import Instances
+from message_flow_harness._instances import MAX_HANDLER_DEATHS, Instances
 from message_flow_harness._runner import _await_quiescence, _kept_running
 from message_flow_harness._watch import TaskDeath, Watch, dies_of
 
@@ -261,3 +262,73 @@ async def test_a_death_the_service_saw_itself_is_reported_until_it_is_stopped() 
         RuntimeError("killed by the harness"), task="process", where="pid 43", traceback=""
     )
     assert len(deaths) == 1
+
+
+def _handle(body: bytes) -> None:
+    json.loads(body)  # the service's bug: a body that is not JSON
+
+
+def _per_message_service(
+    bodies: asyncio.Queue[bytes],
+) -> Callable[[Endpoints], contextlib.AbstractAsyncContextManager[None]]:
+    """Spawns one task per message once running, as consumer callbacks often do."""
+
+    @contextlib.asynccontextmanager
+    async def service(endpoints: Endpoints) -> AsyncIterator[None]:
+        async def handle(body: bytes) -> None:
+            await asyncio.sleep(0)
+            _handle(body)
+
+        async def consume() -> None:
+            handlers = set()
+            while True:
+                task = asyncio.create_task(handle(await bodies.get()), name="handle")
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+
+        loop = asyncio.create_task(consume(), name="consume")
+        try:
+            yield
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    return service
+
+
+async def test_a_task_spawned_per_message_that_dies_is_a_cause_not_the_end() -> None:
+    bodies: asyncio.Queue[bytes] = asyncio.Queue()
+    history = History()
+    instances = _instances(_per_message_service(bodies), history)
+    await instances.add()
+    for body in (b"{}", b"not json", b"[]", b"<xml/>"):
+        bodies.put_nowait(body)
+    await _until(lambda: instances.handler_deaths_seen == 2)
+
+    assert instances.deaths == []  # the run goes on: the loop is alive
+    where = f"{HERE}:{_line_of(_handle, 'the service')}"
+    error = "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+    assert [d.cause for d in instances.handler_deaths] == [f"{error} at {where}"] * 2
+    notes = [e.detail for e in history.of(Kind.NOTE)]
+    assert f"service task died: {error} at {where} (task 'handle'; the run goes on)" in notes
+    assert handlers_died(instances) == (
+        "2 tasks the service spawned while running died (what each was handling is lost"
+        f" unless retried): {error} at {where} (2 times)"
+    )
+    await instances.close()
+    assert instances.stop_errors == []
+
+
+async def test_per_message_deaths_are_noted_up_to_a_bound_and_counted() -> None:
+    bodies: asyncio.Queue[bytes] = asyncio.Queue()
+    history = History()
+    instances = _instances(_per_message_service(bodies), history)
+    await instances.add()
+    for _ in range(MAX_HANDLER_DEATHS + 5):
+        bodies.put_nowait(b"not json")
+    await _until(lambda: instances.handler_deaths_seen == MAX_HANDLER_DEATHS + 5)
+    assert len(instances.handler_deaths) == MAX_HANDLER_DEATHS
+    assert len(history.of(Kind.NOTE)) == 1 + MAX_HANDLER_DEATHS  # "started", then the deaths
+    assert (handlers_died(instances) or "").startswith(f"{MAX_HANDLER_DEATHS + 5} tasks")
+    await instances.close()
