@@ -15,9 +15,14 @@ from message_flow_harness._checks import Verdict
 from message_flow_harness._flow import Flow
 from message_flow_harness._history import History, Kind
 from message_flow_harness._instances import Instances
+from message_flow_harness._logs import SOURCES
 from message_flow_harness._message import Endpoints
 from message_flow_harness._readiness import consumed_nothing, skipped_on_first_deploy
-from message_flow_harness._text import plural
+from message_flow_harness._text import plural, shorten
+
+_ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})
+#: Loggers that are not the service's: its clients', the harness's, asyncio's.
+_NOT_THE_SERVICE = frozenset({*SOURCES, "asyncio"})
 
 
 def with_causes(
@@ -31,7 +36,8 @@ def with_causes(
 ) -> tuple[Verdict, ...]:
     """The verdicts, with the likely cause of lost inputs noted on those that report any.
 
-    ``handler_deaths`` is already in the history (noted as each task died).
+    ``handler_deaths`` and the errors the service logged are in the history
+    already (noted as each task died; its logs); the other causes are noted.
     """
     found = (
         consumed_nothing(flow, endpoints, history, probed=probed),
@@ -40,7 +46,9 @@ def with_causes(
     for cause in found:
         if cause is not None:
             history.record(Kind.NOTE, "harness", detail=cause)
-    causes = tuple(cause for cause in (*found, handler_deaths) if cause is not None)
+    causes = tuple(
+        cause for cause in (*found, handler_deaths, errors_logged(history)) if cause is not None
+    )
     if not causes:
         return verdicts
     return tuple(
@@ -68,3 +76,25 @@ def handlers_died(instances: Instances) -> str | None:
         f"{plural(seen, 'task')} the service spawned while running died"
         f" (what each was handling is lost unless retried): {shown}"
     )
+
+
+def errors_logged(history: History) -> str | None:
+    """The errors the service's own loggers logged during the run, if any (the first few).
+
+    A handler that catches what went wrong, logs it and moves on (acking or
+    committing) loses the input as surely as one that dies, and says why only
+    in its log. The client libraries' records (and asyncio's) are left out:
+    under faults they log errors a correct service recovers from.
+    """
+    errors = [
+        entry
+        for entry in history.logs
+        if entry.level in _ERROR_LEVELS and entry.logger.partition(".")[0] not in _NOT_THE_SERVICE
+    ]
+    if not errors:
+        return None
+    counts = Counter(f"{entry.logger}: {shorten(entry.message, limit=200)}" for entry in errors)
+    shown = "; ".join(
+        f"{line}{f' ({count} times)' if count > 1 else ''}" for line, count in counts.most_common(3)
+    )
+    return f"the service logged {plural(len(errors), 'error')} while running: {shown}"

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from message_flow_harness import Endpoints, Flow, InvalidArgument
-from message_flow_harness._causes import with_causes
+from message_flow_harness._causes import errors_logged, with_causes
 from message_flow_harness._checks import no_loss
-from message_flow_harness._history import History, Kind
+from message_flow_harness._history import History, Kind, LogEntry
 from message_flow_harness._readiness import consumed_nothing, skipped_on_first_deploy
 
 KAFKA = Endpoints(
@@ -145,3 +145,27 @@ def test_a_service_whose_clients_the_probes_never_saw_gets_no_guess_on_kafka() -
     assert consumed_nothing(flow, KAFKA, history, probed=True) is not None
     # RabbitMQ's firehose reports deliveries itself.
     assert consumed_nothing(Flow(sut=_idle, broker="rabbitmq"), RABBIT, history, probed=False)
+
+
+def test_errors_the_service_logged_come_with_its_losses() -> None:
+    history = History()
+    _published(history, 2)
+    history.record(Kind.DELIVERED, "probe", harness_id="r-0", destination="h-1-in")
+    history.record(Kind.OUTPUT, "tap", harness_id="r-0", destination="h-1-out")
+    for level, logger, message in (
+        ("ERROR", "orders.worker", "cannot price order 7 [KeyError: 'price']"),
+        ("ERROR", "orders.worker", "cannot price order 7 [KeyError: 'price']"),
+        ("WARNING", "orders.worker", "slow database"),  # not an error
+        ("ERROR", "aiokafka.consumer", "Unable to request metadata"),  # the client's, under faults
+        ("ERROR", "asyncio", "Task exception was never retrieved"),  # the task deaths say it
+    ):
+        history.add_log(LogEntry(0, level, logger, message))
+    flow = Flow(sut=_idle, broker="kafka")
+    [verdict] = with_causes((no_loss()(history),), flow, KAFKA, history)
+    assert verdict.notes == (
+        "the service logged 2 errors while running:"
+        " orders.worker: cannot price order 7 [KeyError: 'price'] (2 times)",
+    )
+    assert errors_logged(History()) is None
+    passing = no_loss()(History())
+    assert with_causes((passing,), flow, KAFKA, history) == (passing,)  # no loss, no note
