@@ -393,20 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _CurrentStderr(logging.Handler):
     """Writes to ``sys.stderr`` as it is at each record: above the progress bar while it is
-    live (rich redirects stderr meanwhile), plainly otherwise."""
+    live (rich redirects stderr meanwhile), plainly otherwise; nothing unless ``printing``."""
+
+    def __init__(self, *, printing: bool) -> None:
+        super().__init__()
+        self.printing = printing
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr, flush=True)
+        if self.printing:
+            print(self.format(record), file=sys.stderr, flush=True)
 
 
 def _logging(verbosity: int) -> None:
     """Logs only at ``-vv``: crashes are on purpose here, and the drivers' and services'
     tracebacks would drown the report. ``-vvv`` adds debug records (Hypothesis's own)."""
-    handler = _CurrentStderr()
+    handler = _CurrentStderr(printing=verbosity >= 2)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    # Below -vv nothing prints, but warnings are still made, so a run keeps the
-    # service's own in its history (see _logs).
-    handler.setLevel(logging.CRITICAL + 1 if verbosity < 2 else logging.NOTSET)
+    # Below -vv nothing prints, but the handler still takes every record: a run
+    # keeps the service's own in its history (see _logs), and its lost inputs
+    # name the errors it logged. (A level above CRITICAL would keep them from it.)
     logging.basicConfig(handlers=[handler])
     levels = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO}
     logging.getLogger().setLevel(levels.get(verbosity, logging.DEBUG))

@@ -217,3 +217,25 @@ def test_pytest_prints_no_driver_record_of_a_failing_test(pytester: pytest.Pytes
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Captured log call*", "ERROR *the test's own record"])
     assert "driver noise 42" not in result.stdout.str() + result.stderr.str()
+
+
+def test_the_quiet_cli_prints_nothing_yet_a_run_keeps_the_services_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from message_flow_harness._cli import _CurrentStderr
+
+    # What `harness fuzz` (below -vv) puts on the root logger; here on a logger of its own.
+    logger = logging.getLogger("stock.cli_service")
+    handler = _CurrentStderr(printing=False)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        history = History()
+        with capturing(history), attributed(history):
+            logger.error("bad stock update, skipped")
+        logger.error("outside any run")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    assert _kept(history) == [("ERROR", "stock.cli_service", "bad stock update, skipped")]
+    assert capsys.readouterr().err == ""
