@@ -319,6 +319,17 @@ class LiveRun:
             return lambda: _on_instance(instances, number, lambda i: instances.latency(i, seconds))
         return None
 
+    def _can_come(self, step: After) -> bool:
+        """Whether an After's event can still come: its instance runs (any source, for outputs).
+
+        A crashed or stopped instance records nothing until a later step restarts
+        it, so waiting out the bound for it would only slow the run.
+        """
+        if step.event == "output":
+            return True
+        instance = self._instances.get(step.instance)
+        return instance is not None and instance.state == "running"
+
     async def do(self, step: Step | Message) -> None:
         """Carry out one step (a plain Message is published)."""
         [step] = as_schedule([step])
@@ -331,6 +342,11 @@ class LiveRun:
                 step, self.history, f"{instance_name(step.instance)}:", None
             )
             self._trigger = None
+            if not self._can_come(step):
+                trigger.disarm()
+                detail = f"{step!r}: its instance is not running, went on at once"
+                self.history.record(Kind.NOTE, "harness", detail=detail)
+                return
             # As long as "no progress" lasts: under latency an event takes longer too.
             pace = self._instances.pace
             bound = min(pace.quiet(self.flow.quiet), self._deadline - time.monotonic())

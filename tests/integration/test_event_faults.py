@@ -15,7 +15,7 @@ from message_flow_harness import Flow, Kind, Message, checks
 from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._message import BrokerKind
 from message_flow_harness._runner import run
-from message_flow_harness.schedule import After, Crash, Publish, Step
+from message_flow_harness.schedule import After, Crash, Publish, Restart, Step
 from message_flow_harness.zoo.kafka_services import KAFKA_SERVICES
 from message_flow_harness.zoo.rabbitmq_services import RABBITMQ_SERVICES
 
@@ -82,3 +82,20 @@ async def test_a_correct_service_keeps_every_input_through_the_same_crash(
     result = await run(_flow(service, broker), _crash_after(event), broker=info)
     assert all(v.ok for v in result.verdicts), result.verdicts
     assert any(e.kind is Kind.FAULT and e.detail == "crash" for e in result.history)
+
+
+@pytest.mark.rabbitmq
+async def test_an_event_of_a_crashed_instance_is_not_waited_for(
+    rabbitmq_broker: BrokerInfo,
+) -> None:
+    # Nothing records "delivered" for an instance that is down: waiting out the bound
+    # (Flow.quiet, 5 s here) would only slow every such example of a campaign.
+    flow = Flow(
+        sut=SERVICES["rabbitmq_correct"], broker="rabbitmq", checks=[checks.no_loss()], quiet=5.0
+    )
+    steps = [Crash(0), After("delivered"), Restart(0), Publish(Message(b"1", key=b"a"))]
+    result = await run(flow, steps, broker=rabbitmq_broker)
+    assert result.ok, result.report()
+    notes = [e.detail for e in result.history.of(Kind.NOTE)]
+    assert "After('delivered'): its instance is not running, went on at once" in notes
+    assert not any("no such event" in (note or "") for note in notes)
