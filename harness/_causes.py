@@ -3,13 +3,15 @@
 A check says *what* happened (input #3 was never output); these say the
 probable *why*, from what the run saw: a service that consumed nothing (it
 started at ``latest``, or on a group of its own), a first deploy's offset
-reset, or the per-message tasks the service spawned that died.
+reset, the per-message tasks the service spawned that died, or the errors
+its own loggers logged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 
 from message_flow_harness._checks import Verdict
 from message_flow_harness._flow import Flow
@@ -66,11 +68,7 @@ def handlers_died(instances: Instances) -> str | None:
     """
     if not instances.handler_deaths_seen:
         return None
-    counts = Counter(death.cause for death in instances.handler_deaths)
-    shown = "; ".join(
-        f"{cause}{f' ({count} times)' if count > 1 else ''}"
-        for cause, count in counts.most_common(3)
-    )
+    shown = _most_common(death.cause for death in instances.handler_deaths)
     seen = instances.handler_deaths_seen
     return (
         f"{plural(seen, 'task')} the service spawned while running died"
@@ -93,8 +91,11 @@ def errors_logged(history: History) -> str | None:
     ]
     if not errors:
         return None
-    counts = Counter(f"{entry.logger}: {shorten(entry.message, limit=200)}" for entry in errors)
-    shown = "; ".join(
-        f"{line}{f' ({count} times)' if count > 1 else ''}" for line, count in counts.most_common(3)
-    )
+    shown = _most_common(f"{entry.logger}: {shorten(entry.message, limit=200)}" for entry in errors)
     return f"the service logged {plural(len(errors), 'error')} while running: {shown}"
+
+
+def _most_common(lines: Iterable[str]) -> str:
+    """The three most frequent of ``lines``, most frequent first, each with how often if twice+."""
+    counts = Counter(lines).most_common(3)
+    return "; ".join(f"{line}{f' ({count} times)' if count > 1 else ''}" for line, count in counts)

@@ -268,24 +268,18 @@ class Instances:
     def _died(self, death: TaskDeath) -> None:
         """A task the service started died while the run went on: note it (the run ends)."""
         self.deaths.append(death)
-        self.history.record(
-            Kind.NOTE,
-            "harness",
-            lane=death.instance,
-            detail=f"{death.summary} (task {death.task!r})",
-        )
+        self._note_death(death)
 
     def _handler_died(self, death: TaskDeath) -> None:
         """A task it spawned once running died (the run goes on): note the first few."""
         self.handler_deaths_seen += 1
         if len(self.handler_deaths) < MAX_HANDLER_DEATHS:
             self.handler_deaths.append(death)
-            self.history.record(
-                Kind.NOTE,
-                "harness",
-                lane=death.instance,
-                detail=f"{death.summary} (task {death.task!r}; the run goes on)",
-            )
+            self._note_death(death, "; the run goes on")
+
+    def _note_death(self, death: TaskDeath, more: str = "") -> None:
+        detail = f"{death.summary} (task {death.task!r}{more})"
+        self.history.record(Kind.NOTE, "harness", lane=death.instance, detail=detail)
 
     @staticmethod
     def _disarm(instance: Instance, *, crashed: bool = False) -> None:
