@@ -311,10 +311,14 @@ class Instances:
         # they buffered goes out, now or once a Restart heals the proxy.
         await self._abort_clients(instance)
         # A service with a kill() coroutine (a process) ends at once through it.
-        # Otherwise its exit fails or hangs against refused connections; either way
-        # it is over. Drivers may even raise a stray CancelledError (aiokafka does
-        # when its broker vanishes): swallow it unless this task itself is being cancelled.
+        # Otherwise its own tasks end where they stand (a killed process runs nothing
+        # more: an exit that waits for the message in hand would wait out a handler
+        # stuck on a cut connection), and then its exit releases what it holds, failing
+        # against refused connections. Drivers may even raise a stray CancelledError
+        # (aiokafka does when its broker vanishes): swallowed unless we are cancelled.
         kill = getattr(service, "kill", None)
+        if not inspect.iscoroutinefunction(kill):
+            await self._cancel_tasks(instance, own_only=True)
         bound = asyncio.timeout(self.flow.stop_timeout)
         try:
             with attributed(self.history):
@@ -334,10 +338,11 @@ class Instances:
                 else f"exit after crash: {exc!r}"
             )
             self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
-        # A task or a client its exit left would run on (and reconnect once the proxy
-        # heals): a crashed process keeps nothing alive.
-        await self._cancel_tasks(instance)
+        # A client its exit left, or a task (one its exit started, say), would run on (and
+        # reconnect once the proxy heals): a crashed process keeps nothing alive. The
+        # clients first, closed by their library, which needs its own tasks for that.
         await self._close_leftovers(instance)
+        await self._cancel_tasks(instance)
         _cancel_if_swallowed()
 
     async def _abort_clients(self, instance: Instance) -> None:
@@ -359,11 +364,11 @@ class Instances:
             detail = f"its clients did not end within {self.flow.stop_timeout:g} s of the crash"
             self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
 
-    async def _cancel_tasks(self, instance: Instance) -> None:
-        """Cancel every task the crashed instance still runs (bounded: see Watch.cancel_all)."""
+    async def _cancel_tasks(self, instance: Instance, *, own_only: bool = False) -> None:
+        """Cancel the tasks the crashed instance still runs (bounded: see Watch.cancel)."""
         if instance.watch is None:
             return
-        left = await instance.watch.cancel_all(within=CANCEL_WAIT_S)
+        left = await instance.watch.cancel(within=CANCEL_WAIT_S, own_only=own_only)
         if left:
             detail = f"{left} of its tasks did not end within {CANCEL_WAIT_S:g} s of a cancel"
             self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)

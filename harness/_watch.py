@@ -18,7 +18,11 @@ The factory tells services apart by a context variable that
 context they are created in, so concurrent runs on one loop never mix.
 The same variable marks every task of the instance, its client library's
 included and whatever those spawn later: a crash cancels them all
-(:meth:`Watch.cancel_all`), as a killed process leaves nothing running.
+(:meth:`Watch.cancel`), as a killed process leaves nothing running. The
+service's own go first, before its exit runs; the library's only once its
+clients are closed: cancelled before it ran, a library's callback task never
+does its part (aio-pika's connection-close callback then never says it is
+done, and every later close of that connection hangs).
 """
 
 from __future__ import annotations
@@ -99,9 +103,11 @@ class Watch:
         self._armed = True
         self._quiet = False
         self._starting = False
-        # Every task created in this instance's context, watched or not (weak: done
-        # tasks go away with their last reference).
+        # Every task created in this instance's context, watched or not, and those of
+        # them running the service's own code (weak: done tasks go away with their
+        # last reference).
         self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._own: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     @contextmanager
     def starting(self) -> Iterator[None]:
@@ -125,16 +131,18 @@ class Watch:
         self._armed = False
         self._quiet = crashed
 
-    async def cancel_all(self, *, within: float) -> int:
-        """Cancel every task of the instance still running; how many did not end ``within`` s.
+    async def cancel(self, *, within: float, own_only: bool = False) -> int:
+        """Cancel the instance's tasks still running; how many did not end ``within`` s.
 
+        ``own_only``: those running the service's code, not its client library's.
         Bounded, and never waiting again on a task that swallows its cancel: a
         crashed process runs nothing, so such a task is only left behind (and
         its count noted by the caller). What the cancelled tasks end with is
         retrieved here, so asyncio prints nothing about them either.
         """
         current = asyncio.current_task()
-        tasks = [task for task in self._tasks if not task.done() and task is not current]
+        chosen = self._own if own_only else self._tasks
+        tasks = [task for task in chosen if not task.done() and task is not current]
         for task in tasks:
             task.cancel()
         if not tasks:
@@ -219,8 +227,10 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
         if watch is None or not isinstance(task, asyncio.Task):
             return task
         watch._tasks.add(task)  # for a crash to cancel
-        if not _is_library(coro) and _spawned_by_caller():
-            watch._adopt(task)
+        if not _is_library(coro):
+            watch._own.add(task)
+            if _spawned_by_caller():
+                watch._adopt(task)
         return task
 
     factory._harness_watch = True  # type: ignore[attr-defined]

@@ -21,8 +21,10 @@ from message_flow_harness._broker import BrokerInfo
 from message_flow_harness._causes import handlers_died
 from message_flow_harness._history import History
 from message_flow_harness._instances import MAX_HANDLER_DEATHS, Instances
+from message_flow_harness._proxy import FaultProxy
 from message_flow_harness._runner import _await_quiescence, _kept_running
 from message_flow_harness._watch import TaskDeath, Watch, dies_of
+from message_flow_harness.brokers._local import free_port
 
 pytestmark = pytest.mark.asyncio
 HERE = Path(__file__).relative_to(Path.cwd()).as_posix()
@@ -332,3 +334,42 @@ async def test_per_message_deaths_are_noted_up_to_a_bound_and_counted() -> None:
     assert len(history.of(Kind.NOTE)) == 1 + MAX_HANDLER_DEATHS  # "started", then the deaths
     assert (handlers_died(instances) or "").startswith(f"{MAX_HANDLER_DEATHS + 5} tasks")
     await instances.close()
+
+
+class _GracefulService:
+    """Its exit waits for the message in hand; a client library's task runs beside it.
+
+    ``asyncio.sleep`` stands for the library's background task (asyncio's own
+    code is library code to the watch, as aio-pika's is).
+    """
+
+    def __init__(self) -> None:
+        self.seen_at_exit: tuple[bool, bool] | None = None  # (handler done, library done)
+
+    async def __aenter__(self) -> _GracefulService:
+        self.handler = asyncio.create_task(self._handle(), name="handle")
+        self.library = asyncio.ensure_future(asyncio.sleep(3600))
+        return self
+
+    async def _handle(self) -> None:
+        await asyncio.Event().wait()  # a publish on a cut connection, say
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.seen_at_exit = (self.handler.done(), self.library.done())
+        await asyncio.wait({self.handler}, timeout=5.0)  # the message in hand, gracefully
+
+
+async def test_a_crash_cancels_the_services_tasks_before_its_exit_and_the_librarys_after() -> None:
+    service = _GracefulService()
+    instances = _instances(lambda endpoints: service, History())
+    instance = await instances.add()
+    instance.proxy = FaultProxy(free_port(), "127.0.0.1", 9)  # never started: nothing to cut
+    began = time.monotonic()
+    await instances.crash(instance)
+    # A killed process waits for nothing: the exit found its handler ended, and did
+    # not wait out its bound. The library's task was still there for the exit (and
+    # for closing the clients left open) to use, and is ended after.
+    assert service.seen_at_exit == (True, False)
+    assert time.monotonic() - began < 2.0
+    assert service.handler.cancelled()
+    assert service.library.cancelled()
