@@ -64,7 +64,7 @@ from message_flow_harness._schedule import (
     faults_of,
     messages_of,
 )
-from message_flow_harness._topology import Named, Route, label_of, name_of, routed
+from message_flow_harness._topology import BindingTap, Named, Route, label_of, name_of, routed
 from message_flow_harness._triggers import Trigger
 from message_flow_harness._watch import TaskDeath
 
@@ -178,6 +178,9 @@ class LiveRun:
                 self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
             )
         )
+        binding_taps = await _binding_taps(
+            self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
+        )
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
         # The probes correlate deliveries by ``flow.correlate``: by a business key,
@@ -204,10 +207,8 @@ class LiveRun:
         )
         if awaited is not None:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
-        if self.flow.topology is not None:
-            await _tap_bindings(
-                self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
-            )
+        for tap in binding_taps:  # the service has declared its exchanges by now
+            await tap.bind()
 
     async def _commit_start_while(self, other: Awaitable[None]) -> None:
         """Start the run's group at the input's first offset (unless a first deploy), meanwhile
@@ -645,24 +646,31 @@ async def _tap_destinations(
         await stack.enter_async_context(adapter.tap(name, on_record))
 
 
-async def _tap_bindings(
+async def _binding_taps(
     adapter: BrokerAdapter,
     flow: Flow,
     endpoints: Endpoints,
     history: History,
     correlator: Correlator,
     stack: AsyncExitStack,
-) -> None:
-    """Bind taps to the exchanges the topology observes: they exist once the service consumes."""
+) -> list[BindingTap]:
+    """Taps for the exchanges the topology observes, entered now and bound once they exist.
+
+    The exchanges are the service's, declared once it consumes: everything
+    else a tap needs is made before it starts, off the run's critical path.
+    """
+    if flow.topology is None:
+        return []
+    taps = []
     for route, kind, via in _observed(flow, endpoints):
         if isinstance(route, str):
             continue  # a queue, tapped through the firehose from the start
         exchange, binding_key = route
-        await stack.enter_async_context(
-            routed(adapter).tap_binding(
-                exchange, binding_key, _tap_to_history(history, kind, correlator, via=via)
-            )
+        tap = routed(adapter).tap_binding(
+            exchange, binding_key, _tap_to_history(history, kind, correlator, via=via)
         )
+        taps.append(await stack.enter_async_context(tap))
+    return taps
 
 
 async def _await_quiescence(

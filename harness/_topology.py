@@ -28,13 +28,14 @@ module holds the description and the protocols the core calls them through.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from message_flow_harness._errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from message_flow_harness._broker import BrokerAdapter, PublishReceipt, TapCallback
     from message_flow_harness._message import Message
 
@@ -269,7 +270,29 @@ class RoutedAdapter(Protocol):
 
     def tap_binding(
         self, exchange: str, binding_key: str, on_record: TapCallback
-    ) -> AbstractAsyncContextManager[None]: ...
+    ) -> BindingTap: ...
+
+
+class BindingTap(Protocol):
+    """A tap on what an exchange routes: entered before the exchange exists, bound once it does.
+
+    Entering makes what needs no exchange (a queue of the tap's own, read as it
+    fills) while the service starts; :meth:`bind` is the one round trip left
+    once the service has declared its exchange.
+    """
+
+    async def __aenter__(self) -> BindingTap: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def bind(self) -> None:
+        """Bind the tap's queue to the exchange (which the service has declared by now)."""
+        ...
 
 
 def vhosts_of(adapter: BrokerAdapter) -> VhostAdapter:

@@ -626,15 +626,14 @@ class RabbitAdapter(BrokerAdapter):
                 ) from exc
         return [PublishReceipt(destination=destination) for _ in messages]
 
-    def tap_binding(
-        self, exchange: str, binding_key: str, on_record: TapCallback
-    ) -> AbstractAsyncContextManager[None]:
+    def tap_binding(self, exchange: str, binding_key: str, on_record: TapCallback) -> _BindingTap:
         """Observe what ``exchange`` routes with ``binding_key``, through a queue of the tap's own.
 
         For a service that declares its own exchanges (``Flow(topology=...)``):
-        the tap binds an exclusive queue to the exchange, which must exist by
-        then, and reports each message it reads as ``landed`` on ``exchange``.
-        Unlike the firehose, it also sees what the broker dead-letters there.
+        the tap's exclusive queue is read from when it is entered and bound to
+        the exchange by ``bind()`` (the exchange must exist by then); it reports
+        each message as ``landed`` on ``exchange``. Unlike the firehose, it also
+        sees what the broker dead-letters there.
         """
         return _BindingTap(self, exchange, binding_key, on_record)
 

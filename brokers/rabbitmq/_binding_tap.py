@@ -5,19 +5,19 @@ outputs go to an exchange by routing key and their dead letters through the
 broker's dead-lettering, which the firehose does not trace. A queue bound to
 that exchange with the flow's binding key sees both. It is exclusive to the
 adapter's connection, so it goes when the tap or the connection does, and in
-any case with the run's vhost.
+any case with the run's vhost. The queue is made and read while the service
+starts; only binding it waits for the service's exchange (one round trip).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
 from message_flow_harness._broker import TapCallback, TapRecord
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from message_flow_harness.brokers.rabbitmq._adapter import RabbitAdapter
 
 
-class _BindingTap(AbstractAsyncContextManager[None]):
+class _BindingTap:
     """Reports ``landed`` on ``exchange`` each message it routes with ``binding_key``."""
 
     def __init__(
@@ -38,30 +38,37 @@ class _BindingTap(AbstractAsyncContextManager[None]):
         self.exchange, self.binding_key = exchange, binding_key
         self._on_record = on_record
         self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
         self._error: BaseException | None = None
+        self._doing = f"binding a tap queue to exchange {exchange!r} with key {binding_key!r}"
 
-    async def __aenter__(self) -> None:
-        adapter = self._adapter
-        doing = f"binding a tap queue to exchange {self.exchange!r} with key {self.binding_key!r}"
+    async def __aenter__(self) -> _BindingTap:
+        """Its queue, read from now on: none of this needs the exchange (see :meth:`bind`)."""
         try:
-            async with adapter._translated(doing):
-                channel = await adapter._open_channel(publisher_confirms=False)
+            async with self._adapter._translated(self._doing):
+                channel = await self._adapter._open_channel(publisher_confirms=False)
                 self._channel = channel
-                queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-                await queue.bind(self.exchange, routing_key=self.binding_key)
+                self._queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
                 underlay = await channel.get_underlay_channel()
-                await underlay.basic_consume(queue.name, self._on_message, no_ack=True)
-        except DestinationError as exc:
+                await underlay.basic_consume(self._queue.name, self._on_message, no_ack=True)
+        except BaseException:
             await self._close()
+            raise
+        return self
+
+    async def bind(self) -> None:
+        """Bind the queue to the exchange, which the service has declared once it consumes."""
+        assert self._queue is not None, "bind() is for an entered tap"
+        try:
+            async with self._adapter._translated(self._doing):
+                await self._queue.bind(self.exchange, routing_key=self.binding_key)
+        except DestinationError as exc:
             if isinstance(exc.__cause__, aiormq.exceptions.ChannelNotFoundEntity):
                 raise DestinationError(
-                    f"exchange {self.exchange!r} does not exist on vhost {adapter._vhost!r}"
+                    f"exchange {self.exchange!r} does not exist on vhost {self._adapter._vhost!r}"
                     " once the service consumes its input: declare it before consuming, or"
                     " observe a queue instead (Topology(output='queue-name'))"
                 ) from exc
-            raise
-        except BaseException:
-            await self._close()
             raise
 
     async def _on_message(self, message: DeliveredMessage) -> None:
