@@ -25,13 +25,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from message_flow_harness import brokers
-from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishReceipt, TapRecord
+from message_flow_harness._broker import BrokerAdapter, BrokerInfo, PublishReceipt
 from message_flow_harness._causes import handlers_died, with_causes
 from message_flow_harness._checks import Anomaly, Verdict
-from message_flow_harness._correlation import Correlation, Correlator, Landing
-from message_flow_harness._drivers import driver
+from message_flow_harness._correlation import Correlation, Correlator
 from message_flow_harness._errors import DestinationError, HarnessError, InvalidArgument
 from message_flow_harness._fault_model import check_suffered
 from message_flow_harness._flow import Flow, RunResult
@@ -64,34 +64,16 @@ from message_flow_harness._schedule import (
     faults_of,
     messages_of,
 )
-from message_flow_harness._topology import BindingTap, Named, Route, label_of, name_of, routed
+from message_flow_harness._taps import binding_taps, tap_destinations
+from message_flow_harness._topology import routed
 from message_flow_harness._triggers import Trigger
 from message_flow_harness._watch import TaskDeath
 
+T = TypeVar("T")
+U = TypeVar("U")
+
 #: How ``ended_by`` reads when a run ended as it should: every input came out.
 ALL_ACCOUNTED_FOR = "every input accounted for"
-
-
-def _tap_to_history(
-    history: History, kind: Kind, correlator: Correlator, *, via: str | None = None
-) -> Callable[[TapRecord], None]:
-    """Record what a tap sees as ``kind``; ``via`` names the output (of several) it taps."""
-    resolvers: dict[Kind, Callable[[Message], Landing]] = {
-        Kind.OUTPUT: functools.partial(correlator.of_output, via=via),
-        Kind.DEAD_LETTERED: correlator.of_dead_letter,
-        Kind.DELIVERED: correlator.as_delivery,
-    }
-    resolve = resolvers[kind]
-
-    def on_record(record: TapRecord) -> None:
-        if kind is Kind.DELIVERED and record.event != "delivered":
-            return  # the input's own landing is the harness's publish, recorded already
-        if kind is not Kind.DELIVERED and record.event != "landed":
-            return
-        landing = resolve(record.message)
-        history.record_tap(landing.kind, record, landing.harness_id, landing.detail)
-
-    return on_record
 
 
 class LiveRun:
@@ -174,13 +156,12 @@ class LiveRun:
         self.run_id, self.endpoints, self._vhost_adapter = fresh
         stack.push_async_callback(isolation.give_back, self.endpoints)
         await self._commit_start_while(
-            _tap_destinations(
+            tap_destinations(
                 self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
             )
         )
-        binding_taps = await _binding_taps(
-            self.adapter, self.flow, self.endpoints, self.history, self.correlator, stack
-        )
+        # The taps on the service's exchanges close after the instances, as those above do.
+        taps = await stack.enter_async_context(AsyncExitStack())
         if self.flow.probes:
             brokers.install_client_probes(self.broker.kind)
         # The probes correlate deliveries by ``flow.correlate``: by a business key,
@@ -200,14 +181,18 @@ class LiveRun:
             flow, self.broker, self.endpoints, self.history, proxied=self._faults, pace=pace
         )
         stack.push_async_callback(self._instances.close)
-        first = await self._instances.add()
+        # Their queues are made while the first instance starts; they bind once it is ready.
+        tapping = binding_taps(
+            self.adapter, self.flow, self.endpoints, self.history, self.correlator, taps
+        )
+        first, bindings = await _alongside(self._instances.add(), tapping)
         # Only the first start is awaited: see harness._readiness for why.
         awaited = await await_ready(
             self.flow, self.endpoints, self.adapter, deaths=self._instances.deaths
         )
         if awaited is not None:
             self.history.record(Kind.NOTE, "harness", lane=first.name, detail=awaited)
-        for tap in binding_taps:  # the service has declared its exchanges by now
+        for tap in bindings:  # the service has declared its exchanges by now
             await tap.bind()
 
     async def _commit_start_while(self, other: Awaitable[None]) -> None:
@@ -218,23 +203,11 @@ class LiveRun:
             await other
             return
         group_id = endpoints.group_id
-        committing = asyncio.ensure_future(
-            asyncio.gather(
-                *(
-                    self.adapter.commit_start(name, group_id=group_id, partitions=partitions)
-                    for name, partitions in flow.inputs_of(endpoints)
-                )
-            )
+        commits = (
+            self.adapter.commit_start(name, group_id=group_id, partitions=partitions)
+            for name, partitions in flow.inputs_of(endpoints)
         )
-        try:
-            await other
-        except BaseException:
-            committing.cancel()
-            await asyncio.wait([committing])
-            if not committing.cancelled():
-                committing.exception()  # retrieved: what ended the run is the other error
-            raise
-        await committing
+        await _alongside(other, asyncio.gather(*commits))
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -597,80 +570,22 @@ async def _apply(
             instances.cut(instance)
 
 
-def _observed(flow: Flow, endpoints: Endpoints) -> list[tuple[Route, Kind, str | None]]:
-    """What a run taps: each output (with its label when there are several), the dead letter."""
-    topology = flow.topology
-    if topology is None:
-        return [
-            (endpoints.output, Kind.OUTPUT, None),
-            (endpoints.dead_letter, Kind.DEAD_LETTERED, None),
-        ]
-    several = len(topology.outputs) > 1
-    observed: list[tuple[Route, Kind, str | None]] = [
-        (_run_route(output, endpoints), Kind.OUTPUT, label_of(output) if several else None)
-        for output in topology.outputs
-    ]
-    observed.append((_run_route(topology.dead_letter, endpoints), Kind.DEAD_LETTERED, None))
-    return observed
+async def _alongside(main: Awaitable[T], beside: Awaitable[U]) -> tuple[T, U]:
+    """Await ``main`` while ``beside`` runs; both results.
 
-
-def _run_route(entry: Named, endpoints: Endpoints) -> Route:
-    """Where the run observes ``entry``: the run's name of a destination, or an exchange route."""
-    if isinstance(entry, tuple):
-        return entry
-    name = name_of(entry)
-    return endpoints.names.get(name, name)
-
-
-async def _tap_destinations(
-    adapter: BrokerAdapter,
-    flow: Flow,
-    endpoints: Endpoints,
-    history: History,
-    correlator: Correlator,
-    stack: AsyncExitStack,
-) -> None:
-    """Tap the outputs and dead letters that are destinations (routes wait for the service),
-    and where the broker reports deliveries, the inputs."""
-    taps = [
-        (route, _tap_to_history(history, kind, correlator, via=via))
-        for route, kind, via in _observed(flow, endpoints)
-        if isinstance(route, str)
-    ]
-    if driver(endpoints.kind).taps_deliveries:
-        taps += [
-            (name, _tap_to_history(history, Kind.DELIVERED, correlator))
-            for name, _ in flow.inputs_of(endpoints)
-        ]
-    for name, on_record in taps:
-        await stack.enter_async_context(adapter.tap(name, on_record))
-
-
-async def _binding_taps(
-    adapter: BrokerAdapter,
-    flow: Flow,
-    endpoints: Endpoints,
-    history: History,
-    correlator: Correlator,
-    stack: AsyncExitStack,
-) -> list[BindingTap]:
-    """Taps for the exchanges the topology observes, entered now and bound once they exist.
-
-    The exchanges are the service's, declared once it consumes: everything
-    else a tap needs is made before it starts, off the run's critical path.
+    If ``main`` fails, ``beside`` is cancelled and its own error (if any) only
+    retrieved: what ended the run is ``main``'s.
     """
-    if flow.topology is None:
-        return []
-    taps = []
-    for route, kind, via in _observed(flow, endpoints):
-        if isinstance(route, str):
-            continue  # a queue, tapped through the firehose from the start
-        exchange, binding_key = route
-        tap = routed(adapter).tap_binding(
-            exchange, binding_key, _tap_to_history(history, kind, correlator, via=via)
-        )
-        taps.append(await stack.enter_async_context(tap))
-    return taps
+    task = asyncio.ensure_future(beside)
+    try:
+        result = await main
+    except BaseException:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
+        raise
+    return result, await task
 
 
 async def _await_quiescence(
