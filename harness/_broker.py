@@ -226,6 +226,10 @@ class BrokerAdapter(abc.ABC):
         """The member ids of consumer group ``group_id`` now (Kafka; none elsewhere)."""
         return frozenset()
 
+    async def end_sessions(self, group_id: str, members: frozenset[str]) -> None:
+        """End ``members``' sessions in ``group_id`` now, as timing out would (Kafka)."""
+        return None
+
     async def unready(
         self, destination: str, *, group_id: str | None, partitions: int
     ) -> str | None:

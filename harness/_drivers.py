@@ -81,6 +81,10 @@ class BrokerDriver(abc.ABC):
     publishing_modes: ClassVar[tuple[str, ...]] = ("plain",)
     publishing_fix: ClassVar[str] = "drop publishing"
 
+    #: Its consumers hold sessions in groups, which a crashed member keeps until they
+    #: time out (Kafka): ``Flow(crash_keeps_session=...)`` means something here.
+    group_sessions: ClassVar[bool] = False
+
     #: Why a consumer with no committed position skips inputs, for a ``Flow(first_deploy=True)``
     #: run's verdict; None where consumers have no committed position (first_deploy is moot).
     first_deploy_note: ClassVar[str | None] = None

@@ -72,6 +72,16 @@ class Flow:
     committed position; ``first_deploy=True`` leaves it without one, so the
     service's ``auto_offset_reset`` decides where it starts.
 
+    A crashed Kafka member would hold its partitions until its session times
+    out (``session_timeout_ms``, 10 s by default in aiokafka), and every crash
+    example would wait that out. The harness instead removes the crashed
+    instance's members from the group once it is dead, as the timeout would
+    later, so the restarted instance (or another) takes the partitions at
+    once; ``crash_keeps_session=True`` keeps the production wait (slower, but
+    it shows what the wait does to latency). A process service's members are
+    unknown to the harness: they are removed only when no other instance
+    runs.
+
     ``queue_type`` is the type of the queues a RabbitMQ run creates (input,
     output, dead letter): ``"classic"`` (the broker's default) or
     ``"quorum"``; ``queue_arguments`` are the input queue's arguments, as the
@@ -131,6 +141,7 @@ class Flow:
     timeout: float = 60.0
     ready: Ready = None
     first_deploy: bool = False
+    crash_keeps_session: bool = False
     name: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     queue_type: str | None = None
@@ -179,6 +190,15 @@ class Flow:
         if not isinstance(self.first_deploy, bool):
             raise InvalidArgument(
                 f"first_deploy={self.first_deploy!r} is invalid: pass True or False"
+            )
+        if not isinstance(self.crash_keeps_session, bool):
+            raise InvalidArgument(
+                f"crash_keeps_session={self.crash_keeps_session!r} is invalid: pass True or False"
+            )
+        if self.crash_keeps_session and not broker_driver.group_sessions:
+            raise InvalidArgument(
+                f"crash_keeps_session=True is invalid for {broker_driver.title}: its consumers"
+                " hold no group session (drop crash_keeps_session)"
             )
         if self.first_deploy and broker_driver.first_deploy_note is None:
             raise InvalidArgument(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
@@ -177,7 +178,7 @@ async def fuzz(
     reruns: int = 5,
     replay_only: bool = False,
     database: Database = LOCAL,
-    report_dir: Path | None = Path("reports"),
+    report_dir: str | os.PathLike[str] | None = Path("reports"),
     progress: Callable[[Example], None] | None = None,
     flow_reference: str | None = None,
     workers: int = 1,
@@ -225,6 +226,7 @@ async def fuzz(
     max_examples = split.examples(max_examples)
     workers = 1 if replay_only else min(workers, max_examples)  # each has an example to run
     examples_database = open_database(database)
+    report_dir = None if report_dir is None else Path(report_dir)
 
     async def on(info: BrokerInfo) -> FuzzReport:
         if "broker_restart" in kinds:

@@ -21,6 +21,7 @@ from message_flow_harness._environment import launching
 from message_flow_harness._errors import (
     BrokerError,
     BrokerUnavailable,
+    HarnessError,
     InvalidArgument,
     ServiceError,
 )
@@ -124,6 +125,10 @@ class Instances:
     stop_errors: list[str] = field(default_factory=list)  # what services raised on stop
     probed: bool = True  # its clients are within the probes' reach (not a process of its own)
     deaths: list[TaskDeath] = field(default_factory=list)  # service tasks that died running
+    # Those whose instance still runs as it was when they died: nothing more comes out of
+    # it, so the run ends at once. A crash or stop of the instance lifts that (a restart
+    # begins anew); ``deaths`` keeps them all for the verdict.
+    stalled: list[TaskDeath] = field(default_factory=list)
     # Tasks it spawned once running (per message) that died: the first few, and how many.
     handler_deaths: list[TaskDeath] = field(default_factory=list)
     handler_deaths_seen: int = 0
@@ -242,6 +247,7 @@ class Instances:
             self._raised_on_stop(instance, exc, f"raised on stop: {_raised(exc)}")
         finally:
             await self._close_leftovers(instance)
+            self._gone(instance)
         self.history.record(Kind.NOTE, "harness", lane=instance.name, detail="stopped")
         _cancel_if_swallowed()
 
@@ -268,7 +274,12 @@ class Instances:
     def _died(self, death: TaskDeath) -> None:
         """A task the service started died while the run went on: note it (the run ends)."""
         self.deaths.append(death)
+        self.stalled.append(death)
         self._note_death(death)
+
+    def _gone(self, instance: Instance) -> None:
+        """``instance`` has ended: its dead tasks no longer stall the run."""
+        self.stalled = [death for death in self.stalled if death.instance != instance.name]
 
     def _handler_died(self, death: TaskDeath) -> None:
         """A task it spawned once running died (the run goes on): note the first few."""
@@ -343,7 +354,23 @@ class Instances:
         # clients first, closed by their library, which needs its own tasks for that.
         await self._close_leftovers(instance)
         await self._cancel_tasks(instance)
+        self._gone(instance)
         _cancel_if_swallowed()
+        await self._end_sessions(instance)
+
+    async def _end_sessions(self, instance: Instance) -> None:
+        """End the crashed instance's group sessions: it is dead, as they would say later.
+
+        A process's members are unknown (no probe sees them): they go only when
+        no other instance runs, so that the group's every member is the crash's.
+        """
+        alone = not any(i.state == "running" for i in self.instances)
+        try:
+            async with asyncio.timeout(self.flow.stop_timeout):
+                await self.pace.end_crashed(whole_group=not self.probed and alone)
+        except (HarnessError, TimeoutError) as exc:
+            detail = f"the crashed members keep their group sessions until they time out: {exc}"
+            self.history.record(Kind.NOTE, "harness", lane=instance.name, detail=detail)
 
     async def _abort_clients(self, instance: Instance) -> None:
         """End a crashed instance's driver clients without a flush, a commit or a goodbye."""

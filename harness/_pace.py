@@ -32,6 +32,7 @@ ROUND_TRIPS_PER_STEP = 12
 GROUP_POLL_S = 0.2
 
 GroupMembers = Callable[[], Awaitable[frozenset[str]]]
+EndSessions = Callable[[frozenset[str]], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -40,10 +41,12 @@ class RunPace:
 
     ``members`` lists the members of the service's consumer group (Kafka's
     admin API); None where the broker has no groups (RabbitMQ), and then a
-    crash holds nothing up.
+    crash holds nothing up. ``end_sessions`` removes members from the group
+    now (None: a crashed member keeps its session, ``Flow.crash_keeps_session``).
     """
 
     members: GroupMembers | None = None
+    end_sessions: EndSessions | None = None
     latency: float = 0.0  # the largest latency a fault set in this run, seconds
     crashed: set[str] = field(default_factory=set)  # group members of crashed instances
     left_ns: int = 0  # perf_counter_ns when the last of them was found gone
@@ -57,6 +60,23 @@ class RunPace:
         """A crashed instance's group members: they hold their partitions until they expire."""
         if self.members is not None:
             self.crashed |= members
+
+    async def end_crashed(self, *, whole_group: bool = False) -> None:
+        """End the crashed members' sessions now, as their timing out would later.
+
+        ``whole_group``: no instance runs any more, so every member the group
+        lists is a crashed one's (the way to find a process's members, which no
+        probe sees). Raises HarnessError if the broker cannot do it: the
+        members then hold their partitions until their sessions end.
+        """
+        if self.members is None or self.end_sessions is None:
+            return
+        if whole_group:
+            self.crashed |= await self.members()
+        if self.crashed:
+            await self.end_sessions(frozenset(self.crashed))
+            self.crashed.clear()
+            self.left_ns = time.perf_counter_ns()
 
     def quiet(self, quiet: float) -> float:
         """``quiet`` stretched by the round trips one step of progress takes under latency."""

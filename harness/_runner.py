@@ -173,7 +173,14 @@ class LiveRun:
         group_id = self.endpoints.group_id
         adapter = self.adapter
         pace = RunPace(
-            members=None if group_id is None else functools.partial(adapter.group_members, group_id)
+            members=None
+            if group_id is None
+            else functools.partial(adapter.group_members, group_id),
+            end_sessions=(
+                None
+                if group_id is None or flow.crash_keeps_session
+                else functools.partial(adapter.end_sessions, group_id)
+            ),
         )
         # Fault proxies only where faults may come: a Kafka broker has few proxy
         # ports, and plain runs should not hold them against concurrent fault runs.
@@ -405,7 +412,7 @@ class LiveRun:
             self.flow,
             self.history,
             deadline=self._deadline,
-            deaths=deaths,
+            deaths=self._instances.stalled,
             pace=self._instances.pace,
         )
         teardown: DestinationError | None = None
@@ -546,7 +553,7 @@ async def _apply(
         await asyncio.sleep(step.seconds)
     elif isinstance(step, Settle):
         await _await_quiescence(
-            flow, history, deadline=deadline, deaths=instances.deaths, pace=instances.pace
+            flow, history, deadline=deadline, deaths=instances.stalled, pace=instances.pace
         )
     elif isinstance(step, Join):
         await instances.add()
@@ -615,8 +622,8 @@ async def _await_quiescence(
     progress takes, and while a crashed Kafka member is still in the group
     (its partitions wait for its session to time out) there is no "no
     progress": the count starts again once it has left. A task of the
-    service that died (``deaths``) ends the wait at once: nothing more will
-    come out of it.
+    service that died (``deaths``, of an instance still running as it was
+    then) ends the wait at once: nothing more will come out of it.
     """
     pace = pace or RunPace()
     inputs: set[str] = set()

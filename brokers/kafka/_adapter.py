@@ -21,6 +21,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.protocol.offset import OffsetRequest
 
 from message_flow_harness._broker import (
@@ -48,6 +49,7 @@ from message_flow_harness.brokers.kafka._protocol import (
     COORDINATOR_NOT_READY,
     GROUP_ID_NOT_FOUND,
     NON_EMPTY_GROUP,
+    UNKNOWN_MEMBER_ID,
     DeleteGroups,
 )
 from message_flow_harness.brokers.kafka._tap import Taps
@@ -503,6 +505,40 @@ class KafkaAdapter(BrokerAdapter):
         if group is None or group[0] != 0:
             return frozenset()
         return frozenset(member[0] for member in group[5])
+
+    async def end_sessions(self, group_id: str, members: frozenset[str]) -> None:
+        """Remove ``members`` from ``group_id`` now, as their session timing out would later.
+
+        A LeaveGroup on their behalf (any client may send one naming a member
+        id): the coordinator rebalances at once. A member already gone is fine.
+        """
+        admin = await self._run_admin()
+
+        async def leave(member: str) -> None:
+            while True:
+                try:
+                    node = await admin.find_coordinator(group_id)
+                    response = await admin._send_request_to_node(
+                        node, LeaveGroupRequest(group_id, member)
+                    )
+                    code = int(response.error_code)
+                except COORDINATOR_NOT_READY as not_ready:
+                    code = int(not_ready.errno)
+                if code in (0, UNKNOWN_MEMBER_ID, GROUP_ID_NOT_FOUND):
+                    return
+                if code not in ASK_AGAIN:
+                    raise DestinationError(
+                        f"removing crashed member {member!r} from consumer group {group_id!r}"
+                        f" failed ({kafka_errors.for_code(code).__name__})"
+                    )
+                await asyncio.sleep(0.05)
+
+        doing = f"removing crashed members from consumer group {group_id!r}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.gather(*map(leave, sorted(members)))
+        except (TimeoutError, kafka_errors.KafkaError, OSError) as err:
+            raise self._translate(err, doing) from err
 
     async def _describe_group(self, group_id: str) -> Any:
         """``group_id`` as its coordinator describes it; None while it has no coordinator yet.

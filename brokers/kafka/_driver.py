@@ -39,6 +39,7 @@ class KafkaDriver(BrokerDriver):
 
     publishing_modes = ("plain", "idempotent", "transactional")
 
+    group_sessions = True
     first_deploy_note = (
         "with no committed offsets (Flow(first_deploy=True)) a consumer with"
         " auto_offset_reset='latest' starts at the end of the partition, after the inputs"

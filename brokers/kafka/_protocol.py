@@ -22,6 +22,8 @@ from aiokafka.protocol.types import (
 
 #: Kafka's error codes for a group that does not exist and for one that still has members.
 GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP = 69, 68
+#: The answer to a LeaveGroup for a member the group no longer has.
+UNKNOWN_MEMBER_ID = kafka_errors.UnknownMemberIdError.errno
 # A just-started broker has no group coordinator until it has made its offsets
 # topic, and a coordinator may be loading or moving: each passes, so ask again.
 COORDINATOR_NOT_READY = (

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from message_flow_harness import BrokerInfo, Flow, Message, checks, fuzz, process
 from message_flow_harness import strategies as hs
 from message_flow_harness._fuzz import Example
+from message_flow_harness._history import Kind
 from message_flow_harness.pytest_plugin import FlowCheck
-from message_flow_harness.schedule import Crash, Join, Publish, Restart
+from message_flow_harness.schedule import After, Crash, Join, Publish, Restart
 from tests.doc_pages import page_namespace
 
 pytestmark = pytest.mark.asyncio
@@ -101,6 +102,26 @@ async def test_a_confluent_kafka_worker_passes_a_crash_campaign(
     assert report.ok, report.summary()
     assert report.examples == 8
     assert crashes(examples) >= 2  # the campaign did kill the worker
+
+
+@pytest.mark.kafka
+async def test_a_killed_worker_alone_in_its_group_gives_its_partition_up_at_once(
+    flow_check: FlowCheck,
+) -> None:
+    # No probe sees a process's group member: with no other instance running, every
+    # member is the killed one's, and its 30 s session is ended instead of waited out.
+    session_s = 30
+    flow = replace(
+        confluent_orders(),
+        env={"ORDERS_SESSION_TIMEOUT_MS": str(session_s * 1000)},
+        checks=[checks.delivery("at-least-once")],
+    )
+    orders = [Message(key=b"customer-1", value=json.dumps({"id": n}).encode()) for n in (1, 2)]
+    steps = [Publish(orders[0]), After("output"), Crash(0), Restart(0), Publish(orders[1])]
+    result = await flow_check(flow, steps)
+    [crash] = [e for e in result.history.of(Kind.FAULT) if e.detail == "crash"]
+    last = max(e.at_ns for e in result.history.of(Kind.OUTPUT))
+    assert (last - crash.at_ns) / 1e9 < session_s / 2  # held, it would be after the session
 
 
 @pytest.mark.kafka

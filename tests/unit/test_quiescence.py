@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from message_flow_harness import Endpoints, Flow
+from message_flow_harness._errors import InvalidArgument
 from message_flow_harness._history import History, Kind
 from message_flow_harness._pace import ROUND_TRIPS_PER_STEP, RunPace
 from message_flow_harness._runner import _await_quiescence
@@ -213,3 +214,61 @@ async def test_a_crash_holds_nothing_up_where_the_broker_has_no_groups() -> None
     flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
     ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 5, pace=pace)
     assert ended_by == "no progress for 0.1 s with 1 inputs unaccounted for"
+
+
+class _Sessions:
+    """Stands for the coordinator's LeaveGroup: removes members from a _Group."""
+
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        self.ended: list[frozenset[str]] = []
+
+    async def __call__(self, members: frozenset[str]) -> None:
+        self.ended.append(members)
+        self.group.members -= members
+
+
+async def test_ending_a_crashed_members_session_frees_its_partitions_at_once() -> None:
+    history = History()
+    history.record(Kind.PUBLISHED, "harness", harness_id="a")
+    group = _Group({"crashed", "alive"})
+    sessions = _Sessions(group)
+    pace = RunPace(members=group, end_sessions=sessions)
+    pace.note_crash({"crashed"})
+    await pace.end_crashed()
+    assert sessions.ended == [frozenset({"crashed"})]
+    assert group.members == {"alive"}
+    assert not pace.crashed
+    assert pace.left_ns > 0
+    flow = Flow(sut=_idle, broker="kafka", settle=0.01, quiet=0.1)
+    ended_by = await _await_quiescence(flow, history, deadline=time.monotonic() + 5, pace=pace)
+    assert ended_by == "no progress for 0.1 s with 1 inputs unaccounted for"
+
+
+async def test_a_process_alone_in_its_group_has_every_member_ended() -> None:
+    """No probe names a process's members: with no instance left running, all are its."""
+    group = _Group({"process-member-1", "process-member-2"})
+    sessions = _Sessions(group)
+    pace = RunPace(members=group, end_sessions=sessions)
+    await pace.end_crashed()  # not alone: nothing known, nothing ended
+    assert sessions.ended == []
+    await pace.end_crashed(whole_group=True)
+    assert sessions.ended == [frozenset({"process-member-1", "process-member-2"})]
+    assert not group.members
+
+
+async def test_a_crash_that_keeps_its_session_ends_nothing() -> None:
+    group = _Group({"crashed"})
+    pace = RunPace(members=group)  # Flow(crash_keeps_session=True): no end_sessions
+    pace.note_crash({"crashed"})
+    await pace.end_crashed(whole_group=True)
+    assert pace.crashed == {"crashed"}
+    assert await pace.held()
+
+
+async def test_crash_keeps_session_is_a_kafka_flag() -> None:
+    with pytest.raises(InvalidArgument, match=r"crash_keeps_session='yes' is invalid"):
+        Flow(sut=_idle, broker="kafka", crash_keeps_session="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"invalid for RabbitMQ.*drop crash_keeps_session"):
+        Flow(sut=_idle, broker="rabbitmq", crash_keeps_session=True)
+    assert Flow(sut=_idle, broker="kafka", crash_keeps_session=True).crash_keeps_session

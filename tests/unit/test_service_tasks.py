@@ -373,3 +373,27 @@ async def test_a_crash_cancels_the_services_tasks_before_its_exit_and_the_librar
     assert time.monotonic() - began < 2.0
     assert service.handler.cancelled()
     assert service.library.cancelled()
+
+
+async def test_a_death_stalls_the_run_only_until_its_instance_crashes() -> None:
+    """A crashed (or stopped) instance's dead task no longer ends the wait: a restart may
+    consume what comes next. The verdict still names the death."""
+    ready = asyncio.Event()
+    history = History()
+    instances = _instances(_service(ready), history)
+    instance = await instances.add()
+    ready.set()
+    await _until(lambda: instances.deaths)
+    assert instances.stalled == instances.deaths
+    instance.proxy = FaultProxy(free_port(), "127.0.0.1", 9)  # never started: nothing to cut
+    await instances.crash(instance)
+    assert instances.stalled == []
+    assert len(instances.deaths) == 1
+
+    flow = Flow(sut=_service(ready), broker="kafka", quiet=0.2)
+    history.record(Kind.PUBLISHED, "harness", harness_id="r-1")
+    ended_by = await _await_quiescence(
+        flow, history, deadline=time.monotonic() + 60, deaths=instances.stalled
+    )
+    assert ended_by == "no progress for 0.2 s with 1 inputs unaccounted for"
+    await instances.close()

@@ -1,15 +1,18 @@
 """A crashed member that holds its group for its 30 s session costs no finding and leaks nothing.
 
-The service keeps its production session (30 s): a member killed by a crash
-fault holds the run's consumer group until the broker drops it, and deleting
-the group fails until then. The campaign must still end with its finding
-(issue 19: it used to end with exit 2, no report, and the groups leaked).
+The service keeps its production session (30 s). By default the harness ends a
+crashed member's session at once; with ``crash_keeps_session=True`` a member
+killed by a crash fault holds the run's consumer group until the broker drops
+it, and deleting the group fails until then. The campaign must still end with
+its finding (issue 19: it used to end with exit 2, no report, and the groups
+leaked).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -21,11 +24,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import strategies as st
 
-from message_flow_harness import BrokerInfo, Endpoints, Flow, checks, fuzz
+from message_flow_harness import BrokerInfo, Endpoints, Flow, Message, checks, fuzz
 from message_flow_harness import strategies as hs
+from message_flow_harness._history import Kind
 from message_flow_harness.brokers.kafka import KafkaAdapter
 from message_flow_harness.brokers.kafka import _adapter as kafka_adapter
-from message_flow_harness.schedule import Crash
+from message_flow_harness.pytest_plugin import FlowCheck
+from message_flow_harness.schedule import After, Crash, Publish, Restart
 
 pytestmark = pytest.mark.kafka
 
@@ -140,9 +145,16 @@ ORDERS = hs.messages(
     max_size=4,
 )
 
-# The restarted worker waits for the dead member's session (30 s) before it gets
-# the partitions, so a crash run ends (quiet) with the group still held.
-PRICING = Flow(sut=pricing, broker="kafka", checks=[checks.no_loss()], messages=ORDERS)
+# Kept as in production (crash_keeps_session), the restarted worker waits for the
+# dead member's session (30 s) before it gets the partitions, so a crash run ends
+# (quiet) with the group still held.
+PRICING = Flow(
+    sut=pricing,
+    broker="kafka",
+    checks=[checks.no_loss()],
+    messages=ORDERS,
+    crash_keeps_session=True,
+)
 
 
 async def _leftovers(adapter: KafkaAdapter) -> tuple[list[str], list[str]]:
@@ -195,3 +207,23 @@ async def test_a_group_still_held_after_the_bound_is_reported_beside_the_finding
     assert saved["ok"] is False
     assert saved["errors"] == [error]
     assert await _leftovers(adapter) == (topics, groups)
+
+
+@pytest.mark.asyncio
+async def test_a_crashed_members_session_ends_with_it_by_default(flow_check: FlowCheck) -> None:
+    """The worker's 30 s session is not waited out: its restart takes the partition at once."""
+    orders = [
+        Message(
+            key=b"c", value=json.dumps({"order_id": f"o-{n}", "quantity": 1, "unit": 9}).encode()
+        )
+        for n in range(2)
+    ]
+    flow = dataclasses.replace(PRICING, crash_keeps_session=False)
+    steps = [Publish(orders[0]), After("output"), Crash(0), Restart(0), Publish(orders[1])]
+    result = await flow_check(flow, steps)
+    [crash] = [e for e in result.history.of(Kind.FAULT) if e.detail == "crash"]
+    last = max(e.at_ns for e in result.history.of(Kind.OUTPUT))
+    # Held, the second output would come after the 30 s session; a wide margin for noise.
+    assert (last - crash.at_ns) / 1e9 < PricingSettings.session_timeout_ms / 2000
+    notes = [e.detail for e in result.history.of(Kind.NOTE)]
+    assert not [n for n in notes if "keep their group sessions" in str(n)], notes
