@@ -36,6 +36,7 @@ import statistics
 from collections.abc import AsyncIterator
 
 import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractQueueIterator
 
 from benchmarks import Figure, Options
 from message_flow_harness import brokers
@@ -60,9 +61,8 @@ from message_flow_harness._topology import Topology
 from message_flow_harness.checks import no_loss
 from message_flow_harness.zoo.kafka_services import kafka_correct
 from message_flow_harness.zoo.rabbitmq_services import (
-    PREFETCH_COUNT,
+    _consuming,
     _handle_correctly,
-    _wind_down,
     rabbitmq_correct,
     rabbitmq_robust,
 )
@@ -86,33 +86,26 @@ _VHOST_PAIRS = 3
 _OWN_TOPOLOGY = Topology(input="orders", output="orders.done", dead_letter=("orders.dlx", ""))
 
 
+async def _declare_orders(channel: AbstractChannel) -> AbstractQueue:
+    """The topology of ``_declaring_correct``: its dead-letter exchange and queues."""
+    dlx = await channel.declare_exchange("orders.dlx", aio_pika.ExchangeType.FANOUT)
+    await (await channel.declare_queue("orders.dead", durable=True)).bind(dlx)
+    await channel.declare_queue("orders.done", durable=True)
+    arguments = {"x-dead-letter-exchange": "orders.dlx"}
+    return await channel.declare_queue("orders", durable=True, arguments=arguments)
+
+
 @contextlib.asynccontextmanager
 async def _declaring_correct(endpoints: Endpoints) -> AsyncIterator[None]:
     """``rabbitmq_correct`` owning its topology: on its one connection, it declares its
     dead-letter exchange and queues, then consumes (as such services are written)."""
-    connection = await aio_pika.connect(str(endpoints.amqp_url))
-    try:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=PREFETCH_COUNT)
-        dlx = await channel.declare_exchange("orders.dlx", aio_pika.ExchangeType.FANOUT)
-        await (await channel.declare_queue("orders.dead", durable=True)).bind(dlx)
-        await channel.declare_queue("orders.done", durable=True)
-        arguments = {"x-dead-letter-exchange": "orders.dlx"}
-        orders = await channel.declare_queue("orders", durable=True, arguments=arguments)
-        messages = orders.iterator()
-        await messages.consume()
 
-        async def consume() -> None:
-            async for message in messages:
-                await _handle_correctly(channel, endpoints, message)
+    async def consume(channel: AbstractChannel, messages: AbstractQueueIterator) -> None:
+        async for message in messages:
+            await _handle_correctly(channel, endpoints, message)
 
-        task = asyncio.create_task(consume())
-        try:
-            yield
-        finally:
-            await _wind_down(task, messages)
-    finally:
-        await connection.close()
+    async with _consuming(endpoints, consume, declare=_declare_orders):
+        yield
 
 
 async def _campaign(

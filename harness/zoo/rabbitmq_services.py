@@ -13,12 +13,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractQueueIterator,
+)
 from yarl import URL
 
 from message_flow_harness import Endpoints
@@ -61,6 +66,8 @@ DELIVERY_LIMIT = 3
 QUORUM_INPUT_ARGUMENTS: Mapping[str, Any] = {"x-delivery-limit": DELIVERY_LIMIT}
 
 Consume = Callable[[AbstractChannel, AbstractQueueIterator], Coroutine[Any, Any, None]]
+#: Declares a service's own topology on its channel and returns the queue it consumes.
+Declare = Callable[[AbstractChannel], Awaitable[AbstractQueue]]
 
 
 class PoisonMessage(ValueError):
@@ -109,14 +116,16 @@ async def _consuming(
     consume: Consume,
     *,
     robust: bool = False,
-    declare: Mapping[str, Any] | None = None,
+    declare: Declare | None = None,
 ) -> AsyncIterator[None]:
     """Run ``consume`` over the deliveries of ``endpoints.input`` until the block exits.
 
     ``robust``: connect with ``connect_robust``, which reconnects after a
     connection loss and declares the channel, its QoS and the consumer again.
-    ``declare``: declare the input queue (durable) with these arguments, as a
-    service that owns its topology does, rather than use the queue as it is.
+    ``declare``: declare the service's own topology on its channel (exchanges,
+    queues with their arguments, bindings) and return the queue to consume, as
+    a service that owns its topology does, rather than use the input queue as
+    it is.
     """
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -133,9 +142,7 @@ async def _consuming(
             channel = await connection.channel()  # publisher confirms are on by default
             await channel.set_qos(prefetch_count=PREFETCH_COUNT)
             queue = await (
-                channel.get_queue(endpoints.input)
-                if declare is None
-                else channel.declare_queue(endpoints.input, durable=True, arguments=dict(declare))
+                channel.get_queue(endpoints.input) if declare is None else declare(channel)
             )
             messages = queue.iterator()
             await messages.consume()
@@ -285,8 +292,11 @@ async def rabbitmq_quorum_retry(endpoints: Endpoints) -> AsyncIterator[None]:
             await _publish(channel, endpoints.output, message, result)
             await message.ack()
 
-    declared = {"x-queue-type": "quorum", **QUORUM_INPUT_ARGUMENTS}
-    async with _consuming(endpoints, consume, declare=declared):
+    async def declare(channel: AbstractChannel) -> AbstractQueue:
+        arguments = {"x-queue-type": "quorum", **QUORUM_INPUT_ARGUMENTS}
+        return await channel.declare_queue(endpoints.input, durable=True, arguments=arguments)
+
+    async with _consuming(endpoints, consume, declare=declare):
         yield
 
 
