@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from message_flow_harness import Endpoints
 
@@ -33,6 +33,8 @@ STOP_TIMEOUT_S = 5.0
 CANCEL_TIMEOUT_S = 2.0
 #: How long the "work" of the early-commit/ack services takes: the window a crash can hit.
 WORK_SECONDS = 0.02
+#: How long the transactional services wait before trying a failed recovery again.
+RETRY_S = 0.1
 
 Handle = Callable[[AIOKafkaConsumer, AIOKafkaProducer, list[ConsumerRecord]], Awaitable[None]]
 
@@ -426,28 +428,53 @@ class _TransactionalProducers(ConsumerRebalanceListener):  # type: ignore[misc]
         self.endpoints = endpoints
         self.producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self.rebalances = 0  # revocations so far: a batch polled before one is stale
+        self._starting = asyncio.Lock()
 
     async def on_partitions_revoked(self, revoked: object) -> None:
         async with self.batch:  # the transaction in hand ends first
             self.rebalances += 1
             for tp in list(self.producers):
-                await _stop_client(self.producers.pop(tp))
+                await self.drop(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in sorted(assigned):
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.endpoints.bootstrap_servers,
-                transactional_id=f"{self.endpoints.group_id}-{tp.topic}-{tp.partition}",
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                enable_idempotence=True,
-            )
-            await producer.start()
-            self.producers[tp] = producer
+        try:
+            for tp in sorted(assigned):
+                await self.ensure(tp)
+        except (KafkaError, TimeoutError) as error:  # the poll loop starts it later
+            log.warning("starting a transactional producer failed: %r", error)
         self.assigned.set()
+
+    async def ensure(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """``tp``'s producer, started if it has none. Its start finishes or aborts what an
+        earlier producer under its id left open (and fences that one)."""
+        async with self._starting:  # one at a time: two under one id would fence each other
+            producer = self.producers.get(tp)
+            if producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.endpoints.bootstrap_servers,
+                    transactional_id=f"{self.endpoints.group_id}-{tp.topic}-{tp.partition}",
+                    transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                    enable_idempotence=True,
+                )
+                try:
+                    async with asyncio.timeout(START_TIMEOUT_S):
+                        await producer.start()
+                except BaseException:
+                    await _stop_client(producer)
+                    raise
+                self.producers[tp] = producer
+            return producer
+
+    async def drop(self, tp: TopicPartition) -> None:
+        """Stop ``tp``'s producer (a failed transaction can leave it broken for good)."""
+        async with self._starting:
+            producer = self.producers.pop(tp, None)
+            if producer is not None:
+                await _stop_client(producer)
 
     async def close(self) -> None:
         for tp in list(self.producers):
-            await _stop_client(self.producers.pop(tp))
+            await self.drop(tp)
 
 
 @contextlib.asynccontextmanager
@@ -476,16 +503,34 @@ async def _transforming(endpoints: Endpoints, commit_offsets: CommitOffsets) -> 
                     # the committed offset, so these come again, here or to the new owner.
                     continue
                 for tp, records in batches.items():
-                    producer = producers.producers.get(tp)
-                    if producer is None:
-                        # Assigned a moment ago (records flow before the listener runs):
-                        # its producer is still starting, so fetch these again.
-                        consumer.seek(tp, records[0].offset)
-                        continue
                     try:
+                        # Started by the listener, or here if records came first or its
+                        # start failed (a connection lost during the rebalance).
+                        producer = await producers.ensure(tp)
                         await commit_offsets(consumer, producer, tp, records)
                     except CommitFailedError:
                         log.warning("commit failed after a rebalance: %s redelivers", tp)
+                    except (KafkaError, TimeoutError) as error:
+                        # A lost connection can fail the transaction, and even end the
+                        # producer's sender for good (aio-libs/aiokafka#907): start over
+                        # with a new producer and the batch from the committed offset.
+                        log.warning("transaction on %s failed (%r): retrying its batch", tp, error)
+                        await producers.drop(tp)
+                        await resume(tp, records[0].offset)
+
+    async def resume(tp: TopicPartition, first: int) -> None:
+        """Fetch ``tp`` again from its committed offset, once a new producer has settled
+        the old one's transaction (committed or aborted, the offset then says which)."""
+        while not stopping.is_set():
+            try:
+                await producers.ensure(tp)
+                committed = await consumer.committed(tp)
+            except (KafkaError, TimeoutError) as error:
+                log.warning("resuming %s failed (%r): trying again", tp, error)
+                await asyncio.sleep(RETRY_S)
+                continue
+            consumer.seek(tp, first if committed is None else committed)
+            return
 
     async with contextlib.AsyncExitStack() as stack:
         try:
