@@ -36,7 +36,7 @@ from message_flow_harness._drivers import driver
 from message_flow_harness._errors import BrokerUnavailable, DestinationError, InvalidArgument
 from message_flow_harness._message import BrokerKind, Message
 from message_flow_harness._redact import redact_url
-from message_flow_harness.brokers.rabbitmq._binding_tap import _BindingTap
+from message_flow_harness.brokers.rabbitmq._binding_tap import _BindingQueue, _BindingTap
 from message_flow_harness.brokers.rabbitmq._codec import (
     _DEAD_LETTER_ROUTER,
     _MAX_NAME_BYTES,
@@ -101,6 +101,8 @@ class RabbitAdapter(BrokerAdapter):
         self._lost: BaseException | None = None
         self._firehose: _Firehose | None = None
         self._firehose_lock = asyncio.Lock()
+        # The binding taps' queues, kept for the runs after on a reused vhost.
+        self._binding_queues: list[_BindingQueue] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened on
         self._restarting = False  # between prepare_for_restart() and reconnect()
         self._busy = 0  # administrative calls in flight
@@ -288,6 +290,9 @@ class RabbitAdapter(BrokerAdapter):
         firehose, self._firehose = self._firehose, None
         if firehose is not None:
             await firehose.close()
+        queues, self._binding_queues = self._binding_queues, []
+        for queue in queues:
+            await queue.close()
         connection, self._connection = self._connection, None
         self._channels.clear()
         self._idle_admin_channels.clear()
@@ -633,9 +638,30 @@ class RabbitAdapter(BrokerAdapter):
         the tap's exclusive queue is read from when it is entered and bound to
         the exchange by ``bind()`` (the exchange must exist by then); it reports
         each message as ``landed`` on ``exchange``. Unlike the firehose, it also
-        sees what the broker dead-letters there.
+        sees what the broker dead-letters there. The queue stays with the
+        adapter for the next run on a reused vhost (see :meth:`clear_vhost`).
         """
         return _BindingTap(self, exchange, binding_key, on_record)
+
+    async def _binding_queue(
+        self, exchange: str, binding_key: str, on_record: TapCallback
+    ) -> _BindingQueue:
+        """An idle binding queue for ``exchange`` and ``binding_key`` (made if there is
+        none), now reporting to ``on_record``."""
+        self._binding_queues = [queue for queue in self._binding_queues if queue.usable]
+        for queue in self._binding_queues:
+            if (queue.exchange, queue.binding_key, queue.on_record) == (
+                exchange,
+                binding_key,
+                None,
+            ):
+                break
+        else:
+            queue = _BindingQueue(self, exchange, binding_key)
+            await queue.open()
+            self._binding_queues.append(queue)
+        queue.on_record = on_record
+        return queue
 
     # -- a virtual host per run (Flow(topology=...))
 
@@ -666,8 +692,9 @@ class RabbitAdapter(BrokerAdapter):
         """Delete what was declared on this adapter's vhost but the harness's own, for reuse.
 
         Every queue and exchange goes but the built-in ones, the server-named
-        (exclusive) queues of the harness's taps and its dead-letter exchanges;
-        then the firehose catches up, so no trace of before reaches a later tap.
+        (exclusive) queues of the harness's taps and its dead-letter exchanges
+        (a binding tap's queue loses its binding with the service's exchange);
+        then the taps catch up, so nothing of before reaches a later run.
         """
         async with self._administering():
             queues, exchanges = await asyncio.gather(
@@ -685,8 +712,10 @@ class RabbitAdapter(BrokerAdapter):
                     if exchange not in own and not exchange.startswith("amq."):
                         await channel.exchange_delete(exchange)
         firehose = self._firehose
+        drains = [queue.drain() for queue in self._binding_queues]
         if firehose is not None:
-            await firehose.drain()
+            drains.append(firehose.drain())
+        await asyncio.gather(*drains)
 
     async def list_vhosts(self, prefix: str = "") -> list[str]:
         """The broker's virtual hosts whose name starts with ``prefix``."""

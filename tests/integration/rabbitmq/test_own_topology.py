@@ -40,6 +40,7 @@ from message_flow_harness import (
     Topology,
     by_json_field,
     checks,
+    eventually,
     fuzz,
 )
 from message_flow_harness._fuzz import Example
@@ -352,6 +353,45 @@ async def test_a_campaign_hands_the_next_run_an_empty_vhost(adapter: RabbitAdapt
             await asyncio.gather(*isolation._behind)  # the emptying, behind: done before the next
     assert [queues for _, queues in seen] == [[], [], []]
     assert len({url for url, _ in seen}) == 2, "the first run's vhost is the third run's"
+    assert await leftovers(adapter) == ([], [])
+
+
+async def test_a_reused_vhost_keeps_its_binding_tap_and_drops_what_the_last_run_left(
+    adapter: RabbitAdapter,
+) -> None:
+    """The tap's queue serves the vhost's next run, bound again to the service's new
+    exchange; a message that reached it after its run ended reaches no later run."""
+    heard: list[list[bytes]] = []
+    taps: list[tuple[str, int]] = []
+    async with Isolation(adapter, 1, ahead=1) as isolation:
+        for run in range(3):
+            fresh = await isolation.take(PAYMENTS)
+            space = fresh.adapter
+            assert isinstance(space, RabbitAdapter)
+            got: list[bytes] = []
+            tap = space.tap_binding(
+                "payments",
+                "payment.completed",
+                lambda record, into=got: into.append(record.message.value),
+            )
+            connection = await aio_pika.connect(str(fresh.endpoints.amqp_url))
+            async with connection:
+                channel = await connection.channel()
+                exchange = await channel.declare_exchange("payments", aio_pika.ExchangeType.TOPIC)
+                async with tap:
+                    await tap.bind()
+                    taps.append((str(fresh.endpoints.amqp_url), id(tap._queue)))
+                    done = aio_pika.Message(f"run {run}".encode())
+                    await exchange.publish(done, routing_key="payment.completed")
+                    await eventually(lambda seen=got: bool(seen), within=5)
+                late = aio_pika.Message(b"after the run")  # the service still publishing
+                await exchange.publish(late, routing_key="payment.completed")
+            heard.append(got)
+            await isolation.give_back(fresh.endpoints)
+            await asyncio.gather(*isolation._behind)  # the emptying, behind: done before the next
+    assert heard == [[b"run 0"], [b"run 1"], [b"run 2"]]
+    assert taps[0] == taps[2], "the first run's vhost and tap queue are the third run's"
+    assert taps[0] != taps[1]
     assert await leftovers(adapter) == ([], [])
 
 
