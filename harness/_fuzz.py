@@ -55,11 +55,11 @@ from message_flow_harness._redact import redact_url
 from message_flow_harness._report import (
     FuzzReport as FuzzReport,
 )  # re-exported: harness._fuzz.FuzzReport
-from message_flow_harness._report import write_failure
+from message_flow_harness._report import Unsteady, write_failure
 from message_flow_harness._runner import LiveRun, run_flow
 from message_flow_harness._schedule import Publish, Step
 from message_flow_harness._shard import Shard
-from message_flow_harness._shrink import Shrinker
+from message_flow_harness._shrink import Shrinker, steadier
 from message_flow_harness._text import plural
 from message_flow_harness._triggers import events_seen
 from message_flow_harness.strategies import schedules
@@ -387,6 +387,7 @@ class Campaign:
         else:
             try:
                 await self._rerun(report.minimal, report.reruns)
+                await self._seek_steadier(report)
             except HarnessError as error:
                 report.add_error(await self._ended_by(error))
         self._write(report)
@@ -635,8 +636,15 @@ class Campaign:
 
     # --- after the search -----------------------------------------------------------------
 
-    async def _rerun(self, minimal: RunResult, failed_again: list[bool]) -> None:
-        """Re-run the minimal schedule ``reruns`` times: how reliably it fails."""
+    async def _rerun(
+        self, minimal: RunResult, failed_again: list[bool], *, give_up_after: int | None = None
+    ) -> RunResult:
+        """Re-run the minimal schedule ``reruns`` times: how reliably it fails.
+
+        Stops early after ``give_up_after`` passes. Returns the last failing
+        run (``minimal`` if none failed).
+        """
+        last_failing = minimal
         for number in range(1, self.reruns + 1):
             began = time.monotonic()
             again = await run_flow(
@@ -647,9 +655,37 @@ class Campaign:
                 isolation=self.isolation,
             )
             failed_again.append(not again.ok)
+            if not again.ok:
+                last_failing = again
             if self.progress is not None:
                 took = time.monotonic() - began
                 self.progress(Example(number, again.schedule, again.ok, took, "re-run"))
+            if give_up_after is not None and failed_again.count(False) >= give_up_after:
+                break
+        return last_failing
+
+    async def _seek_steadier(self, report: FuzzReport) -> None:
+        """A minimal schedule that failed again in few re-runs: seek a steadier one.
+
+        Among the larger failures seen (see :func:`steadier`), within the
+        shrinking's time again; the smaller one stays in the report.
+        """
+        minimal = report.minimal
+        if minimal is None or report.flaky:
+            return
+        deadline = time.monotonic() + self.shrinker.seconds
+        found = await steadier(
+            report.reruns,
+            self.shrinker.larger_failures(minimal),
+            lambda run, into, give_up: self._rerun(run, into, give_up_after=give_up),
+            runs=self.reruns,
+            time_left=lambda: time.monotonic() <= deadline,
+        )
+        if found is not None:
+            report.smaller_unsteady = Unsteady(
+                minimal.schedule, sum(report.reruns), len(report.reruns)
+            )
+            report.minimal, report.reruns = found
 
     async def _ended_by(self, error: HarnessError) -> HarnessError:
         """The error that ends the campaign, naming a lost broker, with the partial history kept."""

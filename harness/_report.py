@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from message_flow_harness import _html_report
 from message_flow_harness._flow import Flow, RunResult
@@ -24,6 +24,14 @@ from message_flow_harness._text import bounded, plural, shorten
 #: The ``format`` of a fuzz report's JSON: bumped when a field changes meaning or goes.
 #: 2: ``timeline`` (an SVG) went; ``report`` is the HTML report, timeline included.
 FORMAT = "message-flow-harness/fuzz/2"
+
+
+class Unsteady(NamedTuple):
+    """A smaller failing schedule than the reproduction, which failed again in few re-runs."""
+
+    schedule: tuple[Step, ...]
+    failed_again: int
+    reruns: int
 
 
 @dataclass(kw_only=True)
@@ -44,6 +52,9 @@ class FuzzReport:
     #: Harness errors raised after the failure was found (a lost broker while
     #: shrinking, a consumer group that could not be deleted): the finding stands.
     errors: list[str] = field(default_factory=list)
+    #: The minimal schedule shrinking ended with, when it failed again in too few
+    #: re-runs and a larger one seen failing reproduced steadily (then ``minimal``).
+    smaller_unsteady: Unsteady | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,12 +123,23 @@ class FuzzReport:
             "reruns": len(self.reruns),
             "reruns_failed": sum(self.reruns),
             "flaky": self.flaky,
+            "smaller_unsteady": _unsteady_json(self.smaller_unsteady),
             "history": str(self.history_path) if self.history_path else None,
             "report": str(self.report_path) if self.report_path else None,
             "reproduction": self.reproduction() or None,
             "minimal_history": minimal.history.to_json() if minimal else None,
             "errors": list(self.errors),
         }
+
+
+def _unsteady_json(unsteady: Unsteady | None) -> dict[str, Any] | None:
+    if unsteady is None:
+        return None
+    return {
+        "schedule": [repr(step) for step in unsteady.schedule],
+        "reruns": unsteady.reruns,
+        "reruns_failed": unsteady.failed_again,
+    }
 
 
 def _identifier(text: str) -> str:
@@ -226,6 +248,13 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
         )
         + (f"; the test below runs it up to {attempts} times" if attempts > 1 else ""),
     ]
+    if report.smaller_unsteady is not None:
+        smaller = report.smaller_unsteady
+        lines += [
+            f"a smaller schedule failed again in only {smaller.failed_again} of"
+            f" {plural(smaller.reruns, 're-run')} (the race also needs what no step sets):",
+            *bounded([f"  {step!r}" for step in smaller.schedule], indent="  "),
+        ]
     if report.errors:
         lines += ["", "the harness failed after finding this (the finding stands):"]
         lines += [f"  {shorten(error, limit=1000)}" for error in report.errors]
@@ -260,6 +289,15 @@ def write_failure(report: FuzzReport, directory: Path) -> None:
     ]
     if report.flaky:
         facts.append(("flaky", "the failure did not repeat while shrinking"))
+    if report.smaller_unsteady is not None:
+        smaller = report.smaller_unsteady
+        facts.append(
+            (
+                f"a smaller schedule, failed again in only {smaller.failed_again} of"
+                f" {smaller.reruns} re-runs",
+                "; ".join(repr(step) for step in smaller.schedule),
+            )
+        )
     facts += [("harness error after the finding", error) for error in report.errors]
     _html_report.write(minimal, report.report_path, reproduction=report.reproduction(), facts=facts)
     report.history_path.write_text(json.dumps(report.to_json(), indent=1))

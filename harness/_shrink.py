@@ -12,9 +12,10 @@ the search with that run instead of an error.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from message_flow_harness._flow import RunResult
 from message_flow_harness._schedule import (
@@ -26,6 +27,59 @@ from message_flow_harness._schedule import (
     faults_of,
     messages_of,
 )
+
+#: The share of its re-runs a reproduction fails again in to count as steady (4 of 5).
+STEADY = 0.8
+
+
+def steady(failed: int, runs: int) -> bool:
+    """Whether a schedule that failed again in ``failed`` of ``runs`` re-runs is steady."""
+    return failed >= math.ceil(STEADY * runs)
+
+
+def unsteady_after(runs: int) -> int:
+    """How many passing re-runs of ``runs`` show a schedule cannot be steady."""
+    return runs - math.ceil(STEADY * runs) + 1
+
+
+#: Re-runs a schedule into a list (True where it failed), giving up after so many passes
+#: (None: never); returns its last failing run.
+Rerun = Callable[[RunResult, list[bool], int | None], Awaitable[RunResult]]
+
+
+async def steadier(
+    failed_again: Sequence[bool],
+    candidates: Sequence[RunResult],
+    rerun: Rerun,
+    *,
+    runs: int,
+    time_left: Callable[[], bool],
+) -> tuple[RunResult, list[bool]] | None:
+    """A steady reproduction among ``candidates`` when the minimal one is not: its run and re-runs.
+
+    Shrinking keeps a candidate that fails twice, so a race that also needs
+    an outcome no step sets (which member Kafka's assignor gives a partition)
+    shrinks to a schedule that fails about half the time; a larger failure
+    seen on the way (inputs on every partition) may fail every time. Each
+    candidate (smallest first) is screened by ``runs`` re-runs, given up at
+    the first passes that rule it out, then confirmed by ``runs`` fresh ones:
+    of many candidates that fail half the time, one passes a single screen by
+    luck. The confirmation is what the report gives as its figure.
+    """
+    if steady(sum(failed_again), len(failed_again)):
+        return None
+    for candidate in candidates:
+        if not time_left():
+            return None
+        screened: list[bool] = []
+        await rerun(candidate, screened, unsteady_after(runs))
+        if len(screened) < runs or not steady(sum(screened), runs):
+            continue
+        confirmed: list[bool] = []
+        failing = await rerun(candidate, confirmed, None)
+        if steady(sum(confirmed), runs):
+            return failing, confirmed
+    return None
 
 
 def judge(run: Callable[[], RunResult], tries: int) -> RunResult:
@@ -198,6 +252,24 @@ class Shrinker:
     def seen_failing(self, schedule: Sequence[Step]) -> RunResult | None:
         """The run of ``schedule`` seen failing, if any (answered without running it again)."""
         return self._failed.get(repr(tuple(schedule)))
+
+    def larger_failures(self, minimal: RunResult) -> list[RunResult]:
+        """The other runs seen failing every check ``minimal`` fails, smallest first.
+
+        Where a steadier reproduction than ``minimal`` may be (see
+        ``Campaign._seek_steadier``): shrinking keeps what fails twice, which a
+        race that fails half the time does.
+        """
+        failing = {failure.check for failure in minimal.failures()}
+        with self._lock:
+            seen = list(self._failed.values())
+        others = [
+            run
+            for run in seen
+            if run.schedule != minimal.schedule
+            and failing <= {failure.check for failure in run.failures()}
+        ]
+        return sorted(others, key=lambda run: size(run.schedule))
 
     def judge(self, run: Callable[[], RunResult]) -> RunResult:
         """:func:`judge` a candidate with this campaign's ``tries``."""

@@ -24,8 +24,8 @@ from message_flow_harness._checks import Anomaly, Verdict
 from message_flow_harness._cli import fuzz_json
 from message_flow_harness._history import LogEntry
 from message_flow_harness._html_report import MAX_ANOMALIES
-from message_flow_harness._report import FORMAT, write_failure
-from message_flow_harness.schedule import Crash, Publish
+from message_flow_harness._report import FORMAT, Unsteady, write_failure
+from message_flow_harness.schedule import Crash, Join, Publish
 from tests.unit.histories import Script
 
 
@@ -187,3 +187,27 @@ def test_the_html_report_shows_what_the_service_and_its_clients_logged() -> None
     assert "3 older lines were not kept" in logs
     quiet = _html_report.render(MINIMAL, reproduction="")
     assert "logged nothing" in quiet.split("<h2>Logs</h2>")[1].split("<h2>History</h2>")[0]
+
+
+def test_a_steadier_reproduction_keeps_the_smaller_unsteady_schedule_beside_it(
+    tmp_path: Path,
+) -> None:
+    smaller = (Publish(Message(b"1", key=b"a")), Join())
+    report = dataclasses.replace(
+        failed(), reruns=[True] * 5, smaller_unsteady=Unsteady(smaller, 2, 5)
+    )
+    summary = report.summary()
+    assert "reproduced in 5 of 5 re-runs" in summary
+    assert "a smaller schedule failed again in only 2 of 5 re-runs" in summary
+    assert repr(smaller[0]) in summary
+    assert "attempts=" not in report.reproduction()  # the steady one is what the test runs
+    data = fuzz_json(report)
+    assert data["smaller_unsteady"] == {
+        "schedule": [repr(step) for step in smaller],
+        "reruns": 5,
+        "reruns_failed": 2,
+    }
+    assert fuzz_json(failed())["smaller_unsteady"] is None
+    write_failure(report, tmp_path)
+    assert report.report_path is not None
+    assert "failed again in only 2 of 5 re-runs" in report.report_path.read_text()
