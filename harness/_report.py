@@ -235,7 +235,8 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
     attempts = attempts_to_catch(failed_again, len(report.reruns))
     lines += [
         f"first failure at example {report.first_failure_at};"
-        f" minimal schedule has {plural(messages, 'message')} and {plural(faults, 'fault')}:",
+        f" {'minimal schedule' if report.smaller_unsteady is None else 'smallest steady schedule'}"
+        f" has {plural(messages, 'message')} and {plural(faults, 'fault')}:",
         *bounded([f"  {step!r}" for step in schedule], indent="  "),
         "",
         *(str(v) for v in minimal.failures()),
@@ -251,8 +252,9 @@ def fuzz_summary(report: FuzzReport, *, rerun: str | None = None) -> str:
     if report.smaller_unsteady is not None:
         smaller = report.smaller_unsteady
         lines += [
-            f"a smaller schedule failed again in only {smaller.failed_again} of"
-            f" {plural(smaller.reruns, 're-run')} (the race also needs what no step sets):",
+            f"a smaller one failed again in only {smaller.failed_again} of"
+            f" {plural(smaller.reruns, 're-run')} (the race also needed luck no step sets,"
+            " such as which instance gets a partition):",
             *bounded([f"  {step!r}" for step in smaller.schedule], indent="  "),
         ]
     if report.errors:

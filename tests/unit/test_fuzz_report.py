@@ -198,7 +198,8 @@ def test_a_steadier_reproduction_keeps_the_smaller_unsteady_schedule_beside_it(
     )
     summary = report.summary()
     assert "reproduced in 5 of 5 re-runs" in summary
-    assert "a smaller schedule failed again in only 2 of 5 re-runs" in summary
+    assert "smallest steady schedule has 2 messages and 1 fault" in summary
+    assert "a smaller one failed again in only 2 of 5 re-runs" in summary
     assert repr(smaller[0]) in summary
     assert "attempts=" not in report.reproduction()  # the steady one is what the test runs
     data = fuzz_json(report)
