@@ -197,3 +197,30 @@ def check_suffered(model: Faults | None, step: Step, *, flow: str) -> None:
     if model is None or kind is None or kind in model.kinds:
         return
     raise InvalidArgument(f"{step!r} cannot run: {ruled_out_message([kind], model, flow=flow)}")
+
+
+def instances_at_once(schedule: Sequence[Step]) -> int:
+    """The most instances ``schedule`` runs at once: instance 0, its joins less its leaves."""
+    running = most = 1
+    for step in schedule:
+        if isinstance(step, Join):
+            running += 1
+        elif isinstance(step, Leave) and running > 1:
+            running -= 1
+        most = max(most, running)
+    return most
+
+
+def within_model(model: Faults | None, schedule: Sequence[Step]) -> bool:
+    """Whether the deployment ``model`` describes can suffer all of ``schedule``.
+
+    The strategies draw only such schedules, but deleting steps while shrinking
+    can make one it cannot: taking out a ``Leave`` between two joins runs three
+    instances where the flow allows two.
+    """
+    if model is None:
+        return True
+    kinds = (kind_of(step) for step in schedule)
+    if any(kind is not None and kind not in model.kinds for kind in kinds):
+        return False
+    return instances_at_once(schedule) <= model.instances

@@ -45,7 +45,7 @@ from message_flow_harness import brokers
 from message_flow_harness._broker import BrokerAdapter, BrokerInfo
 from message_flow_harness._errors import BrokerUnavailable, HarnessError, InvalidArgument
 from message_flow_harness._example_database import LOCAL, Database, open_database
-from message_flow_harness._fault_model import campaign_kinds
+from message_flow_harness._fault_model import campaign_kinds, within_model
 from message_flow_harness._flow import Flow, RunResult
 from message_flow_harness._history import History
 from message_flow_harness._instances import check_broker_restartable
@@ -506,6 +506,8 @@ class Campaign:
                 # smaller failure it judges; Hypothesis's shrinker then starts from
                 # the failure raised below.
                 def fails(candidate: tuple[Step, ...]) -> bool:
+                    if not within_model(self.flow.faults, candidate):
+                        return False  # a deployment fact, not a finding: never run
                     return not self._judge_candidate(candidate).ok
 
                 kept = self.shrinker.delete_steps(result.schedule, fails)

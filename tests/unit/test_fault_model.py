@@ -11,7 +11,13 @@ from hypothesis import given, settings
 
 from message_flow_harness import BrokerInfo, Endpoints, Faults, Flow, InvalidArgument, Message
 from message_flow_harness import strategies as hs
-from message_flow_harness._fault_model import campaign_kinds, check_suffered, kind_of
+from message_flow_harness._fault_model import (
+    campaign_kinds,
+    check_suffered,
+    instances_at_once,
+    kind_of,
+    within_model,
+)
 from message_flow_harness._runner import run_flow
 from message_flow_harness.schedule import (
     BrokerRestart,
@@ -124,17 +130,26 @@ def test_schedules_of_a_single_instance_flow_never_draw_join() -> None:
 
 
 def test_schedules_run_no_more_instances_than_the_model() -> None:
-    def most_at_once(schedule: list[Step]) -> int:
-        running = most = 1
-        for step in schedule:
-            running += isinstance(step, Join) - isinstance(step, Leave)
-            most = max(most, running)
-        return most
-
     two = _drawn(hs.schedules(faults=Faults(instances=2), max_faults=3))
-    assert max(map(most_at_once, two)) == 2
+    assert max(map(instances_at_once, two)) == 2
+    assert all(within_model(Faults(instances=2), schedule) for schedule in two)
     three = _drawn(hs.schedules(faults=Faults(instances=3), max_faults=3))
-    assert max(map(most_at_once, three)) == 3
+    assert max(map(instances_at_once, three)) == 3
+
+
+def test_a_schedule_shrunk_past_what_the_deployment_suffers_is_outside_its_model() -> None:
+    """Deleting the Leave between two joins runs three instances of a two-instance
+    deployment: shrinking never tries it (a deployment fact, not a finding)."""
+    publish = Publish(Message(b"x"))
+    drawn = [publish, Join(), Leave(), Join(), publish]
+    shrunk = [publish, Join(), Join(), publish]
+    assert (instances_at_once(drawn), instances_at_once(shrunk)) == (2, 3)
+    assert within_model(Faults(instances=2), drawn)
+    assert not within_model(Faults(instances=2), shrunk)
+    assert within_model(Faults(instances=3), shrunk)
+    assert not within_model(SINGLE, [publish, Crash(0), Cut(0), Join()])  # a kind ruled out
+    assert within_model(None, shrunk)  # no model: anything goes
+    assert instances_at_once([Leave(), Join()]) == 2  # a Leave with no extra instance stops none
 
 
 def test_schedules_without_a_flow_or_model_draw_every_kind_as_before() -> None:
