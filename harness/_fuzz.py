@@ -14,7 +14,8 @@ and is shrunk alone, by the campaign's :class:`~message_flow_harness._shrink.Shr
 (how a failure that may not repeat is shrunk is told there). A flaky
 failure ends the search with the smallest failing run seen instead of an
 error; the campaign then re-runs the minimal schedule several times to say
-how reliably it fails, and writes the report (harness._report). A harness
+how reliably it fails (seeking a steadier, larger one among the failures
+seen when it rarely does), and writes the report (harness._report). A harness
 error once a failure is found (a broker lost while shrinking or re-running,
 destinations or a group the cleanup could not delete) never replaces the
 finding: it is kept in the report's ``errors``, beside it.
@@ -639,19 +640,20 @@ class Campaign:
     # --- after the search -----------------------------------------------------------------
 
     async def _rerun(
-        self, minimal: RunResult, failed_again: list[bool], *, give_up_after: int | None = None
+        self, failing: RunResult, failed_again: list[bool], *, give_up_after: int | None = None
     ) -> RunResult:
-        """Re-run the minimal schedule ``reruns`` times: how reliably it fails.
+        """Re-run a failing run's schedule ``reruns`` times: how reliably it fails.
 
-        Stops early after ``give_up_after`` passes. Returns the last failing
-        run (``minimal`` if none failed).
+        Appends to ``failed_again`` (True where it failed again); stops early
+        after ``give_up_after`` passes. Returns the last failing run
+        (``failing`` if none failed again).
         """
-        last_failing = minimal
+        last_failing = failing
         for number in range(1, self.reruns + 1):
             began = time.monotonic()
             again = await run_flow(
                 self.flow,
-                minimal.schedule,
+                failing.schedule,
                 broker=self.broker,
                 adapter=self.adapter,
                 isolation=self.isolation,

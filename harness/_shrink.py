@@ -7,7 +7,9 @@ shrunk. Shrinking deletes steps first (delta debugging on the schedule),
 then hands over to Hypothesis's shrinker. A candidate must pass several runs
 in a row to count as passing and fail twice to count as failing; the
 shrinker keeps the smallest failing run it has seen, so a flaky failure ends
-the search with that run instead of an error.
+the search with that run instead of an error. When that run then fails
+again in few re-runs, :func:`steadier` looks among the larger failures seen
+for one that fails again steadily.
 """
 
 from __future__ import annotations
