@@ -649,14 +649,14 @@ class RabbitAdapter(BrokerAdapter):
         """An idle binding queue for ``exchange`` and ``binding_key`` (made if there is
         none), now reporting to ``on_record``."""
         self._binding_queues = [queue for queue in self._binding_queues if queue.usable]
-        for queue in self._binding_queues:
-            if (queue.exchange, queue.binding_key, queue.on_record) == (
-                exchange,
-                binding_key,
-                None,
-            ):
-                break
-        else:
+        idle = (
+            queue
+            for queue in self._binding_queues
+            if (queue.exchange, queue.binding_key) == (exchange, binding_key)
+            and queue.on_record is None
+        )
+        queue = next(idle, None)
+        if queue is None:
             queue = _BindingQueue(self, exchange, binding_key)
             await queue.open()
             self._binding_queues.append(queue)
